@@ -1,0 +1,2 @@
+//! ulp-ddp-core (being written)
+pub mod digest;
