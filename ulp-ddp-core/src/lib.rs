@@ -1,2 +1,97 @@
-//! ulp-ddp-core (being written)
+//! # ulp-ddp-core: direct data placement for request-response protocols over TCP
+//!
+//! Storage protocols such as NVMe/TCP and iSCSI carry read data in PDUs inside a TCP byte
+//! stream. This crate is the contract that lets that data land straight in the buffer the
+//! caller registered for the command, with its CRC32C data digest verified once, whether a NIC
+//! places it (an offload backend), or the CPU does (the software backend, the fallback for
+//! every byte a device did not place). It is the kernel's ULP DDP layer ("nvme-tcp receive
+//! offloads") made protocol-agnostic, backend-pluggable and usable from userspace.
+//!
+//! It contains no networking code, no clocks, no threads and names no protocol.
+//!
+//! ## Layers
+//!
+//! - [`Protocol`]: a plugin that frames one protocol's PDUs: where a header ends, whether it
+//!   has a digest, and a [`PduLayout`] saying where data starts, how long it is, its padding,
+//!   its digest, and whether it goes to a command's buffer ([`Placement`]: tag and offset).
+//! - [`DdpBackend`]: a device (or the CPU) that maps tags to buffers: [`Limits`], queue
+//!   add/delete, per-command setup, teardown that completes through a polled event, resync
+//!   request and response, [`Stats`]. [`NoOffload`] is the backend of a machine without one.
+//! - [`Engine`]: one per connection. It owns every registered buffer ([`SgBuffer`]) from
+//!   [`Engine::setup`] until [`Event::Released`], tracks PDU boundaries through the plugin
+//!   however the stream is cut, places what the backend did not place, verifies what it did not
+//!   verify, answers resync requests, and reports [`Event`]s.
+//! - [`testkit`] (feature `testkit`): the conformance kit every backend runs.
+//!
+//! ## Example
+//!
+//! A toy protocol whose PDUs are an 8-byte header (tag, data length, little-endian) followed by
+//! data, received in pieces cut anywhere:
+//!
+//! ```
+//! use ulp_ddp_core::{
+//!     Engine, EngineOptions, Event, HeaderError, NoOffload, Piece, Placement, PduLayout,
+//!     Protocol, ProtocolId, QueueConfig, QueueId, SgBuffer, Tag,
+//! };
+//!
+//! struct Toy;
+//!
+//! impl Protocol for Toy {
+//!     fn id(&self) -> ProtocolId { ProtocolId("toy") }
+//!     fn prefix_len(&self) -> usize { 8 }
+//!     fn max_header_len(&self) -> usize { 8 }
+//!     fn header_len(&mut self, _prefix: &[u8]) -> Result<usize, HeaderError> { Ok(8) }
+//!     fn has_header_digest(&self, _header: &[u8]) -> bool { false }
+//!     fn parse(&mut self, h: &[u8]) -> Result<PduLayout, HeaderError> {
+//!         let tag = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+//!         let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+//!         Ok(PduLayout {
+//!             data_len: len,
+//!             placement: Some(Placement { tag: Tag(tag), offset: 0 }),
+//!             ..PduLayout::header_only(8, false)
+//!         })
+//!     }
+//! }
+//!
+//! let config = QueueConfig::new(ProtocolId("toy"), QueueId(1));
+//! let mut engine = Engine::new(Toy, NoOffload, config, EngineOptions::default());
+//! engine.setup(Tag(5), SgBuffer::zeroed(4)).unwrap();
+//!
+//! let stream = [5, 0, 0, 0, 4, 0, 0, 0, b'd', b'a', b't', b'a'];
+//! for piece in stream.chunks(3) {
+//!     engine.receive(Piece::bytes(piece)).unwrap();
+//! }
+//! let Some(Event::Data { tag, len, .. }) = engine.poll_event() else { panic!() };
+//! assert_eq!((tag, len), (Tag(5), 4));
+//!
+//! engine.teardown(Tag(5)).unwrap();
+//! let Some(Event::Released { buffer, .. }) = engine.poll_event() else { panic!() };
+//! assert_eq!(buffer.into_vec(), b"data");
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod buffer;
+pub mod config;
 pub mod digest;
+pub mod engine;
+pub mod error;
+pub mod limits;
+pub mod protocol;
+mod ranges;
+pub mod stats;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod types;
+
+pub use backend::{BackendError, BackendEvent, DdpBackend, DdpIo, NoOffload, Shared};
+pub use buffer::{OutOfRange, SgBuffer};
+pub use config::QueueConfig;
+pub use engine::{
+    DigestStatus, Engine, EngineOptions, Event, HeaderBytes, Piece, ReadTarget, SetupOutcome,
+};
+pub use error::Error;
+pub use limits::{Decline, DigestOffload, Limits, TagRange};
+pub use protocol::{HeaderError, PduLayout, Placement, Protocol};
+pub use stats::Stats;
+pub use types::{ProtocolId, QueueId, Tag, TcpSeq};

@@ -1,0 +1,271 @@
+//! The backend contract: the kernel's `ulp_ddp_dev_ops`, with its two callbacks turned into
+//! polled events.
+
+use core::fmt;
+
+use crate::buffer::SgBuffer;
+use crate::config::QueueConfig;
+use crate::digest::Crc32c;
+use crate::limits::Limits;
+use crate::stats::Stats;
+use crate::types::{ProtocolId, QueueId, Tag, TcpSeq};
+
+/// One command's mapping request: the tag the command will carry on the wire and its
+/// destination buffer (the kernel's `ulp_ddp_io`).
+///
+/// The backend may record the buffer's segment addresses and lengths: the receive engine owns
+/// the buffer and neither moves nor resizes it until the backend reports
+/// [`BackendEvent::TeardownDone`] for the tag.
+#[derive(Clone, Copy, Debug)]
+pub struct DdpIo<'a> {
+    /// The command's tag.
+    pub tag: Tag,
+    /// Where the command's data goes.
+    pub buffer: &'a SgBuffer,
+}
+
+/// Something a backend tells the receive engine, polled with [`DdpBackend::poll_event`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum BackendEvent {
+    /// The device lost track of PDU boundaries and asks: does a PDU start at `seq`? The engine
+    /// answers with [`DdpBackend::resync_response`] when its stream reaches `seq` (the kernel's
+    /// `resync_request`).
+    ResyncRequest {
+        /// The proposed PDU start.
+        seq: TcpSeq,
+    },
+    /// The mapping for `tag` is gone: the device will not write into its buffer again (the
+    /// kernel's `ddp_teardown_done`).
+    TeardownDone {
+        /// The command whose mapping is gone.
+        tag: Tag,
+    },
+}
+
+/// Why a backend refused an operation.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The backend does not offload this protocol.
+    UnsupportedProtocol(ProtocolId),
+    /// The queue's configuration is beyond the backend (depth, digests, alignment).
+    UnsupportedConfig,
+    /// The backend has no room for another queue.
+    TooManyQueues,
+    /// The queue id is already in use.
+    QueueExists(QueueId),
+    /// No such queue.
+    UnknownQueue(QueueId),
+    /// The tag is already mapped (or its teardown has not completed).
+    TagBusy(Tag),
+    /// The tag is not mapped.
+    UnknownTag(Tag),
+    /// The buffer has more segments than the backend maps.
+    TooManySegments,
+    /// The buffer is larger than the backend maps.
+    TooLarge,
+    /// The tag is outside the range the backend tracks.
+    TagOutOfRange(Tag),
+    /// Out of device resources (mapping tables, memory keys, work queue entries).
+    NoResources,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedProtocol(p) => write!(f, "protocol {p} is not offloaded"),
+            Self::UnsupportedConfig => f.write_str("queue configuration not supported"),
+            Self::TooManyQueues => f.write_str("no room for another queue"),
+            Self::QueueExists(q) => write!(f, "{q} already exists"),
+            Self::UnknownQueue(q) => write!(f, "{q} does not exist"),
+            Self::TagBusy(t) => write!(f, "{t} is still mapped"),
+            Self::UnknownTag(t) => write!(f, "{t} is not mapped"),
+            Self::TooManySegments => f.write_str("too many scatter-gather segments"),
+            Self::TooLarge => f.write_str("buffer too large"),
+            Self::TagOutOfRange(t) => write!(f, "{t} is outside the tracked range"),
+            Self::NoResources => f.write_str("out of device resources"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// A direct data placement backend: a NIC offload, a model of one, or the software backend.
+///
+/// The receive engine ([`Engine`](crate::Engine)) drives it; callers normally use the engine,
+/// not the backend. One backend serves many queues. Its methods never block: a device's
+/// answers (teardown completions, resync requests) come back through [`poll_event`].
+///
+/// # Contract
+///
+/// - [`setup`] happens before the command is sent; if it returns `Ok`, the device may place that
+///   tag's data from then on, and must stop before it reports
+///   [`BackendEvent::TeardownDone`] for the tag.
+/// - [`teardown`] starts the unmapping; completion is always reported through [`poll_event`],
+///   even by backends that complete at once, so that callers have one code path.
+/// - [`queue_del`] removes every mapping of the queue synchronously: when it returns the device
+///   writes into none of the queue's buffers.
+/// - Bytes the device placed are delivered to the engine as
+///   [`Piece::Placed`](crate::Piece::Placed): by then they are in the command's buffer.
+///
+/// [`setup`]: DdpBackend::setup
+/// [`teardown`]: DdpBackend::teardown
+/// [`queue_del`]: DdpBackend::queue_del
+/// [`poll_event`]: DdpBackend::poll_event
+pub trait DdpBackend {
+    /// The backend's limits for `protocol`, or `None` if it does not offload that protocol
+    /// (the engine then runs the queue in software).
+    fn limits(&self, protocol: ProtocolId) -> Option<Limits>;
+
+    /// Offloads a queue (the kernel's `sk_add`).
+    ///
+    /// # Errors
+    ///
+    /// Any [`BackendError`]; the queue then runs in software, which is not an error for the
+    /// connection.
+    fn queue_add(&mut self, config: &QueueConfig) -> Result<(), BackendError>;
+
+    /// Removes a queue and every mapping it still holds (the kernel's `sk_del`).
+    fn queue_del(&mut self, queue: QueueId);
+
+    /// Maps a command's buffer to its tag before the command is sent.
+    ///
+    /// # Errors
+    ///
+    /// Any [`BackendError`]: the command is then placed by copying.
+    fn setup(&mut self, queue: QueueId, io: &DdpIo<'_>) -> Result<(), BackendError>;
+
+    /// Starts unmapping `tag`; the completion comes from [`DdpBackend::poll_event`].
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::UnknownTag`] if the tag is not mapped (no completion follows then).
+    fn teardown(&mut self, queue: QueueId, tag: Tag) -> Result<(), BackendError>;
+
+    /// Answers a [`BackendEvent::ResyncRequest`]: whether a PDU starts at `seq`.
+    fn resync_response(&mut self, queue: QueueId, seq: TcpSeq, pdu_starts_here: bool);
+
+    /// The next event for `queue`, if any.
+    fn poll_event(&mut self, queue: QueueId) -> Option<BackendEvent>;
+
+    /// The backend's counters, summed over its queues.
+    fn stats(&self) -> Stats;
+
+    /// Copies `src` into `dst` (equal lengths) on the CPU, feeding the copied bytes into `crc`
+    /// when given: the data mover for every byte the device did not place. Implementations read
+    /// each source byte once from memory (fused copy and digest). It takes no `self`, so that
+    /// backends shared between queues need no lock on the data path.
+    fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>)
+    where
+        Self: Sized;
+}
+
+/// A backend that offloads nothing: every queue runs in software and the CPU places every byte
+/// (with [`copy_with_crc`](crate::digest::copy_with_crc)). What a connection gets on a machine
+/// without a DDP device.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoOffload;
+
+impl DdpBackend for NoOffload {
+    fn limits(&self, _protocol: ProtocolId) -> Option<Limits> {
+        None
+    }
+
+    fn queue_add(&mut self, config: &QueueConfig) -> Result<(), BackendError> {
+        Err(BackendError::UnsupportedProtocol(config.protocol))
+    }
+
+    fn queue_del(&mut self, _queue: QueueId) {}
+
+    fn setup(&mut self, queue: QueueId, _io: &DdpIo<'_>) -> Result<(), BackendError> {
+        Err(BackendError::UnknownQueue(queue))
+    }
+
+    fn teardown(&mut self, _queue: QueueId, tag: Tag) -> Result<(), BackendError> {
+        Err(BackendError::UnknownTag(tag))
+    }
+
+    fn resync_response(&mut self, _queue: QueueId, _seq: TcpSeq, _pdu_starts_here: bool) {}
+
+    fn poll_event(&mut self, _queue: QueueId) -> Option<BackendEvent> {
+        None
+    }
+
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+
+    fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {
+        crate::digest::copy_with_crc(dst, src, crc);
+    }
+}
+
+/// A handle to a backend shared by several queues (one device, many connections): each engine
+/// owns a clone; control operations take a lock, the data mover does not.
+#[derive(Debug)]
+pub struct Shared<B> {
+    inner: std::sync::Arc<parking_lot::Mutex<B>>,
+}
+
+impl<B> Shared<B> {
+    /// Shares `backend`.
+    pub fn new(backend: B) -> Self {
+        Self {
+            inner: std::sync::Arc::new(parking_lot::Mutex::new(backend)),
+        }
+    }
+
+    /// Runs `f` with the backend locked (for statistics or a device model's packet input).
+    pub fn with<R>(&self, f: impl FnOnce(&mut B) -> R) -> R {
+        f(&mut self.inner.lock())
+    }
+}
+
+impl<B> Clone for Shared<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: std::sync::Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<B: DdpBackend> DdpBackend for Shared<B> {
+    fn limits(&self, protocol: ProtocolId) -> Option<Limits> {
+        self.inner.lock().limits(protocol)
+    }
+
+    fn queue_add(&mut self, config: &QueueConfig) -> Result<(), BackendError> {
+        self.inner.lock().queue_add(config)
+    }
+
+    fn queue_del(&mut self, queue: QueueId) {
+        self.inner.lock().queue_del(queue);
+    }
+
+    fn setup(&mut self, queue: QueueId, io: &DdpIo<'_>) -> Result<(), BackendError> {
+        self.inner.lock().setup(queue, io)
+    }
+
+    fn teardown(&mut self, queue: QueueId, tag: Tag) -> Result<(), BackendError> {
+        self.inner.lock().teardown(queue, tag)
+    }
+
+    fn resync_response(&mut self, queue: QueueId, seq: TcpSeq, pdu_starts_here: bool) {
+        self.inner
+            .lock()
+            .resync_response(queue, seq, pdu_starts_here);
+    }
+
+    fn poll_event(&mut self, queue: QueueId) -> Option<BackendEvent> {
+        self.inner.lock().poll_event(queue)
+    }
+
+    fn stats(&self) -> Stats {
+        self.inner.lock().stats()
+    }
+
+    fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {
+        B::copy_with_crc(dst, src, crc);
+    }
+}

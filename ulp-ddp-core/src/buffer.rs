@@ -1,0 +1,287 @@
+//! Destination buffers: owned scatter-gather lists that move into the DDP context at setup and
+//! come back from the teardown completion.
+
+use core::fmt;
+
+use smallvec::SmallVec;
+
+/// A command's destination buffer: one or more owned segments that together form one contiguous
+/// range of command offsets `0..len()`.
+///
+/// It is moved into [`Engine::setup`](crate::Engine::setup) and handed back only by
+/// [`Event::Released`](crate::Event::Released), after the backend's teardown completed: while a
+/// device may still write into it, no one else can hold it. The heap allocations never move or
+/// resize while the buffer is registered, so a device may be given their addresses.
+///
+/// ```
+/// use ulp_ddp_core::SgBuffer;
+///
+/// let mut buf = SgBuffer::from_segments(vec![vec![0u8; 3], vec![0u8; 5]]);
+/// assert_eq!(buf.len(), 8);
+/// buf.write_at(2, b"abcd").unwrap();
+/// assert_eq!(buf.to_vec(), b"\0\0abcd\0\0");
+/// ```
+#[derive(Clone, Default, Eq, PartialEq)]
+pub struct SgBuffer {
+    segments: SmallVec<[Vec<u8>; 2]>,
+    /// `ends[i]` is the command offset one past segment `i`.
+    ends: SmallVec<[u64; 2]>,
+}
+
+/// An access outside a buffer's `0..len()`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct OutOfRange {
+    /// First offset asked for.
+    pub offset: u64,
+    /// Bytes asked for.
+    pub len: u64,
+    /// The buffer's length.
+    pub buffer_len: u64,
+}
+
+impl SgBuffer {
+    /// A buffer made of one segment.
+    pub fn from_vec(segment: Vec<u8>) -> Self {
+        Self::from_segments(vec![segment])
+    }
+
+    /// A buffer of `len` zero bytes in one segment.
+    pub fn zeroed(len: usize) -> Self {
+        Self::from_vec(vec![0; len])
+    }
+
+    /// A buffer made of `segments`, in command-offset order. Empty segments are kept (they
+    /// count against a backend's segment limit, as they would in a real scatter-gather list).
+    pub fn from_segments(segments: Vec<Vec<u8>>) -> Self {
+        let mut ends = SmallVec::with_capacity(segments.len());
+        let mut end = 0u64;
+        for segment in &segments {
+            end += segment.len() as u64;
+            ends.push(end);
+        }
+        Self {
+            segments: segments.into_iter().collect(),
+            ends,
+        }
+    }
+
+    /// Total bytes over all segments.
+    pub fn len(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Whether the buffer holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The segments, in order.
+    pub fn segments(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.segments.iter().map(Vec::as_slice)
+    }
+
+    /// Takes the segments back.
+    pub fn into_segments(self) -> Vec<Vec<u8>> {
+        self.segments.into_vec()
+    }
+
+    /// The bytes as one vector; no copy when there is a single segment.
+    pub fn into_vec(self) -> Vec<u8> {
+        if self.segments.len() == 1 {
+            return self.segments.into_iter().next().unwrap_or_default();
+        }
+        self.to_vec()
+    }
+
+    /// A copy of all bytes, in order.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() as usize);
+        for segment in &self.segments {
+            out.extend_from_slice(segment);
+        }
+        out
+    }
+
+    /// Checks that `offset..offset + len` lies within the buffer.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<(), OutOfRange> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(OutOfRange {
+                offset,
+                len,
+                buffer_len: self.len(),
+            }),
+        }
+    }
+
+    /// The longest contiguous mutable slice starting at command offset `offset`, at most `max`
+    /// bytes long. Empty when `offset` is at or past the end.
+    pub fn contiguous_mut(&mut self, offset: u64, max: usize) -> &mut [u8] {
+        let Some((index, start)) = self.locate(offset) else {
+            return &mut [];
+        };
+        let segment = &mut self.segments[index][start..];
+        let take = segment.len().min(max);
+        &mut segment[..take]
+    }
+
+    /// The longest contiguous slice starting at command offset `offset`, at most `max` bytes.
+    pub fn contiguous(&self, offset: u64, max: usize) -> &[u8] {
+        let Some((index, start)) = self.locate(offset) else {
+            return &[];
+        };
+        let segment = &self.segments[index][start..];
+        &segment[..segment.len().min(max)]
+    }
+
+    /// Copies `src` to command offset `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfRange`] if the write would pass the end; nothing is written then.
+    pub fn write_at(&mut self, offset: u64, src: &[u8]) -> Result<(), OutOfRange> {
+        self.write_with(offset, src, |dst, src| dst.copy_from_slice(src))
+    }
+
+    /// Writes `src` to command offset `offset` through `copy`, called once per contiguous piece
+    /// with a destination and a source of equal length.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfRange`] if the write would pass the end; `copy` is not called then.
+    pub fn write_with(
+        &mut self,
+        offset: u64,
+        mut src: &[u8],
+        mut copy: impl FnMut(&mut [u8], &[u8]),
+    ) -> Result<(), OutOfRange> {
+        self.check_range(offset, src.len() as u64)?;
+        let mut at = offset;
+        while !src.is_empty() {
+            let dst = self.contiguous_mut(at, src.len());
+            // check_range guarantees the range is inside, so each step makes progress.
+            let n = dst.len();
+            if n == 0 {
+                break;
+            }
+            let (head, rest) = src.split_at(n);
+            copy(dst, head);
+            src = rest;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` on each contiguous piece of `offset..offset + len`, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfRange`] if the range passes the end; `visit` is not called then.
+    pub fn read_with(
+        &self,
+        offset: u64,
+        len: u64,
+        mut visit: impl FnMut(&[u8]),
+    ) -> Result<(), OutOfRange> {
+        self.check_range(offset, len)?;
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let piece = self.contiguous(at, usize::try_from(end - at).unwrap_or(usize::MAX));
+            if piece.is_empty() {
+                break;
+            }
+            visit(piece);
+            at += piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Segment index and offset within it of command offset `offset`, skipping empty segments.
+    fn locate(&self, offset: u64) -> Option<(usize, usize)> {
+        // First segment whose end lies beyond `offset`.
+        let index = self.ends.partition_point(|&end| end <= offset);
+        let end = *self.ends.get(index)?;
+        let start = end - self.segments[index].len() as u64;
+        Some((index, (offset - start) as usize))
+    }
+}
+
+impl From<Vec<u8>> for SgBuffer {
+    fn from(segment: Vec<u8>) -> Self {
+        Self::from_vec(segment)
+    }
+}
+
+impl fmt::Debug for SgBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SgBuffer")
+            .field("len", &self.len())
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} bytes at offset {} pass the end of a {}-byte buffer",
+            self.len, self.offset, self.buffer_len
+        )
+    }
+}
+
+impl std::error::Error for OutOfRange {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_across_segments_and_empty_ones() {
+        let mut buf = SgBuffer::from_segments(vec![vec![0; 2], vec![], vec![0; 3], vec![0; 1]]);
+        assert_eq!(buf.len(), 6);
+        assert_eq!(buf.segment_count(), 4);
+        buf.write_at(1, b"wxyz").unwrap();
+        assert_eq!(buf.to_vec(), b"\0wxyz\0");
+        buf.write_at(5, b"!").unwrap();
+        assert_eq!(buf.to_vec(), b"\0wxyz!");
+        let mut seen = Vec::new();
+        buf.read_with(1, 5, |p| seen.push(p.to_vec())).unwrap();
+        assert_eq!(seen, vec![b"w".to_vec(), b"xyz".to_vec(), b"!".to_vec()]);
+    }
+
+    #[test]
+    fn out_of_range_writes_change_nothing() {
+        let mut buf = SgBuffer::from_segments(vec![vec![7; 4], vec![7; 4]]);
+        let err = buf.write_at(6, b"abc").unwrap_err();
+        assert_eq!(
+            err,
+            OutOfRange {
+                offset: 6,
+                len: 3,
+                buffer_len: 8
+            }
+        );
+        assert_eq!(buf.write_at(u64::MAX, b"a").unwrap_err().buffer_len, 8);
+        assert_eq!(buf.to_vec(), vec![7; 8]);
+        assert!(buf.read_with(8, 1, |_| ()).is_err());
+        assert!(buf.contiguous_mut(8, 10).is_empty());
+        buf.write_at(8, b"").unwrap();
+    }
+
+    #[test]
+    fn into_vec_does_not_copy_one_segment() {
+        let v = vec![1u8, 2, 3];
+        let ptr = v.as_ptr();
+        let buf = SgBuffer::from(v);
+        let back = buf.into_vec();
+        assert_eq!(back.as_ptr(), ptr);
+    }
+}

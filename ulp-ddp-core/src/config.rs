@@ -1,0 +1,42 @@
+//! Per-queue configuration: the kernel's `ulp_ddp_config`, protocol-neutral.
+
+use crate::types::{ProtocolId, QueueId};
+
+/// How one queue (one TCP connection) is set up, given to the backend when the queue is added.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct QueueConfig {
+    /// The protocol spoken on the connection.
+    pub protocol: ProtocolId,
+    /// The queue's identifier within the backend; unique per backend.
+    pub queue_id: QueueId,
+    /// Header digests are negotiated on this connection.
+    pub header_digest: bool,
+    /// Data digests are negotiated on this connection.
+    pub data_digest: bool,
+    /// Alignment, in bytes, of data within a received PDU (NVMe/TCP's CPDA as bytes; 1 for
+    /// none). A hint for devices that must find data without parsing every header.
+    pub data_alignment: u32,
+    /// Most commands outstanding at once; tags of [`TagRange::BelowQueueDepth`] backends are
+    /// below this.
+    ///
+    /// [`TagRange::BelowQueueDepth`]: crate::TagRange::BelowQueueDepth
+    pub queue_depth: u32,
+    /// The CPU that will process this queue's receive path, if known (the kernel's
+    /// `affinity_hint`).
+    pub cpu_hint: Option<u32>,
+}
+
+impl QueueConfig {
+    /// A configuration with no digests, no alignment, depth 128 and no CPU hint.
+    pub fn new(protocol: ProtocolId, queue_id: QueueId) -> Self {
+        Self {
+            protocol,
+            queue_id,
+            header_digest: false,
+            data_digest: false,
+            data_alignment: 1,
+            queue_depth: 128,
+            cpu_hint: None,
+        }
+    }
+}
