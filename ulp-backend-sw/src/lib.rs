@@ -1,1 +1,31 @@
-//! placeholder
+//! # ulp-backend-sw: the software DDP backend
+//!
+//! The backend every machine has, the fallback for every byte a device does not place, and the
+//! reference the other backends are proven equivalent to.
+//!
+//! - [`SwBackend`] implements [`DdpBackend`]: it maps every command its [`Limits`] admit (by
+//!   default, all of them), completes teardowns at once (through the same polled completion an
+//!   asynchronous device uses), and places payload on the CPU with a fused copy and CRC32C
+//!   ([`ulp_ddp_core::digest::copy_with_crc`]: each source byte is read from memory once).
+//! - [`SocketReader`] is the reader path: it drives an [`Engine`](ulp_ddp_core::Engine) from
+//!   any [`std::io::Read`] (a `TcpStream`), reading payload straight from the socket into the
+//!   registered buffer, with no intermediate buffer, and digesting it while it is still hot in
+//!   cache (how SPDK receives). Headers and control PDUs go through a small receive buffer.
+//!
+//! ```
+//! use ulp_backend_sw::SwBackend;
+//! use ulp_ddp_core::{DdpBackend, ProtocolId};
+//!
+//! let backend = SwBackend::new();
+//! let limits = backend.limits(ProtocolId("any")).unwrap();
+//! assert_eq!(limits.io_threshold, 0);
+//! ```
+#![forbid(unsafe_code)]
+
+mod backend;
+mod reader;
+
+pub use backend::SwBackend;
+pub use reader::{RecvError, SocketReader};
+#[doc(no_inline)]
+pub use ulp_ddp_core::{DdpBackend, Limits};
