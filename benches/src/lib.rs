@@ -1,1 +1,14 @@
-//! placeholder
+//! Support for the `ulp-ddp` command-line tool and the criterion benches: a demonstration
+//! protocol, workload runs over the receive engine, and result tables.
+//!
+//! The demonstration protocol ([`demo::Toy`]) is the toy framing the core's tests use: it
+//! exercises header digests, alignment padding, trailing padding covered by the data digest,
+//! and control PDUs, without being any real protocol.
+#![forbid(unsafe_code)]
+
+pub mod run;
+
+/// The demonstration protocol (shared with the core's tests).
+#[path = "../../ulp-ddp-core/tests/toy/mod.rs"]
+#[allow(missing_docs)]
+pub mod demo;

@@ -342,7 +342,9 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
 
     /// TCP sequence number of the next stream byte the engine expects.
     pub fn next_seq(&self) -> TcpSeq {
-        self.options.initial_seq.wrapping_add(self.stream_pos as u32)
+        self.options
+            .initial_seq
+            .wrapping_add(self.stream_pos as u32)
     }
 
     /// Bytes of `tag`'s buffer that received data so far, or `None` if no buffer is registered.

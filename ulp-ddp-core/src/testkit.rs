@@ -572,7 +572,7 @@ pub fn check_hostile<B: DdpBackend, P: KitProtocol>(backend: B) {
     let mut stream = Vec::new();
     stream.extend_from_slice(&protocol.encode_data(Tag(9), 0, &data));
     stream.extend_from_slice(&protocol.encode_data(Tag(0), len as u64 - 10, &data));
-    stream.extend_from_slice(&protocol.encode_data(Tag(0), u64::from(u32::MAX), &data));
+    stream.extend_from_slice(&protocol.encode_data(Tag(0), 1 << 31, &data));
     stream.extend_from_slice(&protocol.encode_data(Tag(0), 0, &data));
     stream.extend_from_slice(&protocol.encode_data(Tag(0), 32, &data));
     e.receive(Piece::bytes(&stream))

@@ -464,7 +464,9 @@ fn resync_requests_are_answered_at_the_right_place() {
     // Ahead, mid-PDU: refused when the next PDU starts past it.
     e.backend_mut()
         .events
-        .push_back(BackendEvent::ResyncRequest { seq: b_at.wrapping_add(7) });
+        .push_back(BackendEvent::ResyncRequest {
+            seq: b_at.wrapping_add(7),
+        });
     e.receive(Piece::bytes(&stream[a.len() + 3..a.len() + b.len() + 1]))
         .unwrap();
     assert_eq!(e.backend().answers[1], (b_at.wrapping_add(7), false));
@@ -483,7 +485,10 @@ fn resync_requests_are_answered_at_the_right_place() {
         .push_back(BackendEvent::ResyncRequest { seq: here });
     assert!(e.poll_event().is_some()); // the data event
     let _ = events(&mut e);
-    assert_eq!(e.backend().answers[3], (c_at.wrapping_add(c.len() as u32), true));
+    assert_eq!(
+        e.backend().answers[3],
+        (c_at.wrapping_add(c.len() as u32), true)
+    );
     let s = e.stats();
     assert_eq!(
         (s.resync_requests, s.resync_confirmed, s.resync_refused),
