@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, with every set-up it needs on a fresh Debian machine (run as root there):
+# peers from Debian's packages, then format, lint, tests, docs and the fuzz targets' build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Peers the tests start themselves (iSCSI target, dissector, the Linux target VM's tools).
+PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin"
+missing=""
+for p in $PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing:$missing"
+        apt-get update -qq
+        echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    else
+        echo "warning: missing packages:$missing (peer tests will fail)" >&2
+    fi
+fi
+# Peer tests fail, rather than skip, when their peer cannot run.
+export ULP_REQUIRE_PEERS=1
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+cargo test --workspace --locked
+# The fuzz targets build on stable (they run under nightly with cargo fuzz; see fuzz/README.md).
+cargo check --manifest-path fuzz/Cargo.toml --quiet
