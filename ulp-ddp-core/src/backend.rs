@@ -269,3 +269,91 @@ impl<B: DdpBackend> DdpBackend for Shared<B> {
         B::copy_with_crc(dst, src, crc);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueConfig;
+
+    #[test]
+    fn no_offload_declines_everything() {
+        let mut b = NoOffload;
+        let p = ProtocolId("p");
+        assert!(b.limits(p).is_none());
+        let cfg = QueueConfig::new(p, QueueId(1));
+        assert_eq!(b.queue_add(&cfg), Err(BackendError::UnsupportedProtocol(p)));
+        let buffer = SgBuffer::zeroed(4);
+        let io = DdpIo {
+            tag: Tag(0),
+            buffer: &buffer,
+        };
+        assert!(b.setup(QueueId(1), &io).is_err());
+        assert_eq!(
+            b.teardown(QueueId(1), Tag(0)),
+            Err(BackendError::UnknownTag(Tag(0)))
+        );
+        assert_eq!(b.poll_event(QueueId(1)), None);
+        assert_eq!(b.stats(), Stats::default());
+    }
+
+    /// A backend that counts calls, to see them through a shared handle.
+    #[derive(Default)]
+    struct Counting {
+        queues: u32,
+        events: Vec<BackendEvent>,
+    }
+
+    impl DdpBackend for Counting {
+        fn limits(&self, protocol: ProtocolId) -> Option<Limits> {
+            Some(Limits::unlimited(protocol))
+        }
+        fn queue_add(&mut self, _config: &QueueConfig) -> Result<(), BackendError> {
+            self.queues += 1;
+            Ok(())
+        }
+        fn queue_del(&mut self, _queue: QueueId) {
+            self.queues -= 1;
+        }
+        fn setup(&mut self, _queue: QueueId, _io: &DdpIo<'_>) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn teardown(&mut self, _queue: QueueId, tag: Tag) -> Result<(), BackendError> {
+            self.events.push(BackendEvent::TeardownDone { tag });
+            Ok(())
+        }
+        fn resync_response(&mut self, _queue: QueueId, _seq: TcpSeq, _ok: bool) {}
+        fn poll_event(&mut self, _queue: QueueId) -> Option<BackendEvent> {
+            self.events.pop()
+        }
+        fn stats(&self) -> Stats {
+            Stats {
+                queues_added: u64::from(self.queues),
+                ..Stats::default()
+            }
+        }
+        fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {
+            crate::digest::copy_with_crc(dst, src, crc);
+        }
+    }
+
+    #[test]
+    fn shared_handles_reach_one_backend() {
+        let shared = Shared::new(Counting::default());
+        let (mut a, mut b) = (shared.clone(), shared.clone());
+        let p = ProtocolId("p");
+        a.queue_add(&QueueConfig::new(p, QueueId(1))).unwrap();
+        b.queue_add(&QueueConfig::new(p, QueueId(2))).unwrap();
+        assert_eq!(shared.stats().queues_added, 2);
+        a.teardown(QueueId(1), Tag(9)).unwrap();
+        assert_eq!(
+            b.poll_event(QueueId(2)),
+            Some(BackendEvent::TeardownDone { tag: Tag(9) })
+        );
+        b.queue_del(QueueId(2));
+        assert_eq!(shared.with(|c| c.queues), 1);
+        let mut dst = [0u8; 3];
+        let mut crc = Crc32c::new();
+        <Shared<Counting> as DdpBackend>::copy_with_crc(&mut dst, b"abc", Some(&mut crc));
+        assert_eq!((&dst, crc.value()), (b"abc", crate::digest::crc32c(b"abc")));
+    }
+}

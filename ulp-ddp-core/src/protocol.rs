@@ -151,3 +151,40 @@ pub trait Protocol {
     /// a header digest. The engine verifies it before calling [`parse`](Protocol::parse).
     fn has_header_digest(&self, header: &[u8]) -> bool;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_len_adds_every_part() {
+        let layout = PduLayout {
+            header_len: 24,
+            header_digest: true,
+            data_offset: 32,
+            data_len: u32::MAX,
+            data_pad: 3,
+            data_digest: true,
+            digest_covers_pad: true,
+            placement: None,
+        };
+        assert_eq!(layout.total_len(), Ok(32 + u64::from(u32::MAX) + 3 + 4));
+        assert_eq!(PduLayout::header_only(48, false).total_len(), Ok(48));
+    }
+
+    #[test]
+    fn contradictory_lengths_are_refused() {
+        let data_before_header_end = PduLayout {
+            data_offset: 8,
+            ..PduLayout::header_only(24, false)
+        };
+        assert_eq!(
+            data_before_header_end.total_len(),
+            Err(HeaderError::LengthOverflow)
+        );
+        assert_eq!(
+            PduLayout::header_only(3, true).total_len(),
+            Err(HeaderError::LengthOverflow)
+        );
+    }
+}
