@@ -1,0 +1,387 @@
+//! NVMe commands a host sends over fabrics: submission queue entries for Fabrics Connect,
+//! Property Get/Set, Identify, Keep Alive, Read, Write and Flush, and the status codes it reads.
+//!
+//! Builders return a 64-byte SQE without CID and data pointer: the [`HostQueue`] fills those
+//! in when it sends the command.
+//!
+//! [`HostQueue`]: crate::HostQueue
+
+use crate::wire::Sqe;
+use crate::wire::capsule_cmd::{SQE_FLAGS_SGL, SQE_LEN};
+
+/// Admin opcode: Get Log Page.
+pub const OPC_GET_LOG_PAGE: u8 = 0x02;
+/// Admin opcode: Identify.
+pub const OPC_IDENTIFY: u8 = 0x06;
+/// Admin opcode: Set Features.
+pub const OPC_SET_FEATURES: u8 = 0x09;
+/// Admin opcode: Keep Alive.
+pub const OPC_KEEP_ALIVE: u8 = 0x18;
+/// Opcode of every Fabrics command.
+pub const OPC_FABRICS: u8 = 0x7F;
+/// I/O opcode: Flush.
+pub const OPC_FLUSH: u8 = 0x00;
+/// I/O opcode: Write.
+pub const OPC_WRITE: u8 = 0x01;
+/// I/O opcode: Read.
+pub const OPC_READ: u8 = 0x02;
+
+/// Fabrics command type: Property Set.
+pub const FCTYPE_PROPERTY_SET: u8 = 0x00;
+/// Fabrics command type: Connect.
+pub const FCTYPE_CONNECT: u8 = 0x01;
+/// Fabrics command type: Property Get.
+pub const FCTYPE_PROPERTY_GET: u8 = 0x04;
+
+/// Controller register: Controller Capabilities (8 bytes).
+pub const REG_CAP: u32 = 0x00;
+/// Controller register: Version.
+pub const REG_VS: u32 = 0x08;
+/// Controller register: Controller Configuration.
+pub const REG_CC: u32 = 0x14;
+/// Controller register: Controller Status.
+pub const REG_CSTS: u32 = 0x1C;
+
+/// CC value that enables the controller: IOCQES 4, IOSQES 6, EN 1 (what Linux writes).
+pub const CC_ENABLE: u32 = 0x0046_0001;
+
+/// Identify CNS: namespace.
+pub const CNS_NAMESPACE: u8 = 0x00;
+/// Identify CNS: controller.
+pub const CNS_CONTROLLER: u8 = 0x01;
+/// Identify CNS: active namespace list.
+pub const CNS_ACTIVE_NS_LIST: u8 = 0x02;
+
+/// Length of the Connect command's data.
+pub const CONNECT_DATA_LEN: usize = 1024;
+/// Length of an Identify data structure.
+pub const IDENTIFY_LEN: usize = 4096;
+
+/// Generic status: success.
+pub const SC_SUCCESS: u16 = 0x00;
+/// Generic status: Invalid Command Opcode.
+pub const SC_INVALID_OPCODE: u16 = 0x01;
+/// Generic status: Invalid Field in Command.
+pub const SC_INVALID_FIELD: u16 = 0x02;
+/// Generic status: Data Transfer Error (what the host reports for a data digest error).
+pub const SC_DATA_TRANSFER_ERROR: u16 = 0x04;
+/// Generic status: Invalid Namespace or Format.
+pub const SC_INVALID_NS: u16 = 0x0B;
+/// Generic status: Data SGL Length Invalid.
+pub const SC_SGL_INVALID: u16 = 0x0F;
+/// Generic status: LBA Out of Range.
+pub const SC_LBA_OUT_OF_RANGE: u16 = 0x80;
+/// Command-specific status type (1), Connect: Invalid Parameters.
+pub const SC_CONNECT_INVALID_PARAM: u16 = 0x82;
+
+/// A CQE status field (without the phase bit): status code type and status code.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Hash)]
+pub struct Status {
+    /// Status Code Type (0 generic, 1 command specific, 3 path related).
+    pub sct: u8,
+    /// Status Code.
+    pub sc: u8,
+    /// Do Not Retry.
+    pub dnr: bool,
+}
+
+impl Status {
+    /// Success.
+    pub const SUCCESS: Self = Self {
+        sct: 0,
+        sc: 0,
+        dnr: false,
+    };
+    /// Data Transfer Error (generic 0x04), as the Linux host reports a data digest error.
+    pub const DATA_TRANSFER_ERROR: Self = Self {
+        sct: 0,
+        sc: SC_DATA_TRANSFER_ERROR as u8,
+        dnr: false,
+    };
+
+    /// Command Aborted due to SQ Deletion (generic 0x08): what the host reports for commands
+    /// outstanding when the connection ends.
+    pub const ABORTED: Self = Self {
+        sct: 0,
+        sc: 0x08,
+        dnr: false,
+    };
+
+    /// Decodes the 16-bit CQE status field (phase bit included).
+    pub const fn from_cqe(status: u16) -> Self {
+        Self {
+            sc: ((status >> 1) & 0xFF) as u8,
+            sct: ((status >> 9) & 0x7) as u8,
+            dnr: status & 0x8000 != 0,
+        }
+    }
+
+    /// Encodes the 16-bit CQE status field (phase bit 0).
+    pub const fn to_cqe(self) -> u16 {
+        ((self.sc as u16) << 1) | (((self.sct & 7) as u16) << 9) | if self.dnr { 0x8000 } else { 0 }
+    }
+
+    /// A generic status with DNR set.
+    pub const fn generic(sc: u16) -> Self {
+        Self {
+            sct: 0,
+            sc: sc as u8,
+            dnr: true,
+        }
+    }
+
+    /// Whether this is success.
+    pub const fn is_success(self) -> bool {
+        self.sct == 0 && self.sc == 0
+    }
+}
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SCT {:#x} SC {:#04x}", self.sct, self.sc)?;
+        if self.dnr {
+            f.write_str(" DNR")?;
+        }
+        Ok(())
+    }
+}
+
+fn sqe(opcode: u8) -> [u8; SQE_LEN] {
+    let mut b = [0u8; SQE_LEN];
+    let mut s = Sqe::new_unchecked(&mut b[..]);
+    s.set_opcode(opcode);
+    s.set_flags(SQE_FLAGS_SGL);
+    b
+}
+
+fn fabrics(fctype: u8) -> [u8; SQE_LEN] {
+    let mut b = sqe(OPC_FABRICS);
+    b[4] = fctype;
+    b
+}
+
+/// Fabrics Connect for queue `qid` with `sqsize` entries (sent 0's-based), keep-alive timeout
+/// `kato_ms` (admin queue only) and connect attributes `cattr`. Its data is [`connect_data`].
+pub fn connect(qid: u16, sqsize: u16, kato_ms: u32, cattr: u8) -> [u8; SQE_LEN] {
+    let mut b = fabrics(FCTYPE_CONNECT);
+    b[40..42].copy_from_slice(&0u16.to_le_bytes());
+    b[42..44].copy_from_slice(&qid.to_le_bytes());
+    b[44..46].copy_from_slice(&sqsize.saturating_sub(1).to_le_bytes());
+    b[46] = cattr;
+    b[48..52].copy_from_slice(&kato_ms.to_le_bytes());
+    b
+}
+
+/// The 1024 bytes of Connect data: host identifier, controller id (0xFFFF on the admin queue),
+/// subsystem and host NQNs (truncated to 255 bytes).
+pub fn connect_data(hostid: [u8; 16], cntlid: u16, subnqn: &str, hostnqn: &str) -> Vec<u8> {
+    let mut d = vec![0u8; CONNECT_DATA_LEN];
+    d[..16].copy_from_slice(&hostid);
+    d[16..18].copy_from_slice(&cntlid.to_le_bytes());
+    let sub = subnqn.as_bytes();
+    let n = sub.len().min(255);
+    d[256..256 + n].copy_from_slice(&sub[..n]);
+    let host = hostnqn.as_bytes();
+    let n = host.len().min(255);
+    d[512..512 + n].copy_from_slice(&host[..n]);
+    d
+}
+
+/// Property Get of register `offset`, 8 bytes wide when `wide`.
+pub fn property_get(offset: u32, wide: bool) -> [u8; SQE_LEN] {
+    let mut b = fabrics(FCTYPE_PROPERTY_GET);
+    b[40] = u8::from(wide);
+    b[44..48].copy_from_slice(&offset.to_le_bytes());
+    b
+}
+
+/// Property Set of the 4-byte register `offset` to `value`.
+pub fn property_set(offset: u32, value: u32) -> [u8; SQE_LEN] {
+    let mut b = fabrics(FCTYPE_PROPERTY_SET);
+    b[44..48].copy_from_slice(&offset.to_le_bytes());
+    b[48..52].copy_from_slice(&value.to_le_bytes());
+    b
+}
+
+/// Identify with `cns` for namespace `nsid` (4096 bytes of data to the host).
+pub fn identify(cns: u8, nsid: u32) -> [u8; SQE_LEN] {
+    let mut b = sqe(OPC_IDENTIFY);
+    let mut s = Sqe::new_unchecked(&mut b[..]);
+    s.set_nsid(nsid);
+    s.set_cdw10(u32::from(cns));
+    b
+}
+
+/// Keep Alive.
+pub fn keep_alive() -> [u8; SQE_LEN] {
+    sqe(OPC_KEEP_ALIVE)
+}
+
+fn rw(opcode: u8, nsid: u32, slba: u64, blocks: u32) -> [u8; SQE_LEN] {
+    let mut b = sqe(opcode);
+    let mut s = Sqe::new_unchecked(&mut b[..]);
+    s.set_nsid(nsid);
+    s.set_cdw10(slba as u32);
+    s.set_cdw11((slba >> 32) as u32);
+    s.set_cdw12(blocks.saturating_sub(1) & 0xFFFF);
+    b
+}
+
+/// Read of `blocks` logical blocks (1..=65536) from `slba`.
+pub fn read(nsid: u32, slba: u64, blocks: u32) -> [u8; SQE_LEN] {
+    rw(OPC_READ, nsid, slba, blocks)
+}
+
+/// Write of `blocks` logical blocks (1..=65536) at `slba`.
+pub fn write(nsid: u32, slba: u64, blocks: u32) -> [u8; SQE_LEN] {
+    rw(OPC_WRITE, nsid, slba, blocks)
+}
+
+/// Flush of namespace `nsid`.
+pub fn flush(nsid: u32) -> [u8; SQE_LEN] {
+    let mut b = sqe(OPC_FLUSH);
+    Sqe::new_unchecked(&mut b[..]).set_nsid(nsid);
+    b
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// What a host needs from Identify Controller.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct ControllerInfo {
+    /// Model number, trimmed.
+    pub model: String,
+    /// Serial number, trimmed.
+    pub serial: String,
+    /// Firmware revision, trimmed.
+    pub firmware: String,
+    /// MDTS (0: no limit).
+    pub mdts: u8,
+    /// Controller id.
+    pub cntlid: u16,
+    /// Number of namespaces.
+    pub nn: u32,
+    /// I/O command capsule size in 16-byte units (0 when not reported).
+    pub ioccsz: u32,
+    /// Subsystem NQN.
+    pub subnqn: String,
+}
+
+impl ControllerInfo {
+    /// Parses Identify Controller data (missing bytes read as zero).
+    pub fn parse(d: &[u8]) -> Self {
+        let text = |r: core::ops::Range<usize>| {
+            d.get(r)
+                .map(|s| {
+                    String::from_utf8_lossy(s)
+                        .trim_end_matches(['\0', ' '])
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        Self {
+            serial: text(4..24),
+            model: text(24..64),
+            firmware: text(64..72),
+            mdts: d.get(77).copied().unwrap_or(0),
+            cntlid: d
+                .get(78..80)
+                .map_or(0, |s| u16::from_le_bytes([s[0], s[1]])),
+            nn: le32(d, 516),
+            ioccsz: le32(d, 1792),
+            subnqn: text(768..1024),
+        }
+    }
+
+    /// Bytes of write data that fit in an I/O command capsule.
+    pub fn in_capsule_limit(&self) -> usize {
+        (self.ioccsz as usize * 16).saturating_sub(SQE_LEN)
+    }
+}
+
+/// What a host needs from Identify Namespace.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct NamespaceInfo {
+    /// Size in logical blocks.
+    pub nsze: u64,
+    /// Logical block size in bytes.
+    pub block_size: u32,
+}
+
+impl NamespaceInfo {
+    /// Parses Identify Namespace data (missing bytes read as zero).
+    pub fn parse(d: &[u8]) -> Self {
+        let nsze = d
+            .get(..8)
+            .map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])));
+        let flbas = d.get(26).copied().unwrap_or(0);
+        let index = usize::from((flbas & 0x0F) | ((flbas >> 1) & 0x30));
+        let lbads = d.get(128 + 4 * index + 2).copied().unwrap_or(9);
+        let block_size = if (9..=16).contains(&lbads) {
+            1u32 << lbads
+        } else {
+            0
+        };
+        Self { nsze, block_size }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trip() {
+        let s = Status::from_cqe(0x6006 << 1 >> 1);
+        assert_eq!(Status::from_cqe(s.to_cqe()), s);
+        let s = Status::generic(SC_LBA_OUT_OF_RANGE);
+        assert_eq!(Status::from_cqe(s.to_cqe()), s);
+        assert_eq!(Status::from_cqe(0x0001), Status::SUCCESS);
+        assert!(Status::from_cqe(1).is_success());
+        assert_eq!(Status::DATA_TRANSFER_ERROR.to_cqe(), 0x0008);
+    }
+
+    #[test]
+    fn command_fields() {
+        let c = connect(1, 128, 0, 0);
+        assert_eq!((c[0], c[4]), (OPC_FABRICS, FCTYPE_CONNECT));
+        assert_eq!(u16::from_le_bytes([c[42], c[43]]), 1);
+        assert_eq!(u16::from_le_bytes([c[44], c[45]]), 127);
+        let r = read(1, 0x1_0000_0002, 8);
+        let s = Sqe::new_unchecked(&r[..]);
+        assert_eq!(
+            (s.opcode(), s.nsid(), s.cdw10(), s.cdw11(), s.cdw12()),
+            (2, 1, 2, 1, 7)
+        );
+        let d = connect_data([7; 16], 0xFFFF, "sub", "host");
+        assert_eq!(
+            (&d[256..259], &d[512..516], d[16], d[17]),
+            (&b"sub"[..], &b"host"[..], 0xFF, 0xFF)
+        );
+        let p = property_set(REG_CC, CC_ENABLE);
+        assert_eq!(le32(&p, 48), CC_ENABLE);
+    }
+
+    #[test]
+    fn identify_parsing() {
+        let mut d = vec![0u8; IDENTIFY_LEN];
+        d[24..29].copy_from_slice(b"Linux");
+        d[1792..1796].copy_from_slice(&1028u32.to_le_bytes());
+        let c = ControllerInfo::parse(&d);
+        assert_eq!((c.model.as_str(), c.in_capsule_limit()), ("Linux", 16384));
+        let mut n = vec![0u8; IDENTIFY_LEN];
+        n[..8].copy_from_slice(&100u64.to_le_bytes());
+        n[130] = 12;
+        assert_eq!(
+            NamespaceInfo::parse(&n),
+            NamespaceInfo {
+                nsze: 100,
+                block_size: 4096
+            }
+        );
+        assert_eq!(NamespaceInfo::parse(&[]).nsze, 0);
+    }
+}

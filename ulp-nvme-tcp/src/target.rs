@@ -1,0 +1,769 @@
+//! A strict embedded NVMe/TCP target with a RAM namespace (feature `target`), for tests, the
+//! CLI and benches: nothing needs to be installed to exercise the host.
+//!
+//! It listens on a `TcpListener` (normally `127.0.0.1:0`), serves each connection on its own
+//! threads (a reader that parses and checks every PDU, a writer fed through a channel so that
+//! the reader never blocks on the host), and checks the host's PDUs the way the Linux target
+//! does: ICReq first, digests and their flags as negotiated, header and data digests, PDO
+//! alignment to CPDA, SGL descriptors matching the data, in-capsule data within IOCCSZ, Connect
+//! first on each queue with the right controller id and subsystem, I/O only once CC.EN is set,
+//! H2CData only as solicited by R2T (CCCID, TTAG, DATAO in order, DATAL within MAXH2CDATA,
+//! LAST_PDU exactly at the end of the R2T). Every violation is recorded
+//! ([`Target::violations`]) and closes the connection, as Linux does.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::nvme::{self, Status};
+use crate::wire::capsule_cmd::{
+    SGL_ID_DATA_BLOCK_OFFSET, SGL_ID_TRANSPORT_DATA_BLOCK, SQE_FLAGS_SGL,
+};
+use crate::wire::{
+    C2hDataRepr, CapsuleCmdRepr, CapsuleRespRepr, Cqe, Digests, H2cDataRepr, IcReqRepr, IcRespRepr,
+    Layout, Pda, PduType, R2tRepr, TermReqRepr,
+};
+
+/// How the embedded target behaves.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    /// Subsystem NQN.
+    pub subnqn: String,
+    /// Namespace 1's size in bytes (a multiple of the block size).
+    pub ns_bytes: usize,
+    /// Logical block size.
+    pub block_size: u32,
+    /// MAXH2CDATA announced in ICResp.
+    pub maxh2cdata: u32,
+    /// Largest C2HData PDU (reads are split into PDUs of at most this much data).
+    pub max_c2h: u32,
+    /// Largest R2T (writes are solicited in R2Ts of at most this much).
+    pub max_r2t: u32,
+    /// CPDA announced in ICResp.
+    pub cpda: Pda,
+    /// IOCCSZ (16-byte units, SQE included) announced in Identify Controller.
+    pub ioccsz: u32,
+    /// Complete reads with C2HData SUCCESS instead of a CapsuleResp.
+    pub success_flag: bool,
+    /// Record every PDU in both directions ([`Target::capture`]).
+    pub capture: bool,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        Self {
+            subnqn: "nqn.2024-01.io.ulp-ddp:embedded".to_string(),
+            ns_bytes: 16 << 20,
+            block_size: 512,
+            maxh2cdata: 64 * 1024,
+            max_c2h: 128 * 1024,
+            max_r2t: 512 * 1024,
+            cpda: Pda::ZERO,
+            ioccsz: (16384 + 64) / 16,
+            success_flag: false,
+            capture: false,
+        }
+    }
+}
+
+/// One PDU the target received or sent (when capturing).
+#[derive(Clone, Debug)]
+pub struct CapturedPdu {
+    /// Which connection (its number of acceptance, from 0).
+    pub conn: u32,
+    /// Sent by the host.
+    pub from_host: bool,
+    /// The whole PDU.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: TargetConfig,
+    ns: Mutex<Vec<u8>>,
+    violations: Mutex<Vec<String>>,
+    capture: Mutex<Vec<CapturedPdu>>,
+    cc: AtomicU32,
+    next_cntlid: AtomicU16,
+    cntlids: Mutex<Vec<u16>>,
+    stop: AtomicBool,
+}
+
+/// The running target; dropping it stops accepting (connections end when their host closes).
+#[derive(Debug)]
+pub struct Target {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Target {
+    /// Starts a target on `127.0.0.1:0`.
+    ///
+    /// # Errors
+    ///
+    /// If the listener cannot be bound.
+    pub fn start(config: TargetConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let ns = vec![0u8; config.ns_bytes];
+        let shared = Arc::new(Shared {
+            config,
+            ns: Mutex::new(ns),
+            violations: Mutex::new(Vec::new()),
+            capture: Mutex::new(Vec::new()),
+            cc: AtomicU32::new(0),
+            next_cntlid: AtomicU16::new(1),
+            cntlids: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
+        let acceptor = std::thread::Builder::new()
+            .name("nvme-target-accept".into())
+            .spawn(move || accept_loop(&listener, &s))?;
+        Ok(Self {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address to connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The subsystem NQN.
+    pub fn subnqn(&self) -> &str {
+        &self.shared.config.subnqn
+    }
+
+    /// Protocol violations seen so far (each closed its connection).
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.shared.violations).clone()
+    }
+
+    /// PDUs captured so far (with [`TargetConfig::capture`]).
+    pub fn capture(&self) -> Vec<CapturedPdu> {
+        lock(&self.shared.capture).clone()
+    }
+
+    /// A copy of `len` namespace bytes at `offset` (clamped to the namespace).
+    pub fn ns_bytes(&self, offset: usize, len: usize) -> Vec<u8> {
+        let ns = lock(&self.shared.ns);
+        let end = offset.saturating_add(len).min(ns.len());
+        ns.get(offset.min(end)..end).unwrap_or_default().to_vec()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut n = 0u32;
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let s = Arc::clone(shared);
+                let conn = n;
+                n += 1;
+                let _ = std::thread::Builder::new()
+                    .name("nvme-target-conn".into())
+                    .spawn(move || serve(stream, &s, conn));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// A fatal violation: recorded, then the connection closes.
+struct Fatal(String);
+
+struct WriteXfer {
+    cqe_cid: u16,
+    offset: usize,
+    data: Vec<u8>,
+    received: u32,
+    r2t_end: u32,
+    ttag: u16,
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    conn: u32,
+    tx: mpsc::Sender<Vec<u8>>,
+    digests: Digests,
+    hpda: Pda,
+    qid: Option<u16>,
+    sqsize: u16,
+    sqhd: u16,
+    writes: HashMap<u16, WriteXfer>,
+    next_ttag: u16,
+}
+
+fn serve(stream: TcpStream, shared: &Shared, conn: u32) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let Ok(mut wstream) = stream.try_clone() else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let writer = std::thread::spawn(move || {
+        for pdu in rx {
+            if wstream.write_all(&pdu).is_err() {
+                break;
+            }
+        }
+        let _ = wstream.shutdown(std::net::Shutdown::Both);
+    });
+    let mut c = Conn {
+        shared,
+        conn,
+        tx,
+        digests: Digests::NONE,
+        hpda: Pda::ZERO,
+        qid: None,
+        sqsize: 1,
+        sqhd: 0,
+        writes: HashMap::new(),
+        next_ttag: 1,
+    };
+    let mut stream = stream;
+    let result = c.run(&mut stream);
+    if let Err(Fatal(v)) = result {
+        lock(&shared.violations).push(format!("conn {conn}: {v}"));
+    }
+    drop(c);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+}
+
+impl Conn<'_> {
+    fn max_pdu(&self) -> usize {
+        let cfg = &self.shared.config;
+        (cfg.maxh2cdata as usize)
+            .max(cfg.ioccsz as usize * 16)
+            .max(8192 + 64)
+            + 256
+    }
+
+    /// Reads one whole PDU; `None` at a clean end of stream.
+    fn read_pdu(&self, s: &mut TcpStream) -> Result<Option<(Layout, Vec<u8>)>, Fatal> {
+        let mut ch = [0u8; 8];
+        match read_full(s, &mut ch) {
+            Ok(false) => return Ok(None),
+            Ok(true) => {}
+            Err(e) => return Err(Fatal(format!("read: {e}"))),
+        }
+        let layout = Layout::parse(&ch, self.digests).map_err(|e| Fatal(format!("header: {e}")))?;
+        if layout.plen > self.max_pdu() {
+            return Err(Fatal(format!("PLEN {} too large", layout.plen)));
+        }
+        let mut pdu = vec![0u8; layout.plen];
+        pdu[..8].copy_from_slice(&ch);
+        match read_full(s, &mut pdu[8..]) {
+            Ok(true) => {}
+            Ok(false) => return Err(Fatal("end of stream inside a PDU".into())),
+            Err(e) => return Err(Fatal(format!("read: {e}"))),
+        }
+        if self.shared.config.capture {
+            self.record(true, &pdu);
+        }
+        Ok(Some((layout, pdu)))
+    }
+
+    fn record(&self, from_host: bool, pdu: &[u8]) {
+        lock(&self.shared.capture).push(CapturedPdu {
+            conn: self.conn,
+            from_host,
+            bytes: pdu.to_vec(),
+        });
+    }
+
+    fn send(&self, pdu: Vec<u8>) {
+        if self.shared.config.capture {
+            self.record(false, &pdu);
+        }
+        let _ = self.tx.send(pdu);
+    }
+
+    fn run(&mut self, s: &mut TcpStream) -> Result<(), Fatal> {
+        let Some((_, pdu)) = self.read_pdu(s)? else {
+            return Ok(());
+        };
+        let (ic, _) =
+            IcReqRepr::parse(&pdu, Digests::NONE).map_err(|e| Fatal(format!("ICReq: {e}")))?;
+        self.digests = ic.digests;
+        self.hpda = ic.hpda;
+        let mut out = Vec::new();
+        let resp = IcRespRepr {
+            cpda: self.shared.config.cpda,
+            digests: ic.digests,
+            maxh2cdata: self.shared.config.maxh2cdata,
+        };
+        resp.emit(&mut out)
+            .map_err(|e| Fatal(format!("ICResp: {e}")))?;
+        self.send(out);
+        while let Some((layout, pdu)) = self.read_pdu(s)? {
+            layout
+                .check_alignment(self.shared.config.cpda)
+                .map_err(|e| Fatal(format!("alignment: {e}")))?;
+            layout
+                .verify_data_digest(&pdu)
+                .map_err(|e| Fatal(format!("data digest: {e}")))?;
+            match layout.pdu_type {
+                PduType::CapsuleCmd => self.capsule(&layout, &pdu)?,
+                PduType::H2cData => self.h2c(&layout, &pdu)?,
+                PduType::H2cTermReq => {
+                    let (r, _) = TermReqRepr::parse(&pdu, Digests::NONE)
+                        .map_err(|e| Fatal(format!("H2CTermReq: {e}")))?;
+                    return Err(Fatal(format!(
+                        "host terminated: FES {:#x} FEI {:#x}",
+                        r.fes, r.fei
+                    )));
+                }
+                other => return Err(Fatal(format!("unexpected PDU type {other:?}"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn respond(&mut self, cid: u16, status: Status, result: u64) {
+        self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
+        let cqe = Cqe {
+            dw0: result as u32,
+            dw1: (result >> 32) as u32,
+            sqhd: self.sqhd,
+            sqid: self.qid.unwrap_or(0),
+            cid,
+            status: status.to_cqe(),
+        };
+        let mut out = Vec::new();
+        let repr = CapsuleRespRepr { cqe };
+        if repr.emit(&mut out, self.digests).is_ok() {
+            self.send(out);
+        }
+    }
+
+    fn capsule(&mut self, layout: &Layout, pdu: &[u8]) -> Result<(), Fatal> {
+        let (repr, _) =
+            CapsuleCmdRepr::parse(pdu, self.digests).map_err(|e| Fatal(format!("capsule: {e}")))?;
+        let sqe = repr.sqe();
+        let cid = sqe.cid();
+        let data = layout
+            .data(pdu)
+            .map_err(|e| Fatal(format!("capsule data: {e}")))?;
+        if sqe.flags() & 0xC0 != SQE_FLAGS_SGL {
+            return Err(Fatal(format!("cid {cid}: PSDT is not SGL")));
+        }
+        if self.writes.contains_key(&cid) {
+            return Err(Fatal(format!("cid {cid} reused while outstanding")));
+        }
+        let sgl = sqe.dptr();
+        let inline_limit = if self.qid == Some(0) || sqe.opcode() == nvme::OPC_FABRICS {
+            8192
+        } else {
+            (self.shared.config.ioccsz as usize * 16).saturating_sub(64)
+        };
+        if !data.is_empty() {
+            if sgl.id != SGL_ID_DATA_BLOCK_OFFSET
+                || sgl.address != 0
+                || sgl.length as usize != data.len()
+            {
+                return Err(Fatal(format!(
+                    "cid {cid}: in-capsule SGL {sgl:?} for {} bytes",
+                    data.len()
+                )));
+            }
+            if data.len() > inline_limit {
+                return Err(Fatal(format!(
+                    "cid {cid}: {} in-capsule bytes over {inline_limit}",
+                    data.len()
+                )));
+            }
+        } else if sgl.id != SGL_ID_TRANSPORT_DATA_BLOCK && sgl.length != 0 {
+            return Err(Fatal(format!(
+                "cid {cid}: SGL {sgl:?} without in-capsule data"
+            )));
+        }
+        let opcode = sqe.opcode();
+        if self.qid.is_none() {
+            if opcode != nvme::OPC_FABRICS || repr.sqe[4] != nvme::FCTYPE_CONNECT {
+                return Err(Fatal(format!(
+                    "cid {cid}: opcode {opcode:#x} before Connect"
+                )));
+            }
+            return self.connect(cid, &repr.sqe, data);
+        }
+        let admin = self.qid == Some(0);
+        match (admin, opcode) {
+            (_, nvme::OPC_FABRICS) => self.fabrics(cid, &repr.sqe),
+            (true, nvme::OPC_IDENTIFY) => {
+                let d = self.identify(sqe.cdw10() as u8, sqe.nsid());
+                self.expect_read(cid, &sgl, d.as_ref().map_or(0, Vec::len))?;
+                match d {
+                    Some(d) => self.send_read(cid, &d),
+                    None => self.respond(cid, Status::generic(nvme::SC_INVALID_FIELD), 0),
+                }
+                Ok(())
+            }
+            (true, nvme::OPC_KEEP_ALIVE) => {
+                self.respond(cid, Status::SUCCESS, 0);
+                Ok(())
+            }
+            (true, nvme::OPC_SET_FEATURES) => {
+                self.respond(cid, Status::SUCCESS, 0);
+                Ok(())
+            }
+            (false, nvme::OPC_READ | nvme::OPC_WRITE) => self.rw(cid, &repr.sqe, data),
+            (false, nvme::OPC_FLUSH) => {
+                let status = if sqe.nsid() == 1 {
+                    Status::SUCCESS
+                } else {
+                    Status::generic(nvme::SC_INVALID_NS)
+                };
+                self.respond(cid, status, 0);
+                Ok(())
+            }
+            _ => {
+                self.respond(cid, Status::generic(nvme::SC_INVALID_OPCODE), 0);
+                Ok(())
+            }
+        }
+    }
+
+    fn expect_read(
+        &self,
+        cid: u16,
+        sgl: &crate::wire::SglDescriptor,
+        len: usize,
+    ) -> Result<(), Fatal> {
+        if len > 0 && (sgl.id != SGL_ID_TRANSPORT_DATA_BLOCK || (sgl.length as usize) < len) {
+            return Err(Fatal(format!(
+                "cid {cid}: SGL {sgl:?} cannot take {len} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, cid: u16, sqe: &[u8; 64], data: &[u8]) -> Result<(), Fatal> {
+        let qid = u16::from_le_bytes([sqe[42], sqe[43]]);
+        let recfmt = u16::from_le_bytes([sqe[40], sqe[41]]);
+        let sqsize = u16::from_le_bytes([sqe[44], sqe[45]]);
+        if data.len() != nvme::CONNECT_DATA_LEN {
+            return Err(Fatal(format!("Connect with {} data bytes", data.len())));
+        }
+        if recfmt != 0 || sqsize == 0 {
+            self.respond(
+                cid,
+                Status {
+                    sct: 1,
+                    sc: nvme::SC_CONNECT_INVALID_PARAM as u8,
+                    dnr: true,
+                },
+                0,
+            );
+            return Err(Fatal(format!("Connect RECFMT {recfmt} SQSIZE {sqsize}")));
+        }
+        let cntlid = u16::from_le_bytes([data[16], data[17]]);
+        let subnqn = String::from_utf8_lossy(&data[256..512])
+            .trim_end_matches('\0')
+            .to_string();
+        if subnqn != self.shared.config.subnqn {
+            self.respond(
+                cid,
+                Status {
+                    sct: 1,
+                    sc: nvme::SC_CONNECT_INVALID_PARAM as u8,
+                    dnr: true,
+                },
+                0,
+            );
+            return Err(Fatal(format!("Connect to unknown subsystem {subnqn:?}")));
+        }
+        let result = if qid == 0 {
+            if cntlid != 0xFFFF {
+                return Err(Fatal(format!("admin Connect with CNTLID {cntlid:#x}")));
+            }
+            self.shared.cc.store(0, Ordering::SeqCst);
+            let id = self.shared.next_cntlid.fetch_add(1, Ordering::SeqCst);
+            lock(&self.shared.cntlids).push(id);
+            u64::from(id)
+        } else {
+            if !lock(&self.shared.cntlids).contains(&cntlid) {
+                return Err(Fatal(format!("I/O Connect with unknown CNTLID {cntlid}")));
+            }
+            if self.shared.cc.load(Ordering::SeqCst) & 1 == 0 {
+                return Err(Fatal("I/O Connect before CC.EN".into()));
+            }
+            if sqsize > 1023 {
+                return Err(Fatal(format!("I/O SQSIZE {sqsize} above MQES")));
+            }
+            u64::from(cntlid)
+        };
+        self.qid = Some(qid);
+        self.sqsize = sqsize + 1;
+        self.respond(cid, Status::SUCCESS, result);
+        Ok(())
+    }
+
+    fn fabrics(&mut self, cid: u16, sqe: &[u8; 64]) -> Result<(), Fatal> {
+        let ofst = u32::from_le_bytes([sqe[44], sqe[45], sqe[46], sqe[47]]);
+        match sqe[4] {
+            nvme::FCTYPE_PROPERTY_GET if self.qid == Some(0) => {
+                let cc = self.shared.cc.load(Ordering::SeqCst);
+                let value: u64 = match ofst {
+                    nvme::REG_CAP => 1023 | (1 << 16) | (15 << 24) | (1 << 37),
+                    nvme::REG_VS => 0x0001_0300,
+                    nvme::REG_CC => u64::from(cc),
+                    nvme::REG_CSTS => u64::from(cc & 1),
+                    _ => {
+                        self.respond(cid, Status::generic(nvme::SC_INVALID_FIELD), 0);
+                        return Ok(());
+                    }
+                };
+                self.respond(cid, Status::SUCCESS, value);
+            }
+            nvme::FCTYPE_PROPERTY_SET if self.qid == Some(0) => {
+                let value = u32::from_le_bytes([sqe[48], sqe[49], sqe[50], sqe[51]]);
+                if ofst == nvme::REG_CC {
+                    self.shared.cc.store(value, Ordering::SeqCst);
+                    self.respond(cid, Status::SUCCESS, 0);
+                } else {
+                    self.respond(cid, Status::generic(nvme::SC_INVALID_FIELD), 0);
+                }
+            }
+            nvme::FCTYPE_CONNECT => return Err(Fatal("second Connect on a queue".into())),
+            _ => self.respond(cid, Status::generic(nvme::SC_INVALID_OPCODE), 0),
+        }
+        Ok(())
+    }
+
+    fn identify(&self, cns: u8, nsid: u32) -> Option<Vec<u8>> {
+        let cfg = &self.shared.config;
+        let mut d = vec![0u8; nvme::IDENTIFY_LEN];
+        match cns {
+            nvme::CNS_CONTROLLER => {
+                d[4..20].copy_from_slice(b"0123456789abcdef");
+                let mn = b"ulp-ddp embedded target";
+                d[24..24 + mn.len()].copy_from_slice(mn);
+                d[64..69].copy_from_slice(b"0.1.0");
+                d[512] = 0x66;
+                d[513] = 0x44;
+                d[514..516].copy_from_slice(&1024u16.to_le_bytes());
+                d[516..520].copy_from_slice(&1u32.to_le_bytes());
+                d[536..540].copy_from_slice(&0x0010_0005u32.to_le_bytes());
+                let nqn = cfg.subnqn.as_bytes();
+                let n = nqn.len().min(255);
+                d[768..768 + n].copy_from_slice(&nqn[..n]);
+                d[1792..1796].copy_from_slice(&cfg.ioccsz.to_le_bytes());
+                d[1796..1800].copy_from_slice(&1u32.to_le_bytes());
+                Some(d)
+            }
+            nvme::CNS_NAMESPACE if nsid == 1 => {
+                let blocks = (cfg.ns_bytes / cfg.block_size.max(1) as usize) as u64;
+                for at in [0, 8, 16] {
+                    d[at..at + 8].copy_from_slice(&blocks.to_le_bytes());
+                }
+                d[130] = cfg.block_size.trailing_zeros() as u8;
+                Some(d)
+            }
+            nvme::CNS_ACTIVE_NS_LIST => {
+                if nsid < 1 {
+                    d[..4].copy_from_slice(&1u32.to_le_bytes());
+                }
+                Some(d)
+            }
+            _ => None,
+        }
+    }
+
+    fn send_read(&mut self, cid: u16, data: &[u8]) {
+        let cfg = &self.shared.config;
+        let max = cfg.max_c2h.max(1) as usize;
+        let success = cfg.success_flag;
+        let mut off = 0;
+        while off < data.len() {
+            let len = (data.len() - off).min(max);
+            let last = off + len == data.len();
+            let repr = C2hDataRepr {
+                cccid: cid,
+                datao: off as u32,
+                datal: len as u32,
+                last_pdu: last,
+                success: last && success,
+            };
+            let mut out = Vec::new();
+            if repr
+                .emit(&mut out, self.digests, self.hpda, &data[off..off + len])
+                .is_ok()
+            {
+                self.send(out);
+            }
+            off += len;
+        }
+        if !success || data.is_empty() {
+            self.respond(cid, Status::SUCCESS, 0);
+        } else {
+            self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
+        }
+    }
+
+    fn rw(&mut self, cid: u16, sqe: &[u8; 64], data: &[u8]) -> Result<(), Fatal> {
+        let s = crate::wire::Sqe::new_unchecked(&sqe[..]);
+        let cfg = &self.shared.config;
+        let bs = cfg.block_size as usize;
+        let slba = u64::from(s.cdw10()) | (u64::from(s.cdw11()) << 32);
+        let blocks = (s.cdw12() & 0xFFFF) as usize + 1;
+        let len = blocks * bs;
+        let sgl = s.dptr();
+        if sgl.length as usize != len {
+            return Err(Fatal(format!(
+                "cid {cid}: SGL length {} for {len} bytes",
+                sgl.length
+            )));
+        }
+        if s.nsid() != 1 {
+            self.respond(cid, Status::generic(nvme::SC_INVALID_NS), 0);
+            return Ok(());
+        }
+        let offset = usize::try_from(slba)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(bs);
+        if offset.checked_add(len).is_none_or(|end| end > cfg.ns_bytes) {
+            self.respond(cid, Status::generic(nvme::SC_LBA_OUT_OF_RANGE), 0);
+            return Ok(());
+        }
+        if s.opcode() == nvme::OPC_READ {
+            if sgl.id != SGL_ID_TRANSPORT_DATA_BLOCK {
+                return Err(Fatal(format!("cid {cid}: read with SGL id {:#x}", sgl.id)));
+            }
+            let bytes = lock(&self.shared.ns)[offset..offset + len].to_vec();
+            self.send_read(cid, &bytes);
+            return Ok(());
+        }
+        if !data.is_empty() {
+            lock(&self.shared.ns)[offset..offset + len].copy_from_slice(data);
+            self.respond(cid, Status::SUCCESS, 0);
+            return Ok(());
+        }
+        let ttag = self.next_ttag;
+        self.next_ttag = self.next_ttag.wrapping_add(1).max(1);
+        let x = WriteXfer {
+            cqe_cid: cid,
+            offset,
+            data: vec![0; len],
+            received: 0,
+            r2t_end: 0,
+            ttag,
+        };
+        self.writes.insert(cid, x);
+        self.next_r2t(cid);
+        Ok(())
+    }
+
+    fn next_r2t(&mut self, cid: u16) {
+        let max = self.shared.config.max_r2t.max(4096);
+        let digests = self.digests;
+        let Some(x) = self.writes.get_mut(&cid) else {
+            return;
+        };
+        let total = x.data.len() as u32;
+        let r2tl = (total - x.received).min(max);
+        x.r2t_end = x.received + r2tl;
+        let repr = R2tRepr {
+            cccid: cid,
+            ttag: x.ttag,
+            r2to: x.received,
+            r2tl,
+        };
+        let mut out = Vec::new();
+        if repr.emit(&mut out, digests).is_ok() {
+            self.send(out);
+        }
+    }
+
+    fn h2c(&mut self, layout: &Layout, pdu: &[u8]) -> Result<(), Fatal> {
+        let (r, _) =
+            H2cDataRepr::parse(pdu, self.digests).map_err(|e| Fatal(format!("H2CData: {e}")))?;
+        let data = layout
+            .data(pdu)
+            .map_err(|e| Fatal(format!("H2CData: {e}")))?;
+        let maxh2c = self.shared.config.maxh2cdata;
+        let Some(x) = self.writes.get_mut(&r.cccid) else {
+            return Err(Fatal(format!("H2CData for cid {} without R2T", r.cccid)));
+        };
+        if r.ttag != x.ttag {
+            return Err(Fatal(format!(
+                "H2CData TTAG {} expected {}",
+                r.ttag, x.ttag
+            )));
+        }
+        if r.datao != x.received {
+            return Err(Fatal(format!(
+                "H2CData DATAO {} expected {}",
+                r.datao, x.received
+            )));
+        }
+        if r.datal > maxh2c {
+            return Err(Fatal(format!(
+                "H2CData DATAL {} over MAXH2CDATA {maxh2c}",
+                r.datal
+            )));
+        }
+        let end = r.datao + r.datal;
+        if end > x.r2t_end {
+            return Err(Fatal(format!(
+                "H2CData past the R2T: {end} > {}",
+                x.r2t_end
+            )));
+        }
+        if r.last_pdu != (end == x.r2t_end) {
+            return Err(Fatal(format!(
+                "H2CData LAST_PDU {} at {end} of {}",
+                r.last_pdu, x.r2t_end
+            )));
+        }
+        x.data[r.datao as usize..end as usize].copy_from_slice(data);
+        x.received = end;
+        if end as usize == x.data.len() {
+            if let Some(x) = self.writes.remove(&r.cccid) {
+                lock(&self.shared.ns)[x.offset..x.offset + x.data.len()].copy_from_slice(&x.data);
+                self.respond(x.cqe_cid, Status::SUCCESS, 0);
+            }
+        } else if r.last_pdu {
+            self.next_r2t(r.cccid);
+        }
+        Ok(())
+    }
+}
+
+/// Fills `buf`; `Ok(false)` if the stream ended before the first byte.
+fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        match s.read(&mut buf[done..]) {
+            Ok(0) if done == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}

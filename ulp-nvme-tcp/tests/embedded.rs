@@ -1,0 +1,197 @@
+//! The host against the embedded target over loopback TCP: bring-up, reads and writes of
+//! several sizes with and without digests, pipelining, SUCCESS completions, keep-alive, and the
+//! placement counters of the reader path.
+
+use std::time::{Duration, Instant};
+
+use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::{SgBuffer, TagRange};
+use ulp_nvme_tcp::driver::{Controller, ControllerOptions};
+use ulp_nvme_tcp::target::{Target, TargetConfig};
+use ulp_nvme_tcp::wire::{Digests, Pda};
+use ulp_nvme_tcp::{Data, Status};
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(seed ^ (i >> 12) as u8)
+        })
+        .collect()
+}
+
+fn connect(target: &Target, digests: Digests) -> Controller<SwBackend> {
+    let mut o = ControllerOptions::new(target.subnqn());
+    o.digests = digests;
+    o.timeout = Duration::from_secs(10);
+    Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect")
+}
+
+fn round_trips(config: TargetConfig, digests: Digests) {
+    let target = Target::start(config).expect("target");
+    let mut c = connect(&target, digests);
+    assert_eq!(c.info().model, "ulp-ddp embedded target");
+    assert_eq!(c.namespace().block_size, 512);
+    let mut payload = 0u64;
+    for (i, len) in [4096usize, 128 * 1024, 1 << 20].into_iter().enumerate() {
+        let data = pattern(len, i as u8);
+        let slba = (i as u64) * 4096;
+        let w = c.write(slba, data.clone()).expect("write");
+        assert_eq!(w.write.as_deref(), Some(&data[..]));
+        assert_eq!(
+            target.ns_bytes(slba as usize * 512, len),
+            data,
+            "target holds the write"
+        );
+        let r = c.read(slba, SgBuffer::zeroed(len)).expect("read");
+        assert_eq!(r.status, Status::SUCCESS);
+        assert!(
+            r.buffer.expect("buffer").into_vec() == data,
+            "read back {len}"
+        );
+        payload += len as u64;
+    }
+    c.flush().expect("flush");
+    let stats = c.io().queue().stats();
+    assert_eq!(
+        stats.bytes_copied, 0,
+        "no payload through an intermediate buffer"
+    );
+    assert_eq!(stats.bytes_read_in_place, payload);
+    if digests.data {
+        assert!(stats.digests_computed > 0);
+        assert_eq!(stats.digests_failed, 0);
+    }
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}
+
+#[test]
+fn read_write_digests_off() {
+    round_trips(TargetConfig::default(), Digests::NONE);
+}
+
+#[test]
+fn read_write_digests_on_split_pdus_and_alignment() {
+    let config = TargetConfig {
+        max_c2h: 32 * 1024,
+        maxh2cdata: 16 * 1024,
+        max_r2t: 256 * 1024,
+        cpda: Pda::new(7).expect("pda"),
+        ..TargetConfig::default()
+    };
+    round_trips(config, Digests::BOTH);
+}
+
+#[test]
+fn success_flag_completions() {
+    let config = TargetConfig {
+        success_flag: true,
+        ..TargetConfig::default()
+    };
+    let target = Target::start(config).expect("target");
+    let mut c = connect(&target, Digests::BOTH);
+    let data = pattern(64 * 1024, 9);
+    c.write(10, data.clone()).expect("write");
+    let r = c.read(10, SgBuffer::zeroed(data.len())).expect("read");
+    assert!(r.by_success_flag);
+    assert_eq!(r.buffer.expect("buffer").into_vec(), data);
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}
+
+#[test]
+fn pipelined_commands() {
+    let target = Target::start(TargetConfig::default()).expect("target");
+    let mut o = ControllerOptions::new(target.subnqn());
+    o.queue_depth = 8;
+    let mut c = Controller::connect(target.addr(), &o, |_| {
+        SwBackend::with_limits(ulp_ddp_core::Limits {
+            tag_range: TagRange::BelowQueueDepth,
+            ..ulp_ddp_core::Limits::unlimited(ulp_nvme_tcp::NVME_TCP)
+        })
+    })
+    .expect("connect");
+    let len = 32 * 1024;
+    // 16 writes then 16 reads, at most 8 outstanding.
+    let mut cids = Vec::new();
+    for i in 0..16u64 {
+        let sqe = c.write_cmd(i * 64, len as u64).expect("cmd");
+        while c.io().queue().free_slots() == 0 {
+            let done = c.io().next_completion().expect("completion");
+            assert_eq!(done.status, Status::SUCCESS);
+        }
+        cids.push(
+            c.io()
+                .submit(sqe, Data::Write(pattern(len, i as u8)))
+                .expect("submit"),
+        );
+        assert!(
+            cids.iter().all(|&cid| cid < 8),
+            "CIDs below the queue depth"
+        );
+    }
+    while c.io().queue().outstanding() > 0 {
+        assert_eq!(
+            c.io().next_completion().expect("completion").status,
+            Status::SUCCESS
+        );
+    }
+    let mut reads = std::collections::HashMap::new();
+    for i in 0..16u64 {
+        let sqe = c.read_cmd(i * 64, len as u64).expect("cmd");
+        while c.io().queue().free_slots() == 0 {
+            let done = c.io().next_completion().expect("completion");
+            let seed = reads.remove(&done.cid).expect("known cid");
+            assert_eq!(done.buffer.expect("buffer").into_vec(), pattern(len, seed));
+        }
+        let cid = c
+            .io()
+            .submit(sqe, Data::Read(SgBuffer::zeroed(len)))
+            .expect("submit");
+        assert!(cid < 8);
+        reads.insert(cid, i as u8);
+    }
+    while let Some(_) = reads.keys().next() {
+        let done = c.io().next_completion().expect("completion");
+        assert!(done.offloaded, "BelowQueueDepth CIDs are all mapped");
+        let seed = reads.remove(&done.cid).expect("known cid");
+        assert_eq!(done.buffer.expect("buffer").into_vec(), pattern(len, seed));
+    }
+    let stats = c.io().queue().stats();
+    assert_eq!(stats.bytes_copied, 0);
+    assert_eq!(stats.setups, 16);
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}
+
+#[test]
+fn keep_alive_is_sent() {
+    let target = Target::start(TargetConfig::default()).expect("target");
+    let mut o = ControllerOptions::new(target.subnqn());
+    o.kato_ms = 100;
+    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let start = Instant::now();
+    while c.admin().queue().keep_alives() < 2 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(60));
+        // Any admin command runs the timers.
+        let r = c.admin().run(
+            ulp_nvme_tcp::nvme::property_get(ulp_nvme_tcp::nvme::REG_CSTS, false),
+            Data::None,
+        );
+        assert_eq!(r.expect("property get").result & 1, 1);
+    }
+    assert!(c.admin().queue().keep_alives() >= 2);
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}
+
+#[test]
+fn out_of_range_read_fails_cleanly() {
+    let target = Target::start(TargetConfig::default()).expect("target");
+    let mut c = connect(&target, Digests::NONE);
+    let blocks = c.namespace().nsze;
+    let e = c
+        .read(blocks, SgBuffer::zeroed(4096))
+        .expect_err("out of range");
+    assert!(e.to_string().contains("Read failed"), "{e}");
+    // The queue still works.
+    c.write(0, vec![7; 512]).expect("write after error");
+}
