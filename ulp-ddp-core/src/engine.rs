@@ -982,12 +982,22 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.events.push_back(event);
     }
 
-    /// Bytes from here up to the next payload that could be read in place (or the end of the
-    /// current PDU, plus the next PDU's prefix when that is all that follows).
+    /// Bytes from here up to the next payload that could be read in place: the rest of the
+    /// current PDU when none of it can, plus the next PDU's typical header (reading a little
+    /// too far only costs a small copy; reading too little costs a system call).
     fn bytes_to_next_payload(&self) -> usize {
-        let prefix = self.protocol.prefix_len();
+        let next_header = self
+            .protocol
+            .typical_header_len()
+            .max(self.protocol.prefix_len());
         let Some(pdu) = &self.pdu else {
-            return self.header_need - self.header.len();
+            // In a header: the rest of what is needed now, or the typical header if longer.
+            let need = self.header_need - self.header.len();
+            return if self.header.is_empty() {
+                need.max(next_header)
+            } else {
+                need
+            };
         };
         let l = pdu.layout;
         let digest = if l.data_digest { 4 } else { 0 };
@@ -996,10 +1006,12 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         match self.stage {
             Stage::Header => self.header_need - self.header.len(),
             Stage::Gap if placeable => self.stage_left as usize,
-            Stage::Gap => self.stage_left as usize + l.data_len as usize + rest_after_data + prefix,
-            Stage::Data => self.stage_left as usize + rest_after_data + prefix,
-            Stage::Pad => self.stage_left as usize + digest as usize + prefix,
-            Stage::Digest => (4 - pdu.digest_done as usize) + prefix,
+            Stage::Gap => {
+                self.stage_left as usize + l.data_len as usize + rest_after_data + next_header
+            }
+            Stage::Data => self.stage_left as usize + rest_after_data + next_header,
+            Stage::Pad => self.stage_left as usize + digest as usize + next_header,
+            Stage::Digest => (4 - pdu.digest_done as usize) + next_header,
         }
     }
 }

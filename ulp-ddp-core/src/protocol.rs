@@ -131,6 +131,15 @@ pub trait Protocol {
     /// The longest header the plugin accepts, digest included.
     fn max_header_len(&self) -> usize;
 
+    /// The length of the header most PDUs have, digest included (NVMe/TCP's data PDUs: 24 or
+    /// 28 bytes; iSCSI: 48 or 52). The reader path reads this much ahead when a header comes
+    /// next, to need one `read` per header instead of two. Never more than the shortest header
+    /// that can follow would be ideal; more only costs a small copy. Defaults to
+    /// [`prefix_len`](Protocol::prefix_len).
+    fn typical_header_len(&self) -> usize {
+        self.prefix_len()
+    }
+
     /// From the first [`prefix_len`](Protocol::prefix_len) bytes of a PDU, its header length
     /// including any header digest.
     ///

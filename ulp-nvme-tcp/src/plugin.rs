@@ -88,6 +88,11 @@ impl Protocol for NvmeTcpHost {
         MAX_HEADER
     }
 
+    fn typical_header_len(&self) -> usize {
+        // C2HData, CapsuleResp, R2T: 24 bytes, plus the header digest when negotiated.
+        24 + if self.digests.header { 4 } else { 0 }
+    }
+
     fn header_len(&mut self, prefix: &[u8]) -> Result<usize, HeaderError> {
         let layout = Layout::parse(prefix, self.digests).map_err(|e| self.reject(e))?;
         match layout.pdu_type {
