@@ -720,10 +720,7 @@ impl<B: DdpBackend> HostQueue<B> {
     // ----- receive processing -----
 
     fn process(&mut self) {
-        while self.state != State::Closed || self.engine.registered() > 0 {
-            let Some(event) = self.engine.poll_event() else {
-                break;
-            };
+        while let Some(event) = self.engine.poll_event() {
             if self.state == State::Closed {
                 if let Event::Released { tag, buffer, .. } = event {
                     self.release(tag, buffer, false);
