@@ -1,0 +1,555 @@
+//! The driver: [`Mlx5Backend`], the `mlx5e_nvmeotcp` logic over a [`Device`].
+
+use std::collections::{HashMap, VecDeque};
+
+use smallvec::SmallVec;
+use ulp_ddp_core::digest::Crc32c;
+use ulp_ddp_core::{
+    BackendError, BackendEvent, DdpBackend, DdpIo, DigestOffload, Limits, ProtocolId, QueueConfig,
+    QueueId, Stats, Tag, TagRange, TcpSeq,
+};
+use ulp_nvme_tcp::NVME_TCP;
+
+use crate::device::{
+    Device, DeviceError, Klm, ProgressParams, QueueResources, RxCqe, StaticParams, TrackerState,
+};
+
+/// Most queues the driver offloads (`MAX_NUM_NVMEOTCP_QUEUES`).
+pub const MAX_QUEUES: u32 = 4000;
+/// Most scatter-gather entries per command.
+pub const MAX_SGL: u32 = 128;
+/// Commands smaller than this are not mapped (`io_threshold`).
+pub const IO_THRESHOLD: u32 = 32 * 1024;
+/// Most bytes one command maps (128 entries of 4 KiB pages).
+pub const MAX_IO_BYTES: u64 = 512 * 1024;
+
+/// The driver's counters: the kernel's `rx_nvmeotcp_*` statistics, with the same meanings.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Mlx5Stats {
+    /// Queue contexts created (`rx_nvmeotcp_sk_add`).
+    pub sk_add: u64,
+    /// Queue contexts that could not be created (`rx_nvmeotcp_sk_add_fail`).
+    pub sk_add_fail: u64,
+    /// Queue contexts destroyed (`rx_nvmeotcp_sk_del`).
+    pub sk_del: u64,
+    /// Buffers mapped (`rx_nvmeotcp_ddp_setup`).
+    pub setup: u64,
+    /// Buffers that could not be mapped (`rx_nvmeotcp_ddp_setup_fail`).
+    pub setup_fail: u64,
+    /// Buffers unmapped (`rx_nvmeotcp_ddp_teardown`).
+    pub teardown: u64,
+    /// Packets dropped in the driver (`rx_nvmeotcp_drop`): completions for a queue the driver
+    /// no longer knows, or malformed completions.
+    pub drop: u64,
+    /// Packets carrying resync requests (`rx_nvmeotcp_resync`).
+    pub resync: u64,
+    /// Packets that used the offload: some of their payload was placed
+    /// (`rx_nvmeotcp_packets`).
+    pub packets: u64,
+    /// Bytes placed into command buffers (`rx_nvmeotcp_bytes`).
+    pub bytes: u64,
+}
+
+/// One run of a received segment as the driver hands it up (the rebuilt skb's fragments).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Run {
+    /// `len` bytes left in the receive buffer: the CPU copies whatever of them is payload.
+    Bytes {
+        /// Bytes in the run.
+        len: u32,
+    },
+    /// `len` payload bytes the device already placed into `tag`'s buffer at `offset`.
+    Placed {
+        /// The command.
+        tag: Tag,
+        /// Offset in the command's buffer.
+        offset: u32,
+        /// Bytes placed.
+        len: u32,
+    },
+}
+
+impl Run {
+    /// Stream bytes the run stands for.
+    pub fn len(&self) -> u32 {
+        match self {
+            Self::Bytes { len } | Self::Placed { len, .. } => *len,
+        }
+    }
+
+    /// Whether the run stands for no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A received segment rebuilt from its completions (the kernel's skb after
+/// `mlx5e_nvmeotcp_rebuild_rx_skb`): its runs in order and its digest verdict
+/// (`skb->ulp_crc`).
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct RxSegment {
+    /// The runs, covering the segment's payload in order.
+    pub runs: SmallVec<[Run; 4]>,
+    /// Every data digest the segment's bytes belong to was verified by the device.
+    pub crc_ok: bool,
+}
+
+/// What the driver did with a received segment.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum RxOutcome {
+    /// Deliver it to the TCP stack.
+    Deliver(RxSegment),
+    /// The driver dropped it (counted in [`Mlx5Stats::drop`]).
+    Dropped,
+}
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Ccid {
+    Free,
+    Mapped { generation: u32 },
+    Invalidating { generation: u32 },
+}
+
+#[derive(Debug)]
+struct Queue {
+    flow_tag: u32,
+    depth: u32,
+    statics: StaticParams,
+    ccids: Vec<Ccid>,
+    /// Per-CCID generation counter (`ccid_gen`), bumped on every setup.
+    generations: Vec<u32>,
+    events: VecDeque<BackendEvent>,
+    /// The resync request the device raised and software has not answered yet.
+    resync_pending: Option<TcpSeq>,
+    /// The next completion's digest bit is not trusted (`after_resync_cqe`).
+    after_resync_cqe: bool,
+}
+
+/// The ConnectX-7 NVMe/TCP receive offload driver over a [`Device`]: implements
+/// [`DdpBackend`] the way `mlx5e_nvmeotcp` implements `ulp_ddp_dev_ops`.
+///
+/// - `queue_add` (`sk_add`): allocates a flow tag in `1..=4000`, creates the queue's resources
+///   on the device, posts static params and then, when [`start`](Mlx5Backend::start) gives
+///   the stream position, progress params.
+/// - `setup`: records the CCID's generation and posts a KLM UMR without completion.
+/// - `teardown`: posts an invalidation UMR with a completion; `poll_event` turns that
+///   completion into [`BackendEvent::TeardownDone`] (the asynchronous `ddp_teardown_done`).
+/// - the receive path ([`rx_segment`](Mlx5Backend::rx_segment)) rebuilds each segment from its
+///   completions, raises resync requests and distrusts the first digest bit after a resync.
+/// - `resync_response`: a confirmation re-posts static params with the confirmed sequence
+///   number; a refusal loads progress params in the searching state.
+#[derive(Debug)]
+pub struct Mlx5Backend<D: Device> {
+    device: D,
+    queues: HashMap<QueueId, Queue>,
+    /// Flow tag to queue (the kernel's rhashtable keyed by queue id).
+    flows: HashMap<u32, QueueId>,
+    counters: Mlx5Stats,
+    teardowns_completed: u64,
+}
+
+impl<D: Device> Mlx5Backend<D> {
+    /// A driver for `device`.
+    pub fn new(device: D) -> Self {
+        Self {
+            device,
+            queues: HashMap::new(),
+            flows: HashMap::new(),
+            counters: Mlx5Stats::default(),
+            teardowns_completed: 0,
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// The device, e.g. for a model to receive packets. Programming it behind the driver's back
+    /// breaks the driver's bookkeeping.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
+    /// The kernel-style counters.
+    pub fn counters(&self) -> Mlx5Stats {
+        self.counters
+    }
+
+    /// Whether `queue` is offloaded.
+    pub fn has_queue(&self, queue: QueueId) -> bool {
+        self.queues.contains_key(&queue)
+    }
+
+    /// Tells the device where the queue's stream stands: the next PDU starts at `next_pdu` (the
+    /// kernel reads the socket's `copied_seq` in `sk_add`; the backend contract's queue
+    /// configuration has no sequence number, so the caller supplies it here). Posts progress
+    /// params with the tracker in the START state.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::UnknownQueue`] if the queue is not offloaded, or
+    /// [`BackendError::NoResources`] if the device refuses the work request.
+    pub fn start(&mut self, queue: QueueId, next_pdu: TcpSeq) -> Result<(), BackendError> {
+        let q = self
+            .queues
+            .get(&queue)
+            .ok_or(BackendError::UnknownQueue(queue))?;
+        let params = ProgressParams {
+            next_pdu_tcp_sn: next_pdu,
+            pdu_tracker_state: TrackerState::Start,
+        };
+        self.device
+            .post_progress_params(q.flow_tag, &params)
+            .map_err(|_| BackendError::NoResources)
+    }
+
+    /// Collects the completions of one received segment of `len` bytes and rebuilds it (the
+    /// receive handler `mlx5e_nvmeotcp_rebuild_rx_skb` with the resync and digest handling in
+    /// front of it).
+    pub fn rx_segment(&mut self, len: usize) -> RxOutcome {
+        let mut cqes: SmallVec<[RxCqe; 4]> = SmallVec::new();
+        while let Some(cqe) = self.device.poll_rx_cq() {
+            let last = cqe.last;
+            cqes.push(cqe);
+            if last {
+                break;
+            }
+        }
+        let covered: u64 = cqes
+            .iter()
+            .map(|c| u64::from(c.hlen) + u64::from(c.cclen))
+            .sum();
+        let Some(first) = cqes.first() else {
+            self.counters.drop += 1;
+            return RxOutcome::Dropped;
+        };
+        if covered != len as u64 || !cqes.last().is_some_and(|c| c.last) {
+            self.counters.drop += 1;
+            return RxOutcome::Dropped;
+        }
+        let Some(flow_tag) = first.flow_tag else {
+            // Not an offloaded flow: a plain receive.
+            let mut runs = SmallVec::new();
+            runs.push(Run::Bytes { len: len as u32 });
+            return RxOutcome::Deliver(RxSegment {
+                runs,
+                crc_ok: false,
+            });
+        };
+        let Some(queue) = self
+            .flows
+            .get(&flow_tag)
+            .and_then(|q| self.queues.get_mut(q))
+        else {
+            self.counters.drop += 1;
+            return RxOutcome::Dropped;
+        };
+        let mut segment = RxSegment {
+            runs: SmallVec::new(),
+            crc_ok: queue.statics.ddgst_offload_en && cqes.iter().all(|c| c.crc_ok),
+        };
+        if queue.after_resync_cqe {
+            queue.after_resync_cqe = false;
+            segment.crc_ok = false;
+        }
+        let mut placed = 0u64;
+        for cqe in &cqes {
+            if cqe.resync {
+                self.counters.resync += 1;
+                queue.resync_pending = Some(cqe.resync_tcp_sn);
+                queue.events.push_back(BackendEvent::ResyncRequest {
+                    seq: cqe.resync_tcp_sn,
+                });
+            }
+            if cqe.hlen > 0 {
+                push_run(&mut segment.runs, Run::Bytes { len: cqe.hlen });
+            }
+            if cqe.cclen == 0 {
+                continue;
+            }
+            let mapped = usize::from(cqe.ccid) < queue.ccids.len()
+                && !matches!(queue.ccids[usize::from(cqe.ccid)], Ccid::Free);
+            if cqe.zc && mapped {
+                placed += u64::from(cqe.cclen);
+                push_run(
+                    &mut segment.runs,
+                    Run::Placed {
+                        tag: Tag(u32::from(cqe.ccid)),
+                        offset: cqe.ccoff,
+                        len: cqe.cclen,
+                    },
+                );
+            } else {
+                // A placement the driver cannot account for: the bytes are lost to the stack.
+                self.counters.drop += 1;
+                return RxOutcome::Dropped;
+            }
+        }
+        if placed > 0 {
+            self.counters.packets += 1;
+            self.counters.bytes += placed;
+        }
+        RxOutcome::Deliver(segment)
+    }
+
+    fn check_queue(&self, config: &QueueConfig) -> Result<(Limits, u32), BackendError> {
+        let limits = self
+            .limits(config.protocol)
+            .ok_or(BackendError::UnsupportedProtocol(config.protocol))?;
+        if self.queues.contains_key(&config.queue_id) {
+            return Err(BackendError::QueueExists(config.queue_id));
+        }
+        if config.queue_depth == 0 || config.queue_depth > limits.max_queue_depth {
+            return Err(BackendError::UnsupportedConfig);
+        }
+        // cpda: alignment in dwords, 0-based; 1 (none) reads as 0.
+        let align = config.data_alignment.max(4);
+        if !align.is_multiple_of(4) || align > 128 {
+            return Err(BackendError::UnsupportedConfig);
+        }
+        // The smallest free id in 1..=MAX_QUEUES (the IDA).
+        let flow_tag = (1..=limits.max_queues)
+            .find(|id| !self.flows.contains_key(id))
+            .ok_or(BackendError::TooManyQueues)?;
+        Ok((limits, flow_tag))
+    }
+
+    fn add_queue(&mut self, config: &QueueConfig) -> Result<(), BackendError> {
+        let (limits, flow_tag) = self.check_queue(config)?;
+        let caps = self.device.caps();
+        let resources = QueueResources {
+            flow_tag,
+            connection: config.queue_id,
+            depth: config.queue_depth,
+            max_klm: limits.max_segments,
+            zero_copy: true,
+            crc: caps.crc_rx,
+        };
+        let statics = StaticParams {
+            resync_tcp_sn: TcpSeq(0),
+            pda: (config.data_alignment.max(4) / 4 - 1) as u8,
+            ddgst_en: config.data_digest,
+            ddgst_offload_en: caps.crc_rx && config.data_digest,
+            hddgst_en: config.header_digest,
+            hdgst_offload_en: false,
+            target: false,
+            cccid_ttag: true,
+            zero_copy_en: true,
+        };
+        self.device
+            .create_queue(&resources)
+            .map_err(|_| BackendError::NoResources)?;
+        if self.device.post_static_params(flow_tag, &statics).is_err() {
+            self.device.destroy_queue(flow_tag);
+            return Err(BackendError::NoResources);
+        }
+        let depth = config.queue_depth as usize;
+        self.flows.insert(flow_tag, config.queue_id);
+        self.queues.insert(
+            config.queue_id,
+            Queue {
+                flow_tag,
+                depth: config.queue_depth,
+                statics,
+                ccids: vec![Ccid::Free; depth],
+                generations: vec![0; depth],
+                events: VecDeque::new(),
+                resync_pending: None,
+                after_resync_cqe: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn map(&mut self, queue: QueueId, io: &DdpIo<'_>) -> Result<(), BackendError> {
+        let q = self
+            .queues
+            .get_mut(&queue)
+            .ok_or(BackendError::UnknownQueue(queue))?;
+        // No full CCID range: only 0..queue_size has a memory key.
+        if io.tag.0 >= q.depth {
+            return Err(BackendError::TagOutOfRange(io.tag));
+        }
+        let ccid = io.tag.0 as usize;
+        if q.ccids[ccid] != Ccid::Free {
+            return Err(BackendError::TagBusy(io.tag));
+        }
+        if io.buffer.segment_count() > MAX_SGL as usize {
+            return Err(BackendError::TooManySegments);
+        }
+        if io.buffer.len() > MAX_IO_BYTES {
+            return Err(BackendError::TooLarge);
+        }
+        let klms: SmallVec<[Klm; 16]> = io
+            .buffer
+            .segments()
+            .map(|s| Klm {
+                addr: s.as_ptr() as u64,
+                len: s.len() as u32,
+            })
+            .collect();
+        self.device
+            .post_umr_klm(q.flow_tag, ccid as u16, &klms)
+            .map_err(|e| match e {
+                DeviceError::BadParameter(_) => BackendError::TooManySegments,
+                _ => BackendError::NoResources,
+            })?;
+        q.generations[ccid] = q.generations[ccid].wrapping_add(1);
+        q.ccids[ccid] = Ccid::Mapped {
+            generation: q.generations[ccid],
+        };
+        Ok(())
+    }
+
+    fn collect_ico(&mut self, queue: QueueId) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        while let Some(cqe) = self.device.poll_ico_cq(q.flow_tag) {
+            let ccid = (cqe.cookie >> 32) as usize;
+            let generation = cqe.cookie as u32;
+            if let Some(slot) = q.ccids.get_mut(ccid)
+                && *slot == (Ccid::Invalidating { generation })
+            {
+                *slot = Ccid::Free;
+                self.teardowns_completed += 1;
+                q.events.push_back(BackendEvent::TeardownDone {
+                    tag: Tag(ccid as u32),
+                });
+            }
+        }
+    }
+}
+
+fn push_run(runs: &mut SmallVec<[Run; 4]>, run: Run) {
+    if let (Some(Run::Bytes { len: a }), Run::Bytes { len: b }) = (runs.last_mut(), run) {
+        *a += b;
+        return;
+    }
+    runs.push(run);
+}
+
+impl<D: Device> DdpBackend for Mlx5Backend<D> {
+    fn limits(&self, protocol: ProtocolId) -> Option<Limits> {
+        let caps = self.device.caps();
+        if protocol != NVME_TCP || !caps.zerocopy || !caps.crc_rx {
+            return None;
+        }
+        Some(Limits {
+            protocol,
+            max_segments: MAX_SGL.min(caps.max_klm_per_mkey),
+            max_io_bytes: MAX_IO_BYTES,
+            io_threshold: IO_THRESHOLD,
+            max_queues: MAX_QUEUES.min(caps.max_queue_contexts),
+            max_queue_depth: 1 << caps.log_max_tag_buffer_size.min(16),
+            // ConnectX-7 maps only CCIDs below the queue depth (no full CCID range); the driver
+            // enforces that in `setup` (TagOutOfRange). The limits announce the wire's 16 bits:
+            // see docs/mlx5.md for why not `TagRange::BelowQueueDepth`.
+            tag_range: TagRange::Bits(16),
+            digests: DigestOffload {
+                header: false,
+                data: caps.crc_rx,
+            },
+            tls: false,
+        })
+    }
+
+    fn queue_add(&mut self, config: &QueueConfig) -> Result<(), BackendError> {
+        let result = self.add_queue(config);
+        match result {
+            Ok(()) => self.counters.sk_add += 1,
+            Err(_) => self.counters.sk_add_fail += 1,
+        }
+        result
+    }
+
+    fn queue_del(&mut self, queue: QueueId) {
+        if let Some(q) = self.queues.remove(&queue) {
+            self.device.destroy_queue(q.flow_tag);
+            self.flows.remove(&q.flow_tag);
+            self.counters.sk_del += 1;
+        }
+    }
+
+    fn setup(&mut self, queue: QueueId, io: &DdpIo<'_>) -> Result<(), BackendError> {
+        let result = self.map(queue, io);
+        match result {
+            Ok(()) => self.counters.setup += 1,
+            Err(_) => self.counters.setup_fail += 1,
+        }
+        result
+    }
+
+    fn teardown(&mut self, queue: QueueId, tag: Tag) -> Result<(), BackendError> {
+        let q = self
+            .queues
+            .get_mut(&queue)
+            .ok_or(BackendError::UnknownQueue(queue))?;
+        let slot = q
+            .ccids
+            .get_mut(tag.0 as usize)
+            .ok_or(BackendError::UnknownTag(tag))?;
+        let Ccid::Mapped { generation } = *slot else {
+            return Err(BackendError::UnknownTag(tag));
+        };
+        let cookie = (u64::from(tag.0) << 32) | u64::from(generation);
+        self.device
+            .post_umr_invalidate(q.flow_tag, tag.0 as u16, cookie)
+            .map_err(|_| BackendError::NoResources)?;
+        *slot = Ccid::Invalidating { generation };
+        self.counters.teardown += 1;
+        Ok(())
+    }
+
+    fn resync_response(&mut self, queue: QueueId, seq: TcpSeq, pdu_starts_here: bool) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        if q.resync_pending != Some(seq) {
+            // Not the request outstanding (an old one, or none): nothing to tell the device.
+            return;
+        }
+        q.resync_pending = None;
+        if pdu_starts_here {
+            q.after_resync_cqe = true;
+            q.statics.resync_tcp_sn = seq;
+            let statics = q.statics;
+            let _ = self.device.post_static_params(q.flow_tag, &statics);
+        } else {
+            let params = ProgressParams {
+                next_pdu_tcp_sn: seq,
+                pdu_tracker_state: TrackerState::Searching,
+            };
+            let _ = self.device.post_progress_params(q.flow_tag, &params);
+        }
+    }
+
+    fn poll_event(&mut self, queue: QueueId) -> Option<BackendEvent> {
+        if self.queues.get(&queue)?.events.is_empty() {
+            self.collect_ico(queue);
+        }
+        self.queues.get_mut(&queue)?.events.pop_front()
+    }
+
+    fn stats(&self) -> Stats {
+        let c = self.counters;
+        Stats {
+            queues_added: c.sk_add,
+            queues_add_failed: c.sk_add_fail,
+            queues_deleted: c.sk_del,
+            setups: c.setup,
+            setup_failures: c.setup_fail,
+            teardowns: c.teardown,
+            teardowns_completed: self.teardowns_completed,
+            bytes_placed: c.bytes,
+            resync_requests: c.resync,
+            drops: c.drop,
+            ..Stats::default()
+        }
+    }
+
+    fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {
+        ulp_ddp_core::digest::copy_with_crc(dst, src, crc);
+    }
+}
