@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod peers;
+
 use bytes::Bytes;
 use ulp_iscsi::keys::DigestPref;
 use ulp_iscsi::wire::Lun;
