@@ -491,6 +491,11 @@ impl<B: DdpBackend> Connection<B> {
         self.tasks.len() + self.queued.len()
     }
 
+    /// Why the connection failed, once it has.
+    pub fn failure(&self) -> Option<&ConnError> {
+        self.failure.as_ref()
+    }
+
     /// The TSIH the target assigned.
     pub fn tsih(&self) -> u16 {
         self.tsih

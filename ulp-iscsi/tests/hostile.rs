@@ -1,0 +1,242 @@
+//! A hostile target: every violation ends in a typed error and the protocol's answer (drop
+//! the connection at ErrorRecoveryLevel 0, or fail only the command for a Reject), never a
+//! panic, never a write outside the command's buffer.
+
+mod common;
+
+use common::*;
+use ulp_ddp_core::{Error as EngineError, HeaderError, SgBuffer};
+use ulp_iscsi::conn::Phase;
+use ulp_iscsi::scsi;
+use ulp_iscsi::target::{EmbeddedTarget, Misbehave, TargetConfig};
+use ulp_iscsi::wire::Lun;
+use ulp_iscsi::wire::reject::RejectReason;
+use ulp_iscsi::{Client, Command, CommandError, ConnError, DataDir};
+
+const CANARY: u8 = 0xEE;
+
+/// Logs in to a target misbehaving as `m`, reads `len` bytes into a canary-filled buffer and
+/// returns the connection error, the command's result and the buffer that came back.
+fn attack(
+    m: Misbehave,
+    len: usize,
+    digests: bool,
+) -> (Option<ConnError>, Result<(), CommandError>, Vec<u8>) {
+    let t = EmbeddedTarget::start(TargetConfig {
+        misbehave: m,
+        unit_attention: false,
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut cfg = config(t.iqn(), digests);
+    cfg.wanted.max_recv_data_segment_len = 8192;
+    let mut c = Client::connect(t.addr(), cfg, options(false)).unwrap();
+    let done = c
+        .execute(Command {
+            lun: Lun::default(),
+            cdb: scsi::read_10(0, (len / 512) as u16),
+            data: DataDir::Read(SgBuffer::from_vec(vec![CANARY; len])),
+        })
+        .expect("the command completes even when the connection fails");
+    let buffer = done
+        .buffer
+        .expect("the buffer always comes back")
+        .into_vec();
+    assert_eq!(buffer.len(), len);
+    assert_eq!(
+        c.connection().engine().registered(),
+        0,
+        "a buffer stayed registered"
+    );
+    let failure = c.connection().failure().cloned();
+    if failure.is_some() {
+        assert_eq!(c.connection().phase(), Phase::Failed);
+        // Nothing more goes out on a failed connection.
+        assert!(c.test_unit_ready(Lun::default()).is_err());
+    }
+    (failure, done.result.map(|_| ()), buffer)
+}
+
+fn untouched(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == CANARY)
+}
+
+#[test]
+fn data_in_outside_the_command() {
+    let (e, r, b) = attack(Misbehave::OffsetOutsideCommand, 4096, false);
+    assert!(
+        matches!(
+            e,
+            Some(ConnError::Engine(EngineError::DataOutOfRange {
+                offset: 4096,
+                ..
+            }))
+        ),
+        "{e:?}"
+    );
+    assert_eq!(r, Err(CommandError::ConnectionLost));
+    assert!(untouched(&b));
+    let (e, _, b) = attack(Misbehave::LengthOutsideCommand, 4096, true);
+    assert!(
+        matches!(
+            e,
+            Some(ConnError::Engine(EngineError::DataOutOfRange {
+                offset: 1,
+                len: 4096,
+                buffer_len: 4096,
+                ..
+            }))
+        ),
+        "{e:?}"
+    );
+    assert!(untouched(&b));
+}
+
+#[test]
+fn data_in_for_unknown_itt_and_for_a_write() {
+    let (e, r, b) = attack(Misbehave::UnknownItt, 4096, false);
+    assert!(
+        matches!(e, Some(ConnError::Engine(EngineError::UnknownTag(_)))),
+        "{e:?}"
+    );
+    assert_eq!(r, Err(CommandError::ConnectionLost));
+    assert!(untouched(&b));
+
+    let t = EmbeddedTarget::start(TargetConfig {
+        misbehave: Misbehave::DataInForWrite,
+        unit_attention: false,
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut c = Client::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let err = c
+        .write(Lun::default(), 0, 512, pattern(4096, 1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ulp_iscsi::ClientError::Command(CommandError::ConnectionLost)
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        c.connection().failure(),
+        Some(ConnError::Engine(EngineError::UnknownTag(_)))
+    ));
+}
+
+#[test]
+fn data_sn_gap_and_duplicate_data() {
+    let (e, _, b) = attack(Misbehave::DataSnGap, 32768, false);
+    assert_eq!(
+        e,
+        Some(ConnError::DataSn {
+            expected: 1,
+            received: 2
+        })
+    );
+    // The PDU with the gap was placed (inside the buffer) before its header reached the
+    // session; the connection failed then and nothing after it was placed.
+    assert!(untouched(&b[16384..]));
+    let (e, _, b) = attack(Misbehave::DuplicateData, 32768, true);
+    assert!(
+        matches!(
+            e,
+            Some(ConnError::Engine(EngineError::DuplicateData {
+                offset: 0,
+                ..
+            }))
+        ),
+        "{e:?}"
+    );
+    assert!(untouched(&b[8192..]));
+}
+
+#[test]
+fn bad_digests() {
+    let (e, _, b) = attack(Misbehave::BadDataDigest, 4096, true);
+    assert!(matches!(e, Some(ConnError::DataDigest { .. })), "{e:?}");
+    // The data was placed before its digest arrived; the command still fails.
+    assert_eq!(b.len(), 4096);
+    let (e, _, b) = attack(Misbehave::BadHeaderDigest, 4096, true);
+    assert!(
+        matches!(e, Some(ConnError::Engine(EngineError::HeaderDigest { .. }))),
+        "{e:?}"
+    );
+    assert!(untouched(&b));
+}
+
+#[test]
+fn bad_lengths_flags_and_opcodes() {
+    let (e, _, b) = attack(Misbehave::OversizedSegment, 32768, false);
+    assert!(
+        matches!(
+            e,
+            Some(ConnError::Engine(EngineError::Header(
+                HeaderError::InvalidField { offset: 5, .. }
+            )))
+        ),
+        "{e:?}"
+    );
+    assert!(untouched(&b));
+    let (e, _, b) = attack(Misbehave::StatusWithoutFinal, 4096, false);
+    assert!(
+        matches!(
+            e,
+            Some(ConnError::Engine(EngineError::Header(
+                HeaderError::InvalidField { offset: 1, .. }
+            )))
+        ),
+        "{e:?}"
+    );
+    assert!(untouched(&b));
+    let (e, _, _) = attack(Misbehave::InitiatorOpcode, 4096, false);
+    assert!(
+        matches!(
+            e,
+            Some(ConnError::Engine(EngineError::Header(
+                HeaderError::UnknownType(0x01)
+            )))
+        ),
+        "{e:?}"
+    );
+    let (e, r, _) = attack(Misbehave::TruncatedPdu, 4096, false);
+    assert_eq!(e, Some(ConnError::Closed));
+    assert_eq!(r, Err(CommandError::ConnectionLost));
+}
+
+#[test]
+fn reject_fails_only_the_command() {
+    let (e, r, b) = attack(Misbehave::RejectReads, 4096, true);
+    assert_eq!(e, None, "a Reject of one command keeps the connection");
+    assert_eq!(
+        r,
+        Err(CommandError::Rejected(RejectReason::InvalidPduField))
+    );
+    assert!(untouched(&b));
+}
+
+#[test]
+fn r2t_beyond_the_write() {
+    let t = EmbeddedTarget::start(TargetConfig {
+        misbehave: Misbehave::R2tBeyondWrite,
+        unit_attention: false,
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut c = Client::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let err = c
+        .write(Lun::default(), 0, 512, pattern(128 * 1024, 1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ulp_iscsi::ClientError::Command(CommandError::ConnectionLost)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        c.connection().failure(),
+        Some(&ConnError::Protocol("R2T outside the write"))
+    );
+}
