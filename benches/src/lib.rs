@@ -6,6 +6,7 @@
 //! and control PDUs, without being any real protocol.
 #![forbid(unsafe_code)]
 
+pub mod iscsi_cli;
 pub mod run;
 
 /// The demonstration protocol (shared with the core's tests).

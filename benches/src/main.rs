@@ -94,6 +94,9 @@ fn print(reports: &[Report]) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("iscsi") {
+        return ulp_ddp_bench::iscsi_cli::main(&args[1..]);
+    }
     let spec = match parse(&args) {
         Ok(spec) => spec,
         Err(msg) => {

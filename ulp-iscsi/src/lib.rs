@@ -28,6 +28,7 @@ pub mod target;
 pub mod url;
 pub mod wire;
 
+pub use bytes::Bytes;
 pub use client::{Client, ClientError, ClientOptions};
 pub use conn::{
     Command, CommandError, CommandId, Completion, ConnError, Connection, DataDir, LoginConfig,
