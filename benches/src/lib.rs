@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod iscsi_cli;
+pub mod nvme_cli;
 pub mod run;
 
 /// The demonstration protocol (shared with the core's tests).

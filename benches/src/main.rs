@@ -97,6 +97,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("iscsi") {
         return ulp_ddp_bench::iscsi_cli::main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("nvme") {
+        return ulp_ddp_bench::nvme_cli::main(&args[1..]);
+    }
     let spec = match parse(&args) {
         Ok(spec) => spec,
         Err(msg) => {
