@@ -37,17 +37,14 @@ fuzz_target!(|input: &[u8]| {
         header_digest: hd,
         data_digest: dd,
         queue_depth: 16,
+        rx_seq: TcpSeq(isn),
         ..QueueConfig::new(NVME_TCP, QueueId(1))
     };
     let model = Model::with_config(ModelConfig {
         invalidate_polls: u32::from(control >> 4),
         ..ModelConfig::default()
     });
-    let options = EngineOptions {
-        initial_seq: TcpSeq(isn),
-        ..EngineOptions::default()
-    };
-    let mut nic = Nic::new(protocol, model, config, options);
+    let mut nic = Nic::new(protocol, model, config, EngineOptions::default());
     for cmd in &workload.commands {
         let segments = cmd.segments.iter().map(|&n| vec![0xEE; n]).collect();
         assert!(nic.engine_mut().setup(cmd.tag, SgBuffer::from_segments(segments)).is_ok());

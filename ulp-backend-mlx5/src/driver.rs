@@ -181,10 +181,9 @@ impl<D: Device> Mlx5Backend<D> {
         self.queues.contains_key(&queue)
     }
 
-    /// Tells the device where the queue's stream stands: the next PDU starts at `next_pdu` (the
-    /// kernel reads the socket's `copied_seq` in `sk_add`; the backend contract's queue
-    /// configuration has no sequence number, so the caller supplies it here). Posts progress
-    /// params with the tracker in the START state.
+    /// Tells the device where the queue's stream stands: the next PDU starts at `next_pdu`.
+    /// Queue add does this with the configuration's `rx_seq` (the kernel reads the socket's
+    /// `copied_seq` in `sk_add`). Posts progress params with the tracker in the START state.
     ///
     /// # Errors
     ///
@@ -359,6 +358,12 @@ impl<D: Device> Mlx5Backend<D> {
                 after_resync_cqe: false,
             },
         );
+        if self.start(config.queue_id, config.rx_seq).is_err() {
+            self.queues.remove(&config.queue_id);
+            self.flows.remove(&flow_tag);
+            self.device.destroy_queue(flow_tag);
+            return Err(BackendError::NoResources);
+        }
         Ok(())
     }
 
@@ -443,10 +448,9 @@ impl<D: Device> DdpBackend for Mlx5Backend<D> {
             io_threshold: IO_THRESHOLD,
             max_queues: MAX_QUEUES.min(caps.max_queue_contexts),
             max_queue_depth: 1 << caps.log_max_tag_buffer_size.min(16),
-            // ConnectX-7 maps only CCIDs below the queue depth (no full CCID range); the driver
-            // enforces that in `setup` (TagOutOfRange). The limits announce the wire's 16 bits:
-            // see docs/mlx5.md for why not `TagRange::BelowQueueDepth`.
-            tag_range: TagRange::Bits(16),
+            // ConnectX-7 maps only CCIDs below the queue depth (no full CCID range, so no
+            // generation bits in the CID); the driver also refuses others in `setup`.
+            tag_range: TagRange::BelowQueueDepth,
             digests: DigestOffload {
                 header: false,
                 data: caps.crc_rx,

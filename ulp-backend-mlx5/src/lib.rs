@@ -26,9 +26,8 @@
 //! use ulp_nvme_tcp::wire::{C2hDataRepr, Digests, Pda};
 //! use ulp_nvme_tcp::{NVME_TCP, NvmeTcpHost};
 //!
-//! let config = QueueConfig::new(NVME_TCP, QueueId(1));
-//! let options = EngineOptions { initial_seq: TcpSeq(1000), ..EngineOptions::default() };
-//! let mut nic = Nic::new(NvmeTcpHost::new(), Model::new(), config, options);
+//! let config = QueueConfig { rx_seq: TcpSeq(1000), ..QueueConfig::new(NVME_TCP, QueueId(1)) };
+//! let mut nic = Nic::new(NvmeTcpHost::new(), Model::new(), config, EngineOptions::default());
 //! let setup = nic.engine_mut().setup(Tag(3), SgBuffer::zeroed(64 * 1024)).unwrap();
 //! assert_eq!(setup, SetupOutcome::Offloaded);
 //!

@@ -36,19 +36,12 @@ pub struct Nic<P: Protocol> {
 
 impl<P: Protocol> Nic<P> {
     /// A connection speaking `protocol` on `model`, configured by `config`, whose first stream
-    /// byte has sequence number `options.initial_seq`. If the driver offloads the queue, the
-    /// device is told where the first PDU starts.
+    /// byte has sequence number `config.rx_seq` (where the device starts tracking PDUs).
     pub fn new(protocol: P, model: Model, config: QueueConfig, options: EngineOptions) -> Self {
-        let mut engine = Engine::new(protocol, Mlx5Backend::new(model), config, options);
-        if engine.is_offloaded() {
-            // The queue was just added, so it exists.
-            let _ = engine
-                .backend_mut()
-                .start(config.queue_id, options.initial_seq);
-        }
+        let engine = Engine::new(protocol, Mlx5Backend::new(model), config, options);
         Self {
             engine,
-            reassembly: Reassembly::new(options.initial_seq),
+            reassembly: Reassembly::new(config.rx_seq),
             connection: config.queue_id,
             dma: Vec::new(),
             stats: NicStats::default(),

@@ -34,12 +34,12 @@ fn limits_are_connectx7() {
     assert_eq!(limits.io_threshold, IO_THRESHOLD);
     assert_eq!(limits.io_threshold, 32 * 1024);
     assert_eq!(limits.max_queues, 4000);
-    assert_eq!(limits.tag_range, TagRange::Bits(16));
+    assert_eq!(limits.tag_range, TagRange::BelowQueueDepth);
     assert!(!limits.digests.header && limits.digests.data && !limits.tls);
 }
 
 #[test]
-fn ccids_beyond_the_queue_depth_are_refused_by_the_driver() {
+fn ccids_beyond_the_queue_depth_are_not_mapped() {
     let config = QueueConfig {
         queue_depth: 32,
         ..QueueConfig::new(NVME_TCP, QueueId(1))
@@ -50,19 +50,26 @@ fn ccids_beyond_the_queue_depth_are_refused_by_the_driver() {
         config,
         EngineOptions::default(),
     );
+    // The engine applies the limits: CCID 32 on a queue of depth 32 is copied, not mapped.
     let outcome = e.setup(Tag(32), SgBuffer::zeroed(64 * 1024)).unwrap();
-    assert_eq!(
-        outcome,
-        SetupOutcome::Copied(Decline::Backend(ulp_ddp_core::BackendError::TagOutOfRange(
-            Tag(32)
-        )))
-    );
+    assert_eq!(outcome, SetupOutcome::Copied(Decline::TagOutOfRange));
     assert_eq!(
         e.setup(Tag(31), SgBuffer::zeroed(64 * 1024)).unwrap(),
         SetupOutcome::Offloaded
     );
     let c = e.backend().counters();
-    assert_eq!((c.sk_add, c.setup, c.setup_fail), (1, 1, 1));
+    assert_eq!((c.sk_add, c.setup, c.setup_fail), (1, 1, 0));
+    // The driver refuses it too when called directly.
+    let buffer = SgBuffer::zeroed(64 * 1024);
+    let io = ulp_ddp_core::DdpIo {
+        tag: Tag(32),
+        buffer: &buffer,
+    };
+    assert_eq!(
+        e.backend_mut().setup(QueueId(1), &io),
+        Err(ulp_ddp_core::BackendError::TagOutOfRange(Tag(32)))
+    );
+    assert_eq!(e.backend().counters().setup_fail, 1);
 }
 
 #[test]

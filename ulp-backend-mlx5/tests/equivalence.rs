@@ -183,15 +183,14 @@ fn schedule(len: usize, net: Network, rng: &mut Rng) -> Vec<(usize, usize)> {
 }
 
 fn mlx5(w: &Workload, hd: bool, dd: bool, net: Network, isn: u32, rng: &mut Rng) -> Outcome {
-    let options = EngineOptions {
-        initial_seq: TcpSeq(isn),
-        ..EngineOptions::default()
-    };
     let mut nic = Nic::new(
         <NvmeTcpHost as KitProtocol>::with_digests(hd, dd),
         Model::new(),
-        config(hd, dd),
-        options,
+        QueueConfig {
+            rx_seq: TcpSeq(isn),
+            ..config(hd, dd)
+        },
+        EngineOptions::default(),
     );
     register(nic.engine_mut(), w);
     let mut out = Outcome::default();
@@ -260,15 +259,14 @@ fn a_faulty_network_still_places_and_agrees() {
         reorder: 5,
     };
     let isn = u32::MAX - 100_000;
-    let options = EngineOptions {
-        initial_seq: TcpSeq(isn),
-        ..EngineOptions::default()
-    };
     let mut nic = Nic::new(
         <NvmeTcpHost as KitProtocol>::with_digests(true, true),
         Model::new(),
-        config(true, true),
-        options,
+        QueueConfig {
+            rx_seq: TcpSeq(isn),
+            ..config(true, true)
+        },
+        EngineOptions::default(),
     );
     register(nic.engine_mut(), &w);
     let mut out = Outcome::default();

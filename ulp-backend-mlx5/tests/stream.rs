@@ -58,13 +58,15 @@ fn nic(model: Model, digests: Digests) -> Nic<NvmeTcpHost> {
     let config = QueueConfig {
         header_digest: digests.header,
         data_digest: digests.data,
+        rx_seq: TcpSeq(ISN),
         ..QueueConfig::new(NVME_TCP, QueueId(1))
     };
-    let options = EngineOptions {
-        initial_seq: TcpSeq(ISN),
-        ..EngineOptions::default()
-    };
-    Nic::new(NvmeTcpHost::with_digests(digests), model, config, options)
+    Nic::new(
+        NvmeTcpHost::with_digests(digests),
+        model,
+        config,
+        EngineOptions::default(),
+    )
 }
 
 fn setup(nic: &mut Nic<NvmeTcpHost>, s: &Stream) {

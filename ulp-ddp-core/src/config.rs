@@ -1,6 +1,6 @@
 //! Per-queue configuration: the kernel's `ulp_ddp_config`, protocol-neutral.
 
-use crate::types::{ProtocolId, QueueId};
+use crate::types::{ProtocolId, QueueId, TcpSeq};
 
 /// How one queue (one TCP connection) is set up, given to the backend when the queue is added.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -24,10 +24,15 @@ pub struct QueueConfig {
     /// The CPU that will process this queue's receive path, if known (the kernel's
     /// `affinity_hint`).
     pub cpu_hint: Option<u32>,
+    /// TCP sequence number of the next byte the queue will receive, where the next PDU starts
+    /// (the kernel reads the socket's `copied_seq` in `sk_add`). Devices track PDUs from here;
+    /// the engine numbers the stream from here for resync.
+    pub rx_seq: TcpSeq,
 }
 
 impl QueueConfig {
-    /// A configuration with no digests, no alignment, depth 128 and no CPU hint.
+    /// A configuration with no digests, no alignment, depth 128, no CPU hint, and the stream
+    /// starting at sequence number 0.
     pub fn new(protocol: ProtocolId, queue_id: QueueId) -> Self {
         Self {
             protocol,
@@ -37,6 +42,7 @@ impl QueueConfig {
             data_alignment: 1,
             queue_depth: 128,
             cpu_hint: None,
+            rx_seq: TcpSeq(0),
         }
     }
 }

@@ -154,8 +154,6 @@ pub enum ReadTarget<'a> {
 /// Engine settings beyond the queue's configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
-    /// TCP sequence number of the first stream byte the engine will see (for resync).
-    pub initial_seq: TcpSeq,
     /// Most data bytes buffered for one control PDU.
     pub max_control_data: u32,
 }
@@ -163,7 +161,6 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
-            initial_seq: TcpSeq(0),
             max_control_data: 1 << 20,
         }
     }
@@ -288,7 +285,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             pdu: None,
             stage_left: 0,
             stream_pos: 0,
-            pdu_start: options.initial_seq,
+            pdu_start: config.rx_seq,
             pending_resync: None,
             recent_starts: VecDeque::with_capacity(RECENT_STARTS),
             events: VecDeque::new(),
@@ -342,9 +339,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
 
     /// TCP sequence number of the next stream byte the engine expects.
     pub fn next_seq(&self) -> TcpSeq {
-        self.options
-            .initial_seq
-            .wrapping_add(self.stream_pos as u32)
+        self.config.rx_seq.wrapping_add(self.stream_pos as u32)
     }
 
     /// Bytes of `tag`'s buffer that received data so far, or `None` if no buffer is registered.

@@ -487,7 +487,9 @@ pub fn check_declines<B: DdpBackend, P: KitProtocol>(backend: B) {
         ));
     }
     if let crate::TagRange::BelowQueueDepth = limits.tag_range {
-        cases.push((Tag(100_000), SgBuffer::zeroed(big), Decline::TagOutOfRange));
+        // The first tag past the queue depth: it fits any protocol's tag field.
+        let depth = e.config().queue_depth;
+        cases.push((Tag(depth), SgBuffer::zeroed(big), Decline::TagOutOfRange));
     }
     let protocol = P::with_digests(false, true);
     let mut stream = Vec::new();

@@ -443,15 +443,11 @@ fn resync_requests_are_answered_at_the_right_place() {
     let start = TcpSeq(u32::MAX - 20); // wraps inside the stream
     let b_at = start.wrapping_add(a.len() as u32);
     let c_at = b_at.wrapping_add(b.len() as u32);
-    let mut e = Engine::new(
-        toy,
-        Script::default(),
-        cfg(false, false),
-        EngineOptions {
-            initial_seq: start,
-            ..EngineOptions::default()
-        },
-    );
+    let config = QueueConfig {
+        rx_seq: start,
+        ..cfg(false, false)
+    };
+    let mut e = Engine::new(toy, Script::default(), config, EngineOptions::default());
     e.setup(Tag(0), SgBuffer::zeroed(40)).unwrap();
     // Ahead, at a PDU start: confirmed when the stream reaches it.
     e.backend_mut()
