@@ -408,6 +408,7 @@ pub struct Connection<B: DdpBackend> {
     events: VecDeque<SessionEvent>,
     next_id: u64,
     failure: Option<ConnError>,
+    login_rounds: u32,
 }
 
 impl<B: DdpBackend> fmt::Debug for Connection<B> {
@@ -456,6 +457,7 @@ impl<B: DdpBackend> Connection<B> {
             events: VecDeque::new(),
             next_id: 1,
             failure: None,
+            login_rounds: 0,
         }
     }
 
@@ -489,6 +491,12 @@ impl<B: DdpBackend> Connection<B> {
     /// Tasks outstanding (commands, pings, text, logout) plus commands waiting for the window.
     pub fn outstanding(&self) -> usize {
         self.tasks.len() + self.queued.len()
+    }
+
+    /// Login Responses received so far (security and operational rounds; LIO needs at least
+    /// three).
+    pub fn login_rounds(&self) -> u32 {
+        self.login_rounds
     }
 
     /// Why the connection failed, once it has.
@@ -760,6 +768,7 @@ impl<B: DdpBackend> Connection<B> {
             return self.fail(ConnError::Protocol("Login Response in another stage"));
         }
         login.rounds += 1;
+        self.login_rounds = login.rounds;
         if login.rounds > MAX_LOGIN_ROUNDS {
             return self.fail(ConnError::Protocol("login does not converge"));
         }

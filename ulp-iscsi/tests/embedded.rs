@@ -53,6 +53,11 @@ fn lio_like_multi_round_login_and_r2t_only_writes() {
     cfg.wanted.initial_r2t = true;
     let mut c = Client::connect(t.addr(), cfg, options(false)).unwrap();
     let p = c.connection().params().clone();
+    assert_eq!(
+        c.connection().login_rounds(),
+        3,
+        "security, proposals, answers"
+    );
     assert!(p.initial_r2t && !p.immediate_data);
     assert_eq!(p.max_burst_len, 65536);
     assert_eq!(p.max_xmit_data_segment_len, 262_144);

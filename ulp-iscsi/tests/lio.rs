@@ -105,6 +105,11 @@ fn scenario(vm: &Vm, digests: bool) {
     assert_eq!((p.header_digest, p.data_digest), (digests, digests));
     // LIO declares 262144 and proposed the session keys the initiator did not offer.
     assert_eq!(p.max_xmit_data_segment_len, 262_144);
+    assert!(
+        c.connection().login_rounds() >= 3,
+        "{} login rounds",
+        c.connection().login_rounds()
+    );
     let lun = Lun::single_level(0);
     let inq = c.inquiry(lun).expect("INQUIRY");
     assert_eq!(inq.vendor, "LIO-ORG");

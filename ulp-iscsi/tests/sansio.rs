@@ -36,9 +36,13 @@ fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32) -> Vec
 
 /// A connection logged in with the target's MaxCmdSN = `max_cmd_sn` (ExpCmdSN 1).
 fn logged_in(max_cmd_sn: u32) -> Connection<SwBackend> {
+    logged_in_with(max_cmd_sn, SwBackend::new())
+}
+
+fn logged_in_with(max_cmd_sn: u32, backend: SwBackend) -> Connection<SwBackend> {
     let mut c = Connection::new(
         LoginConfig::normal("iqn.i:x", "iqn.t:y"),
-        SwBackend::new(),
+        backend,
         QueueId(1),
         8,
     );
@@ -105,6 +109,27 @@ fn cmd_sn_window_holds_commands_until_it_opens() {
     assert_eq!(c.sequence_numbers(), (5, 3, 4, 101));
     // Serial arithmetic across the wrap.
     assert!(ulp_iscsi::serial::lt(u32::MAX, 1));
+}
+
+#[test]
+fn tags_stay_within_the_backend_tag_range() {
+    // A backend tracking 2-bit tags: at most 4 ITTs (0..4) although the queue is 8 deep.
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(2),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    for _ in 0..6 {
+        read(&mut c, 512);
+    }
+    let mut itts = Vec::new();
+    while let Some(t) = c.poll_transmit() {
+        itts.push(u32::from_be_bytes(t.header[16..20].try_into().unwrap()));
+    }
+    assert_eq!(itts.len(), 4, "{itts:?}");
+    assert!(itts.iter().all(|&i| i < 4), "{itts:?}");
+    assert_eq!(c.outstanding(), 6);
+    assert_eq!(c.engine().stats().setups_declined, 0);
 }
 
 proptest! {
