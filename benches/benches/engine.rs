@@ -21,7 +21,9 @@ use ulp_nvme_tcp::{NVME_TCP, NvmeTcpHost};
 const PIECE: usize = 64 * 1024;
 
 fn payload(n: usize) -> Vec<u8> {
-    (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
 }
 
 /// The C2HData PDUs carrying `data` for CID 1, `pdu` bytes each.
@@ -35,7 +37,8 @@ fn nvme_stream(data: &[u8], pdu: usize, digests: Digests) -> Vec<u8> {
             last_pdu: (i + 1) * pdu >= data.len(),
             success: false,
         };
-        repr.emit(&mut out, digests, Pda::ZERO, chunk).expect("emit");
+        repr.emit(&mut out, digests, Pda::ZERO, chunk)
+            .expect("emit");
     }
     out
 }
