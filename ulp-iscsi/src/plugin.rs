@@ -165,7 +165,7 @@ impl Protocol for IscsiInitiator {
 
     fn typical_header_len(&self) -> usize {
         // The 48-byte BHS (AHS is rare on what a target sends), plus the header digest.
-        wire::bhs::BHS_LEN + if self.digests.header { 4 } else { 0 }
+        BHS_LEN + if self.digests.header { 4 } else { 0 }
     }
 
     fn max_header_len(&self) -> usize {
