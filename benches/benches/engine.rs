@@ -202,6 +202,8 @@ fn feed_device<P: Protocol>(e: &mut Engine<P, SwBackend>, stream: &[u8], parts: 
         };
         e.receive(ok(&stream[p.start..p.data])).expect("header");
         e.receive(Piece::Placed {
+            tag: Tag(TAG),
+            offset: p.offset as u64,
             len: (p.data_end - p.data) as u32,
             digest_ok: true,
         })

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ulp_ddp_core::{Piece, TcpSeq};
+use ulp_ddp_core::{Piece, Tag, TcpSeq};
 
 use crate::driver::{Run, RxSegment};
 
@@ -10,15 +10,15 @@ use crate::driver::{Run, RxSegment};
 enum Held {
     /// Bytes left in a receive buffer.
     Bytes(Vec<u8>),
-    /// Bytes the device placed.
-    Placed(u32),
+    /// Bytes the device placed into `tag`'s buffer at `offset`.
+    Placed { tag: Tag, offset: u64, len: u32 },
 }
 
 impl Held {
     fn len(&self) -> u64 {
         match self {
             Self::Bytes(b) => b.len() as u64,
-            Self::Placed(n) => u64::from(*n),
+            Self::Placed { len, .. } => u64::from(*len),
         }
     }
 }
@@ -95,7 +95,11 @@ impl Reassembly {
             let n = len - skip;
             let held = match run {
                 Run::Bytes { .. } => Held::Bytes(bytes.get(skip..).unwrap_or(&[]).to_vec()),
-                Run::Placed { .. } => Held::Placed(n as u32),
+                Run::Placed { tag, offset, .. } => Held::Placed {
+                    tag: *tag,
+                    offset: u64::from(*offset) + skip as u64,
+                    len: n as u32,
+                },
             };
             if s == self.next {
                 let piece = match &held {
@@ -103,8 +107,10 @@ impl Reassembly {
                         data: b,
                         digest_ok: segment.crc_ok,
                     },
-                    Held::Placed(n) => Piece::Placed {
-                        len: *n,
+                    Held::Placed { tag, offset, len } => Piece::Placed {
+                        tag: *tag,
+                        offset: *offset,
+                        len: *len,
                         digest_ok: segment.crc_ok,
                     },
                 };
@@ -145,7 +151,11 @@ impl Reassembly {
                 Held::Bytes(b) => {
                     Held::Bytes(b[(s - start) as usize..(e - start) as usize].to_vec())
                 }
-                Held::Placed(_) => Held::Placed((e - s) as u32),
+                Held::Placed { tag, offset, .. } => Held::Placed {
+                    tag: *tag,
+                    offset: offset + (s - start),
+                    len: (e - s) as u32,
+                },
             };
             self.held_bytes += e - s;
             self.held.insert(s, (part, crc_ok));
@@ -171,8 +181,10 @@ impl Reassembly {
                     data: &b[cut..],
                     digest_ok: crc_ok,
                 })?,
-                Held::Placed(n) => deliver(Piece::Placed {
-                    len: n - cut as u32,
+                Held::Placed { tag, offset, len } => deliver(Piece::Placed {
+                    tag,
+                    offset: offset + cut as u64,
+                    len: len - cut as u32,
                     digest_ok: crc_ok,
                 })?,
             }
@@ -231,7 +243,7 @@ mod tests {
             runs: smallvec![
                 Run::Bytes { len: 4 },
                 Run::Placed {
-                    tag: ulp_ddp_core::Tag(1),
+                    tag: Tag(1),
                     offset: 0,
                     len: 6
                 }
@@ -242,7 +254,7 @@ mod tests {
         let mut sink = |p: Piece<'_>| {
             got.push(match p {
                 Piece::Bytes { data, digest_ok } => (0, data.len(), digest_ok),
-                Piece::Placed { len, digest_ok } => (1, len as usize, digest_ok),
+                Piece::Placed { len, digest_ok, .. } => (1, len as usize, digest_ok),
             });
             Ok::<(), ()>(())
         };

@@ -163,6 +163,7 @@ fn reader_path_over_loopback_tcp() {
         }
     }
     got.sort_by_key(|(t, _)| *t);
+    assert_eq!(got.len(), w.commands.len(), "every buffer comes back");
     for (c, (_, data)) in w.commands.iter().zip(&got) {
         assert!(c.data == *data, "{} differs", c.tag);
     }

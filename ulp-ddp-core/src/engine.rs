@@ -4,14 +4,14 @@ use std::collections::{HashMap, VecDeque};
 
 use smallvec::SmallVec;
 
-use crate::backend::{BackendEvent, DdpBackend, DdpIo};
+use crate::backend::{BackendError, BackendEvent, DdpBackend, DdpIo};
 use crate::buffer::SgBuffer;
 use crate::config::QueueConfig;
 use crate::digest::Crc32c;
 use crate::error::Error;
 use crate::limits::{Decline, Limits};
 use crate::protocol::{PduLayout, Placement, Protocol};
-use crate::ranges::RangeSet;
+use crate::ranges::{RangeSet, Refused};
 use crate::stats::Stats;
 use crate::types::{Tag, TcpSeq};
 
@@ -28,9 +28,14 @@ pub enum Piece<'a> {
         /// The backend verified every digest these bytes belong to (the kernel's `ulp_crc`).
         digest_ok: bool,
     },
-    /// `len` payload bytes the backend already wrote into the command's buffer, at the offset
-    /// the stream puts them (the kernel's "source equals destination" skip).
+    /// `len` payload bytes the backend already wrote into `tag`'s buffer at `offset` (the
+    /// kernel's "source equals destination" skip). The engine checks that this is where the
+    /// stream puts them: a device that disagrees with the engine's framing breaks the contract.
     Placed {
+        /// The command whose buffer holds the bytes.
+        tag: Tag,
+        /// Offset of the first byte in that buffer.
+        offset: u64,
         /// Bytes placed.
         len: u32,
         /// The backend verified every digest these bytes belong to.
@@ -124,7 +129,9 @@ pub enum Event {
         /// Whether the backend had mapped it (else the CPU placed all of its data).
         offloaded: bool,
     },
-    /// A PDU was discarded (its payload written nowhere) for this reason; see
+    /// A PDU was refused for this reason and its payload discarded: the CPU wrote none of it.
+    /// (A device that places by tag may already have written it, but only into that same
+    /// command's registered range, as hardware does; the protocol fails the command.) See
     /// [`Error::is_fatal`]: these never are.
     Error(Error),
 }
@@ -246,6 +253,11 @@ pub struct Engine<P: Protocol, B: DdpBackend> {
     /// Sequence number of the current PDU's first byte.
     pdu_start: TcpSeq,
     pending_resync: Option<TcpSeq>,
+    /// The window the last [`Engine::read_target`] handed out: command, offset, length.
+    offered: Option<(Tag, u64, usize)>,
+    /// Teardowns the backend refused to start (out of resources): the device may still write,
+    /// so the buffers stay here and the teardowns are retried on every poll.
+    teardown_retry: Vec<Tag>,
     recent_starts: VecDeque<TcpSeq>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -287,6 +299,8 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             stream_pos: 0,
             pdu_start: config.rx_seq,
             pending_resync: None,
+            offered: None,
+            teardown_retry: Vec::new(),
             recent_starts: VecDeque::with_capacity(RECENT_STARTS),
             events: VecDeque::new(),
             stats,
@@ -384,10 +398,16 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         if self.failed {
             return Err(Error::Failed);
         }
+        self.offered = None;
         self.drain_backend();
         let result = match piece {
             Piece::Bytes { data, digest_ok } => self.receive_bytes(data, digest_ok),
-            Piece::Placed { len, digest_ok } => self.receive_placed(len, digest_ok, false),
+            Piece::Placed {
+                tag,
+                offset,
+                len,
+                digest_ok,
+            } => self.receive_placed(len, digest_ok, Some((tag, offset))),
         };
         if let Err(error) = result {
             self.failed = true;
@@ -402,19 +422,16 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     /// stream is at payload of a registered command, else into a receive buffer. This is the
     /// reader path: payload never passes through an intermediate buffer.
     pub fn read_target(&mut self) -> ReadTarget<'_> {
-        let window = match &self.pdu {
-            Some(
-                pdu @ Pdu {
-                    sink: Sink::Place { tag, .. },
-                    ..
-                },
-            ) if self.stage == Stage::Data && self.stage_left > 0 => Some((*tag, pdu_offset(pdu))),
-            _ => None,
-        };
+        let window = self.at_payload();
         let bytes = self.bytes_to_next_payload();
         let left = self.stage_left as usize;
-        match window.and_then(|(tag, at)| Some((self.tags.get_mut(&tag)?, at))) {
-            Some((entry, at)) => ReadTarget::InPlace(entry.buffer.contiguous_mut(at, left)),
+        self.offered = None;
+        match window.and_then(|(tag, at)| Some((tag, self.tags.get_mut(&tag)?, at))) {
+            Some((tag, entry, at)) => {
+                let slice = entry.buffer.contiguous_mut(at, left);
+                self.offered = Some((tag, at, slice.len()));
+                ReadTarget::InPlace(slice)
+            }
             None => ReadTarget::Bytes(bytes),
         }
     }
@@ -430,14 +447,37 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         if self.failed {
             return Err(Error::Failed);
         }
-        let len = u32::try_from(n).map_err(|_| Error::BackendViolation("commit too long"))?;
-        let result = self.receive_placed(len, false, true);
+        let offered = self.offered.take();
+        let result = match offered {
+            _ if n == 0 => Ok(()),
+            Some((tag, at, window)) if n <= window && self.at_payload() == Some((tag, at)) => {
+                // `n` fits the window, which fits the PDU's data, so it fits a u32.
+                self.receive_placed(n as u32, false, None)
+            }
+            _ => Err(Error::BackendViolation(
+                "commit beyond the window read_target offered",
+            )),
+        };
         if let Err(error) = result {
             self.failed = true;
             self.stats.errors += 1;
             return Err(error);
         }
         Ok(())
+    }
+
+    /// The command and buffer offset the next stream byte belongs to, when it is payload of a
+    /// registered command.
+    fn at_payload(&self) -> Option<(Tag, u64)> {
+        match &self.pdu {
+            Some(
+                pdu @ Pdu {
+                    sink: Sink::Place { tag, .. },
+                    ..
+                },
+            ) if self.stage == Stage::Data && self.stage_left > 0 => Some((*tag, pdu_offset(pdu))),
+            _ => None,
+        }
     }
 
     // ----- commands -----
@@ -491,12 +531,25 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         {
             pdu.sink = Sink::Discard;
         }
-        if entry.offloaded && self.backend.teardown(self.config.queue_id, tag).is_ok() {
-            self.drain_backend();
-        } else {
+        if !entry.offloaded {
             self.release(tag);
+            return Ok(());
         }
+        self.start_teardown(tag);
+        self.drain_backend();
         Ok(())
+    }
+
+    /// Asks the backend to unmap `tag`. Only a backend that holds no mapping for it
+    /// (`UnknownTag`) lets the buffer go at once; any other refusal means the device may still
+    /// write into it, so the engine keeps it and retries on the next poll.
+    fn start_teardown(&mut self, tag: Tag) {
+        let result = self.backend.teardown(self.config.queue_id, tag);
+        match result {
+            Ok(()) => {}
+            Err(BackendError::UnknownTag(_)) => self.release(tag),
+            Err(_) => self.teardown_retry.push(tag),
+        }
     }
 
     /// Tears down every command still registered (for closing the connection).
@@ -558,6 +611,11 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     fn drain_backend(&mut self) {
         if !self.offloaded {
             return;
+        }
+        if !self.teardown_retry.is_empty() {
+            for tag in core::mem::take(&mut self.teardown_retry) {
+                self.start_teardown(tag);
+            }
         }
         while let Some(event) = self.backend.poll_event(self.config.queue_id) {
             match event {
@@ -656,13 +714,23 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         Ok(())
     }
 
-    fn receive_placed(&mut self, mut len: u32, digest_ok: bool, read: bool) -> Result<(), Error> {
+    /// `at` is where a device says it placed the bytes; `None` for the reader path, where the
+    /// engine itself chose the destination.
+    fn receive_placed(
+        &mut self,
+        mut len: u32,
+        digest_ok: bool,
+        mut at: Option<(Tag, u64)>,
+    ) -> Result<(), Error> {
         while len > 0 {
             if self.stage != Stage::Data {
                 return Err(Error::BackendViolation("placed bytes outside PDU data"));
             }
             let n = len.min(self.stage_left);
-            self.take_placed(n, digest_ok, read)?;
+            self.take_placed(n, digest_ok, at)?;
+            if let Some((_, offset)) = &mut at {
+                *offset += u64::from(n);
+            }
             len -= n;
             self.stream_pos += u64::from(n);
             self.advance();
@@ -759,19 +827,19 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                     len,
                     buffer_len: e.buffer_len,
                 },
-                Ok(())
-                    if !entry
-                        .received
-                        .insert_disjoint(offset, offset + u64::from(len)) =>
+                Ok(()) => match entry
+                    .received
+                    .insert_disjoint(offset, offset + u64::from(len))
                 {
-                    Error::DuplicateData { tag, offset, len }
-                }
-                Ok(()) => {
-                    return Sink::Place {
-                        tag,
-                        offloaded: entry.offloaded,
-                    };
-                }
+                    Err(Refused::Overlap) => Error::DuplicateData { tag, offset, len },
+                    Err(Refused::TooMany) => Error::TooFragmented { tag },
+                    Ok(()) => {
+                        return Sink::Place {
+                            tag,
+                            offloaded: entry.offloaded,
+                        };
+                    }
+                },
             },
         };
         self.stats.errors += 1;
@@ -849,11 +917,24 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         n
     }
 
-    fn take_placed(&mut self, n: u32, digest_ok: bool, read: bool) -> Result<(), Error> {
+    fn take_placed(
+        &mut self,
+        n: u32,
+        digest_ok: bool,
+        at: Option<(Tag, u64)>,
+    ) -> Result<(), Error> {
+        let read = at.is_none();
         self.stage_left -= n;
         let Some(pdu) = self.pdu.as_mut() else {
             return Err(Error::BackendViolation("placed bytes outside a PDU"));
         };
+        if let (Some(at), Sink::Place { tag, .. }) = (at, &pdu.sink)
+            && at != (*tag, pdu_offset(pdu))
+        {
+            return Err(Error::BackendViolation(
+                "placed bytes elsewhere than the stream puts them",
+            ));
+        }
         let digest = pdu.layout.data_digest;
         if digest {
             pdu.all_ok &= digest_ok;

@@ -62,6 +62,12 @@ pub enum Error {
         /// Data bytes.
         len: u32,
     },
+    /// Data for a command whose earlier data arrived in too many separate pieces (out of
+    /// order, with gaps): refused to bound the engine's work.
+    TooFragmented {
+        /// The command.
+        tag: Tag,
+    },
     /// The backend broke its contract (placed bytes that are not data of a mapped command).
     BackendViolation(&'static str),
     /// [`Engine::setup`](crate::Engine::setup) for a tag that still has a buffer.
@@ -124,6 +130,9 @@ impl fmt::Display for Error {
                     f,
                     "{len} data bytes at offset {offset} of {tag} arrived twice"
                 )
+            }
+            Self::TooFragmented { tag } => {
+                write!(f, "data for {tag} arrived in too many separate pieces")
             }
             Self::BackendViolation(what) => write!(f, "backend broke its contract: {what}"),
             Self::TagInUse(t) => write!(f, "{t} already has a buffer"),

@@ -576,7 +576,8 @@ pub fn check_hostile<B: DdpBackend, P: KitProtocol>(backend: B) {
     stream.extend_from_slice(&protocol.encode_data(Tag(0), len as u64 - 10, &data));
     stream.extend_from_slice(&protocol.encode_data(Tag(0), 1 << 31, &data));
     stream.extend_from_slice(&protocol.encode_data(Tag(0), 0, &data));
-    stream.extend_from_slice(&protocol.encode_data(Tag(0), 32, &data));
+    // A duplicate with other bytes: an overwrite of bytes 32..64 would show.
+    stream.extend_from_slice(&protocol.encode_data(Tag(0), 32, &[0x77; 64]));
     e.receive(Piece::bytes(&stream))
         .expect("per-PDU errors are not fatal");
     let mut errors = Vec::new();
@@ -592,6 +593,7 @@ pub fn check_hostile<B: DdpBackend, P: KitProtocol>(backend: B) {
         }
     }
     assert_eq!(data_events, 1, "only the valid PDU lands");
+    assert_eq!(errors.len(), 4, "one error per hostile PDU: {errors:?}");
     assert!(matches!(errors[0], Error::UnknownTag(Tag(9))));
     assert!(matches!(
         errors[1],
@@ -609,7 +611,6 @@ pub fn check_hostile<B: DdpBackend, P: KitProtocol>(backend: B) {
             ..
         }
     ));
-    assert_eq!(errors.len(), 4);
     // Data for a tag whose teardown started.
     e.teardown(Tag(1)).expect("teardown");
     let late = protocol.encode_data(Tag(1), 0, &data);
@@ -629,6 +630,7 @@ pub fn check_hostile<B: DdpBackend, P: KitProtocol>(backend: B) {
         Some(Error::TagFinished(Tag(1)) | Error::UnknownTag(Tag(1)))
     ));
     buffers.sort_by_key(|(t, _)| *t);
+    assert_eq!(buffers.len(), 2, "both buffers come back");
     let mut want0 = vec![0xEE; len];
     want0[..64].copy_from_slice(&data);
     assert!(buffers[0].1 == want0, "tag 0: only bytes 0..64 changed");

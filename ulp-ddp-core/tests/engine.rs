@@ -26,6 +26,8 @@ struct Script {
     events: VecDeque<BackendEvent>,
     answers: Vec<(TcpSeq, bool)>,
     hold_teardowns: bool,
+    /// Teardowns to refuse with `NoResources` before accepting.
+    refuse_teardowns: u32,
     stats: Stats,
 }
 
@@ -75,6 +77,10 @@ impl DdpBackend for Script {
     fn teardown(&mut self, _queue: QueueId, tag: Tag) -> Result<(), BackendError> {
         if !self.mapped.contains_key(&tag) {
             return Err(BackendError::UnknownTag(tag));
+        }
+        if self.refuse_teardowns > 0 {
+            self.refuse_teardowns -= 1;
+            return Err(BackendError::NoResources);
         }
         self.stats.teardowns += 1;
         self.pending_teardowns.push(tag);
@@ -354,11 +360,15 @@ fn feed_placed(
     e.receive(Piece::bytes(&pdu[..data_at])).unwrap();
     let half = data_len / 2;
     e.receive(Piece::Placed {
+        tag,
+        offset,
         len: half as u32,
         digest_ok: ok[0],
     })
     .unwrap();
     e.receive(Piece::Placed {
+        tag,
+        offset: offset + half as u64,
         len: (data_len - half) as u32,
         digest_ok: ok[1],
     })
@@ -411,11 +421,34 @@ fn placed_bytes_outside_data_break_the_contract() {
     let mut e = scripted(false, false);
     let err = e
         .receive(Piece::Placed {
+            tag: Tag(1),
+            offset: 0,
             len: 4,
             digest_ok: true,
         })
         .unwrap_err();
     assert!(matches!(err, Error::BackendViolation(_)));
+    // Placed where the stream does not put them: another command, or another offset.
+    let toy = Toy::new(false, false);
+    let pdu = toy.encode_data(Tag(1), 8, b"12345678");
+    for (tag, offset) in [(Tag(2), 8), (Tag(1), 0), (Tag(1), 9)] {
+        let mut e = scripted(false, false);
+        e.setup(Tag(1), SgBuffer::zeroed(16)).unwrap();
+        e.setup(Tag(2), SgBuffer::zeroed(16)).unwrap();
+        e.receive(Piece::bytes(&pdu[..16])).unwrap();
+        let err = e
+            .receive(Piece::Placed {
+                tag,
+                offset,
+                len: 8,
+                digest_ok: true,
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::BackendViolation(_)),
+            "{tag} at {offset}"
+        );
+    }
     // Placed bytes for a command the backend did not map.
     let toy = Toy::new(false, false);
     let mut e = sw(false, false);
@@ -424,6 +457,8 @@ fn placed_bytes_outside_data_break_the_contract() {
     e.receive(Piece::bytes(&pdu[..16])).unwrap();
     assert!(matches!(
         e.receive(Piece::Placed {
+            tag: Tag(1),
+            offset: 0,
             len: 8,
             digest_ok: true
         }),
@@ -534,6 +569,7 @@ fn reader_path_reads_payload_straight_into_the_buffer() {
         }
     }
     got.sort_by_key(|(t, _)| *t);
+    assert_eq!(got.len(), w.commands.len(), "every buffer comes back");
     for (c, (_, data)) in w.commands.iter().zip(&got) {
         assert!(c.data == *data);
     }
@@ -564,4 +600,82 @@ proptest! {
         let out = testkit::run_pieces(&mut e, &w, &pieces);
         testkit::assert_matches_reference(&w, &out);
     }
+}
+
+#[test]
+fn a_refused_teardown_keeps_the_buffer_until_the_device_lets_go() {
+    let mut e = scripted(false, false);
+    e.backend_mut().refuse_teardowns = 5;
+    e.setup(Tag(1), SgBuffer::zeroed(8)).unwrap();
+    e.teardown(Tag(1)).unwrap();
+    // Refused (out of resources): still mapped, so never released before the backend accepts;
+    // retried on each poll.
+    let mut polls = 0;
+    let released = loop {
+        polls += 1;
+        assert!(polls < 20, "bounded");
+        match e.poll_event() {
+            Some(Event::Released { tag, .. }) => break tag,
+            Some(other) => panic!("{other:?}"),
+            None => assert!(e.backend().mapped.contains_key(&Tag(1)), "still mapped"),
+        }
+    };
+    assert_eq!(released, Tag(1));
+    assert!(polls > 1, "the refusals delayed the release");
+    assert!(!e.backend().mapped.contains_key(&Tag(1)));
+}
+
+#[test]
+fn commit_in_place_cannot_pass_the_offered_window() {
+    let toy = Toy::new(false, false);
+    let pdu = toy.encode_data(Tag(1), 0, &[7; 32]);
+    let mut e = sw(false, false);
+    e.setup(
+        Tag(1),
+        SgBuffer::from_segments(vec![vec![0; 16], vec![0; 16]]),
+    )
+    .unwrap();
+    e.receive(Piece::bytes(&pdu[..16])).unwrap();
+    match e.read_target() {
+        ReadTarget::InPlace(w) => {
+            assert_eq!(w.len(), 16, "one segment at a time");
+            w.fill(7);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        e.commit_in_place(32),
+        Err(Error::BackendViolation(_))
+    ));
+    // Without an offer, nothing can be committed either.
+    let mut e = sw(false, false);
+    e.setup(Tag(1), SgBuffer::zeroed(32)).unwrap();
+    e.receive(Piece::bytes(&pdu[..16])).unwrap();
+    assert!(e.commit_in_place(1).is_err());
+}
+
+#[test]
+fn scattered_data_is_refused_past_a_bound() {
+    let toy = Toy::new(false, false);
+    let mut e = sw(false, false);
+    e.setup(Tag(0), SgBuffer::zeroed(4096)).unwrap();
+    let mut stream = Vec::new();
+    // One-byte PDUs at descending, non-adjacent offsets.
+    for k in 0..100u64 {
+        stream.extend(toy.encode_data(Tag(0), 4000 - 2 * k, b"x"));
+    }
+    e.receive(Piece::bytes(&stream)).unwrap();
+    let errors: Vec<Error> = events(&mut e)
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::Error(err) => Some(err),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 100 - 64);
+    assert!(
+        errors
+            .iter()
+            .all(|e| *e == Error::TooFragmented { tag: Tag(0) })
+    );
 }
