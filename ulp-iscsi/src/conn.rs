@@ -873,8 +873,13 @@ impl<B: DdpBackend> Connection<B> {
             l.stage = Stage::Operational;
         }
         let keys = self.negotiator.offer();
-        // Data segments up to the declared length are acceptable from now on.
-        let mrdsl = self.config.wanted.max_recv_data_segment_len;
+        // Data segments up to the declared length are acceptable from now on; login responses
+        // may still use the 8192-byte default until the full feature phase.
+        let mrdsl = self
+            .config
+            .wanted
+            .max_recv_data_segment_len
+            .max(crate::plugin::DEFAULT_MAX_RECV_DATA_SEGMENT_LEN);
         self.engine
             .protocol_mut()
             .set_max_recv_data_segment_len(mrdsl);

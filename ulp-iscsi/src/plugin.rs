@@ -16,6 +16,12 @@ pub const MAX_HEADER: usize = BHS_LEN + 255 * 4 + 4;
 /// MaxRecvDataSegmentLength in force before the initiator declared its own (RFC 7143 §13.12).
 pub const DEFAULT_MAX_RECV_DATA_SEGMENT_LEN: u32 = 8192;
 
+/// Smallest MaxRecvDataSegmentLength a party may declare (RFC 7143 §13.12).
+pub const MIN_MAX_RECV_DATA_SEGMENT_LEN: u32 = 512;
+
+/// Largest MaxRecvDataSegmentLength a party may declare (2^24 - 1, RFC 7143 §13.12).
+pub const MAX_MAX_RECV_DATA_SEGMENT_LEN: u32 = (1 << 24) - 1;
+
 /// Frames what an initiator receives: NOP-In, SCSI Response, Task Management Response, Login
 /// Response, Text Response, Data-In, Logout Response, R2T, Asynchronous Message and Reject.
 /// Initiator opcodes are refused (a target never sends them).
@@ -65,10 +71,13 @@ impl IscsiInitiator {
         self.digests
     }
 
-    /// Sets the longest data segment accepted (the initiator's declared
-    /// MaxRecvDataSegmentLength; never below the 8192-byte default used during login).
+    /// Sets the longest data segment accepted: the initiator's declared
+    /// MaxRecvDataSegmentLength, enforced as declared within the range RFC 7143 §13.12 allows
+    /// (512 to 2^24 - 1; values outside are clamped to it). During login the session keeps the
+    /// 8192-byte default as a floor; from full feature phase on the declared value holds.
     pub fn set_max_recv_data_segment_len(&mut self, len: u32) {
-        self.max_recv_data_segment_len = len.max(DEFAULT_MAX_RECV_DATA_SEGMENT_LEN);
+        self.max_recv_data_segment_len =
+            len.clamp(MIN_MAX_RECV_DATA_SEGMENT_LEN, MAX_MAX_RECV_DATA_SEGMENT_LEN);
     }
 
     /// The longest data segment accepted.
@@ -298,6 +307,25 @@ mod tests {
         p.set_max_recv_data_segment_len(1 << 20);
         assert!(p.parse(&pdu[..48]).is_ok());
         assert!(p.last_error().is_some());
+    }
+
+    #[test]
+    fn declared_max_recv_data_segment_len_below_8192_is_enforced() {
+        let mut p = IscsiInitiator::new();
+        p.set_max_recv_data_segment_len(1024);
+        assert_eq!(p.max_recv_data_segment_len(), 1024);
+        let ok = data_in(1, 0, &[7; 1024], Digests::NONE);
+        assert_eq!(p.parse(&ok[..48]).map(|l| l.data_len), Ok(1024));
+        let too_long = data_in(1, 0, &[7; 1025], Digests::NONE);
+        assert!(matches!(
+            p.parse(&too_long[..48]),
+            Err(HeaderError::InvalidField { offset: 5, .. })
+        ));
+        // Outside the RFC's range: clamped to it.
+        p.set_max_recv_data_segment_len(100);
+        assert_eq!(p.max_recv_data_segment_len(), 512);
+        p.set_max_recv_data_segment_len(u32::MAX);
+        assert_eq!(p.max_recv_data_segment_len(), (1 << 24) - 1);
     }
 
     #[test]
