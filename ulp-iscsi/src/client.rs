@@ -274,7 +274,11 @@ impl<B: DdpBackend> Client<B> {
             stream: &mut self.stream,
             capture: self.capture.as_mut(),
         };
-        let result = self.reader.read_once(self.conn.engine_mut(), &mut src);
+        let result = if self.conn.phase() == Phase::Login {
+            login_read(&mut self.conn, &mut src)
+        } else {
+            self.reader.read_once(self.conn.engine_mut(), &mut src)
+        };
         match result {
             Ok(0) => self.conn.on_receive_error(None),
             Ok(_) => self.conn.handle_events(),
@@ -560,6 +564,25 @@ impl<B: DdpBackend> Client<B> {
             }
         }
     }
+}
+
+/// One socket read during login, fed through [`Connection::receive`]: it frames one PDU at a
+/// time, so the digests negotiated by the final Login Response apply from the next PDU even
+/// when it arrived in the same read (the reader path would frame it with the old settings).
+fn login_read<B: DdpBackend>(
+    conn: &mut Connection<B>,
+    src: &mut impl Read,
+) -> Result<usize, RecvError> {
+    let mut buf = [0u8; 4096];
+    let n = loop {
+        match src.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => break other.map_err(RecvError::Io)?,
+        }
+    };
+    // A failure is reported through the connection's events.
+    let _ = conn.receive(&buf[..n]);
+    Ok(n)
 }
 
 /// Writes every slice, in order, with vectored writes.

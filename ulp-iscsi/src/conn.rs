@@ -409,6 +409,45 @@ pub struct Connection<B: DdpBackend> {
     next_id: u64,
     failure: Option<ConnError>,
     login_rounds: u32,
+    login_framer: LoginFramer,
+}
+
+/// Where the PDU being received during login ends. While logging in, [`Connection::receive`]
+/// feeds the engine one PDU at a time, so that the settings the final Login Response
+/// negotiates (header and data digests, MaxRecvDataSegmentLength) frame exactly the PDUs after
+/// it, also those that arrived in the same read.
+#[derive(Debug, Default)]
+struct LoginFramer {
+    /// The current PDU's BHS, as far as received.
+    bhs: Vec<u8>,
+    /// Bytes of the current PDU after its BHS not yet fed.
+    rest: usize,
+}
+
+impl LoginFramer {
+    /// How many of `data`'s first bytes belong to the current PDU (at least one).
+    fn take(&mut self, data: &[u8]) -> usize {
+        if self.bhs.len() < BHS_LEN {
+            let n = (BHS_LEN - self.bhs.len()).min(data.len());
+            self.bhs.extend_from_slice(&data[..n]);
+            if self.bhs.len() == BHS_LEN {
+                // Login-phase PDUs carry no digests. A BHS that does not frame is refused by
+                // the engine too (and fails the connection); treat it as header-only here.
+                self.rest = wire::bhs::frame(&self.bhs, Digests::NONE)
+                    .map_or(0, |f| f.total_len.saturating_sub(BHS_LEN));
+                if self.rest == 0 {
+                    self.bhs.clear();
+                }
+            }
+            return n;
+        }
+        let n = self.rest.min(data.len());
+        self.rest -= n;
+        if self.rest == 0 {
+            self.bhs.clear();
+        }
+        n
+    }
 }
 
 impl<B: DdpBackend> fmt::Debug for Connection<B> {
@@ -458,6 +497,7 @@ impl<B: DdpBackend> Connection<B> {
             next_id: 1,
             failure: None,
             login_rounds: 0,
+            login_framer: LoginFramer::default(),
         }
     }
 
@@ -481,7 +521,9 @@ impl<B: DdpBackend> Connection<B> {
     /// The receive engine, for the reader path ([`Engine::read_target`] and
     /// [`Engine::commit_in_place`], or [`ulp_backend_sw::SocketReader`]); call
     /// [`handle_events`](Connection::handle_events) after feeding it. Do not set up or tear
-    /// down tags directly.
+    /// down tags directly. Use it in full feature phase only: during login, feed bytes with
+    /// [`receive`](Connection::receive), which applies the negotiated digests and
+    /// MaxRecvDataSegmentLength exactly at the PDU after the final Login Response.
     ///
     /// [`ulp_backend_sw::SocketReader`]: https://docs.rs/ulp-backend-sw
     pub fn engine_mut(&mut self) -> &mut Engine<IscsiInitiator, B> {
@@ -535,15 +577,31 @@ impl<B: DdpBackend> Connection<B> {
 
     /// Feeds received bytes (the copy path) and processes what they completed.
     ///
+    /// During login the bytes go to the engine one PDU at a time and each PDU is processed
+    /// before the next is framed: the digests and MaxRecvDataSegmentLength negotiated by the
+    /// final Login Response apply from the very next PDU, even one in the same `data`.
+    ///
     /// # Errors
     ///
     /// The fatal error, if the connection failed (also reported as [`SessionEvent::Failed`]).
-    pub fn receive(&mut self, data: &[u8]) -> Result<(), ConnError> {
+    pub fn receive(&mut self, mut data: &[u8]) -> Result<(), ConnError> {
+        while self.phase == Phase::Login && !data.is_empty() {
+            let n = self.login_framer.take(data);
+            let (now, rest) = data.split_at(n);
+            self.feed(now);
+            data = rest;
+        }
+        if !data.is_empty() {
+            self.feed(data);
+        }
+        self.result()
+    }
+
+    fn feed(&mut self, data: &[u8]) {
         if let Err(e) = self.engine.receive(Piece::bytes(data)) {
             self.fail(ConnError::Engine(e));
         }
         self.handle_events();
-        self.result()
     }
 
     /// Reports a fatal error of the reader path (from [`Engine::commit_in_place`] or
@@ -1263,12 +1321,10 @@ impl<B: DdpBackend> Connection<B> {
     // ----- receive side -----
 
     fn on_control(&mut self, header: &[u8], data: &[u8]) {
-        let digest = if self.engine.protocol().digests().header {
-            4
-        } else {
-            0
-        };
-        let hlen = header.len().saturating_sub(digest);
+        // The BHS and AHS, without the header digest the PDU was framed with.
+        let hlen = Packet::new_checked(header)
+            .map_or(header.len(), |p| BHS_LEN + p.total_ahs_len())
+            .min(header.len());
         let mut buf = Vec::with_capacity(hlen + data.len() + 3);
         buf.extend_from_slice(&header[..hlen]);
         buf.extend_from_slice(data);

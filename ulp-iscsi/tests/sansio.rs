@@ -11,6 +11,22 @@ use ulp_iscsi::wire::{Digests, Itt, Lun, Ttt};
 use ulp_iscsi::{Command, Connection, DataDir, LoginConfig, SessionEvent, scsi};
 
 fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32) -> Vec<u8> {
+    login_response_with(
+        itt,
+        current,
+        next,
+        max_cmd_sn,
+        b"MaxRecvDataSegmentLength=8192\0",
+    )
+}
+
+fn login_response_with(
+    itt: u32,
+    current: Stage,
+    next: Stage,
+    max_cmd_sn: u32,
+    text: &[u8],
+) -> Vec<u8> {
     let r = LoginResponseRepr {
         stages: Stages {
             cont: false,
@@ -27,7 +43,7 @@ fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32) -> Vec
         max_cmd_sn,
         status_class: 0,
         status_detail: 0,
-        data: b"MaxRecvDataSegmentLength=8192\0",
+        data: text,
     };
     let mut b = vec![0; r.buffer_len(Digests::NONE)];
     r.emit(&mut b, Digests::NONE).unwrap();
@@ -64,6 +80,112 @@ fn logged_in_with(max_cmd_sn: u32, backend: SwBackend) -> Connection<SwBackend> 
     assert_eq!(c.tsih(), 7);
     c
 }
+
+/// The final Login Response (HeaderDigest=CRC32C negotiated) and a NOP-In ping framed with a
+/// header digest arrive in the same piece, cut at every position: the NOP-In must be framed with
+/// the new settings (52-byte header), i.e. they take effect exactly at the PDU boundary.
+#[test]
+fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
+    let wanted = ulp_iscsi::keys::Wanted {
+        header_digest: ulp_iscsi::keys::DigestPref::Prefer,
+        ..ulp_iscsi::keys::Wanted::default()
+    };
+    let nop = NopInRepr {
+        lun: Lun::default(),
+        itt: Itt::RESERVED,
+        ttt: Ttt(0x55),
+        stat_sn: 101,
+        exp_cmd_sn: 1,
+        max_cmd_sn: 9,
+        data: &[],
+    };
+    let hd = Digests {
+        header: true,
+        data: false,
+    };
+    let mut nop_bytes = vec![0; nop.buffer_len(hd)];
+    nop.emit(&mut nop_bytes, hd).unwrap();
+    assert_eq!(nop_bytes.len(), 52);
+    let mut stream = Vec::new();
+    let mut login_len = 0;
+    for cut in 1..=FINAL_AND_NOP_MAX {
+        let mut config = LoginConfig::normal("iqn.i:x", "iqn.t:y");
+        config.wanted = wanted.clone();
+        let mut c = Connection::new(config, SwBackend::new(), QueueId(1), 8);
+        c.start_login().unwrap();
+        let first = c.poll_transmit().unwrap();
+        let itt = u32::from_be_bytes(first.header[16..20].try_into().unwrap());
+        c.receive(&login_response(itt, Stage::Security, Stage::Operational, 1))
+            .unwrap();
+        assert!(c.poll_transmit().is_some(), "operational request");
+        if stream.is_empty() {
+            stream = login_response_with(
+                itt,
+                Stage::Operational,
+                Stage::FullFeature,
+                2,
+                b"HeaderDigest=CRC32C\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0",
+            );
+            login_len = stream.len();
+            stream.extend_from_slice(&nop_bytes);
+        }
+        if cut > stream.len() {
+            break;
+        }
+        // Cut at `cut` (the whole stream in one piece when `cut` is its length).
+        let (a, b) = stream.split_at(cut);
+        c.receive(a).unwrap();
+        c.receive(b).unwrap();
+        assert_eq!(
+            c.phase(),
+            Phase::FullFeature,
+            "cut {cut} (login {login_len})"
+        );
+        assert!(c.params().header_digest);
+        assert!(matches!(c.poll_event(), Some(SessionEvent::LoggedIn)));
+        assert!(c.poll_event().is_none(), "cut {cut}: no failure");
+        // The NOP-In was understood: its window update and the ping's answer, a NOP-Out with a
+        // header digest (48 + 4 bytes) echoing the TTT.
+        assert_eq!(c.sequence_numbers().2, 9, "cut {cut}");
+        let pong = c.poll_transmit().expect("NOP-Out answering the ping");
+        assert_eq!(pong.header.len(), 52);
+        assert_eq!(pong.header[0] & 0x3F, 0x00);
+        assert_eq!(&pong.header[20..24], &0x55u32.to_be_bytes());
+        assert!(c.poll_transmit().is_none());
+        // The stream is still in step: the next PDU (another ping) frames and is answered.
+        c.receive(&nop_bytes).unwrap();
+        assert!(
+            c.poll_transmit().is_some(),
+            "cut {cut}: second ping answered"
+        );
+        assert!(c.poll_event().is_none(), "cut {cut}: no failure");
+    }
+    assert!(login_len > 48 && stream.len() == login_len + 52);
+    // The NOP-In's header digest is verified: a wrong one in the same piece as the final
+    // Login Response fails the connection.
+    let mut config = LoginConfig::normal("iqn.i:x", "iqn.t:y");
+    config.wanted = wanted;
+    let mut c = Connection::new(config, SwBackend::new(), QueueId(1), 8);
+    c.start_login().unwrap();
+    let first = c.poll_transmit().unwrap();
+    let itt = u32::from_be_bytes(first.header[16..20].try_into().unwrap());
+    c.receive(&login_response(itt, Stage::Security, Stage::Operational, 1))
+        .unwrap();
+    let mut bad = stream.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let err = c.receive(&bad).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ulp_iscsi::ConnError::Engine(ulp_ddp_core::Error::HeaderDigest { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+/// More than the final Login Response and NOP-In of the test above take.
+const FINAL_AND_NOP_MAX: usize = 1024;
 
 fn read(c: &mut Connection<SwBackend>, len: usize) -> ulp_iscsi::CommandId {
     c.submit(Command {
