@@ -1,8 +1,8 @@
 //! `ulp-ddp iscsi read|write|perf [iscsi://HOST:PORT/IQN/LUN]`: the iSCSI initiator from the
 //! command line. Without a URL it starts the embedded target (a RAM LUN on 127.0.0.1).
 
+use std::collections::HashMap;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use ulp_ddp_core::SgBuffer;
 use ulp_iscsi::conn::ChapCredentials;
@@ -10,24 +10,24 @@ use ulp_iscsi::keys::DigestPref;
 use ulp_iscsi::target::{EmbeddedTarget, TargetConfig};
 use ulp_iscsi::url::IscsiUrl;
 use ulp_iscsi::wire::Lun;
-use ulp_iscsi::{Bytes, Client, ClientOptions, Command, DataDir, LoginConfig, scsi};
+use ulp_iscsi::{Bytes, Client, ClientOptions, Command, CommandId, DataDir, LoginConfig, scsi};
+
+use crate::perf::{PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
 const USAGE: &str = "\
 usage: ulp-ddp iscsi read|write|perf [iscsi://[user%secret@]HOST[:PORT]/IQN/LUN] [options]
 
   read   read --len bytes at --lba and print their CRC32C (--out FILE to save them)
   write  write a pattern (or --in FILE) at --lba, read it back and compare
-  perf   --qd reads (or writes with --write) of --bs bytes for --seconds
-Without a URL the embedded target (16 MiB RAM LUN on 127.0.0.1) is started.
+  perf   the shared perf mode: --qd reads (or writes with --write) of --bs bytes for
+         --seconds (or --count commands); see the perf flags below
+Without a URL the embedded target (16 MiB RAM LUN on 127.0.0.1) is started (and, for a perf
+read run, written first).
 
 options:
   --lba N        first block (default 0)
   --len BYTES    bytes to read or write (default 131072)
   --digests      ask for CRC32C header and data digests
-  --bs BYTES     perf I/O size (default 4096)
-  --qd N         perf queue depth (default 8)
-  --seconds S    perf duration (default 2)
-  --write        perf writes instead of reads
   --in FILE / --out FILE
   --initiator IQN (default iqn.2024-01.io.ulp-ddp:cli)
 ";
@@ -38,10 +38,6 @@ struct Args {
     lba: u64,
     len: usize,
     digests: bool,
-    bs: usize,
-    qd: usize,
-    seconds: f64,
-    write: bool,
     input: Option<String>,
     output: Option<String>,
     initiator: String,
@@ -54,10 +50,6 @@ fn parse(args: &[String]) -> Result<Args, String> {
         lba: 0,
         len: 128 * 1024,
         digests: false,
-        bs: 4096,
-        qd: 8,
-        seconds: 2.0,
-        write: false,
         input: None,
         output: None,
         initiator: "iqn.2024-01.io.ulp-ddp:cli".into(),
@@ -71,17 +63,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
         };
         let num = |v: String, name: &str| v.parse::<u64>().map_err(|e| format!("{name}: {e}"));
         match arg.as_str() {
-            "read" | "write" | "perf" if a.cmd.is_empty() => a.cmd = arg.clone(),
+            "read" | "write" if a.cmd.is_empty() => a.cmd = arg.clone(),
             u if u.starts_with("iscsi://") => a.url = Some(u.to_string()),
             "--lba" => a.lba = num(value(arg)?, arg)?,
             "--len" => a.len = num(value(arg)?, arg)? as usize,
-            "--bs" => a.bs = (num(value(arg)?, arg)? as usize).max(512),
-            "--qd" => a.qd = (num(value(arg)?, arg)? as usize).clamp(1, 64),
-            "--seconds" => {
-                a.seconds = value(arg)?.parse().map_err(|e| format!("--seconds: {e}"))?
-            }
             "--digests" => a.digests = true,
-            "--write" => a.write = true,
             "--in" => a.input = Some(value(arg)?),
             "--out" => a.output = Some(value(arg)?),
             "--initiator" => a.initiator = value(arg)?,
@@ -97,6 +83,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
 
 /// Runs the `iscsi` subcommand with the arguments after it.
 pub fn main(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "perf") {
+        return perf_main(args);
+    }
     let a = match parse(args) {
         Ok(a) => a,
         Err(msg) => {
@@ -120,19 +109,36 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+/// A logged-in client, the LUN and its capacity, and the embedded target if one was started.
+struct Session {
+    target: Option<EmbeddedTarget>,
+    client: Client,
+    lun: Lun,
+    cap: scsi::Capacity,
+    name: String,
+}
+
+fn open(
+    url: Option<&str>,
+    initiator: &str,
+    digests: bool,
+    queue_depth: u32,
+    verbose: bool,
+) -> Result<Session, Box<dyn std::error::Error>> {
     // The embedded target lives until the end of the run.
-    let (_target, url) = match &a.url {
+    let (target, url) = match url {
         Some(u) => (None, IscsiUrl::parse(u)?),
         None => {
             let t = EmbeddedTarget::start(TargetConfig::default())?;
-            println!("embedded target: {}", t.url());
+            if verbose {
+                println!("embedded target: {}", t.url());
+            }
             let url = IscsiUrl::parse(&t.url())?;
             (Some(t), url)
         }
     };
-    let mut config = LoginConfig::normal(&a.initiator, &url.target);
-    if a.digests {
+    let mut config = LoginConfig::normal(initiator, &url.target);
+    if digests {
         config.wanted.header_digest = DigestPref::Require;
         config.wanted.data_digest = DigestPref::Require;
     }
@@ -142,30 +148,65 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             secret: url.password.clone().unwrap_or_default().into_bytes(),
         });
     }
-    let mut c = Client::connect(url.addr(), config, ClientOptions::default())?;
+    let options = ClientOptions {
+        queue_depth: queue_depth.max(ClientOptions::default().queue_depth),
+        ..ClientOptions::default()
+    };
+    let mut c = Client::connect(url.addr(), config, options)?;
     let p = c.connection().params().clone();
-    println!(
-        "logged in to {} (TSIH {}): HeaderDigest={} DataDigest={} MaxRecvDataSegmentLength out={} in={} MaxBurstLength={} FirstBurstLength={} InitialR2T={} ImmediateData={}",
-        url.target,
-        c.connection().tsih(),
-        p.header_digest,
-        p.data_digest,
-        p.max_xmit_data_segment_len,
-        p.max_recv_data_segment_len,
-        p.max_burst_len,
-        p.first_burst_len,
-        p.initial_r2t,
-        p.immediate_data
-    );
+    if verbose {
+        println!(
+            "logged in to {} (TSIH {}): HeaderDigest={} DataDigest={} MaxRecvDataSegmentLength out={} in={} MaxBurstLength={} FirstBurstLength={} InitialR2T={} ImmediateData={}",
+            url.target,
+            c.connection().tsih(),
+            p.header_digest,
+            p.data_digest,
+            p.max_xmit_data_segment_len,
+            p.max_recv_data_segment_len,
+            p.max_burst_len,
+            p.first_burst_len,
+            p.initial_r2t,
+            p.immediate_data
+        );
+    }
     let lun = Lun::single_level(u8::try_from(url.lun).map_err(|_| "LUN above 255")?);
     c.test_unit_ready(lun)?;
     let cap = c.read_capacity(lun)?;
-    println!(
-        "capacity: {} blocks of {} bytes ({} MiB)",
+    if verbose {
+        println!(
+            "capacity: {} blocks of {} bytes ({} MiB)",
+            cap.blocks(),
+            cap.block_len,
+            cap.bytes() >> 20
+        );
+    }
+    let name = format!(
+        "iscsi {}{} {} LUN {} ({} x {} B, MaxRecvDataSegmentLength in {})",
+        if target.is_some() { "embedded " } else { "" },
+        url.addr(),
+        url.target,
+        url.lun,
         cap.blocks(),
         cap.block_len,
-        cap.bytes() >> 20
+        p.max_recv_data_segment_len
     );
+    Ok(Session {
+        target,
+        client: c,
+        lun,
+        cap,
+        name,
+    })
+}
+
+fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let Session {
+        target: _target,
+        client: mut c,
+        lun,
+        cap,
+        ..
+    } = open(a.url.as_deref(), &a.initiator, a.digests, 0, true)?;
     let bl = cap.block_len.max(1) as usize;
     match a.cmd.as_str() {
         "read" => {
@@ -201,7 +242,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 a.lba
             );
         }
-        _ => perf(&mut c, a, lun, cap.block_len, cap.blocks())?,
+        _ => return Err("read or write?".into()),
     }
     let s = c.connection().engine().stats();
     println!(
@@ -217,64 +258,195 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn perf(
-    c: &mut Client,
-    a: &Args,
+/// The closed loop's iSCSI side: one buffer per slot, reused.
+struct IscsiIo<'a> {
+    c: &'a mut Client,
     lun: Lun,
-    block_len: u32,
-    blocks: u64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let bl = block_len.max(1) as usize;
-    let io_blocks = (a.bs.div_ceil(bl)) as u64;
-    let span = blocks.saturating_sub(io_blocks).max(1);
-    let payload = Bytes::from(vec![0x5Au8; io_blocks as usize * bl]);
-    let mut next = 0u64;
-    let mut submit = |c: &mut Client| {
-        let lba = (next * io_blocks) % span;
-        next += 1;
-        let (cdb, data) = if a.write {
+    write: bool,
+    io_blocks: u64,
+    span: u64,
+    next: u64,
+    payload: Bytes,
+    bufs: Vec<Option<SgBuffer>>,
+    slot_of: HashMap<CommandId, usize>,
+}
+
+impl PerfIo for IscsiIo<'_> {
+    fn submit(&mut self, slot: usize) -> Result<(), String> {
+        let lba = (self.next * self.io_blocks) % self.span;
+        self.next += 1;
+        let (cdb, data) = if self.write {
             (
-                scsi::write_16(lba, io_blocks as u32),
-                DataDir::Write(payload.clone()),
+                scsi::write_16(lba, self.io_blocks as u32),
+                DataDir::Write(self.payload.clone()),
             )
         } else {
-            (
-                scsi::read_16(lba, io_blocks as u32),
-                DataDir::Read(SgBuffer::zeroed(io_blocks as usize * bl)),
-            )
+            let b = self.bufs[slot]
+                .take()
+                .unwrap_or_else(|| SgBuffer::zeroed(self.payload.len()));
+            (scsi::read_16(lba, self.io_blocks as u32), DataDir::Read(b))
         };
-        c.submit(Command { lun, cdb, data })
+        let id = self.c.submit(Command {
+            lun: self.lun,
+            cdb,
+            data,
+        });
+        self.slot_of.insert(id, slot);
+        Ok(())
+    }
+
+    fn wait(&mut self) -> Result<(usize, bool), String> {
+        let comp = self.c.wait_any().map_err(|e| e.to_string())?;
+        let slot = self
+            .slot_of
+            .remove(&comp.id)
+            .ok_or("completion for an unknown command")?;
+        self.bufs[slot] = comp.buffer;
+        Ok((slot, comp.result.map(|o| o.is_good()).unwrap_or(false)))
+    }
+}
+
+/// `iscsi perf`: the shared perf loop against `url` (or the embedded target, written first for
+/// a read run).
+///
+/// # Errors
+///
+/// Connection, login or I/O failures, as a message.
+pub fn perf(spec: &PerfSpec, url: Option<&str>) -> Result<PerfResult, String> {
+    perf_as(spec, url, "iqn.2024-01.io.ulp-ddp:cli")
+}
+
+fn perf_as(spec: &PerfSpec, url: Option<&str>, initiator: &str) -> Result<PerfResult, String> {
+    let qd = u32::try_from(spec.qd).unwrap_or(u32::MAX);
+    let Session {
+        target,
+        client: mut c,
+        lun,
+        cap,
+        name,
+    } = open(url, initiator, spec.digests, qd, false).map_err(|e| e.to_string())?;
+    let bl = cap.block_len.max(1) as usize;
+    if !spec.bs.is_multiple_of(bl) {
+        return Err(format!("--bs must be a multiple of {bl}"));
+    }
+    let io_blocks = (spec.bs / bl) as u64;
+    let span = cap.blocks().saturating_sub(io_blocks).max(1);
+    if target.is_some() && !spec.write {
+        // Fill the LUN so that reads return written data.
+        let chunk_blocks = ((256 * 1024) / bl).max(1) as u64;
+        let mut lba = 0;
+        while lba < cap.blocks() {
+            let n = chunk_blocks.min(cap.blocks() - lba);
+            let data: Vec<u8> = (0..n as usize * bl)
+                .map(|i| (i as u64).wrapping_mul(0x9E37).wrapping_add(lba) as u8)
+                .collect();
+            c.write(lun, lba, cap.block_len, Bytes::from(data))
+                .map_err(|e| e.to_string())?;
+            lba += n;
+        }
+    }
+    let before = c.connection().engine().stats();
+    let mut io = IscsiIo {
+        c: &mut c,
+        lun,
+        write: spec.write,
+        io_blocks,
+        span,
+        next: 0,
+        payload: Bytes::from(vec![0x5Au8; spec.bs]),
+        bufs: (0..spec.qd).map(|_| None).collect(),
+        slot_of: HashMap::new(),
     };
-    for _ in 0..a.qd {
-        submit(c);
-    }
-    let start = Instant::now();
-    let limit = Duration::from_secs_f64(a.seconds.max(0.1));
-    let mut done = 0u64;
-    let mut inflight = a.qd;
-    while inflight > 0 {
-        let comp = c.wait_any()?;
-        inflight -= 1;
-        if !comp.result.map(|o| o.is_good()).unwrap_or(false) {
-            return Err("an I/O failed".into());
+    let (commands, errors, elapsed, latency) = closed_loop(&mut io, spec, "iscsi")?;
+    let stats = stats_delta(c.connection().engine().stats(), before);
+    let _ = c.logout();
+    Ok(PerfResult {
+        protocol: "iscsi".into(),
+        target: name,
+        op: spec.op(),
+        bs: spec.bs,
+        qd: spec.qd,
+        digests: spec.digests,
+        commands,
+        errors,
+        elapsed,
+        latency,
+        stats,
+    })
+}
+
+fn perf_main(args: &[String]) -> ExitCode {
+    let parsed = PerfSpec::parse(args).and_then(|(spec, rest)| {
+        let mut url = None;
+        let mut initiator = "iqn.2024-01.io.ulp-ddp:cli".to_string();
+        let mut it = rest.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "perf" => {}
+                u if u.starts_with("iscsi://") => url = Some(u.to_string()),
+                "--initiator" => {
+                    initiator = it.next().cloned().ok_or("--initiator needs a value")?
+                }
+                "-h" | "--help" => return Err(String::new()),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
         }
-        done += 1;
-        if start.elapsed() < limit {
-            submit(c);
-            inflight += 1;
+        Ok((spec, url, initiator))
+    });
+    let (spec, url, initiator) = match parsed {
+        Ok(r) => r,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("ulp-ddp iscsi: {msg}");
+            }
+            eprint!("{USAGE}\n{}", crate::perf::FLAGS);
+            return if msg.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    match perf_as(&spec, url.as_deref(), &initiator) {
+        Ok(r) => {
+            r.print(spec.json);
+            if r.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("ulp-ddp iscsi: {e}");
+            ExitCode::FAILURE
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let bytes = done * io_blocks * block_len as u64;
-    println!(
-        "perf: {} {} I/Os of {} bytes at QD {} in {:.2} s: {:.0} IOPS, {:.1} MB/s",
-        done,
-        if a.write { "write" } else { "read" },
-        io_blocks as usize * bl,
-        a.qd,
-        secs,
-        done as f64 / secs,
-        bytes as f64 / secs / 1e6
-    );
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_mode_on_the_embedded_target() {
+        for (write, digests) in [(false, false), (false, true), (true, false)] {
+            let spec = PerfSpec {
+                bs: 65536,
+                qd: 4,
+                limit: crate::perf::Limit::Count(30),
+                write,
+                digests,
+                progress: false,
+                ..PerfSpec::default()
+            };
+            let r = perf(&spec, None).expect("perf");
+            assert_eq!((r.commands, r.errors), (30, 0));
+            if !write {
+                assert_eq!(r.stats.bytes_copied, 0);
+                assert_eq!(r.stats.bytes_read_in_place, 30 * 65536);
+                assert_eq!(r.stats.digests_failed, 0);
+                assert_eq!(r.stats.digests_computed > 0, digests);
+            }
+        }
+    }
 }

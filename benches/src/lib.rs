@@ -8,6 +8,7 @@
 
 pub mod iscsi_cli;
 pub mod nvme_cli;
+pub mod perf;
 pub mod run;
 
 /// The demonstration protocol (shared with the core's tests).

@@ -11,6 +11,9 @@ use ulp_ddp_bench::run::{self, Report, Spec};
 
 const USAGE: &str = "\
 usage: ulp-ddp [demo] [options]
+       ulp-ddp nvme|iscsi ...     (see ulp-ddp nvme --help, ulp-ddp iscsi --help)
+       ulp-ddp tcp perf [flags]   the raw loopback TCP baseline
+       ulp-ddp perf-compare [--repeat N] [flags]   tcp, nvme, iscsi back to back, with ratios
 
 demo (default): run a generated read workload through the receive engine
   --commands N     commands in the workload (default 64)
@@ -99,6 +102,12 @@ fn main() -> ExitCode {
     }
     if args.first().map(String::as_str) == Some("nvme") {
         return ulp_ddp_bench::nvme_cli::main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("tcp") {
+        return ulp_ddp_bench::perf::tcp_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("perf-compare") {
+        return ulp_ddp_bench::perf::compare_main(&args[1..]);
     }
     let spec = match parse(&args) {
         Ok(spec) => spec,

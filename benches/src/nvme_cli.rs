@@ -11,14 +11,19 @@ use ulp_nvme_tcp::target::{Target, TargetConfig};
 use ulp_nvme_tcp::wire::Digests;
 use ulp_nvme_tcp::{Data, Status};
 
+use crate::perf::{PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
+
 /// Usage text of the `nvme` subcommand.
 pub const USAGE: &str = "\
-usage: ulp-ddp nvme read|write|perf [nvme-tcp://HOST:PORT/NQN/NSID] [options]
+usage: ulp-ddp nvme read|write|verify [nvme-tcp://HOST:PORT/NQN/NSID] [options]
+       ulp-ddp nvme perf [nvme-tcp://HOST:PORT/NQN/NSID] [perf flags]
 
   read    read --count commands of --size bytes at consecutive blocks
   write   write them (a pattern)
-  perf    write, then read back and verify
-  With no URL an embedded NVMe/TCP target (RAM namespace) is started on 127.0.0.1.
+  verify  write, then read back and verify
+  perf    the shared perf mode (reads, or writes with --write); see the perf flags below
+  With no URL an embedded NVMe/TCP target (64 MiB RAM namespace, filled before a read run) is
+  started on 127.0.0.1.
 
   --size BYTES   bytes per command, a multiple of the block size (default 131072)
   --count N      commands per phase (default 256)
@@ -86,7 +91,7 @@ pub fn parse(args: &[String]) -> Result<Spec, String> {
                 .map_err(|e| format!("{name}: {e}"))
         };
         match arg.as_str() {
-            "read" | "write" | "perf" if spec.op.is_empty() => spec.op = arg.clone(),
+            "read" | "write" | "verify" if spec.op.is_empty() => spec.op = arg.clone(),
             "--size" => spec.size = value("--size")?.max(1),
             "--count" => spec.count = value("--count")?.max(1),
             "--qd" => spec.qd = value("--qd")?.clamp(1, 1024) as u16,
@@ -97,7 +102,7 @@ pub fn parse(args: &[String]) -> Result<Spec, String> {
         }
     }
     if spec.op.is_empty() {
-        return Err("read, write or perf?".into());
+        return Err("read, write, verify or perf?".into());
     }
     Ok(spec)
 }
@@ -199,42 +204,11 @@ fn phase(
 ///
 /// Connection or set-up failures, as a message.
 pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
-    let embedded;
-    let (addr, nqn, nsid) = match &spec.url {
-        Some((host, port, nqn, nsid)) => (format!("{host}:{port}"), nqn.clone(), *nsid),
-        None => {
-            let config = TargetConfig {
-                ns_bytes: 64 << 20,
-                ..TargetConfig::default()
-            };
-            embedded = Target::start(config).map_err(|e| format!("embedded target: {e}"))?;
-            (
-                embedded.addr().to_string(),
-                embedded.subnqn().to_string(),
-                1,
-            )
-        }
-    };
-    let mut o = ControllerOptions::new(&nqn);
-    o.nsid = nsid;
-    o.queue_depth = spec.qd.saturating_add(1);
-    o.digests = if spec.digests {
-        Digests::BOTH
-    } else {
-        Digests::NONE
-    };
-    let mut c = Controller::connect(addr.as_str(), &o, |_| SwBackend::new())
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (_embedded, mut c, target) = open(spec.url.as_ref(), spec.qd, spec.digests)?;
     let ns = c.namespace();
     if !(spec.size as u64).is_multiple_of(u64::from(ns.block_size.max(1))) {
         return Err(format!("--size must be a multiple of {}", ns.block_size));
     }
-    let target = format!(
-        "{addr} {nqn} ns {nsid} ({} x {} B, MN {:?})",
-        ns.nsze,
-        ns.block_size,
-        c.info().model
-    );
     let mut phases = Vec::new();
     match spec.op.as_str() {
         "read" => phases.push(phase(&mut c, spec, false, false)?),
@@ -247,9 +221,226 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
     Ok((phases, c.io().queue().stats(), target))
 }
 
+/// The embedded target's configuration for the CLI: a 64 MiB namespace, reads answered in one
+/// C2HData PDU up to 1 MiB (like the Linux target, which does not split them).
+fn embedded_config() -> TargetConfig {
+    TargetConfig {
+        ns_bytes: 64 << 20,
+        max_c2h: 1 << 20,
+        ..TargetConfig::default()
+    }
+}
+
+type Opened = (Option<Target>, Controller<SwBackend>, String);
+
+/// Connects to `url`, or to a freshly started embedded target.
+fn open(
+    url: Option<&(String, u16, String, u32)>,
+    qd: u16,
+    digests: bool,
+) -> Result<Opened, String> {
+    let mut embedded = None;
+    let (addr, nqn, nsid) = match url {
+        Some((host, port, nqn, nsid)) => (format!("{host}:{port}"), nqn.clone(), *nsid),
+        None => {
+            let t =
+                Target::start(embedded_config()).map_err(|e| format!("embedded target: {e}"))?;
+            let r = (t.addr().to_string(), t.subnqn().to_string(), 1);
+            embedded = Some(t);
+            r
+        }
+    };
+    let mut o = ControllerOptions::new(&nqn);
+    o.nsid = nsid;
+    o.queue_depth = qd.saturating_add(1);
+    o.digests = if digests {
+        Digests::BOTH
+    } else {
+        Digests::NONE
+    };
+    let c = Controller::connect(addr.as_str(), &o, |_| SwBackend::new())
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let ns = c.namespace();
+    let target = format!(
+        "{addr} {nqn} ns {nsid} ({} x {} B, MN {:?})",
+        ns.nsze,
+        ns.block_size,
+        c.info().model
+    );
+    Ok((embedded, c, target))
+}
+
+/// The closed loop's NVMe side: one buffer per slot, reused (read buffers come back in the
+/// completion, write data too).
+struct NvmeIo<'a> {
+    c: &'a mut Controller<SwBackend>,
+    write: bool,
+    bs: usize,
+    per_cmd: u64,
+    slots: u64,
+    next: u64,
+    bufs: Vec<Option<Data>>,
+    slot_of: Vec<usize>,
+}
+
+impl PerfIo for NvmeIo<'_> {
+    fn submit(&mut self, slot: usize) -> Result<(), String> {
+        let slba = (self.next % self.slots) * self.per_cmd;
+        self.next += 1;
+        let len = self.bs as u64;
+        let (sqe, data) = if self.write {
+            let d = match self.bufs[slot].take() {
+                Some(Data::Write(w)) => w,
+                _ => pattern(self.bs, slot as u64),
+            };
+            (self.c.write_cmd(slba, len), Data::Write(d))
+        } else {
+            let b = match self.bufs[slot].take() {
+                Some(Data::Read(b)) => b,
+                _ => SgBuffer::zeroed(self.bs),
+            };
+            (self.c.read_cmd(slba, len), Data::Read(b))
+        };
+        let sqe = sqe.map_err(|e| e.to_string())?;
+        let cid = self.c.io().submit(sqe, data).map_err(|e| e.to_string())?;
+        let cid = usize::from(cid);
+        if cid >= self.slot_of.len() {
+            self.slot_of.resize(cid + 1, usize::MAX);
+        }
+        self.slot_of[cid] = slot;
+        Ok(())
+    }
+
+    fn wait(&mut self) -> Result<(usize, bool), String> {
+        let completion = self.c.io().next_completion().map_err(|e| e.to_string())?;
+        let slot = self
+            .slot_of
+            .get(usize::from(completion.cid))
+            .copied()
+            .filter(|&s| s < self.bufs.len())
+            .ok_or_else(|| format!("completion for unknown CID {}", completion.cid))?;
+        self.bufs[slot] = completion
+            .buffer
+            .map(Data::Read)
+            .or_else(|| completion.write.map(Data::Write));
+        Ok((slot, completion.status == Status::SUCCESS))
+    }
+}
+
+/// `nvme perf`: the shared perf loop against `url` (or the embedded target, whose namespace is
+/// written first so that reads return real data).
+///
+/// # Errors
+///
+/// Connection or set-up failures and I/O errors, as a message.
+pub fn perf(
+    spec: &PerfSpec,
+    url: Option<&(String, u16, String, u32)>,
+) -> Result<PerfResult, String> {
+    let qd = u16::try_from(spec.qd).unwrap_or(1024);
+    let (embedded, mut c, target) = open(url, qd, spec.digests)?;
+    let ns = c.namespace();
+    let block = u64::from(ns.block_size.max(1));
+    if !(spec.bs as u64).is_multiple_of(block) || spec.bs as u64 / block > 65536 {
+        return Err(format!(
+            "--bs must be 1..=65536 blocks of {}",
+            ns.block_size
+        ));
+    }
+    let per_cmd = spec.bs as u64 / block;
+    let slots = (ns.nsze / per_cmd).max(1);
+    if embedded.is_some() && !spec.write {
+        // Fill the namespace (reads of never-written RAM would all hit the zero page).
+        let chunk = (256 * 1024).min(ns.nsze * block) / block * block;
+        let chunks = ns.nsze * block / chunk.max(1);
+        for i in 0..chunks {
+            let data = pattern(chunk as usize, i);
+            c.write(i * chunk / block, data)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let before = c.io().queue().stats();
+    let mut io = NvmeIo {
+        c: &mut c,
+        write: spec.write,
+        bs: spec.bs,
+        per_cmd,
+        slots,
+        next: 0,
+        bufs: (0..spec.qd).map(|_| None).collect(),
+        slot_of: Vec::new(),
+    };
+    let (commands, errors, elapsed, latency) = closed_loop(&mut io, spec, "nvme-tcp")?;
+    let stats = stats_delta(c.io().queue().stats(), before);
+    Ok(PerfResult {
+        protocol: "nvme-tcp".into(),
+        target: format!(
+            "nvme-tcp {}{target}",
+            if embedded.is_some() { "embedded " } else { "" }
+        ),
+        op: spec.op(),
+        bs: spec.bs,
+        qd: spec.qd,
+        digests: spec.digests,
+        commands,
+        errors,
+        elapsed,
+        latency,
+        stats,
+    })
+}
+
+fn perf_main(args: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let usage = || eprint!("{USAGE}\n{}", crate::perf::FLAGS);
+    let parsed = PerfSpec::parse(args).and_then(|(spec, rest)| {
+        let mut url = None;
+        for a in &rest {
+            match a.as_str() {
+                "perf" => {}
+                u if u.starts_with("nvme-tcp://") => url = Some(parse_url(u)?),
+                "-h" | "--help" => return Err(String::new()),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok((spec, url))
+    });
+    let (spec, url) = match parsed {
+        Ok(r) => r,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("ulp-ddp nvme: {msg}");
+            }
+            usage();
+            return if msg.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    match perf(&spec, url.as_ref()) {
+        Ok(r) => {
+            r.print(spec.json);
+            if r.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("ulp-ddp nvme: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The `nvme` subcommand: parses `args` (after `nvme`), runs, prints the result table.
 pub fn main(args: &[String]) -> std::process::ExitCode {
     use std::process::ExitCode;
+    if args.iter().any(|a| a == "perf") {
+        return perf_main(args);
+    }
     let spec = match parse(args) {
         Ok(s) => s,
         Err(msg) => {
@@ -329,18 +520,44 @@ mod tests {
         );
         assert!(parse_url("nvme-tcp://h/n/1").is_err());
         assert!(parse_url("tcp://h:1/n/1").is_err());
-        let s = parse(&args("perf --size 4096 --count 3 --qd 2 --digests")).expect("parse");
+        let s = parse(&args("verify --size 4096 --count 3 --qd 2 --digests")).expect("parse");
         assert_eq!(
             (s.op.as_str(), s.size, s.count, s.qd, s.digests, s.url),
-            ("perf", 4096, 3, 2, true, None)
+            ("verify", 4096, 3, 2, true, None)
         );
         assert!(parse(&args("frob")).is_err());
         assert!(parse(&args("--size 4096")).is_err());
     }
 
     #[test]
-    fn perf_on_the_embedded_target() {
-        let spec = parse(&args("perf --size 65536 --count 40 --qd 4 --digests")).expect("spec");
+    fn perf_mode_on_the_embedded_target() {
+        for extra in ["", "--digests", "--write --digests"] {
+            let (spec, rest) = PerfSpec::parse(&args(&format!(
+                "perf --bs 65536 --count 40 --qd 4 --no-progress {extra}"
+            )))
+            .expect("spec");
+            assert_eq!(rest, args("perf"));
+            let r = perf(&spec, None).expect("perf");
+            assert_eq!((r.commands, r.errors), (40, 0), "{extra}");
+            assert_eq!(r.latency.count(), 40);
+            assert!(r.json().contains("\"protocol\":\"nvme-tcp\""));
+            if !spec.write {
+                assert_eq!(r.stats.bytes_copied, 0);
+                assert_eq!(r.stats.bytes_read_in_place, 40 * 65536);
+                assert_eq!(r.copies_avoided(), 40 * 65536);
+                // Header and data digests: C2HData (both) and CapsuleResp (header) per read.
+                let digests = if spec.digests { 3 * 40 } else { 0 };
+                assert_eq!(
+                    (r.stats.digests_computed, r.stats.digests_failed),
+                    (digests, 0)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn verify_on_the_embedded_target() {
+        let spec = parse(&args("verify --size 65536 --count 40 --qd 4 --digests")).expect("spec");
         let (phases, stats, target) = run(&spec).expect("run");
         assert!(target.contains("embedded"), "{target}");
         assert_eq!(phases.len(), 2);

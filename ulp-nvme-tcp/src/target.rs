@@ -12,8 +12,9 @@
 //! ([`Target::violations`]) and closes the connection, as Linux does.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -25,8 +26,105 @@ use crate::wire::capsule_cmd::{
 };
 use crate::wire::{
     C2hDataRepr, CapsuleCmdRepr, CapsuleRespRepr, Cqe, Digests, H2cDataRepr, IcReqRepr, IcRespRepr,
-    Layout, Pda, PduType, R2tRepr, TermReqRepr,
+    Layout, MAX_HEADER_SPACE, Pda, PduType, R2tRepr, TermReqRepr,
 };
+
+/// The RAM namespace, in chunks shared with the writer threads: a read hands the writer
+/// references to the chunks it covers (no copy); a write to a chunk a read still holds copies
+/// that chunk first (copy-on-write), so every read sees the data as of its command.
+#[derive(Debug)]
+struct Namespace {
+    chunks: Vec<Arc<Vec<u8>>>,
+    len: usize,
+}
+
+/// Namespace chunk size.
+const NS_CHUNK: usize = 1 << 20;
+
+impl Namespace {
+    fn new(len: usize) -> Self {
+        let chunks = (0..len.div_ceil(NS_CHUNK))
+            .map(|i| Arc::new(vec![0u8; (len - i * NS_CHUNK).min(NS_CHUNK)]))
+            .collect();
+        Self { chunks, len }
+    }
+
+    /// The pieces covering `offset..offset + len` (within the namespace), split at chunks.
+    fn pieces(&self, offset: usize, len: usize) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let (i, within) = (at / NS_CHUNK, at % NS_CHUNK);
+            let n = (end - at).min(NS_CHUNK - within);
+            out.push(Piece {
+                data: Arc::clone(&self.chunks[i]),
+                range: within..within + n,
+            });
+            at += n;
+        }
+        out
+    }
+
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (i, within) = (at / NS_CHUNK, at % NS_CHUNK);
+            let n = rest.len().min(NS_CHUNK - within);
+            Arc::make_mut(&mut self.chunks[i])[within..within + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            at += n;
+        }
+    }
+
+    fn copy(&self, offset: usize, len: usize) -> Vec<u8> {
+        let end = offset.saturating_add(len).min(self.len);
+        let start = offset.min(end);
+        let mut v = Vec::with_capacity(end - start);
+        for p in self.pieces(start, end - start) {
+            v.extend_from_slice(&p.data[p.range]);
+        }
+        v
+    }
+}
+
+/// Bytes of a shared buffer (a namespace chunk, or an Identify page).
+#[derive(Clone, Debug)]
+struct Piece {
+    data: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+/// What the reader thread hands the writer thread.
+enum Out {
+    /// A whole PDU.
+    Pdu(Vec<u8>),
+    /// A C2HData PDU: its header (HDGST and pad included), the payload by reference, the data
+    /// digest. Written with one vectored write, the payload never copied.
+    Data {
+        header: Vec<u8>,
+        payload: Piece,
+        ddgst: Option<[u8; 4]>,
+    },
+}
+
+impl Out {
+    fn slices(&self) -> [&[u8]; 3] {
+        match self {
+            Self::Pdu(v) => [v, &[], &[]],
+            Self::Data {
+                header,
+                payload,
+                ddgst,
+            } => [
+                header,
+                &payload.data[payload.range.clone()],
+                ddgst.as_ref().map_or(&[][..], |d| &d[..]),
+            ],
+        }
+    }
+}
 
 /// How the embedded target behaves.
 #[derive(Clone, Debug)]
@@ -84,7 +182,7 @@ pub struct CapturedPdu {
 #[derive(Debug)]
 struct Shared {
     config: TargetConfig,
-    ns: Mutex<Vec<u8>>,
+    ns: Mutex<Namespace>,
     violations: Mutex<Vec<String>>,
     capture: Mutex<Vec<CapturedPdu>>,
     cc: AtomicU32,
@@ -111,7 +209,7 @@ impl Target {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let ns = vec![0u8; config.ns_bytes];
+        let ns = Namespace::new(config.ns_bytes);
         let shared = Arc::new(Shared {
             config,
             ns: Mutex::new(ns),
@@ -155,9 +253,7 @@ impl Target {
 
     /// A copy of `len` namespace bytes at `offset` (clamped to the namespace).
     pub fn ns_bytes(&self, offset: usize, len: usize) -> Vec<u8> {
-        let ns = lock(&self.shared.ns);
-        let end = offset.saturating_add(len).min(ns.len());
-        ns.get(offset.min(end)..end).unwrap_or_default().to_vec()
+        lock(&self.shared.ns).copy(offset, len)
     }
 }
 
@@ -206,7 +302,7 @@ struct WriteXfer {
 struct Conn<'a> {
     shared: &'a Shared,
     conn: u32,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Out>,
     digests: Digests,
     hpda: Pda,
     qid: Option<u16>,
@@ -222,10 +318,28 @@ fn serve(stream: TcpStream, shared: &Shared, conn: u32) {
     let Ok(mut wstream) = stream.try_clone() else {
         return;
     };
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let (tx, rx) = mpsc::channel::<Out>();
     let writer = std::thread::spawn(move || {
-        for pdu in rx {
-            if wstream.write_all(&pdu).is_err() {
+        // Everything queued goes out in one vectored write (a read's C2HData and CapsuleResp,
+        // the PDUs answering a batch of commands).
+        let mut batch: Vec<Out> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < 128
+                && let Ok(more) = rx.try_recv()
+            {
+                batch.push(more);
+            }
+            let mut slices: Vec<IoSlice<'_>> = batch
+                .iter()
+                .flat_map(|o| o.slices())
+                .filter(|s| !s.is_empty())
+                .map(IoSlice::new)
+                .collect();
+            let sent = write_all_vectored(&mut wstream, &mut slices);
+            drop(slices);
+            batch.clear();
+            if sent.is_err() {
                 break;
             }
         }
@@ -243,13 +357,14 @@ fn serve(stream: TcpStream, shared: &Shared, conn: u32) {
         writes: HashMap::new(),
         next_ttag: 1,
     };
-    let mut stream = stream;
+    // Buffered: the capsules of a batch of commands come in with one read.
+    let mut stream = BufReader::with_capacity(64 * 1024, stream);
     let result = c.run(&mut stream);
     if let Err(Fatal(v)) = result {
         lock(&shared.violations).push(format!("conn {conn}: {v}"));
     }
     drop(c);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
     let _ = writer.join();
 }
 
@@ -263,7 +378,7 @@ impl Conn<'_> {
     }
 
     /// Reads one whole PDU; `None` at a clean end of stream.
-    fn read_pdu(&self, s: &mut TcpStream) -> Result<Option<(Layout, Vec<u8>)>, Fatal> {
+    fn read_pdu(&self, s: &mut impl Read) -> Result<Option<(Layout, Vec<u8>)>, Fatal> {
         let mut ch = [0u8; 8];
         match read_full(s, &mut ch) {
             Ok(false) => return Ok(None),
@@ -299,10 +414,17 @@ impl Conn<'_> {
         if self.shared.config.capture {
             self.record(false, &pdu);
         }
-        let _ = self.tx.send(pdu);
+        let _ = self.tx.send(Out::Pdu(pdu));
     }
 
-    fn run(&mut self, s: &mut TcpStream) -> Result<(), Fatal> {
+    fn send_out(&self, out: Out) {
+        if self.shared.config.capture {
+            self.record(false, &out.slices().concat());
+        }
+        let _ = self.tx.send(out);
+    }
+
+    fn run(&mut self, s: &mut impl Read) -> Result<(), Fatal> {
         let Some((_, pdu)) = self.read_pdu(s)? else {
             return Ok(());
         };
@@ -417,7 +539,16 @@ impl Conn<'_> {
                 let d = self.identify(sqe.cdw10() as u8, sqe.nsid());
                 self.expect_read(cid, &sgl, d.as_ref().map_or(0, Vec::len))?;
                 match d {
-                    Some(d) => self.send_read(cid, &d),
+                    Some(d) => {
+                        let range = 0..d.len();
+                        self.send_read(
+                            cid,
+                            vec![Piece {
+                                data: Arc::new(d),
+                                range,
+                            }],
+                        );
+                    }
                     None => self.respond(cid, Status::generic(nvme::SC_INVALID_FIELD), 0),
                 }
                 Ok(())
@@ -593,31 +724,47 @@ impl Conn<'_> {
         }
     }
 
-    fn send_read(&mut self, cid: u16, data: &[u8]) {
+    /// Sends `pieces` (the read's data, in order) as C2HData PDUs of at most `max_c2h` bytes,
+    /// each within one piece, then the CapsuleResp (unless the SUCCESS flag completes it).
+    fn send_read(&mut self, cid: u16, pieces: Vec<Piece>) {
         let cfg = &self.shared.config;
         let max = cfg.max_c2h.max(1) as usize;
         let success = cfg.success_flag;
+        let total: usize = pieces.iter().map(|p| p.range.len()).sum();
         let mut off = 0;
-        while off < data.len() {
-            let len = (data.len() - off).min(max);
-            let last = off + len == data.len();
-            let repr = C2hDataRepr {
-                cccid: cid,
-                datao: off as u32,
-                datal: len as u32,
-                last_pdu: last,
-                success: last && success,
-            };
-            let mut out = Vec::new();
-            if repr
-                .emit(&mut out, self.digests, self.hpda, &data[off..off + len])
-                .is_ok()
-            {
-                self.send(out);
+        for piece in pieces {
+            let mut at = piece.range.start;
+            while at < piece.range.end {
+                let len = (piece.range.end - at).min(max);
+                let last = off + len == total;
+                let repr = C2hDataRepr {
+                    cccid: cid,
+                    datao: off as u32,
+                    datal: len as u32,
+                    last_pdu: last,
+                    success: last && success,
+                };
+                let mut header = [0u8; MAX_HEADER_SPACE];
+                if let Ok(e) = repr.emit_header(
+                    &mut header,
+                    self.digests,
+                    self.hpda,
+                    &piece.data[at..at + len],
+                ) {
+                    self.send_out(Out::Data {
+                        header: header[..e.header_len].to_vec(),
+                        payload: Piece {
+                            data: Arc::clone(&piece.data),
+                            range: at..at + len,
+                        },
+                        ddgst: e.ddgst,
+                    });
+                }
+                at += len;
+                off += len;
             }
-            off += len;
         }
-        if !success || data.is_empty() {
+        if !success || total == 0 {
             self.respond(cid, Status::SUCCESS, 0);
         } else {
             self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
@@ -653,12 +800,12 @@ impl Conn<'_> {
             if sgl.id != SGL_ID_TRANSPORT_DATA_BLOCK {
                 return Err(Fatal(format!("cid {cid}: read with SGL id {:#x}", sgl.id)));
             }
-            let bytes = lock(&self.shared.ns)[offset..offset + len].to_vec();
-            self.send_read(cid, &bytes);
+            let pieces = lock(&self.shared.ns).pieces(offset, len);
+            self.send_read(cid, pieces);
             return Ok(());
         }
         if !data.is_empty() {
-            lock(&self.shared.ns)[offset..offset + len].copy_from_slice(data);
+            lock(&self.shared.ns).write(offset, data);
             self.respond(cid, Status::SUCCESS, 0);
             return Ok(());
         }
@@ -743,7 +890,7 @@ impl Conn<'_> {
         x.received = end;
         if end as usize == x.data.len() {
             if let Some(x) = self.writes.remove(&r.cccid) {
-                lock(&self.shared.ns)[x.offset..x.offset + x.data.len()].copy_from_slice(&x.data);
+                lock(&self.shared.ns).write(x.offset, &x.data);
                 self.respond(x.cqe_cid, Status::SUCCESS, 0);
             }
         } else if r.last_pdu {
@@ -753,8 +900,20 @@ impl Conn<'_> {
     }
 }
 
+fn write_all_vectored(w: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match w.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Fills `buf`; `Ok(false)` if the stream ended before the first byte.
-fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+fn read_full(s: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     let mut done = 0;
     while done < buf.len() {
         match s.read(&mut buf[done..]) {

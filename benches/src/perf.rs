@@ -1,0 +1,781 @@
+//! The `perf` mode shared by `ulp-ddp nvme perf`, `ulp-ddp iscsi perf` and `ulp-ddp tcp perf`:
+//! one flag set, a closed loop keeping `--qd` commands outstanding, per-command latency in a
+//! log-linear histogram, a progress bar, and one summary (table or `--json`).
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use ulp_ddp_core::Stats;
+
+/// Usage text of the flags every `perf` mode takes.
+pub const FLAGS: &str = "\
+perf flags (the same for tcp, nvme and iscsi):
+  --bs BYTES      bytes per command (default 131072)
+  --qd N          commands outstanding at once (default 8)
+  --seconds S     run for S seconds (default 3) ...
+  --count N       ... or for N commands
+  --write         writes instead of reads
+  --digests       header and data digests on
+  --json          one JSON object instead of the table
+  --no-progress   no progress bar (it is only drawn on a terminal anyway)
+";
+
+/// When a run ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Limit {
+    /// After this long (commands in flight then complete).
+    Seconds(f64),
+    /// After this many commands.
+    Count(u64),
+}
+
+/// The shared perf flags.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerfSpec {
+    /// Bytes per command.
+    pub bs: usize,
+    /// Queue depth.
+    pub qd: usize,
+    /// When to stop.
+    pub limit: Limit,
+    /// Writes instead of reads.
+    pub write: bool,
+    /// Header and data digests.
+    pub digests: bool,
+    /// JSON output.
+    pub json: bool,
+    /// Progress bar allowed.
+    pub progress: bool,
+}
+
+impl Default for PerfSpec {
+    fn default() -> Self {
+        Self {
+            bs: 128 * 1024,
+            qd: 8,
+            limit: Limit::Seconds(3.0),
+            write: false,
+            digests: false,
+            json: false,
+            progress: true,
+        }
+    }
+}
+
+impl PerfSpec {
+    /// Takes the perf flags out of `args`; returns the spec and the arguments it did not know
+    /// (URLs, subcommand words), in order.
+    ///
+    /// # Errors
+    ///
+    /// A message for a bad or missing value.
+    pub fn parse(args: &[String]) -> Result<(Self, Vec<String>), String> {
+        let mut spec = Self::default();
+        let mut rest = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| -> Result<String, String> {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            let num = |v: String, name: &str| -> Result<u64, String> {
+                v.parse::<u64>().map_err(|e| format!("{name}: {e}"))
+            };
+            match arg.as_str() {
+                "--bs" | "--size" => spec.bs = num(value(arg)?, arg)?.max(1) as usize,
+                "--qd" => spec.qd = num(value(arg)?, arg)?.clamp(1, 1024) as usize,
+                "--seconds" => {
+                    let s: f64 = value(arg)?.parse().map_err(|e| format!("--seconds: {e}"))?;
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err("--seconds must be positive".into());
+                    }
+                    spec.limit = Limit::Seconds(s);
+                }
+                "--count" => spec.limit = Limit::Count(num(value(arg)?, arg)?.max(1)),
+                "--write" => spec.write = true,
+                "--digests" => spec.digests = true,
+                "--json" => spec.json = true,
+                "--no-progress" => spec.progress = false,
+                _ => rest.push(arg.clone()),
+            }
+        }
+        Ok((spec, rest))
+    }
+
+    /// `read` or `write`.
+    pub fn op(&self) -> &'static str {
+        if self.write { "write" } else { "read" }
+    }
+}
+
+/// A log-linear latency histogram in nanoseconds: 32 linear sub-buckets per power of two
+/// (relative error below 3 %), no allocation per sample.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+    sum: u128,
+}
+
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; (64 * SUB) as usize],
+            count: 0,
+            max: 0,
+            sum: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn index(v: u64) -> usize {
+        if v < SUB {
+            return v as usize;
+        }
+        let exp = 63 - v.leading_zeros(); // >= SUB_BITS
+        let shift = exp - SUB_BITS;
+        let sub = (v >> shift) - SUB; // 0..SUB
+        ((u64::from(shift) + 1) * SUB + sub) as usize
+    }
+
+    /// The largest value of bucket `i` (what a percentile reports).
+    fn upper(i: usize) -> u64 {
+        let i = i as u64;
+        if i < SUB {
+            return i;
+        }
+        let shift = i / SUB - 1;
+        let sub = i % SUB;
+        ((SUB + sub + 1) << shift) - 1
+    }
+
+    /// Records one sample.
+    pub fn record(&mut self, nanos: u64) {
+        self.buckets[Self::index(nanos)] += 1;
+        self.count += 1;
+        self.max = self.max.max(nanos);
+        self.sum += u128::from(nanos);
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The value below which a fraction `q` (0..=1) of the samples lie (bucket upper bound,
+    /// capped at the maximum seen).
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper(i).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// The mean.
+    pub fn mean(&self) -> u64 {
+        if self.count == 0 {
+            0
+        } else {
+            (self.sum / u128::from(self.count)) as u64
+        }
+    }
+}
+
+/// What one perf run measured.
+#[derive(Clone, Debug)]
+pub struct PerfResult {
+    /// `tcp`, `nvme-tcp`, `iscsi`.
+    pub protocol: String,
+    /// Where it ran (target description).
+    pub target: String,
+    /// `read` or `write`.
+    pub op: &'static str,
+    /// Bytes per command.
+    pub bs: usize,
+    /// Queue depth.
+    pub qd: usize,
+    /// Digests on.
+    pub digests: bool,
+    /// Commands completed.
+    pub commands: u64,
+    /// Commands that failed (bad status, digest error).
+    pub errors: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Latency per command, submit to completion.
+    pub latency: Histogram,
+    /// Receive engine counters over the run.
+    pub stats: Stats,
+}
+
+impl PerfResult {
+    /// Commands per second.
+    pub fn iops(&self) -> f64 {
+        self.commands as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Payload GB/s (10^9 bytes).
+    pub fn gbps(&self) -> f64 {
+        self.commands as f64 * self.bs as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e9
+    }
+
+    /// Payload bytes that did not go through an intermediate buffer: read in place plus placed
+    /// by a device.
+    pub fn copies_avoided(&self) -> u64 {
+        self.stats.bytes_read_in_place + self.stats.bytes_placed
+    }
+
+    /// The summary as one JSON object.
+    pub fn json(&self) -> String {
+        let s = &self.stats;
+        let mut o = String::from("{");
+        let _ = write!(
+            o,
+            "\"protocol\":{},\"target\":{},\"op\":\"{}\",\"bs\":{},\"qd\":{},\"digests\":{},\
+             \"commands\":{},\"errors\":{},\"seconds\":{:.6},\"iops\":{:.1},\"gbps\":{:.4},\
+             \"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_mean_us\":{:.2},\"lat_max_us\":{:.2},\
+             \"bytes_read_in_place\":{},\"bytes_copied\":{},\"bytes_placed\":{},\
+             \"cpu_copies_avoided_bytes\":{},\"digests_offloaded\":{},\"digests_computed\":{},\
+             \"digests_failed\":{}",
+            json_str(&self.protocol),
+            json_str(&self.target),
+            self.op,
+            self.bs,
+            self.qd,
+            self.digests,
+            self.commands,
+            self.errors,
+            self.elapsed.as_secs_f64(),
+            self.iops(),
+            self.gbps(),
+            us(self.latency.quantile(0.50)),
+            us(self.latency.quantile(0.99)),
+            us(self.latency.mean()),
+            us(self.latency.max),
+            s.bytes_read_in_place,
+            s.bytes_copied,
+            s.bytes_placed,
+            self.copies_avoided(),
+            s.digests_offloaded,
+            s.digests_computed,
+            s.digests_failed
+        );
+        o.push('}');
+        o
+    }
+
+    /// Prints the summary (table, or JSON with `spec.json`).
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.json());
+            return;
+        }
+        println!("{}", self.target);
+        println!("{}", table_header());
+        println!("{}", self.table_row());
+    }
+
+    /// One row of the summary table.
+    pub fn table_row(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10.0} {:>7.3} {:>9.1} {:>9.1} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}",
+            self.protocol,
+            self.op,
+            self.bs,
+            self.qd,
+            if self.digests { "on" } else { "off" },
+            self.commands,
+            self.iops(),
+            self.gbps(),
+            us(self.latency.quantile(0.50)),
+            us(self.latency.quantile(0.99)),
+            mb(s.bytes_read_in_place),
+            mb(s.bytes_copied),
+            mb(s.bytes_placed),
+            mb(self.copies_avoided()),
+            format!(
+                "{}/{}/{}",
+                s.digests_offloaded, s.digests_computed, s.digests_failed
+            ),
+            self.errors
+        )
+    }
+}
+
+/// The summary table's header line.
+pub fn table_header() -> String {
+    format!(
+        "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}\n{}",
+        "proto",
+        "op",
+        "bs",
+        "qd",
+        "dgst",
+        "commands",
+        "IOPS",
+        "GB/s",
+        "p50 us",
+        "p99 us",
+        "inplace MB",
+        "copy MB",
+        "dev MB",
+        "avoided MB",
+        "dgst off/cmp/bad",
+        "errs",
+        "(avoided = payload not copied through an intermediate buffer: read in place + placed by a device)"
+    )
+}
+
+fn us(nanos: u64) -> f64 {
+    nanos as f64 / 1e3
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / 1e6)
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// A protocol's side of the closed loop: commands run in `qd` slots, each slot owning its buffer.
+pub trait PerfIo {
+    /// Submits the next command in `slot` (sent at once or at the next `wait`).
+    ///
+    /// # Errors
+    ///
+    /// A message; the run stops.
+    fn submit(&mut self, slot: usize) -> Result<(), String>;
+
+    /// Waits for any command; returns its slot and whether it succeeded.
+    ///
+    /// # Errors
+    ///
+    /// A message; the run stops.
+    fn wait(&mut self) -> Result<(usize, bool), String>;
+}
+
+/// Drives `io` with `spec`: keeps `spec.qd` commands outstanding until the limit, then drains.
+/// Returns commands, errors, wall time and the latency histogram.
+///
+/// # Errors
+///
+/// The first failure of `io`.
+pub fn closed_loop(
+    io: &mut impl PerfIo,
+    spec: &PerfSpec,
+    label: &str,
+) -> Result<(u64, u64, Duration, Histogram), String> {
+    let mut hist = Histogram::default();
+    let mut started = vec![Instant::now(); spec.qd];
+    let mut progress = Progress::new(spec, label);
+    let start = Instant::now();
+    let (mut submitted, mut done, mut errors) = (0u64, 0u64, 0u64);
+    let more = |submitted: u64, now: Instant| match spec.limit {
+        Limit::Count(n) => submitted < n,
+        Limit::Seconds(s) => now.duration_since(start).as_secs_f64() < s,
+    };
+    for (slot, at) in started.iter_mut().enumerate() {
+        if !more(submitted, Instant::now()) {
+            break;
+        }
+        *at = Instant::now();
+        io.submit(slot)?;
+        submitted += 1;
+    }
+    while done < submitted {
+        let (slot, ok) = io.wait()?;
+        let now = Instant::now();
+        hist.record(now.duration_since(started[slot]).as_nanos() as u64);
+        done += 1;
+        errors += u64::from(!ok);
+        if more(submitted, now) {
+            started[slot] = now;
+            io.submit(slot)?;
+            submitted += 1;
+        }
+        progress.tick(now, start, done, spec.bs);
+    }
+    let elapsed = start.elapsed();
+    progress.finish();
+    Ok((done, errors, elapsed, hist))
+}
+
+/// A progress bar on stderr, redrawn at most every 100 ms, only on a terminal.
+struct Progress {
+    on: bool,
+    limit: Limit,
+    label: String,
+    last: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new(spec: &PerfSpec, label: &str) -> Self {
+        Self {
+            on: spec.progress && !spec.json && std::io::stderr().is_terminal(),
+            limit: spec.limit,
+            label: label.to_string(),
+            last: Instant::now(),
+            drawn: false,
+        }
+    }
+
+    fn tick(&mut self, now: Instant, start: Instant, done: u64, bs: usize) {
+        if !self.on || now.duration_since(self.last) < Duration::from_millis(100) {
+            return;
+        }
+        self.last = now;
+        let secs = now.duration_since(start).as_secs_f64();
+        let frac = match self.limit {
+            Limit::Seconds(s) => secs / s,
+            Limit::Count(n) => done as f64 / n as f64,
+        }
+        .clamp(0.0, 1.0);
+        let width = 30;
+        let filled = (frac * width as f64) as usize;
+        eprint!(
+            "\r{} [{}{}] {:>3.0}% {:>8.2} GB/s {:>9.0} IOPS ",
+            self.label,
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            frac * 100.0,
+            done as f64 * bs as f64 / secs.max(1e-9) / 1e9,
+            done as f64 / secs.max(1e-9)
+        );
+        let _ = std::io::stderr().flush();
+        self.drawn = true;
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprint!("\r{:79}\r", "");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+/// Subtracts counters (`after - before`) for the fields the summary shows.
+pub fn stats_delta(after: Stats, before: Stats) -> Stats {
+    Stats {
+        pdus: after.pdus - before.pdus,
+        data_pdus: after.data_pdus - before.data_pdus,
+        bytes_placed: after.bytes_placed - before.bytes_placed,
+        bytes_copied: after.bytes_copied - before.bytes_copied,
+        bytes_read_in_place: after.bytes_read_in_place - before.bytes_read_in_place,
+        digests_offloaded: after.digests_offloaded - before.digests_offloaded,
+        digests_computed: after.digests_computed - before.digests_computed,
+        digests_failed: after.digests_failed - before.digests_failed,
+        ..after
+    }
+}
+
+// ----- the raw TCP baseline -----
+
+/// `ulp-ddp tcp perf`: a sender thread `write_all`s a stream of `bs`-byte blocks over loopback
+/// TCP; the receiver reads each block straight into a destination buffer of `bs` bytes (one of
+/// `qd`, reused in turn), with no protocol work. "Latency" is the time to receive one block.
+///
+/// # Errors
+///
+/// Socket errors.
+pub fn tcp_perf(spec: &PerfSpec) -> Result<PerfResult, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let bs = spec.bs;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let sender = std::thread::Builder::new()
+        .name("tcp-perf-send".into())
+        .spawn(move || -> std::io::Result<()> {
+            let (mut sock, _) = listener.accept()?;
+            sock.set_nodelay(true)?;
+            let block: Vec<u8> = (0..bs)
+                .map(|i| (i as u32).wrapping_mul(0x9E37) as u8)
+                .collect();
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                if sock.write_all(&block).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    sock.set_nodelay(true).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut io = TcpIo {
+        sock,
+        bufs: (0..spec.qd).map(|_| vec![0u8; bs]).collect(),
+        pending: std::collections::VecDeque::new(),
+    };
+    let result = closed_loop(&mut io, spec, "tcp");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = io.sock.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    let (commands, errors, elapsed, latency) = result?;
+    let stats = Stats {
+        bytes_read_in_place: commands * bs as u64,
+        ..Stats::default()
+    };
+    Ok(PerfResult {
+        protocol: "tcp".into(),
+        target: format!(
+            "raw loopback TCP {addr}: {bs}-byte blocks read straight into a destination buffer"
+        ),
+        op: "read",
+        bs,
+        qd: spec.qd,
+        digests: false,
+        commands,
+        errors,
+        elapsed,
+        latency,
+        stats,
+    })
+}
+
+struct TcpIo {
+    sock: TcpStream,
+    bufs: Vec<Vec<u8>>,
+    pending: std::collections::VecDeque<usize>,
+}
+
+impl PerfIo for TcpIo {
+    fn submit(&mut self, slot: usize) -> Result<(), String> {
+        self.pending.push_back(slot);
+        Ok(())
+    }
+
+    fn wait(&mut self) -> Result<(usize, bool), String> {
+        let slot = self.pending.pop_front().ok_or("nothing outstanding")?;
+        self.sock
+            .read_exact(&mut self.bufs[slot])
+            .map_err(|e| format!("tcp read: {e}"))?;
+        Ok((slot, true))
+    }
+}
+
+/// The `tcp` subcommand: `ulp-ddp tcp perf [flags]`.
+pub fn tcp_main(args: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let usage =
+        format!("usage: ulp-ddp tcp perf [flags]\n  the raw loopback TCP baseline\n{FLAGS}");
+    let (spec, rest) = match PerfSpec::parse(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ulp-ddp tcp: {e}\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match rest
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["perf"] => {}
+        ["-h" | "--help"] => {
+            print!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("ulp-ddp tcp: expected `perf` and flags\n{usage}");
+            return ExitCode::from(2);
+        }
+    }
+    match tcp_perf(&spec) {
+        Ok(r) => {
+            r.print(spec.json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ulp-ddp tcp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ulp-ddp perf-compare [flags] [--repeat N]`: tcp, nvme and iscsi (embedded targets) back to
+/// back with the same flags, `N` rounds; prints every run, then the medians and the ratios to the
+/// raw TCP baseline.
+pub fn compare_main(args: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let mut repeat = 3usize;
+    let mut filtered = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--repeat" {
+            match it.next().and_then(|v| v.parse().ok()) {
+                Some(n) => repeat = usize::max(n, 1),
+                None => {
+                    eprintln!("ulp-ddp perf-compare: --repeat needs a number");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            filtered.push(a.clone());
+        }
+    }
+    let (mut spec, rest) = match PerfSpec::parse(&filtered) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ulp-ddp perf-compare: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !rest.is_empty() {
+        eprintln!(
+            "usage: ulp-ddp perf-compare [--repeat N] [flags]\n  tcp, nvme and iscsi perf back to back on loopback (embedded targets)\n{FLAGS}"
+        );
+        return if rest.iter().any(|a| a == "-h" || a == "--help") {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        };
+    }
+    let json = spec.json;
+    spec.json = false;
+    let mut runs: Vec<[PerfResult; 3]> = Vec::new();
+    if !json {
+        println!("{}", table_header());
+    }
+    for _ in 0..repeat {
+        let tcp = tcp_perf(&PerfSpec {
+            write: false,
+            digests: false,
+            ..spec.clone()
+        });
+        let nvme = crate::nvme_cli::perf(&spec, None);
+        let iscsi = crate::iscsi_cli::perf(&spec, None);
+        match (tcp, nvme, iscsi) {
+            (Ok(t), Ok(n), Ok(i)) => {
+                if json {
+                    println!("{{\"runs\":[{},{},{}]}}", t.json(), n.json(), i.json());
+                } else {
+                    for r in [&t, &n, &i] {
+                        println!("{}", r.table_row());
+                    }
+                }
+                runs.push([t, n, i]);
+            }
+            (t, n, i) => {
+                for e in [t.err(), n.err(), i.err()].into_iter().flatten() {
+                    eprintln!("ulp-ddp perf-compare: {e}");
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let median = |f: &dyn Fn(&[PerfResult; 3]) -> f64| -> f64 {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (t, n, i) = (
+        median(&|r| r[0].gbps()),
+        median(&|r| r[1].gbps()),
+        median(&|r| r[2].gbps()),
+    );
+    let rn = median(&|r| r[1].gbps() / r[0].gbps());
+    let ri = median(&|r| r[2].gbps() / r[0].gbps());
+    if json {
+        println!(
+            "{{\"median_gbps\":{{\"tcp\":{t:.4},\"nvme-tcp\":{n:.4},\"iscsi\":{i:.4}}},\"median_ratio_to_tcp\":{{\"nvme-tcp\":{rn:.4},\"iscsi\":{ri:.4}}},\"repeat\":{repeat}}}"
+        );
+    } else {
+        println!(
+            "medians of {repeat} rounds, {} B {} QD {} digests {}: tcp {t:.3} GB/s, nvme-tcp {n:.3} GB/s ({rn:.2}x tcp), iscsi {i:.3} GB/s ({ri:.2}x tcp)",
+            spec.bs,
+            spec.op(),
+            spec.qd,
+            if spec.digests { "on" } else { "off" }
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn flags() {
+        let (s, rest) = PerfSpec::parse(&args(
+            "perf x://u --bs 4096 --qd 2 --count 9 --digests --json",
+        ))
+        .expect("parse");
+        assert_eq!(rest, args("perf x://u"));
+        assert_eq!(
+            (s.bs, s.qd, s.limit, s.digests, s.json, s.write),
+            (4096, 2, Limit::Count(9), true, true, false)
+        );
+        assert!(PerfSpec::parse(&args("--seconds 0")).is_err());
+        assert!(PerfSpec::parse(&args("--bs")).is_err());
+    }
+
+    #[test]
+    fn histogram_quantiles_within_bucket_error() {
+        let mut h = Histogram::default();
+        for v in 1..=10_000u64 {
+            h.record(v * 1000);
+        }
+        for (q, want) in [(0.5, 5_000_000.0), (0.99, 9_900_000.0)] {
+            let got = h.quantile(q) as f64;
+            assert!((got - want).abs() / want < 0.04, "q{q}: {got} vs {want}");
+        }
+        assert_eq!(h.quantile(1.0), 10_000_000);
+        for v in [0u64, 1, 31, 32, 33, 1 << 40, u64::MAX / 2] {
+            let i = Histogram::index(v);
+            assert!(Histogram::upper(i) >= v, "{v}");
+        }
+    }
+
+    #[test]
+    fn tcp_baseline_runs() {
+        let spec = PerfSpec {
+            bs: 65536,
+            limit: Limit::Count(50),
+            progress: false,
+            ..PerfSpec::default()
+        };
+        let r = tcp_perf(&spec).expect("tcp");
+        assert_eq!((r.commands, r.errors), (50, 0));
+        assert_eq!(r.latency.count(), 50);
+        assert!(r.json().contains("\"protocol\":\"tcp\""));
+    }
+}
