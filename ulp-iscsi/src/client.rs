@@ -452,11 +452,14 @@ impl<B: DdpBackend> Client<B> {
     }
 
     /// Reads `buffer.len()` bytes at `lba` into `buffer` (READ(10), or READ(16) beyond its
-    /// range); the data lands in the buffer straight from the socket.
+    /// range); the data lands in the buffer straight from the socket. Every byte of the
+    /// returned buffer was received: fewer (GOOD status with an underflow residual) is an
+    /// error, never stale buffer bytes passed off as data.
     ///
     /// # Errors
     ///
-    /// As [`run`](Client::run).
+    /// As [`run`](Client::run); [`CommandError::ShortData`] when fewer than `buffer.len()`
+    /// bytes arrived.
     pub fn read_into(
         &mut self,
         lun: Lun,
@@ -469,15 +472,22 @@ impl<B: DdpBackend> Client<B> {
             (Ok(l), Ok(b)) => scsi::read_10(l, b),
             _ => scsi::read_16(lba, u32::try_from(blocks).unwrap_or(u32::MAX)),
         };
-        let (_, b) = self.run(lun, cdb, DataDir::Read(buffer))?;
-        b.ok_or(ClientError::BadData("no buffer"))
+        let (outcome, b) = self.run(lun, cdb, DataDir::Read(buffer))?;
+        let b = b.ok_or(ClientError::BadData("no buffer"))?;
+        if outcome.data_in != b.len() {
+            return Err(ClientError::Command(CommandError::ShortData {
+                expected: b.len(),
+                received: outcome.data_in,
+            }));
+        }
+        Ok(b)
     }
 
     /// Reads `blocks` blocks at `lba`.
     ///
     /// # Errors
     ///
-    /// As [`run`](Client::run).
+    /// As [`read_into`](Client::read_into).
     pub fn read(
         &mut self,
         lun: Lun,

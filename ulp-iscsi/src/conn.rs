@@ -159,6 +159,15 @@ pub enum CommandError {
     ConnectionLost,
     /// The command cannot be sent (too much immediate data, unusable tag).
     Invalid(&'static str),
+    /// A read completed with GOOD status but its Data-In did not deliver the transfer length
+    /// less the underflow residual (the iSCSI analogue of NVMe's Data Transfer Error): the
+    /// buffer does not hold the data the status vouches for.
+    ShortData {
+        /// Bytes the status vouches for (Expected Data Transfer Length less the residual).
+        expected: u64,
+        /// Bytes received.
+        received: u64,
+    },
 }
 
 impl fmt::Display for CommandError {
@@ -168,6 +177,10 @@ impl fmt::Display for CommandError {
             Self::TargetFailure(r) => write!(f, "target failure (response {r:#04x})"),
             Self::ConnectionLost => f.write_str("connection lost"),
             Self::Invalid(why) => write!(f, "invalid command: {why}"),
+            Self::ShortData { expected, received } => write!(
+                f,
+                "GOOD status with {received} of {expected} data bytes received"
+            ),
         }
     }
 }
@@ -210,6 +223,14 @@ pub enum ConnError {
     },
     /// The target broke a protocol rule.
     Protocol(&'static str),
+    /// A Data-In's Buffer Offset is not where the previous one ended although
+    /// DataPDUInOrder=Yes was negotiated.
+    DataOffset {
+        /// Expected (bytes received so far for the command).
+        expected: u64,
+        /// Received Buffer Offset.
+        received: u32,
+    },
     /// Data-In DataSN out of order.
     DataSn {
         /// Expected.
@@ -245,6 +266,9 @@ impl fmt::Display for ConnError {
             Self::Protocol(what) => write!(f, "protocol error: {what}"),
             Self::DataSn { expected, received } => {
                 write!(f, "DataSN {received}, expected {expected}")
+            }
+            Self::DataOffset { expected, received } => {
+                write!(f, "Data-In Buffer Offset {received}, expected {expected}")
             }
             Self::LoginFailed { class, detail } => {
                 write!(f, "login failed: status {class:#04x}/{detail:#04x}")
@@ -1357,6 +1381,7 @@ impl<B: DdpBackend> Connection<B> {
                 };
                 let expected_len = task.expected_len;
                 let data_in = task.data_in;
+                let read = task.registered;
                 let result = if r.response != 0 {
                     Err(CommandError::TargetFailure(r.response))
                 } else {
@@ -1368,13 +1393,16 @@ impl<B: DdpBackend> Connection<B> {
                         (_, true) => Residual::Overflow(r.residual),
                         _ => Residual::None,
                     };
-                    Ok(ScsiOutcome {
-                        status: r.status,
-                        sense: Sense::parse(r.sense),
-                        sense_data: r.sense.to_vec(),
-                        residual,
-                        data_in,
-                    })
+                    match short_data(read, expected_len, r.status, residual, data_in) {
+                        Some(e) => Err(e),
+                        None => Ok(ScsiOutcome {
+                            status: r.status,
+                            sense: Sense::parse(r.sense),
+                            sense_data: r.sense.to_vec(),
+                            residual,
+                            data_in,
+                        }),
+                    }
                 };
                 self.finish_scsi(r.itt.0, result);
             }
@@ -1537,6 +1565,7 @@ impl<B: DdpBackend> Connection<B> {
         if r.ack {
             return self.fail(ConnError::Protocol("Data-In asks for an ack at ERL 0"));
         }
+        let in_order = self.params.data_pdu_in_order;
         let Some(task) = self.scsi_task(tag) else {
             return self.fail(ConnError::Protocol("Data-In for a task that is not a read"));
         };
@@ -1550,9 +1579,18 @@ impl<B: DdpBackend> Connection<B> {
                 received: r.data_sn,
             });
         }
+        // DataPDUInOrder=Yes: each Data-In starts where the previous one ended (the engine has
+        // already refused overlaps and data outside the buffer).
+        if in_order && u64::from(r.buffer_offset) != task.data_in {
+            let expected = task.data_in;
+            return self.fail(ConnError::DataOffset {
+                expected,
+                received: r.buffer_offset,
+            });
+        }
         task.next_data_sn = task.next_data_sn.wrapping_add(1);
         task.data_in += u64::from(len);
-        let (expected_len, data_in) = (task.expected_len, task.data_in);
+        let (expected_len, data_in, read) = (task.expected_len, task.data_in, task.registered);
         if let Some(s) = r.status {
             if !self.take_stat_sn(s.stat_sn) {
                 return;
@@ -1567,16 +1605,17 @@ impl<B: DdpBackend> Connection<B> {
             } else {
                 Residual::None
             };
-            self.finish_scsi(
-                tag,
-                Ok(ScsiOutcome {
+            let result = match short_data(read, expected_len, s.status, residual, data_in) {
+                Some(e) => Err(e),
+                None => Ok(ScsiOutcome {
                     status: s.status,
                     sense: None,
                     sense_data: Vec::new(),
                     residual,
                     data_in,
                 }),
-            );
+            };
+            self.finish_scsi(tag, result);
         }
     }
 
@@ -1709,6 +1748,29 @@ impl<B: DdpBackend> Connection<B> {
             }
         }
     }
+}
+
+/// The error a read's GOOD status earns when its Data-In did not deliver every byte the status
+/// vouches for: the Expected Data Transfer Length less an underflow residual.
+fn short_data(
+    read: bool,
+    expected_len: u32,
+    status: u8,
+    residual: Residual,
+    data_in: u64,
+) -> Option<CommandError> {
+    if !read || status != 0 {
+        return None;
+    }
+    let underflow = match residual {
+        Residual::Underflow(n) => u64::from(n),
+        _ => 0,
+    };
+    let expected = u64::from(expected_len).saturating_sub(underflow);
+    (data_in != expected).then_some(CommandError::ShortData {
+        expected,
+        received: data_in,
+    })
 }
 
 fn parse_send_targets(text: &[u8]) -> Option<Vec<DiscoveredTarget>> {

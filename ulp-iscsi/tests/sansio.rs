@@ -5,8 +5,10 @@ use proptest::prelude::*;
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_iscsi::conn::Phase;
+use ulp_iscsi::wire::data_in::{DataInRepr, DataInStatus};
 use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
 use ulp_iscsi::wire::nop::NopInRepr;
+use ulp_iscsi::wire::scsi_rsp::ScsiRspRepr;
 use ulp_iscsi::wire::{Digests, Itt, Lun, Ttt};
 use ulp_iscsi::{Command, Connection, DataDir, LoginConfig, SessionEvent, scsi};
 
@@ -287,4 +289,176 @@ proptest! {
         prop_assert_eq!(b.len(), 4096);
         prop_assert_eq!(c.engine().registered(), 0);
     }
+}
+
+/// A read of `len` bytes into a buffer filled with 0xEE; returns its id and ITT (read from
+/// the SCSI Command header the connection transmitted).
+fn read_with_itt(c: &mut Connection<SwBackend>, len: usize) -> (ulp_iscsi::CommandId, u32) {
+    let id = read(c, len);
+    let cmd = c.poll_transmit().expect("SCSI Command");
+    assert_eq!(cmd.header[0] & 0x3F, 0x01);
+    assert!(c.poll_transmit().is_none());
+    (
+        id,
+        u32::from_be_bytes(cmd.header[16..20].try_into().unwrap()),
+    )
+}
+
+fn data_in_pdu(
+    itt: u32,
+    data_sn: u32,
+    offset: u32,
+    data: &[u8],
+    status: Option<DataInStatus>,
+) -> Vec<u8> {
+    let r = DataInRepr {
+        final_: status.is_some(),
+        ack: false,
+        status,
+        lun: Lun::default(),
+        itt: Itt(itt),
+        ttt: Ttt::RESERVED,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 50,
+        data_sn,
+        buffer_offset: offset,
+        data,
+    };
+    let mut b = vec![0; r.buffer_len(Digests::NONE)];
+    r.emit(&mut b, Digests::NONE).unwrap();
+    b
+}
+
+fn good(stat_sn: u32, underflow: Option<u32>) -> Option<DataInStatus> {
+    Some(DataInStatus {
+        status: 0,
+        stat_sn,
+        overflow: false,
+        underflow: underflow.is_some(),
+        residual: underflow.unwrap_or(0),
+    })
+}
+
+fn scsi_response(itt: u32, stat_sn: u32, underflow: Option<u32>) -> Vec<u8> {
+    let r = ScsiRspRepr {
+        bidi_overflow: false,
+        bidi_underflow: false,
+        overflow: false,
+        underflow: underflow.is_some(),
+        response: 0,
+        status: 0,
+        itt: Itt(itt),
+        snack_tag: 0,
+        stat_sn,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 50,
+        exp_data_sn: 1,
+        bidi_residual: 0,
+        residual: underflow.unwrap_or(0),
+        sense: &[],
+        response_data: &[],
+    };
+    let mut b = vec![0; r.buffer_len(Digests::NONE)];
+    r.emit(&mut b, Digests::NONE).unwrap();
+    b
+}
+
+fn completion(c: &mut Connection<SwBackend>) -> ulp_iscsi::Completion {
+    let mut done = None;
+    while let Some(e) = c.poll_event() {
+        if let SessionEvent::Completed(d) = e {
+            assert!(done.is_none(), "one completion");
+            done = Some(d);
+        }
+    }
+    done.expect("the command completed")
+}
+
+#[test]
+fn data_in_buffer_offset_must_follow_the_previous_one() {
+    // DataPDUInOrder=Yes (the default): a Data-In that skips bytes fails the connection and
+    // the buffer comes back.
+    let mut c = logged_in(50);
+    assert!(c.params().data_pdu_in_order);
+    let (id, itt) = read_with_itt(&mut c, 1024);
+    c.receive(&data_in_pdu(itt, 0, 0, &[1; 256], None)).unwrap();
+    let err = c
+        .receive(&data_in_pdu(itt, 1, 512, &[2; 512], good(101, None)))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ulp_iscsi::ConnError::DataOffset {
+            expected: 256,
+            received: 512
+        }
+    );
+    assert_eq!(c.phase(), Phase::Failed);
+    let mut done = None;
+    while let Some(e) = c.poll_event() {
+        if let SessionEvent::Completed(d) = e {
+            done = Some(d);
+        }
+    }
+    let done = done.expect("completed");
+    assert_eq!(done.id, id);
+    assert_eq!(done.result, Err(ulp_iscsi::CommandError::ConnectionLost));
+    let b = done.buffer.expect("buffer back").into_vec();
+    // The engine placed both PDUs inside the buffer before the connection saw the offset;
+    // the skipped bytes were never written.
+    assert!(b[..256].iter().all(|&x| x == 1));
+    assert!(b[256..512].iter().all(|&x| x == 0xEE));
+    assert_eq!(c.engine().registered(), 0);
+}
+
+#[test]
+fn good_status_with_missing_data_is_short_data() {
+    // Data-In with S: GOOD after 512 of 1024 bytes.
+    let mut c = logged_in(50);
+    let (id, itt) = read_with_itt(&mut c, 1024);
+    c.receive(&data_in_pdu(itt, 0, 0, &[3; 512], good(101, None)))
+        .unwrap();
+    let done = completion(&mut c);
+    assert_eq!(done.id, id);
+    assert_eq!(
+        done.result,
+        Err(ulp_iscsi::CommandError::ShortData {
+            expected: 1024,
+            received: 512
+        })
+    );
+    assert_eq!(done.buffer.expect("buffer back").len(), 1024);
+    // The command failed, not the connection.
+    assert_eq!(c.phase(), Phase::FullFeature);
+
+    // SCSI Response GOOD after 512 of 1024 bytes, no residual: short data.
+    let (_, itt) = read_with_itt(&mut c, 1024);
+    c.receive(&data_in_pdu(itt, 0, 0, &[4; 512], None)).unwrap();
+    c.receive(&scsi_response(itt, 102, None)).unwrap();
+    assert_eq!(
+        completion(&mut c).result,
+        Err(ulp_iscsi::CommandError::ShortData {
+            expected: 1024,
+            received: 512
+        })
+    );
+    // A residual that accounts for the missing bytes is a success, reporting them.
+    let (_, itt) = read_with_itt(&mut c, 1024);
+    c.receive(&data_in_pdu(itt, 0, 0, &[5; 512], None)).unwrap();
+    c.receive(&scsi_response(itt, 103, Some(512))).unwrap();
+    let done = completion(&mut c);
+    let outcome = done.result.expect("GOOD with a matching residual");
+    assert_eq!(outcome.data_in, 512);
+    assert_eq!(outcome.residual, ulp_iscsi::conn::Residual::Underflow(512));
+    // A residual claiming less than what is missing is still short data.
+    let (_, itt) = read_with_itt(&mut c, 1024);
+    c.receive(&data_in_pdu(itt, 0, 0, &[6; 256], good(104, Some(512))))
+        .unwrap();
+    assert_eq!(
+        completion(&mut c).result,
+        Err(ulp_iscsi::CommandError::ShortData {
+            expected: 512,
+            received: 256
+        })
+    );
+    assert_eq!(c.phase(), Phase::FullFeature);
 }
