@@ -56,14 +56,21 @@ pub enum ClientError {
     Io(io::Error),
     /// The connection failed.
     Conn(ConnError),
-    /// The command did not complete at the target.
-    Command(CommandError),
+    /// The command did not complete at the target (or its data did not all arrive).
+    Command {
+        /// Why.
+        error: CommandError,
+        /// The read's buffer, the caller's again (`None` for other commands).
+        buffer: Option<SgBuffer>,
+    },
     /// The command completed with a status other than GOOD.
     Status {
         /// SCSI status.
         status: u8,
         /// Sense, if any.
         sense: Option<Sense>,
+        /// The read's buffer, the caller's again (`None` for other commands).
+        buffer: Option<SgBuffer>,
     },
     /// The returned data could not be decoded.
     BadData(&'static str),
@@ -74,8 +81,8 @@ impl fmt::Display for ClientError {
         match self {
             Self::Io(e) => write!(f, "socket: {e}"),
             Self::Conn(e) => write!(f, "connection: {e}"),
-            Self::Command(e) => write!(f, "command: {e}"),
-            Self::Status { status, sense } => {
+            Self::Command { error, .. } => write!(f, "command: {error}"),
+            Self::Status { status, sense, .. } => {
                 write!(f, "SCSI status {status:#04x}, sense {sense:?}")
             }
             Self::BadData(what) => write!(f, "bad data: {what}"),
@@ -84,6 +91,16 @@ impl fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// The read buffer this error hands back (a command error or non-GOOD status of a read).
+    pub fn into_buffer(self) -> Option<SgBuffer> {
+        match self {
+            Self::Command { buffer, .. } | Self::Status { buffer, .. } => buffer,
+            _ => None,
+        }
+    }
+}
 
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
@@ -370,7 +387,9 @@ impl<B: DdpBackend> Client<B> {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Status`] for any other status, else as [`wait`](Client::wait).
+    /// [`ClientError::Status`] for any other status, [`ClientError::Command`] when the command
+    /// failed, else as [`wait`](Client::wait); the first two hand back the read buffer
+    /// ([`ClientError::into_buffer`]).
     pub fn run(
         &mut self,
         lun: Lun,
@@ -384,7 +403,15 @@ impl<B: DdpBackend> Client<B> {
                 _ => None,
             };
             let c = self.execute(Command { lun, cdb, data })?;
-            let outcome = c.result.map_err(ClientError::Command)?;
+            let outcome = match c.result {
+                Ok(o) => o,
+                Err(error) => {
+                    return Err(ClientError::Command {
+                        error,
+                        buffer: c.buffer,
+                    });
+                }
+            };
             if outcome.is_unit_attention() && tries < self.options.unit_attention_retries {
                 tries += 1;
                 data = match (c.buffer, write) {
@@ -398,6 +425,7 @@ impl<B: DdpBackend> Client<B> {
                 return Err(ClientError::Status {
                     status: outcome.status,
                     sense: outcome.sense,
+                    buffer: c.buffer,
                 });
             }
             return Ok((outcome, c.buffer));
@@ -475,10 +503,13 @@ impl<B: DdpBackend> Client<B> {
         let (outcome, b) = self.run(lun, cdb, DataDir::Read(buffer))?;
         let b = b.ok_or(ClientError::BadData("no buffer"))?;
         if outcome.data_in != b.len() {
-            return Err(ClientError::Command(CommandError::ShortData {
-                expected: b.len(),
-                received: outcome.data_in,
-            }));
+            return Err(ClientError::Command {
+                error: CommandError::ShortData {
+                    expected: b.len(),
+                    received: outcome.data_in,
+                },
+                buffer: Some(b),
+            });
         }
         Ok(b)
     }

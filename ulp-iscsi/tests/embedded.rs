@@ -166,7 +166,12 @@ fn discovery_inquiry_report_luns_ping_unit_attention_residual() {
         Err(ClientError::Status {
             status: 2,
             sense: Some(s),
-        }) => assert_eq!(s.key, 5),
+            buffer,
+        }) => {
+            assert_eq!(s.key, 5);
+            // The read's buffer comes back with the error.
+            assert_eq!(buffer.map(|b| b.len()), Some(u64::from(cap.block_len)));
+        }
         other => panic!("expected ILLEGAL REQUEST, got {other:?}"),
     }
     // READ(16)/WRITE(16) beyond 16-bit transfer lengths, with a scattered buffer.

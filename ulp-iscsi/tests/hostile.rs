@@ -115,7 +115,10 @@ fn data_in_for_unknown_itt_and_for_a_write() {
     assert!(
         matches!(
             err,
-            ulp_iscsi::ClientError::Command(CommandError::ConnectionLost)
+            ulp_iscsi::ClientError::Command {
+                error: CommandError::ConnectionLost,
+                ..
+            }
         ),
         "{err:?}"
     );
@@ -214,6 +217,26 @@ fn reject_fails_only_the_command() {
         Err(CommandError::Rejected(RejectReason::InvalidPduField))
     );
     assert!(untouched(&b));
+    // Through the driver: read_into hands the caller's buffer back with the command error.
+    let t = EmbeddedTarget::start(TargetConfig {
+        misbehave: Misbehave::RejectReads,
+        unit_attention: false,
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut c = Client::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let buffer = SgBuffer::from_segments(vec![vec![CANARY; 1000], vec![CANARY; 3096]]);
+    match c.read_into(Lun::default(), 0, 512, buffer) {
+        Err(ulp_iscsi::ClientError::Command {
+            error: CommandError::Rejected(RejectReason::InvalidPduField),
+            buffer: Some(b),
+        }) => {
+            assert_eq!(b.segment_count(), 2, "the same allocations come back");
+            assert!(untouched(&b.into_vec()));
+        }
+        other => panic!("expected the rejection with the buffer, got {other:?}"),
+    }
+    assert_eq!(c.connection().phase(), Phase::FullFeature);
 }
 
 #[test]
@@ -231,7 +254,10 @@ fn r2t_beyond_the_write() {
     assert!(
         matches!(
             err,
-            ulp_iscsi::ClientError::Command(CommandError::ConnectionLost)
+            ulp_iscsi::ClientError::Command {
+                error: CommandError::ConnectionLost,
+                ..
+            }
         ),
         "{err:?}"
     );
