@@ -256,6 +256,25 @@ fn tags_stay_within_the_backend_tag_range() {
     assert_eq!(c.engine().stats().setups_declined, 0);
 }
 
+/// Byte ranges of the buffer that Data-In PDUs for `itt` in `stream` could place (a reference
+/// framer: every complete PDU until one that does not frame). An over-approximation of what the
+/// engine may write: it stops earlier, and refuses overlaps and out-of-range data.
+fn placeable(stream: &[u8], itt: u32) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    let mut at = 0;
+    while let Some(bhs) = stream.get(at..at + 48) {
+        let Ok(f) = ulp_iscsi::wire::bhs::frame(bhs, Digests::NONE) else {
+            break;
+        };
+        if bhs[0] & 0x3F == 0x25 && bhs[16..20] == itt.to_be_bytes() {
+            let off = u64::from(u32::from_be_bytes(bhs[40..44].try_into().unwrap()));
+            ranges.push((off, off + f.data_len as u64));
+        }
+        at += f.total_len;
+    }
+    ranges
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -263,16 +282,21 @@ proptest! {
     fn arbitrary_target_bytes_never_panic(
         bytes in proptest::collection::vec(any::<u8>(), 0..600),
         prefix in proptest::collection::vec(any::<u8>(), 48..49),
+        offset in 0u32..4200,
+        len in 0usize..600,
         cut in 1usize..64,
     ) {
         let mut c = logged_in(50);
-        let id = read(&mut c, 4096);
-        while c.poll_transmit().is_some() {}
-        // A Data-In-looking prefix, so that deeper code runs, then anything.
-        let mut stream = prefix;
-        stream[0] = 0x25;
-        stream[4] = 0;
-        stream[16..20].copy_from_slice(&0u32.to_be_bytes());
+        // The ITT the read really got (the login used one before it).
+        let (id, itt) = read_with_itt(&mut c, 4096);
+        // A valid Data-In header for the read (offset and length anywhere, in or out of the
+        // buffer) with 0x11 payload, then a Data-In-looking header, then anything.
+        let mut stream = data_in_pdu(itt, 0, offset, &vec![0x11; len], None);
+        let mut second = prefix;
+        second[0] = 0x25;
+        second[4] = 0;
+        second[16..20].copy_from_slice(&itt.to_be_bytes());
+        stream.extend_from_slice(&second);
         stream.extend_from_slice(&bytes);
         for piece in stream.chunks(cut) {
             let _ = c.receive(piece);
@@ -288,6 +312,20 @@ proptest! {
         let b = buffer.expect("the read buffer always comes back").into_vec();
         prop_assert_eq!(b.len(), 4096);
         prop_assert_eq!(c.engine().registered(), 0);
+        // Placement was reached: the first PDU's data is in the buffer when it fits.
+        let end = offset as usize + len;
+        if end <= 4096 {
+            prop_assert!(b[offset as usize..end].iter().all(|&x| x == 0x11));
+        }
+        // Canary bytes outside every range a Data-In for the read could place stay untouched.
+        let ranges = placeable(&stream, itt);
+        prop_assert_eq!(ranges.first().copied(), Some((u64::from(offset), end as u64)));
+        for (i, &x) in b.iter().enumerate() {
+            let i = i as u64;
+            if !ranges.iter().any(|&(s, e)| s <= i && i < e) {
+                prop_assert_eq!(x, 0xEE, "byte {} written outside every Data-In", i);
+            }
+        }
     }
 }
 
