@@ -722,8 +722,13 @@ impl<B: DdpBackend> HostQueue<B> {
     fn process(&mut self) {
         while let Some(event) = self.engine.poll_event() {
             if self.state == State::Closed {
-                if let Event::Released { tag, buffer, .. } = event {
-                    self.release(tag, buffer, false);
+                if let Event::Released {
+                    tag,
+                    buffer,
+                    offloaded,
+                } = event
+                {
+                    self.release(tag, buffer, offloaded);
                 }
                 continue;
             }

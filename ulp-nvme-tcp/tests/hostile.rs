@@ -501,11 +501,27 @@ fn pdu_before_icresp() {
     assert_eq!(e, HostError::Protocol(Violation::UnexpectedPdu(0x05)));
 }
 
+/// Collects the queue's completions; whether it reported termination.
+fn drain(q: &mut HostQueue<SwBackend>, completions: &mut Vec<ulp_nvme_tcp::Completion>) -> bool {
+    let mut terminated = false;
+    while let Some(e) = q.poll_event() {
+        match e {
+            HostEvent::Completed(c) => completions.push(c),
+            HostEvent::Terminated(_) => terminated = true,
+            _ => {}
+        }
+    }
+    terminated
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// A valid read reply with bytes mutated and cut anywhere: never a panic, the buffer comes
-    /// back with its length, and the queue either completes the command or terminates.
+    /// back with its length, and the queue either completes the command or terminates (or, when
+    /// a mutated length leaves it waiting for more bytes, terminates at the end of the stream
+    /// and completes the command then). With digests on, a SUCCESS completion carries exactly
+    /// the data sent.
     #[test]
     fn mutated_replies_never_panic(
         muts in prop::collection::vec((0usize..10_000, any::<u8>()), 0..4),
@@ -530,12 +546,26 @@ proptest! {
         }
         let mut out = Vec::new();
         q.transmit_all(&mut out);
-        while let Some(e) = q.poll_event() {
-            if let HostEvent::Completed(c) = e
-                && let Some(b) = c.buffer
-            {
-                prop_assert_eq!(b.len(), LEN as u64);
-            }
+        let mut completions = Vec::new();
+        let mut terminated = drain(&mut q, &mut completions);
+        let stalled = completions.is_empty() && !terminated;
+        if stalled {
+            // Waiting for bytes a mutated length announced: the peer closing ends it.
+            q.handle_eof();
+            terminated |= drain(&mut q, &mut completions);
+        }
+        prop_assert!(terminated || !completions.is_empty(), "neither completed nor terminated");
+        prop_assert_eq!(completions.len(), 1, "the read completes exactly once");
+        let c = completions.pop().expect("one completion");
+        prop_assert_eq!(c.cid, cid);
+        if stalled {
+            prop_assert_eq!(c.status, Status::ABORTED);
+        }
+        let b = c.buffer.expect("the buffer comes back").into_vec();
+        prop_assert_eq!(b.len(), LEN);
+        if digests && c.status == Status::SUCCESS {
+            prop_assert!(b[..4096].iter().all(|&x| x == 1), "digest-checked data");
+            prop_assert!(b[4096..].iter().all(|&x| x == 2), "digest-checked data");
         }
         q.close();
         while q.poll_event().is_some() {}
@@ -561,4 +591,24 @@ proptest! {
         prop_assert_eq!(c.status, Status::SUCCESS);
         prop_assert_eq!(c.buffer.expect("buffer").into_vec(), data);
     }
+}
+
+#[test]
+fn close_reports_whether_a_released_buffer_was_offloaded() {
+    // The software backend maps every buffer its limits admit: a read aborted by close() still
+    // reports the buffer as offloaded, as a normal completion would.
+    let mut q = queue(Digests::NONE);
+    let cid = submit_read(&mut q);
+    q.close();
+    let mut done = None;
+    while let Some(e) = q.poll_event() {
+        if let HostEvent::Completed(c) = e {
+            done = Some(c);
+        }
+    }
+    let c = done.expect("the read completes on close");
+    assert_eq!(c.cid, cid);
+    assert_eq!(c.status, Status::ABORTED);
+    assert_eq!(c.buffer.expect("buffer back").len(), LEN as u64);
+    assert!(c.offloaded, "the backend had mapped the buffer");
 }
