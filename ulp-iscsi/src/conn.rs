@@ -487,9 +487,24 @@ impl<B: DdpBackend> fmt::Debug for Connection<B> {
 
 impl<B: DdpBackend> Connection<B> {
     /// A connection over `backend`, queue `queue_id`, at most `queue_depth` tasks outstanding.
+    ///
+    /// The engine, and with it the queue offered to the backend (`queue_add`), is created here,
+    /// before login: the engine frames the login PDUs, it owns the backend, and the core has no
+    /// way to hand the backend back or to update a queue's configuration, so the queue cannot
+    /// be re-offered after negotiation. Its [`QueueConfig`] therefore carries the digests the
+    /// login can only end with: on for [`DigestPref::Require`], off for [`DigestPref::Off`].
+    /// With [`DigestPref::Prefer`] the target decides and the queue is offered with that digest
+    /// off; a backend that frames PDUs itself (a device placing data) must then be used with
+    /// `Require` or `Off`. The engine's own framing always follows the negotiated digests.
+    ///
+    /// [`DigestPref::Require`]: crate::keys::DigestPref::Require
+    /// [`DigestPref::Off`]: crate::keys::DigestPref::Off
+    /// [`DigestPref::Prefer`]: crate::keys::DigestPref::Prefer
     pub fn new(config: LoginConfig, backend: B, queue_id: QueueId, queue_depth: u32) -> Self {
         let mut qc = QueueConfig::new(ISCSI, queue_id);
         qc.queue_depth = queue_depth.max(2);
+        qc.header_digest = config.wanted.header_digest == crate::keys::DigestPref::Require;
+        qc.data_digest = config.wanted.data_digest == crate::keys::DigestPref::Require;
         let engine = Engine::new(IscsiInitiator::new(), backend, qc, EngineOptions::default());
         // Tags: below the queue depth (dense-table devices), within the backend's tag bits.
         let mut depth = qc.queue_depth;

@@ -500,3 +500,19 @@ fn good_status_with_missing_data_is_short_data() {
     );
     assert_eq!(c.phase(), Phase::FullFeature);
 }
+
+#[test]
+fn queue_config_carries_required_digests() {
+    let mut config = LoginConfig::normal("iqn.i:x", "iqn.t:y");
+    config.wanted.header_digest = ulp_iscsi::keys::DigestPref::Require;
+    let c = Connection::new(config, SwBackend::new(), QueueId(1), 8);
+    assert!(c.engine().config().header_digest);
+    assert!(!c.engine().config().data_digest);
+    let c = Connection::new(
+        LoginConfig::normal("iqn.i:x", "iqn.t:y"),
+        SwBackend::new(),
+        QueueId(1),
+        8,
+    );
+    assert!(!c.engine().config().header_digest);
+}
