@@ -552,6 +552,46 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         }
     }
 
+    /// Offers the queue to the backend again with `config` (queue delete, then add): for
+    /// settings negotiated after the engine was created, such as digests agreed at login. The
+    /// kernel likewise offloads a socket only once the connection is set up. Returns whether
+    /// the backend now offloads the queue.
+    ///
+    /// The stream position carries over: `config.rx_seq` is replaced by
+    /// [`next_seq`](Engine::next_seq), so a device starts tracking at the next PDU.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] unless the stream is between PDUs and no command holds a buffer (a
+    /// device must not lose mappings or a PDU in flight); nothing changes then.
+    pub fn reconfigure(&mut self, mut config: QueueConfig) -> Result<bool, Error> {
+        if self.is_mid_pdu() || !self.tags.is_empty() {
+            return Err(Error::Busy);
+        }
+        config.rx_seq = self.next_seq();
+        if self.offloaded {
+            self.backend.queue_del(self.config.queue_id);
+            self.stats.queues_deleted += 1;
+            self.offloaded = false;
+        }
+        self.pending_resync = None;
+        self.recent_starts.clear();
+        self.limits = self.backend.limits(self.protocol.id());
+        self.offloaded = match self.limits {
+            Some(limits) if config.queue_depth <= limits.max_queue_depth => {
+                self.backend.queue_add(&config).is_ok()
+            }
+            _ => false,
+        };
+        if self.offloaded {
+            self.stats.queues_added += 1;
+        } else {
+            self.stats.queues_add_failed += 1;
+        }
+        self.config = config;
+        Ok(self.offloaded)
+    }
+
     /// Tears down every command still registered (for closing the connection).
     pub fn teardown_all(&mut self) {
         let tags: Vec<Tag> = self

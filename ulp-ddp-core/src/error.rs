@@ -70,6 +70,9 @@ pub enum Error {
     },
     /// The backend broke its contract (placed bytes that are not data of a mapped command).
     BackendViolation(&'static str),
+    /// [`Engine::reconfigure`](crate::Engine::reconfigure) while a PDU is partly received or a
+    /// command holds a buffer.
+    Busy,
     /// [`Engine::setup`](crate::Engine::setup) for a tag that still has a buffer.
     TagInUse(Tag),
     /// The engine failed earlier and takes no more input.
@@ -135,6 +138,7 @@ impl fmt::Display for Error {
                 write!(f, "data for {tag} arrived in too many separate pieces")
             }
             Self::BackendViolation(what) => write!(f, "backend broke its contract: {what}"),
+            Self::Busy => f.write_str("the queue is busy: a PDU or a command is in flight"),
             Self::TagInUse(t) => write!(f, "{t} already has a buffer"),
             Self::Failed => f.write_str("the receive engine failed earlier"),
         }

@@ -679,3 +679,34 @@ fn scattered_data_is_refused_past_a_bound() {
             .all(|e| *e == Error::TooFragmented { tag: Tag(0) })
     );
 }
+
+#[test]
+fn reconfigure_re_offers_the_queue_between_pdus_only() {
+    let toy = Toy::new(false, false);
+    let mut e = scripted(false, false);
+    assert!(e.is_offloaded());
+    e.receive(Piece::bytes(&toy.encode_control(b"login")[..6]))
+        .unwrap();
+    let digests_on = QueueConfig {
+        header_digest: true,
+        data_digest: true,
+        ..*e.config()
+    };
+    assert_eq!(e.reconfigure(digests_on), Err(Error::Busy), "mid-PDU");
+    e.receive(Piece::bytes(&toy.encode_control(b"login")[6..]))
+        .unwrap();
+    e.setup(Tag(1), SgBuffer::zeroed(4)).unwrap();
+    assert_eq!(
+        e.reconfigure(digests_on),
+        Err(Error::Busy),
+        "a command holds a buffer"
+    );
+    e.teardown(Tag(1)).unwrap();
+    let _ = events(&mut e);
+    let here = e.next_seq();
+    assert_eq!(e.reconfigure(digests_on), Ok(true));
+    assert!(e.config().data_digest && e.config().header_digest);
+    assert_eq!(e.config().rx_seq, here, "the device starts at the next PDU");
+    let s = e.backend().stats();
+    assert_eq!((s.queues_added, s.queues_deleted), (2, 1));
+}

@@ -488,18 +488,11 @@ impl<B: DdpBackend> fmt::Debug for Connection<B> {
 impl<B: DdpBackend> Connection<B> {
     /// A connection over `backend`, queue `queue_id`, at most `queue_depth` tasks outstanding.
     ///
-    /// The engine, and with it the queue offered to the backend (`queue_add`), is created here,
-    /// before login: the engine frames the login PDUs, it owns the backend, and the core has no
-    /// way to hand the backend back or to update a queue's configuration, so the queue cannot
-    /// be re-offered after negotiation. Its [`QueueConfig`] therefore carries the digests the
-    /// login can only end with: on for [`DigestPref::Require`], off for [`DigestPref::Off`].
-    /// With [`DigestPref::Prefer`] the target decides and the queue is offered with that digest
-    /// off; a backend that frames PDUs itself (a device placing data) must then be used with
-    /// `Require` or `Off`. The engine's own framing always follows the negotiated digests.
-    ///
-    /// [`DigestPref::Require`]: crate::keys::DigestPref::Require
-    /// [`DigestPref::Off`]: crate::keys::DigestPref::Off
-    /// [`DigestPref::Prefer`]: crate::keys::DigestPref::Prefer
+    /// The engine is created here, before login, because it frames the login PDUs; the queue it
+    /// offers the backend then carries the digests the login can only end with. When the login
+    /// completes, the queue is offered again ([`Engine::reconfigure`]) with the negotiated
+    /// digests, between PDUs and before any command holds a buffer, as the kernel offloads a
+    /// socket only once the connection is set up.
     pub fn new(config: LoginConfig, backend: B, queue_id: QueueId, queue_depth: u32) -> Self {
         let mut qc = QueueConfig::new(ISCSI, queue_id);
         qc.queue_depth = queue_depth.max(2);
@@ -1009,6 +1002,16 @@ impl<B: DdpBackend> Connection<B> {
         self.engine
             .protocol_mut()
             .set_max_recv_data_segment_len(params.max_recv_data_segment_len);
+        // Re-offer the queue with what was negotiated. Login feeds the engine one PDU at a time
+        // and registers no buffer, so the engine is between PDUs and idle; if it were not, the
+        // queue would simply keep its first configuration (the engine frames correctly either
+        // way).
+        let negotiated = QueueConfig {
+            header_digest: self.digests.header,
+            data_digest: self.digests.data,
+            ..*self.engine.config()
+        };
+        let _ = self.engine.reconfigure(negotiated);
         self.params = params;
         self.tsih = r.tsih;
         self.cmd_sn = r.exp_cmd_sn;

@@ -144,6 +144,10 @@ fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
             "cut {cut} (login {login_len})"
         );
         assert!(c.params().header_digest);
+        // The queue was offered again with the negotiated digests.
+        assert!(c.engine().config().header_digest, "cut {cut}");
+        assert!(!c.engine().config().data_digest, "cut {cut}");
+        assert_eq!(c.engine().stats().queues_added, 2, "cut {cut}");
         assert!(matches!(c.poll_event(), Some(SessionEvent::LoggedIn)));
         assert!(c.poll_event().is_none(), "cut {cut}: no failure");
         // The NOP-In was understood: its window update and the ping's answer, a NOP-Out with a
