@@ -11,7 +11,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ulp_backend_sw::SocketReader;
+use ulp_backend_sw::{RecvError, SocketReader};
 use ulp_ddp_core::{DdpBackend, QueueId, SgBuffer};
 
 use crate::host::{Completion, Data, HostConfig, HostError, HostEvent, HostQueue, SubmitError};
@@ -146,6 +146,40 @@ impl<B: DdpBackend> Connection<B> {
         Ok(())
     }
 
+    /// Runs the queue's timers (a due Keep Alive is submitted and sent) and takes whatever the
+    /// controller already sent, without waiting: what a caller that is not otherwise driving
+    /// this queue calls to keep it alive.
+    ///
+    /// # Errors
+    ///
+    /// Socket errors, or the queue's error if it terminated.
+    pub fn poll(&mut self) -> Result<(), DriverError> {
+        self.queue.handle_timeout(Instant::now());
+        self.flush()?;
+        self.stream.set_nonblocking(true)?;
+        let mut result = Ok(());
+        // Bounded: each round consumes at least one byte or stops.
+        for _ in 0..1024 {
+            match self.read_once() {
+                Ok(0) => break,
+                Ok(_) => self.drain(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.stream.set_nonblocking(false)?;
+        result?;
+        self.drain();
+        self.flush()?;
+        match self.error {
+            Some(e) => Err(DriverError::Host(e)),
+            None => Ok(()),
+        }
+    }
+
     /// One round: run timers, send what is pending, then read once and collect events.
     fn step(&mut self) -> Result<(), DriverError> {
         self.queue.handle_timeout(Instant::now());
@@ -154,7 +188,7 @@ impl<B: DdpBackend> Connection<B> {
         if let Some(e) = self.error {
             return Err(DriverError::Host(e));
         }
-        let read = self.queue.handle_read(&mut self.reader, &mut self.stream);
+        let read = self.read_once();
         self.drain();
         self.flush()?;
         if let Some(e) = self.error {
@@ -162,6 +196,28 @@ impl<B: DdpBackend> Connection<B> {
         }
         read?;
         Ok(())
+    }
+
+    /// One read from the socket through the reader path (payload straight into the command's
+    /// buffer), reported to the sans-IO queue.
+    fn read_once(&mut self) -> io::Result<usize> {
+        if !self.queue.is_open() {
+            return Ok(0);
+        }
+        match self
+            .reader
+            .read_once(self.queue.engine_mut(), &mut self.stream)
+        {
+            Ok(n) => {
+                self.queue.handle_received(Ok(n));
+                Ok(n)
+            }
+            Err(RecvError::Io(e)) => Err(e),
+            Err(RecvError::Engine(e)) => {
+                self.queue.handle_received(Err(e));
+                Ok(0)
+            }
+        }
     }
 
     fn drain(&mut self) {
@@ -435,12 +491,25 @@ impl<B: DdpBackend> Controller<B> {
         Ok(nvme::write(self.nsid, slba, self.blocks(len)?))
     }
 
+    /// Keeps the association alive: the admin queue's Keep Alive is sent when due and its
+    /// completions are taken, without waiting. This blocking driver has no background thread,
+    /// so every I/O operation below calls it first; a caller that stays idle longer than half
+    /// the keep-alive timeout must call it itself.
+    ///
+    /// # Errors
+    ///
+    /// Socket errors, or the admin queue's error.
+    pub fn keep_alive(&mut self) -> Result<(), DriverError> {
+        self.admin.poll()
+    }
+
     /// Reads `buffer.len()` bytes at block `slba` into `buffer`; the completion carries it.
     ///
     /// # Errors
     ///
     /// Bad length, connection failure, or a failed status.
     pub fn read(&mut self, slba: u64, buffer: SgBuffer) -> Result<Completion, DriverError> {
+        self.keep_alive()?;
         let sqe = self.read_cmd(slba, buffer.len())?;
         let c = self.io.run(sqe, Data::Read(buffer))?;
         check("Read", &c)?;
@@ -453,6 +522,7 @@ impl<B: DdpBackend> Controller<B> {
     ///
     /// Bad length, connection failure, or a failed status.
     pub fn write(&mut self, slba: u64, data: Vec<u8>) -> Result<Completion, DriverError> {
+        self.keep_alive()?;
         let sqe = self.write_cmd(slba, data.len() as u64)?;
         let c = self.io.run(sqe, Data::Write(data))?;
         check("Write", &c)?;
@@ -465,6 +535,7 @@ impl<B: DdpBackend> Controller<B> {
     ///
     /// Connection failure or a failed status.
     pub fn flush(&mut self) -> Result<(), DriverError> {
+        self.keep_alive()?;
         let c = self.io.run(nvme::flush(self.nsid), Data::None)?;
         check("Flush", &c)
     }

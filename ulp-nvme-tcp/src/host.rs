@@ -1,7 +1,8 @@
 //! The sans-IO NVMe/TCP host queue: one TCP connection (admin or I/O queue) as a state machine.
 //!
-//! Bytes in ([`HostQueue::handle_bytes`], or the reader path [`HostQueue::handle_read`] that
-//! receives C2HData payload straight into the command's buffer), PDUs out
+//! Bytes in ([`HostQueue::handle_bytes`], or the reader path: a driver reads straight into the
+//! command's buffer through [`HostQueue::engine_mut`] and reports with
+//! [`HostQueue::handle_received`]; this module does no I/O), PDUs out
 //! ([`HostQueue::poll_transmit`]: a header in a small buffer, then a payload slice borrowed from
 //! the command, then a data digest), events out ([`HostQueue::poll_event`]), time in
 //! ([`HostQueue::handle_timeout`]). It owns the receive [`Engine`] and with it every read
@@ -10,11 +11,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::Read;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use ulp_backend_sw::{RecvError, SocketReader};
 use ulp_ddp_core::{
     DdpBackend, Engine, EngineOptions, Event, Piece, QueueConfig, QueueId, SgBuffer, Stats, Tag,
 };
@@ -531,38 +530,36 @@ impl<B: DdpBackend> HostQueue<B> {
         self.process();
     }
 
-    /// Performs one read from `src` through the reader path: C2HData payload goes straight into
-    /// the command's buffer. Returns the bytes read (0: end of stream, handled as
-    /// [`HostError::Eof`]).
-    ///
-    /// # Errors
-    ///
-    /// The source's I/O error (including timeouts and `WouldBlock`); protocol failures are
-    /// reported as events, not errors.
-    pub fn handle_read<R: Read + ?Sized>(
-        &mut self,
-        reader: &mut SocketReader,
-        src: &mut R,
-    ) -> std::io::Result<usize> {
+    /// Whether the queue still takes input (it is not closed).
+    pub fn is_open(&self) -> bool {
+        self.state != State::Closed
+    }
+
+    /// The receive engine, for a driver's reader path: it reads socket bytes where
+    /// [`Engine::read_target`] says (straight into a command's buffer for C2HData payload),
+    /// hands them over with [`Engine::receive`] or [`Engine::commit_in_place`] (for example
+    /// through `ulp_backend_sw::SocketReader`), then calls
+    /// [`handle_received`](HostQueue::handle_received).
+    pub fn engine_mut(&mut self) -> &mut Engine<NvmeTcpHost, B> {
+        &mut self.engine
+    }
+
+    /// Processes what the driver fed the engine through the reader path: `Ok(0)` is the end of
+    /// the stream, `Ok(n)` that `n` bytes went in, `Err` a fatal engine error (the queue
+    /// terminates with the termination request the error calls for).
+    pub fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error>) {
         if self.state == State::Closed {
-            return Ok(0);
+            return;
         }
-        let result = reader.read_once(&mut self.engine, src);
-        let n = match result {
+        match result {
             Ok(0) => {
                 self.process();
                 self.handle_eof();
-                0
             }
-            Ok(n) => n,
-            Err(RecvError::Io(e)) => return Err(e),
-            Err(RecvError::Engine(e)) => {
-                self.on_engine_fatal(e);
-                0
-            }
-        };
+            Ok(_) => {}
+            Err(e) => self.on_engine_fatal(e),
+        }
         self.process();
-        Ok(n)
     }
 
     /// Runs timers: sends Keep Alive when due.

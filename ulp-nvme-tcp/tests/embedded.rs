@@ -183,6 +183,28 @@ fn keep_alive_is_sent() {
     assert!(target.violations().is_empty(), "{:?}", target.violations());
 }
 
+/// Only I/O, no admin command: the admin queue's Keep Alive still goes out, and its
+/// completions are taken (a new one is sent only once the previous one completed).
+#[test]
+fn keep_alive_is_sent_while_only_doing_io() {
+    let target = Target::start(TargetConfig::default()).expect("target");
+    let mut o = ControllerOptions::new(target.subnqn());
+    o.kato_ms = 100;
+    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let bs = c.namespace().block_size as usize;
+    let start = Instant::now();
+    while c.admin().queue().keep_alives() < 3 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(60));
+        let r = c.read(0, SgBuffer::zeroed(bs)).expect("read");
+        assert!(r.status.is_success());
+    }
+    assert!(
+        c.admin().queue().keep_alives() >= 3,
+        "keep-alives completed and repeated"
+    );
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}
+
 #[test]
 fn out_of_range_read_fails_cleanly() {
     let target = Target::start(TargetConfig::default()).expect("target");
