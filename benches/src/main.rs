@@ -1,16 +1,23 @@
 //! `ulp-ddp`: the project's command-line tool.
 //!
-//! With no arguments it runs its embedded default: a generated stream of read PDUs (the
-//! demonstration protocol, digests on, some data corrupted on purpose) through the receive
-//! engine and the software backend, by the copy path and by the reader path over loopback TCP,
-//! and prints what was placed, copied, read in place and verified.
+//! With no arguments it runs its embedded default, a short tour that needs nothing installed:
+//!
+//! 1. `demo`: a generated stream of read PDUs (a demonstration framing, digests on, some data
+//!    corrupted on purpose) through the receive engine and the software backend, by the copy
+//!    path and by the reader path over loopback TCP: what was placed, copied, read in place and
+//!    verified;
+//! 2. `nvme verify --digests`: writes and reads back through the NVMe/TCP host against the
+//!    embedded NVMe/TCP target over loopback TCP, header and data digests on;
+//! 3. `iscsi write --digests`: the same through the iSCSI initiator against the embedded iSCSI
+//!    target.
 
 use std::process::ExitCode;
 
 use ulp_ddp_bench::run::{self, Report, Spec};
 
 const USAGE: &str = "\
-usage: ulp-ddp [demo] [options]
+usage: ulp-ddp                    the tour: demo, then NVMe/TCP and iSCSI against embedded targets
+       ulp-ddp demo [options]
        ulp-ddp nvme|iscsi ...     (see ulp-ddp nvme --help, ulp-ddp iscsi --help)
        ulp-ddp tcp perf [flags]   the raw loopback TCP baseline
        ulp-ddp perf-compare [--repeat N] [flags]   tcp, nvme, iscsi back to back, with ratios
@@ -95,8 +102,40 @@ fn print(reports: &[Report]) {
     }
 }
 
+/// The default job: the engine demo, then both protocols end to end against embedded targets.
+fn tour() -> ExitCode {
+    println!("== 1/3 receive engine demo (ulp-ddp demo)");
+    let demo = run_demo(&[]);
+    println!("\n== 2/3 NVMe/TCP host vs the embedded target (ulp-ddp nvme verify --digests)");
+    let nvme = ulp_ddp_bench::nvme_cli::main(&strings(&["verify", "--digests", "--count", "32"]));
+    println!("\n== 3/3 iSCSI initiator vs the embedded target (ulp-ddp iscsi write --digests)");
+    let iscsi =
+        ulp_ddp_bench::iscsi_cli::main(&strings(&["write", "--digests", "--len", "1048576"]));
+    let ok = [demo, nvme, iscsi].iter().all(|c| *c == ExitCode::SUCCESS);
+    println!(
+        "\n{}",
+        if ok {
+            "tour: all three passed"
+        } else {
+            "tour: FAILED (see above)"
+        }
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_string()).collect()
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        return tour();
+    }
     if args.first().map(String::as_str) == Some("iscsi") {
         return ulp_ddp_bench::iscsi_cli::main(&args[1..]);
     }
@@ -109,7 +148,11 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("perf-compare") {
         return ulp_ddp_bench::perf::compare_main(&args[1..]);
     }
-    let spec = match parse(&args) {
+    run_demo(&args)
+}
+
+fn run_demo(args: &[String]) -> ExitCode {
+    let spec = match parse(args) {
         Ok(spec) => spec,
         Err(msg) => {
             if !msg.is_empty() {
