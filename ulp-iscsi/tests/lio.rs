@@ -7,97 +7,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::peers::{have, tshark_check};
 use common::*;
 use ulp_iscsi::Client;
 use ulp_iscsi::wire::{Digests, Lun};
 
-struct Vm {
-    pid: String,
-    run_dir: PathBuf,
-    port: u16,
-    iqn: String,
-}
+#[path = "../../scripts/vm/harness.rs"]
+mod harness;
 
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if !self.pid.is_empty() {
-            let _ = Command::new("kill").arg(&self.pid).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-}
-
-fn run(script: &Path, envs: &[(&str, &Path)]) -> Result<String, String> {
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg(script)
-        .envs(envs.iter().map(|(k, v)| (*k, *v)))
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!(
-            "{} failed: {text}{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-fn boot() -> Result<Vm, String> {
-    for tool in [
-        "qemu-system-x86_64",
-        "cpio",
-        "apt-get",
-        "dpkg-deb",
-        "timeout",
-        "flock",
-    ] {
-        if !have(tool) {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if !root.join("scripts/vm/run-vm.sh").exists() {
-        return Err("scripts/vm is missing".into());
-    }
-    let vm_dir = root.join(".vm");
-    run(&root.join("scripts/vm/build.sh"), &[("VM_DIR", &vm_dir)])?;
-    let run_dir = vm_dir.join(format!("run-iscsi-{}", std::process::id()));
-    let booted = run(
-        &root.join("scripts/vm/run-vm.sh"),
-        &[("VM_DIR", &vm_dir), ("RUN_DIR", &run_dir)],
-    );
-    let pid = std::fs::read_to_string(run_dir.join("qemu.pid")).unwrap_or_default();
-    let mut vm = Vm {
-        pid: pid.trim().to_string(),
-        run_dir: run_dir.clone(),
-        port: 0,
-        iqn: String::new(),
-    };
-    booted?;
-    let ports = std::fs::read_to_string(run_dir.join("ports")).map_err(|e| e.to_string())?;
-    for line in ports.lines() {
-        if let Some(p) = line.strip_prefix("ISCSI_PORT=") {
-            vm.port = p.parse().map_err(|e| format!("port {p:?}: {e}"))?;
-        }
-        if let Some(n) = line.strip_prefix("IQN=") {
-            vm.iqn = n.to_string();
-        }
-    }
-    Ok(vm)
-}
+use harness::Vm;
 
 fn scenario(vm: &Vm, digests: bool) {
+    let iqn = vm.value("IQN").expect("IQN");
     let mut c = Client::connect(
-        ("127.0.0.1", vm.port),
-        config(&vm.iqn, digests),
+        ("127.0.0.1", vm.port("ISCSI_PORT").expect("ISCSI_PORT")),
+        config(iqn, digests),
         options(true),
     )
     .expect("login to LIO");
@@ -134,15 +60,10 @@ fn scenario(vm: &Vm, digests: bool) {
 
 #[test]
 fn linux_lio_target() {
-    let vm = match boot() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let vm = match harness::boot(&root, "iscsi") {
         Ok(vm) => vm,
-        Err(why) => {
-            if require_peers() {
-                panic!("Linux target VM unavailable: {why}");
-            }
-            eprintln!("skipping the LIO test: {why}");
-            return;
-        }
+        Err(why) => return harness::unavailable("LIO", &why),
     };
     scenario(&vm, false);
     scenario(&vm, true);

@@ -8,8 +8,7 @@
 //! If the VM cannot be built or booted (qemu, cpio or apt-get missing), the test prints why and
 //! passes, unless `ULP_REQUIRE_PEERS=1`, when it fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
@@ -17,107 +16,10 @@ use ulp_ddp_core::SgBuffer;
 use ulp_nvme_tcp::driver::{Controller, ControllerOptions};
 use ulp_nvme_tcp::wire::Digests;
 
-struct Vm {
-    pid: String,
-    run_dir: PathBuf,
-    nvme_port: u16,
-    nqn: String,
-}
+#[path = "../../scripts/vm/harness.rs"]
+mod harness;
 
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(&self.pid).status();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-}
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("ULP_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("Linux target VM unavailable: {why}");
-    }
-    eprintln!("skipping the Linux target test: {why}");
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null"))
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn run(script: &Path, envs: &[(&str, &Path)]) -> Result<String, String> {
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg(script)
-        .envs(envs.iter().map(|(k, v)| (*k, *v)))
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!(
-            "{} failed: {text}{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-fn boot() -> Result<Vm, String> {
-    for tool in [
-        "qemu-system-x86_64",
-        "cpio",
-        "apt-get",
-        "dpkg-deb",
-        "timeout",
-        "flock",
-    ] {
-        if !have(tool) {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let vm_dir = root.join(".vm");
-    let t = Instant::now();
-    let built = run(&root.join("scripts/vm/build.sh"), &[("VM_DIR", &vm_dir)])?;
-    println!(
-        "VM build: {:.1} s: {}",
-        t.elapsed().as_secs_f64(),
-        built.trim()
-    );
-    let run_dir = vm_dir.join(format!("run-nvme-{}", std::process::id()));
-    let t = Instant::now();
-    let booted = run(
-        &root.join("scripts/vm/run-vm.sh"),
-        &[("VM_DIR", &vm_dir), ("RUN_DIR", &run_dir)],
-    );
-    let pid = std::fs::read_to_string(run_dir.join("qemu.pid")).unwrap_or_default();
-    let pid = pid.trim().to_string();
-    let mut vm = Vm {
-        pid,
-        run_dir: run_dir.clone(),
-        nvme_port: 0,
-        nqn: String::new(),
-    };
-    let booted = booted?;
-    println!(
-        "VM boot: {:.1} s: {}",
-        t.elapsed().as_secs_f64(),
-        booted.trim()
-    );
-    let ports = std::fs::read_to_string(run_dir.join("ports")).map_err(|e| e.to_string())?;
-    for line in ports.lines() {
-        if let Some(p) = line.strip_prefix("NVME_PORT=") {
-            vm.nvme_port = p.parse().map_err(|e| format!("port {p:?}: {e}"))?;
-        }
-        if let Some(n) = line.strip_prefix("NQN=") {
-            vm.nqn = n.to_string();
-        }
-    }
-    Ok(vm)
-}
+use harness::Vm;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -127,13 +29,15 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 fn scenario(vm: &Vm, digests: Digests) {
     let t = Instant::now();
-    let mut o = ControllerOptions::new(&vm.nqn);
+    let nqn = vm.value("NQN").expect("NQN").to_string();
+    let port = vm.port("NVME_PORT").expect("NVME_PORT");
+    let mut o = ControllerOptions::new(&nqn);
     o.digests = digests;
     o.timeout = Duration::from_secs(30);
-    let mut c = Controller::connect(("127.0.0.1", vm.nvme_port), &o, |_| SwBackend::new())
+    let mut c = Controller::connect(("127.0.0.1", port), &o, |_| SwBackend::new())
         .expect("connect to nvmet");
     assert_eq!(c.info().model, "Linux");
-    assert_eq!(c.info().subnqn, vm.nqn);
+    assert_eq!(c.info().subnqn, nqn);
     let ns = c.namespace();
     assert!(ns.nsze > 0 && ns.block_size >= 512, "{ns:?}");
     println!(
@@ -185,9 +89,10 @@ fn scenario(vm: &Vm, digests: Digests) {
 
 #[test]
 fn linux_nvmet_tcp() {
-    let vm = match boot() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let vm = match harness::boot(&root, "nvme") {
         Ok(vm) => vm,
-        Err(why) => return skip_or_fail(&why),
+        Err(why) => return harness::unavailable("Linux NVMe/TCP target VM", &why),
     };
     scenario(&vm, Digests::NONE);
     scenario(&vm, Digests::BOTH);
