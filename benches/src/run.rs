@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ulp_backend_sw::{SocketReader, SwBackend};
 use ulp_ddp_core::testkit::{self, Outcome, Rng, Workload};
-use ulp_ddp_core::{Engine, EngineOptions, Event, Piece, QueueConfig, QueueId, SgBuffer, Stats};
+use ulp_ddp_core::{Engine, EngineOptions, Piece, QueueConfig, QueueId, SgBuffer, Stats};
 
 use crate::demo::{TOY, Toy};
 
@@ -111,7 +111,7 @@ pub fn copy_path(spec: &Spec, w: &Workload) -> Report {
             out.errors.push(err);
             break;
         }
-        collect(&mut e, &mut out);
+        testkit::drain(&mut e, &mut out);
     }
     let elapsed = start.elapsed();
     finish(&mut e, &mut out);
@@ -128,7 +128,7 @@ fn setup(e: &mut Engine<Toy, SwBackend>, w: &Workload) {
 
 fn finish(e: &mut Engine<Toy, SwBackend>, out: &mut Outcome) {
     e.teardown_all();
-    collect(e, out);
+    testkit::drain(e, out);
     out.buffers.sort_by_key(|(tag, _)| *tag);
 }
 
@@ -158,25 +158,10 @@ pub fn reader_path(spec: &Spec, w: &Workload) -> Result<Report, Box<dyn std::err
             break;
         }
         got += n;
-        collect(&mut e, &mut out);
+        testkit::drain(&mut e, &mut out);
     }
     let elapsed = start.elapsed();
     sender.join().map_err(|_| "sender thread panicked")??;
     finish(&mut e, &mut out);
     Ok(report("reader", w, e.stats(), verify(w, &out), elapsed))
-}
-
-fn collect(e: &mut Engine<Toy, SwBackend>, out: &mut Outcome) {
-    while let Some(event) = e.poll_event() {
-        match event {
-            Event::Data { digest, .. } => out.verdicts.push(digest),
-            Event::Control { data, digest, .. } => {
-                out.verdicts.push(digest);
-                out.control.push(data);
-            }
-            Event::Released { tag, buffer, .. } => out.buffers.push((tag, buffer.into_vec())),
-            Event::Error(err) => out.errors.push(err),
-            _ => {}
-        }
-    }
 }

@@ -208,7 +208,8 @@ pub fn cut<'a>(stream: &'a [u8], rng: &mut Rng, max_piece: usize) -> Vec<&'a [u8
     pieces
 }
 
-fn drain<P: Protocol, B: DdpBackend>(engine: &mut Engine<P, B>, out: &mut Outcome) {
+/// Moves every pending event of `engine` into `out`.
+pub fn drain<P: Protocol, B: DdpBackend>(engine: &mut Engine<P, B>, out: &mut Outcome) {
     while let Some(event) = engine.poll_event() {
         match event {
             Event::Data { digest, .. } => out.verdicts.push(digest),
