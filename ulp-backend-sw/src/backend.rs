@@ -1,8 +1,9 @@
 //! [`SwBackend`]: mapping bookkeeping, limits, statistics and the CPU data mover.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use ulp_ddp_core::digest::{self, Crc32c};
+use ulp_ddp_core::types::{IdMap, IdSet};
 use ulp_ddp_core::{
     BackendError, BackendEvent, DdpBackend, DdpIo, Limits, ProtocolId, QueueConfig, QueueId, Stats,
     Tag, TcpSeq,
@@ -12,7 +13,7 @@ use ulp_ddp_core::{
 struct Queue {
     protocol: Option<ProtocolId>,
     depth: u32,
-    mapped: HashSet<Tag>,
+    mapped: IdSet<Tag>,
     events: VecDeque<BackendEvent>,
 }
 
@@ -24,7 +25,7 @@ struct Queue {
 #[derive(Debug, Default)]
 pub struct SwBackend {
     limits: HashMap<ProtocolId, Limits>,
-    queues: HashMap<QueueId, Queue>,
+    queues: IdMap<QueueId, Queue>,
     stats: Stats,
 }
 

@@ -1,6 +1,6 @@
 //! The receive engine: tracks PDUs in a queue's in-order byte stream and drives a backend.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use smallvec::SmallVec;
 
@@ -13,7 +13,7 @@ use crate::limits::{Decline, Limits};
 use crate::protocol::{PduLayout, Placement, Protocol};
 use crate::ranges::{RangeSet, Refused};
 use crate::stats::Stats;
-use crate::types::{Tag, TcpSeq};
+use crate::types::{IdMap, Tag, TcpSeq};
 
 /// A PDU header as received (digest included), kept inline up to 72 bytes.
 pub type HeaderBytes = SmallVec<[u8; 72]>;
@@ -241,7 +241,7 @@ pub struct Engine<P: Protocol, B: DdpBackend> {
     options: EngineOptions,
     limits: Option<Limits>,
     offloaded: bool,
-    tags: HashMap<Tag, TagEntry>,
+    tags: IdMap<Tag, TagEntry>,
     stage: Stage,
     header: HeaderBytes,
     /// Bytes of the current header needed before the next step (prefix, then full length).
@@ -290,7 +290,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             options,
             limits,
             offloaded,
-            tags: HashMap::new(),
+            tags: IdMap::default(),
             stage: Stage::Header,
             header: HeaderBytes::new(),
             header_need,

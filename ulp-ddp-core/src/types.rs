@@ -72,3 +72,49 @@ impl fmt::Display for QueueId {
         write!(f, "queue {}", self.0)
     }
 }
+
+/// Hashes small integer identifiers ([`Tag`], [`QueueId`]) with one multiplication (Fibonacci
+/// hashing) instead of SipHash: tag tables are looked up on every data PDU, and their keys are
+/// identifiers the local side chose, so there is no flooding to defend against (a peer's values
+/// only ever look up).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl core::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by identifiers the local side chose, hashed with [`IdHasher`].
+pub type IdMap<K, V> = std::collections::HashMap<K, V, core::hash::BuildHasherDefault<IdHasher>>;
+
+/// A set of identifiers the local side chose, hashed with [`IdHasher`].
+pub type IdSet<K> = std::collections::HashSet<K, core::hash::BuildHasherDefault<IdHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_map_spreads_dense_and_sparse_tags() {
+        let mut m: IdMap<Tag, u32> = IdMap::default();
+        for t in (0..1000u32).chain((0..1000).map(|i| i << 20)) {
+            m.insert(Tag(t), t);
+        }
+        assert_eq!(m.len(), 2000 - 1, "tag 0 appears in both ranges");
+        assert_eq!(m.get(&Tag(999)), Some(&999));
+        assert_eq!(m.get(&Tag(5 << 20)), Some(&(5 << 20)));
+        assert_eq!(m.get(&Tag(1001)), None);
+    }
+}
