@@ -21,7 +21,7 @@
 //!   [`Engine::setup`] until [`Event::Released`], tracks PDU boundaries through the plugin
 //!   however the stream is cut, places what the backend did not place, verifies what it did not
 //!   verify, answers resync requests, and reports [`Event`]s.
-//! - [`testkit`] (feature `testkit`): the conformance kit every backend runs.
+//! - `testkit` (feature `testkit`): the conformance kit every backend runs.
 //!
 //! ## Example
 //!
