@@ -88,17 +88,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let a = match parse(args) {
         Ok(a) => a,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("ulp-ddp iscsi: {msg}");
-            }
-            eprint!("{USAGE}");
-            return if msg.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
-        }
+        Err(msg) => return crate::usage_exit("ulp-ddp iscsi", &msg, USAGE),
     };
     match run(&a) {
         Ok(()) => ExitCode::SUCCESS,
@@ -396,15 +386,8 @@ fn perf_main(args: &[String]) -> ExitCode {
     let (spec, url, initiator) = match parsed {
         Ok(r) => r,
         Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("ulp-ddp iscsi: {msg}");
-            }
-            eprint!("{USAGE}\n{}", crate::perf::FLAGS);
-            return if msg.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
+            let usage = format!("{USAGE}\n{}", crate::perf::FLAGS);
+            return crate::usage_exit("ulp-ddp iscsi", &msg, &usage);
         }
     };
     match perf_as(&spec, url.as_deref(), &initiator) {

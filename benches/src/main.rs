@@ -154,17 +154,7 @@ fn main() -> ExitCode {
 fn run_demo(args: &[String]) -> ExitCode {
     let spec = match parse(args) {
         Ok(spec) => spec,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("ulp-ddp: {msg}");
-            }
-            eprint!("{USAGE}");
-            return if msg.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
-        }
+        Err(msg) => return ulp_ddp_bench::usage_exit("ulp-ddp", &msg, USAGE),
     };
     let w = run::workload(&spec);
     println!(

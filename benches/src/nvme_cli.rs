@@ -392,7 +392,6 @@ pub fn perf(
 
 fn perf_main(args: &[String]) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let usage = || eprint!("{USAGE}\n{}", crate::perf::FLAGS);
     let parsed = PerfSpec::parse(args).and_then(|(spec, rest)| {
         let mut url = None;
         for a in &rest {
@@ -408,15 +407,8 @@ fn perf_main(args: &[String]) -> std::process::ExitCode {
     let (spec, url) = match parsed {
         Ok(r) => r,
         Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("ulp-ddp nvme: {msg}");
-            }
-            usage();
-            return if msg.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
+            let usage = format!("{USAGE}\n{}", crate::perf::FLAGS);
+            return crate::usage_exit("ulp-ddp nvme", &msg, &usage);
         }
     };
     match perf(&spec, url.as_ref()) {
@@ -443,17 +435,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
     }
     let spec = match parse(args) {
         Ok(s) => s,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("ulp-ddp nvme: {msg}");
-            }
-            eprint!("{USAGE}");
-            return if msg.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
-        }
+        Err(msg) => return crate::usage_exit("ulp-ddp nvme", &msg, USAGE),
     };
     let (phases, stats, target) = match run(&spec) {
         Ok(r) => r,
