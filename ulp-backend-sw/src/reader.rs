@@ -48,22 +48,41 @@ impl From<Error> for RecvError {
 /// their buffers ([`ReadTarget::InPlace`]) and everything else (headers, digests, control
 /// PDUs) through a small receive buffer.
 ///
-/// Each `read` asks the source for exactly what the engine can take without pulling payload
-/// through the receive buffer, so the placement counters show
+/// By default each `read` asks the source for exactly what the engine can take without pulling
+/// payload through the receive buffer, so the placement counters show
 /// [`bytes_read_in_place`](ulp_ddp_core::Stats::bytes_read_in_place) for every payload byte and
-/// no [`bytes_copied`](ulp_ddp_core::Stats::bytes_copied).
+/// no [`bytes_copied`](ulp_ddp_core::Stats::bytes_copied). That costs a system call per header
+/// and one per payload, which dominates small commands; with
+/// [`copy_small_payloads`](Self::copy_small_payloads), while every outstanding command expects
+/// less than a threshold, the reader instead fills its whole receive buffer with each read
+/// (headers and payloads of many PDUs at once) and the engine copies those small payloads
+/// (SPDK's policy for small I/O).
 #[derive(Debug)]
 pub struct SocketReader {
     scratch: Vec<u8>,
+    copy_below: u64,
 }
 
 impl SocketReader {
     /// A reader whose receive buffer holds `scratch_len` bytes (at least one header; 4 KiB is
-    /// plenty for NVMe/TCP and iSCSI).
+    /// plenty for NVMe/TCP and iSCSI when every payload is read in place).
     pub fn new(scratch_len: usize) -> Self {
         Self {
             scratch: vec![0; scratch_len.max(64)],
+            copy_below: 0,
         }
+    }
+
+    /// Reads through the receive buffer, as much as it holds per `read`, whenever every command
+    /// registered with the engine expects fewer than `threshold` more payload bytes
+    /// ([`Engine::max_expected_payload`]); otherwise as [`new`](Self::new) does. `0` turns
+    /// it off. Copies stay below `threshold` bytes per command, and commands of `threshold`
+    /// bytes or more are still read in place (a receive buffer of a few times the threshold
+    /// makes each read worth it: 64 KiB for 16 KiB).
+    #[must_use]
+    pub fn copy_small_payloads(mut self, threshold: u64) -> Self {
+        self.copy_below = threshold;
+        self
     }
 
     /// Performs one `read` from `src` and hands the bytes to `engine`. Returns the bytes read;
@@ -82,6 +101,12 @@ impl SocketReader {
         B: DdpBackend,
         R: Read + ?Sized,
     {
+        let greedy = self.copy_below > 0 && engine.max_expected_payload() < self.copy_below;
+        if greedy {
+            let n = read_retrying(src, &mut self.scratch)?;
+            engine.receive(Piece::bytes(&self.scratch[..n]))?;
+            return Ok(n);
+        }
         match engine.read_target() {
             ReadTarget::InPlace(window) => {
                 let n = read_retrying(src, window)?;

@@ -118,37 +118,30 @@ proptest! {
     }
 }
 
-/// The reader path over a real loopback socket: every payload byte is read straight into the
-/// registered buffers; none goes through the receive buffer.
-#[test]
-fn reader_path_over_loopback_tcp() {
-    let mut toy = Toy::new(true, true);
-    let mut rng = Rng::new(42);
-    let w = Workload::generate(&mut toy, &mut rng, 8, 300_000, false);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stream = w.stream.clone();
-    let sender = std::thread::spawn(move || {
-        let (mut sock, _) = listener.accept().expect("accept");
-        sock.write_all(&stream).expect("send");
-    });
-    let mut sock = TcpStream::connect(addr).expect("connect");
+/// Registers every command of `w`, feeds `src` through `reader` until its end, and checks that
+/// every buffer comes back with the command's data and every digest verdict is good. Returns the
+/// number of `read_once` calls and the engine's statistics.
+fn run_reader(
+    w: &Workload,
+    mut reader: SocketReader,
+    src: &mut impl std::io::Read,
+) -> (usize, ulp_ddp_core::Stats) {
     let mut e = engine(SwBackend::new(), true, true);
     for c in &w.commands {
         let segs = c.segments.iter().map(|&n| vec![0; n]).collect();
         e.setup(c.tag, SgBuffer::from_segments(segs))
             .expect("setup");
     }
-    let mut reader = SocketReader::new(4096);
     let mut total = 0;
+    let mut reads = 0;
     for _ in 0..10_000_000 {
-        let n = reader.read_once(&mut e, &mut sock).expect("read");
+        let n = reader.read_once(&mut e, src).expect("read");
+        reads += 1;
         total += n;
         if n == 0 {
             break;
         }
     }
-    sender.join().expect("sender");
     assert_eq!(total, w.stream.len());
     assert!(!e.is_mid_pdu());
     e.teardown_all();
@@ -168,8 +161,81 @@ fn reader_path_over_loopback_tcp() {
         assert!(c.data == *data, "{} differs", c.tag);
     }
     let s = e.stats();
-    let payload: u64 = w.commands.iter().map(|c| c.data.len() as u64).sum();
-    assert_eq!(s.bytes_read_in_place, payload);
-    assert_eq!(s.bytes_copied, 0);
     assert_eq!(s.digests_failed, 0);
+    (reads, s)
+}
+
+fn payload_bytes(w: &Workload) -> u64 {
+    w.commands.iter().map(|c| c.data.len() as u64).sum()
+}
+
+/// The reader path over a real loopback socket: every payload byte is read straight into the
+/// registered buffers; none goes through the receive buffer.
+#[test]
+fn reader_path_over_loopback_tcp() {
+    let mut toy = Toy::new(true, true);
+    let mut rng = Rng::new(42);
+    let w = Workload::generate(&mut toy, &mut rng, 8, 300_000, false);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stream = w.stream.clone();
+    let sender = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        sock.write_all(&stream).expect("send");
+    });
+    let mut sock = TcpStream::connect(addr).expect("connect");
+    let (_, s) = run_reader(&w, SocketReader::new(4096), &mut sock);
+    sender.join().expect("sender");
+    assert_eq!(s.bytes_read_in_place, payload_bytes(&w));
+    assert_eq!(s.bytes_copied, 0);
+}
+
+/// With small commands outstanding, `copy_small_payloads` fills the receive buffer with every
+/// read: many PDUs per read instead of one read per header and per payload, their payload
+/// copied by the engine.
+#[test]
+fn small_payloads_are_read_through_the_receive_buffer() {
+    let mut toy = Toy::new(true, true);
+    let mut rng = Rng::new(7);
+    let w = Workload::generate(&mut toy, &mut rng, 24, 3000, false);
+    let (exact_reads, s) = run_reader(
+        &w,
+        SocketReader::new(64 * 1024),
+        &mut std::io::Cursor::new(&w.stream),
+    );
+    assert_eq!(s.bytes_copied, 0);
+    let (reads, s) = run_reader(
+        &w,
+        SocketReader::new(64 * 1024).copy_small_payloads(16 * 1024),
+        &mut std::io::Cursor::new(&w.stream),
+    );
+    // One read per 64 KiB of stream, plus the one that sees the end.
+    assert_eq!(reads, w.stream.len().div_ceil(64 * 1024) + 1);
+    assert!(exact_reads > 2 * w.commands.len(), "{exact_reads}");
+    assert_eq!(s.bytes_copied, payload_bytes(&w));
+    assert_eq!(s.bytes_read_in_place, 0);
+}
+
+/// While a command at or above the threshold is outstanding, the reader reads exactly as
+/// without the policy; once every outstanding command expects less, it copies, so a command
+/// never has more than the threshold copied.
+#[test]
+fn large_payloads_stay_in_place_under_the_small_payload_policy() {
+    let mut toy = Toy::new(true, true);
+    let mut rng = Rng::new(9);
+    let w = Workload::generate(&mut toy, &mut rng, 8, 300_000, false);
+    let threshold = 16 * 1024u64;
+    let (_, s) = run_reader(
+        &w,
+        SocketReader::new(64 * 1024).copy_small_payloads(threshold),
+        &mut std::io::Cursor::new(&w.stream),
+    );
+    let payload = payload_bytes(&w);
+    assert_eq!(s.bytes_copied + s.bytes_read_in_place, payload);
+    assert!(
+        s.bytes_copied < threshold * w.commands.len() as u64,
+        "{} copied",
+        s.bytes_copied
+    );
+    assert!(s.bytes_read_in_place > payload / 2, "{s:?}");
 }

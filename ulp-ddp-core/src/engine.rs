@@ -361,6 +361,29 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.tags.get(&tag).map(|e| e.received.covered())
     }
 
+    /// The most payload bytes still to come for one registered command: for a command not yet
+    /// torn down, its buffer's length minus what has arrived; for the PDU being received, the
+    /// rest of its data (a protocol may tear its command down as soon as the last PDU's header
+    /// is in). 0 with nothing registered. A reader chooses how to read with it: while every
+    /// outstanding command is small, one large read through a receive buffer (copying those
+    /// small payloads) costs less than a system call per header and one per payload.
+    /// O(commands registered).
+    pub fn max_expected_payload(&self) -> u64 {
+        let current = match &self.pdu {
+            Some(pdu) if matches!(pdu.sink, Sink::Place { .. }) => match self.stage {
+                Stage::Header | Stage::Gap => u64::from(pdu.layout.data_len),
+                Stage::Data => u64::from(self.stage_left),
+                Stage::Pad | Stage::Digest => 0,
+            },
+            _ => 0,
+        };
+        self.tags
+            .values()
+            .filter(|e| !e.finished)
+            .map(|e| e.buffer.len().saturating_sub(e.received.covered()))
+            .fold(current, u64::max)
+    }
+
     /// Whether the engine failed (a fatal error) and takes no more input.
     pub fn is_failed(&self) -> bool {
         self.failed
