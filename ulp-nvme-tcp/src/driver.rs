@@ -5,7 +5,6 @@
 //! socket straight into the command's buffer. Sending writes the header, then the payload
 //! slice borrowed from the command, then the digest (vectored, no payload copy).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -67,7 +66,8 @@ pub struct Connection<B: DdpBackend> {
     queue: HostQueue<B>,
     reader: SocketReader,
     header: Vec<u8>,
-    done: VecDeque<Completion>,
+    /// PDUs without payload waiting to go out together (see `flush`).
+    gathered: Vec<u8>,
     error: Option<HostError>,
 }
 
@@ -93,13 +93,26 @@ impl<B: DdpBackend> Connection<B> {
             queue: HostQueue::new(backend, config),
             reader: SocketReader::new(4096),
             header: Vec::with_capacity(256),
-            done: VecDeque::new(),
+            gathered: Vec::with_capacity(4096),
             error: None,
         };
         while !c.queue.is_connected() {
             c.step()?;
         }
         Ok(c)
+    }
+
+    /// Reads small commands' data through the receive buffer: while every outstanding read
+    /// expects fewer than `threshold` more bytes, each socket read takes as much as a 64 KiB
+    /// buffer holds (many PDUs at once) and their payload is copied into the command buffers;
+    /// larger reads are still read in place. `0` (the default) reads every payload in place.
+    /// See [`SocketReader::copy_small_payloads`].
+    pub fn copy_small_payloads(&mut self, threshold: u64) {
+        self.reader = if threshold == 0 {
+            SocketReader::new(4096)
+        } else {
+            SocketReader::new(64 * 1024).copy_small_payloads(threshold)
+        };
     }
 
     /// The queue.
@@ -123,22 +136,35 @@ impl<B: DdpBackend> Connection<B> {
             .map_err(|(e, _)| DriverError::Submit(e))
     }
 
-    /// Sends everything the queue has to send.
+    /// Sends everything the queue has to send: PDUs without payload (command capsules, for
+    /// reads) are gathered and go out with the next PDU that has payload, or at the end, so a
+    /// batch of commands costs one system call.
     ///
     /// # Errors
     ///
     /// Socket errors.
     pub fn flush(&mut self) -> Result<(), DriverError> {
+        self.gathered.clear();
         while let Some(t) = self.queue.poll_transmit(&mut self.header) {
+            let payload = self.queue.payload(&t);
+            if payload.is_empty() && t.ddgst.is_none() {
+                self.gathered.extend_from_slice(&self.header);
+                continue;
+            }
             let ddgst = t.ddgst.unwrap_or_default();
             let ddgst = if t.ddgst.is_some() { &ddgst[..] } else { &[] };
-            let payload = self.queue.payload(&t);
             let mut slices = [
+                IoSlice::new(&self.gathered),
                 IoSlice::new(&self.header),
                 IoSlice::new(payload),
                 IoSlice::new(ddgst),
             ];
             write_all_vectored(&mut self.stream, &mut slices)?;
+            self.gathered.clear();
+        }
+        if !self.gathered.is_empty() {
+            write_all_vectored(&mut self.stream, &mut [IoSlice::new(&self.gathered)])?;
+            self.gathered.clear();
         }
         if self.queue.is_closed() {
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
@@ -220,12 +246,12 @@ impl<B: DdpBackend> Connection<B> {
         }
     }
 
+    /// Notes the queue's end; completions stay in the queue until the caller takes them, so
+    /// that a CID is not reused while its completion is still unclaimed.
     fn drain(&mut self) {
-        while let Some(event) = self.queue.poll_event() {
-            match event {
-                HostEvent::Completed(c) => self.done.push_back(c),
-                HostEvent::Terminated(e) => self.error = Some(e),
-                _ => {}
+        while let Some(event) = self.queue.poll_other_event() {
+            if let HostEvent::Terminated(e) = event {
+                self.error = Some(e);
             }
         }
     }
@@ -237,7 +263,7 @@ impl<B: DdpBackend> Connection<B> {
     /// Socket errors (including the read timeout) and the connection's end.
     pub fn next_completion(&mut self) -> Result<Completion, DriverError> {
         loop {
-            if let Some(c) = self.done.pop_front() {
+            if let Some(c) = self.queue.poll_completion(None) {
                 return Ok(c);
             }
             self.step()?;
@@ -251,9 +277,7 @@ impl<B: DdpBackend> Connection<B> {
     /// As [`next_completion`](Self::next_completion).
     pub fn wait(&mut self, cid: u16) -> Result<Completion, DriverError> {
         loop {
-            if let Some(i) = self.done.iter().position(|c| c.cid == cid)
-                && let Some(c) = self.done.remove(i)
-            {
+            if let Some(c) = self.queue.poll_completion(Some(cid)) {
                 return Ok(c);
             }
             self.step()?;

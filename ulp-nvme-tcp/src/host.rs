@@ -306,6 +306,8 @@ pub struct HostQueue<B: DdpBackend> {
     negotiated: Option<Negotiated>,
     cmds: Vec<Option<Cmd>>,
     free: VecDeque<u16>,
+    /// Completions queued as events and not yet taken (their CIDs are not free yet).
+    unclaimed: usize,
     tx: VecDeque<Tx>,
     events: VecDeque<HostEvent>,
     next_keep_alive: Option<Instant>,
@@ -362,6 +364,7 @@ impl<B: DdpBackend> HostQueue<B> {
             negotiated: None,
             cmds: (0..depth).map(|_| None).collect(),
             free,
+            unclaimed: 0,
             tx,
             events: VecDeque::new(),
             next_keep_alive: None,
@@ -391,9 +394,10 @@ impl<B: DdpBackend> HostQueue<B> {
         self.state == State::Closed
     }
 
-    /// Commands outstanding (including those waiting for their buffer's teardown).
+    /// Commands outstanding: including those waiting for their buffer's teardown, and finished
+    /// ones whose [`HostEvent::Completed`] was not taken yet.
     pub fn outstanding(&self) -> usize {
-        self.cmds.iter().filter(|c| c.is_some()).count()
+        self.cmds.iter().filter(|c| c.is_some()).count() + self.unclaimed
     }
 
     /// Commands that can still be submitted.
@@ -594,12 +598,52 @@ impl<B: DdpBackend> HostQueue<B> {
 
     // ----- output -----
 
-    /// The next event.
+    /// The next event. A command's CID becomes free for a new command when its
+    /// [`HostEvent::Completed`] is taken here (or by
+    /// [`poll_completion`](Self::poll_completion)), never earlier, so a caller that keys its
+    /// own state by CID cannot confuse a finished command with the next one.
     pub fn poll_event(&mut self) -> Option<HostEvent> {
         if self.events.is_empty() {
             self.process();
         }
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if let Some(HostEvent::Completed(c)) = &event {
+            self.claimed(c.cid);
+        }
+        event
+    }
+
+    /// Takes the first ready completion (of command `cid`, or of any command with `None`),
+    /// leaving other events queued; its CID becomes free.
+    pub fn poll_completion(&mut self, cid: Option<u16>) -> Option<Completion> {
+        self.process();
+        let i = self.events.iter().position(
+            |e| matches!(e, HostEvent::Completed(c) if cid.is_none_or(|cid| c.cid == cid)),
+        )?;
+        match self.events.remove(i) {
+            Some(HostEvent::Completed(c)) => {
+                self.claimed(c.cid);
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes the first event that is not a completion (completions stay queued for
+    /// [`poll_completion`](Self::poll_completion)).
+    pub fn poll_other_event(&mut self) -> Option<HostEvent> {
+        self.process();
+        let i = self
+            .events
+            .iter()
+            .position(|e| !matches!(e, HostEvent::Completed(_)))?;
+        self.events.remove(i)
+    }
+
+    /// The caller took `cid`'s completion: the CID is free again.
+    fn claimed(&mut self, cid: u16) {
+        self.unclaimed = self.unclaimed.saturating_sub(1);
+        self.free.push_back(cid);
     }
 
     /// The next PDU to send: clears `header` and writes the PDU's header (and pad) into it;
@@ -1010,11 +1054,13 @@ impl<B: DdpBackend> HostQueue<B> {
         let Some(cmd) = self.cmds.get_mut(usize::from(cid)).and_then(Option::take) else {
             return;
         };
-        self.free.push_back(cid);
         let (status, result, by_success_flag) = cmd.done.unwrap_or((Status::ABORTED, 0, false));
         if cmd.internal {
+            self.free.push_back(cid);
             return;
         }
+        // The CID stays taken until the caller takes this event.
+        self.unclaimed += 1;
         self.events.push_back(HostEvent::Completed(Completion {
             cid,
             status,
