@@ -2,8 +2,9 @@
 //! CLI and benches: nothing needs to be installed to exercise the host.
 //!
 //! It listens on a `TcpListener` (normally `127.0.0.1:0`), serves each connection on its own
-//! threads (a reader that parses and checks every PDU, a writer fed through a channel so that
-//! the reader never blocks on the host), and checks the host's PDUs the way the Linux target
+//! threads (a reader that parses and checks every PDU and writes small answers itself while
+//! nothing else is being sent, and a writer that sends large answers and whatever the host is
+//! slow to take, so that the reader never waits long on the host), and checks the host's PDUs the way the Linux target
 //! does: ICReq first, digests and their flags as negotiated, header and data digests, PDO
 //! alignment to CPDA, SGL descriptors matching the data, in-capsule data within IOCCSZ, Connect
 //! first on each queue with the right controller id and subsystem, I/O only once CC.EN is set,
@@ -11,14 +12,14 @@
 //! LAST_PDU exactly at the end of the R2T). Every violation is recorded
 //! ([`Target::violations`]) and closes the connection, as Linux does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::nvme::{self, Status};
 use crate::wire::capsule_cmd::{
@@ -189,6 +190,8 @@ struct Shared {
     next_cntlid: AtomicU16,
     cntlids: Mutex<Vec<u16>>,
     stop: AtomicBool,
+    /// Answers the reader thread began writing itself and left to the writer thread.
+    handed_off: AtomicU64,
 }
 
 /// The running target; dropping it stops accepting (connections end when their host closes).
@@ -219,6 +222,7 @@ impl Target {
             next_cntlid: AtomicU16::new(1),
             cntlids: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            handed_off: AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -239,6 +243,12 @@ impl Target {
     /// The subsystem NQN.
     pub fn subnqn(&self) -> &str {
         &self.shared.config.subnqn
+    }
+
+    /// How many answers the target began writing at once and, as the host was slow to take
+    /// them, left to its writer thread to finish (in order).
+    pub fn handed_off(&self) -> u64 {
+        self.shared.handed_off.load(Ordering::Relaxed)
     }
 
     /// Protocol violations seen so far (each closed its connection).
@@ -299,10 +309,136 @@ struct WriteXfer {
     ttag: u16,
 }
 
+/// Largest answer (bytes) the reader thread writes itself when the writer is idle: small
+/// answers go out at once, without a thread hand-off (which at 4 KiB costs more than the write).
+const INLINE_MAX: usize = 64 * 1024;
+/// How long an inline write waits for the host (the socket's write timeout) before the rest is
+/// left to the writer thread, so that the reader goes back to reading.
+const INLINE_WAIT: Duration = Duration::from_millis(5);
+/// How long the writer thread waits for a host that takes nothing before closing.
+const WRITER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The answers to one PDU and how many of their bytes are already sent.
+struct Batch {
+    outs: Vec<Out>,
+    sent: usize,
+}
+
+/// What the reader and the writer thread share about sending: answers waiting in order, and
+/// whether one of them is writing now (then the other queues behind it).
+#[derive(Default)]
+struct TxState {
+    queue: VecDeque<Batch>,
+    busy: bool,
+    closed: bool,
+    failed: bool,
+}
+
+#[derive(Default)]
+struct Tx {
+    state: Mutex<TxState>,
+    wake: Condvar,
+}
+
+impl Tx {
+    fn wait<'a>(
+        &self,
+        guard: std::sync::MutexGuard<'a, TxState>,
+    ) -> std::sync::MutexGuard<'a, TxState> {
+        self.wake
+            .wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn out_len(outs: &[Out]) -> usize {
+    outs.iter().flat_map(Out::slices).map(<[u8]>::len).sum()
+}
+
+/// Writes `batches` (the first from its byte `sent` on, the others whole) in vectored writes
+/// and returns how many bytes went out: all of them, or fewer when the socket's write timeout
+/// expired and `patience` (a deadline, pushed back by every byte that goes out) is `None` or
+/// has passed.
+fn write_from(
+    w: &mut TcpStream,
+    batches: &[Batch],
+    patience: Option<Duration>,
+) -> io::Result<usize> {
+    let mut slices: Vec<IoSlice<'_>> = batches
+        .iter()
+        .flat_map(|b| b.outs.iter().flat_map(Out::slices))
+        .filter(|s| !s.is_empty())
+        .map(IoSlice::new)
+        .collect();
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, batches.first().map_or(0, |b| b.sent));
+    let mut done = 0;
+    let mut deadline = patience.map(|p| Instant::now() + p);
+    while !rest.is_empty() {
+        match w.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut rest, n);
+                done += n;
+                deadline = patience.map(|p| Instant::now() + p);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                match deadline {
+                    Some(d) if Instant::now() < d => {}
+                    Some(_) => return Err(e),
+                    None => return Ok(done),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The writer thread: sends what the reader queued, in order, until the reader closes.
+fn writer_loop(mut w: TcpStream, tx: &Tx) {
+    loop {
+        let batches: Vec<Batch> = {
+            let mut st = lock(&tx.state);
+            while st.busy || st.queue.is_empty() {
+                if st.closed && !st.busy {
+                    drop(st);
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                st = tx.wait(st);
+            }
+            st.busy = true;
+            st.queue.drain(..).collect()
+        };
+        let len: usize = batches.iter().map(|b| out_len(&b.outs) - b.sent).sum();
+        let ok = write_from(&mut w, &batches, Some(WRITER_PATIENCE)).is_ok_and(|n| n == len);
+        let mut st = lock(&tx.state);
+        st.busy = false;
+        if !ok {
+            st.failed = true;
+            st.queue.clear();
+            drop(st);
+            let _ = w.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
 struct Conn<'a> {
     shared: &'a Shared,
     conn: u32,
-    tx: mpsc::Sender<Out>,
+    tx: Arc<Tx>,
+    /// The reader's own handle for inline writes.
+    wstream: TcpStream,
+    /// What answering the current PDU produced (sent together by `flush`).
+    pending: Vec<Out>,
     digests: Digests,
     hpda: Pda,
     qid: Option<u16>,
@@ -315,40 +451,21 @@ struct Conn<'a> {
 fn serve(stream: TcpStream, shared: &Shared, conn: u32) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(mut wstream) = stream.try_clone() else {
+    let _ = stream.set_write_timeout(Some(INLINE_WAIT));
+    let (Ok(wstream), Ok(inline)) = (stream.try_clone(), stream.try_clone()) else {
         return;
     };
-    let (tx, rx) = mpsc::channel::<Out>();
-    let writer = std::thread::spawn(move || {
-        // Everything queued goes out in one vectored write (a read's C2HData and CapsuleResp,
-        // the PDUs answering a batch of commands).
-        let mut batch: Vec<Out> = Vec::new();
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            while batch.len() < 128
-                && let Ok(more) = rx.try_recv()
-            {
-                batch.push(more);
-            }
-            let mut slices: Vec<IoSlice<'_>> = batch
-                .iter()
-                .flat_map(|o| o.slices())
-                .filter(|s| !s.is_empty())
-                .map(IoSlice::new)
-                .collect();
-            let sent = write_all_vectored(&mut wstream, &mut slices);
-            drop(slices);
-            batch.clear();
-            if sent.is_err() {
-                break;
-            }
-        }
-        let _ = wstream.shutdown(std::net::Shutdown::Both);
-    });
+    let tx = Arc::new(Tx::default());
+    let writer = {
+        let tx = Arc::clone(&tx);
+        std::thread::spawn(move || writer_loop(wstream, &tx))
+    };
     let mut c = Conn {
         shared,
         conn,
-        tx,
+        tx: Arc::clone(&tx),
+        wstream: inline,
+        pending: Vec::new(),
         digests: Digests::NONE,
         hpda: Pda::ZERO,
         qid: None,
@@ -363,8 +480,11 @@ fn serve(stream: TcpStream, shared: &Shared, conn: u32) {
     if let Err(Fatal(v)) = result {
         lock(&shared.violations).push(format!("conn {conn}: {v}"));
     }
+    c.flush();
     drop(c);
     let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+    lock(&tx.state).closed = true;
+    tx.wake.notify_all();
     let _ = writer.join();
 }
 
@@ -410,18 +530,56 @@ impl Conn<'_> {
         });
     }
 
-    fn send(&self, pdu: Vec<u8>) {
-        if self.shared.config.capture {
-            self.record(false, &pdu);
-        }
-        let _ = self.tx.send(Out::Pdu(pdu));
+    fn send(&mut self, pdu: Vec<u8>) {
+        self.send_out(Out::Pdu(pdu));
     }
 
-    fn send_out(&self, out: Out) {
+    fn send_out(&mut self, out: Out) {
         if self.shared.config.capture {
             self.record(false, &out.slices().concat());
         }
-        let _ = self.tx.send(out);
+        self.pending.push(out);
+    }
+
+    /// Sends what answering the last PDU produced: written here at once when it is small and
+    /// nothing else is being sent, otherwise queued for the writer thread (which also takes
+    /// over the rest of an inline write the host is slow to take). Order is kept either way.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let outs = std::mem::take(&mut self.pending);
+        let len = out_len(&outs);
+        let mut st = lock(&self.tx.state);
+        if st.failed {
+            return;
+        }
+        if st.busy || !st.queue.is_empty() || len > INLINE_MAX {
+            st.queue.push_back(Batch { outs, sent: 0 });
+            drop(st);
+            self.tx.wake.notify_all();
+            return;
+        }
+        st.busy = true;
+        drop(st);
+        let batch = [Batch { outs, sent: 0 }];
+        let result = write_from(&mut self.wstream, &batch, None);
+        let [Batch { outs, .. }] = batch;
+        let mut st = lock(&self.tx.state);
+        st.busy = false;
+        match result {
+            Ok(n) if n == len => {}
+            Ok(n) => {
+                self.shared.handed_off.fetch_add(1, Ordering::Relaxed);
+                st.queue.push_front(Batch { outs, sent: n });
+            }
+            Err(_) => {
+                st.failed = true;
+                let _ = self.wstream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        drop(st);
+        self.tx.wake.notify_all();
     }
 
     fn run(&mut self, s: &mut impl Read) -> Result<(), Fatal> {
@@ -441,28 +599,36 @@ impl Conn<'_> {
         resp.emit(&mut out)
             .map_err(|e| Fatal(format!("ICResp: {e}")))?;
         self.send(out);
+        self.flush();
         while let Some((layout, pdu)) = self.read_pdu(s)? {
-            layout
-                .check_alignment(self.shared.config.cpda)
-                .map_err(|e| Fatal(format!("alignment: {e}")))?;
-            layout
-                .verify_data_digest(&pdu)
-                .map_err(|e| Fatal(format!("data digest: {e}")))?;
-            match layout.pdu_type {
-                PduType::CapsuleCmd => self.capsule(&layout, &pdu)?,
-                PduType::H2cData => self.h2c(&layout, &pdu)?,
-                PduType::H2cTermReq => {
-                    let (r, _) = TermReqRepr::parse(&pdu, Digests::NONE)
-                        .map_err(|e| Fatal(format!("H2CTermReq: {e}")))?;
-                    return Err(Fatal(format!(
-                        "host terminated: FES {:#x} FEI {:#x}",
-                        r.fes, r.fei
-                    )));
-                }
-                other => return Err(Fatal(format!("unexpected PDU type {other:?}"))),
-            }
+            let result = self.handle(&layout, &pdu);
+            self.flush();
+            result?;
         }
         Ok(())
+    }
+
+    /// Checks and answers one PDU from the host.
+    fn handle(&mut self, layout: &Layout, pdu: &[u8]) -> Result<(), Fatal> {
+        layout
+            .check_alignment(self.shared.config.cpda)
+            .map_err(|e| Fatal(format!("alignment: {e}")))?;
+        layout
+            .verify_data_digest(pdu)
+            .map_err(|e| Fatal(format!("data digest: {e}")))?;
+        match layout.pdu_type {
+            PduType::CapsuleCmd => self.capsule(layout, pdu),
+            PduType::H2cData => self.h2c(layout, pdu),
+            PduType::H2cTermReq => {
+                let (r, _) = TermReqRepr::parse(pdu, Digests::NONE)
+                    .map_err(|e| Fatal(format!("H2CTermReq: {e}")))?;
+                Err(Fatal(format!(
+                    "host terminated: FES {:#x} FEI {:#x}",
+                    r.fes, r.fei
+                )))
+            }
+            other => Err(Fatal(format!("unexpected PDU type {other:?}"))),
+        }
     }
 
     fn respond(&mut self, cid: u16, status: Status, result: u64) {
@@ -898,18 +1064,6 @@ impl Conn<'_> {
         }
         Ok(())
     }
-}
-
-fn write_all_vectored(w: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !slices.is_empty() {
-        match w.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Fills `buf`; `Ok(false)` if the stream ended before the first byte.

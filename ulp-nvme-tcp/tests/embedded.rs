@@ -217,3 +217,115 @@ fn out_of_range_read_fails_cleanly() {
     // The queue still works.
     c.write(0, vec![7; 512]).expect("write after error");
 }
+
+/// A host that stops reading with many reads outstanding: the target's reader thread, which
+/// writes small answers itself, gives up on the full socket after a few milliseconds and
+/// leaves the rest to its writer thread, so it never blocks on the host, and every answer
+/// still arrives whole and in order.
+#[test]
+fn slow_host_gets_every_answer_in_order() {
+    let target = Target::start(TargetConfig::default()).expect("target");
+    let mut o = ControllerOptions::new(target.subnqn());
+    o.queue_depth = 128;
+    o.timeout = Duration::from_secs(10);
+    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let ns_len = 16 << 20;
+    for (i, at) in (0..ns_len).step_by(1 << 20).enumerate() {
+        let sqe = c.write_cmd(at as u64 / 512, 1 << 20).expect("cmd");
+        let done = c
+            .io()
+            .run(sqe, Data::Write(pattern(1 << 20, i as u8)))
+            .expect("write");
+        assert_eq!(done.status, Status::SUCCESS);
+    }
+    // 120 reads of 60 KiB (each answer below the inline limit), sent at once; then the host
+    // sleeps while the answers (7 MiB) fill the socket buffers.
+    let len = 60 * 1024;
+    let mut reads = std::collections::HashMap::new();
+    for i in 0..120u64 {
+        let at = i * 131_072 + 512 * (i % 7);
+        let sqe = c.read_cmd(at / 512, len as u64).expect("cmd");
+        let cid = c
+            .io()
+            .submit(sqe, Data::Read(SgBuffer::zeroed(len)))
+            .expect("submit");
+        reads.insert(cid, at as usize);
+    }
+    c.io().flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(300));
+    while !reads.is_empty() {
+        let done = c.io().next_completion().expect("completion");
+        assert_eq!(done.status, Status::SUCCESS);
+        let at = reads.remove(&done.cid).expect("known cid");
+        assert!(
+            done.buffer.expect("buffer").into_vec() == target.ns_bytes(at, len),
+            "read at {at} differs"
+        );
+    }
+    assert!(
+        target.handed_off() > 0,
+        "the full socket made the reader hand off"
+    );
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}
+
+/// With `copy_small_payloads`, 4 KiB reads at queue depth 8 come through the receive buffer
+/// (copied, many PDUs per socket read) and a 256 KiB read is still read in place; the data is
+/// right either way, digests on.
+#[test]
+fn small_payload_policy_copies_only_small_reads() {
+    let config = TargetConfig {
+        ns_bytes: 4 << 20,
+        ..TargetConfig::default()
+    };
+    let target = Target::start(config).expect("target");
+    let mut o = ControllerOptions::new(target.subnqn());
+    o.queue_depth = 8;
+    o.digests = Digests::BOTH;
+    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let whole = pattern(1 << 20, 3);
+    let sqe = c.write_cmd(0, 1 << 20).expect("cmd");
+    let done = c.io().run(sqe, Data::Write(whole.clone())).expect("write");
+    assert_eq!(done.status, Status::SUCCESS);
+    c.io().copy_small_payloads(16 * 1024);
+    let before = c.io().queue().stats();
+    let mut reads = std::collections::HashMap::new();
+    for i in 0..64usize {
+        let sqe = c.read_cmd(i as u64 * 8, 4096).expect("cmd");
+        while c.io().queue().free_slots() == 0 {
+            let done = c.io().next_completion().expect("completion");
+            let at: usize = reads.remove(&done.cid).expect("known cid");
+            assert!(done.buffer.expect("buffer").into_vec() == whole[at..at + 4096]);
+        }
+        let cid = c
+            .io()
+            .submit(sqe, Data::Read(SgBuffer::zeroed(4096)))
+            .expect("submit");
+        assert!(
+            reads.insert(cid, i * 4096).is_none(),
+            "CID {cid} reused unclaimed"
+        );
+    }
+    while !reads.is_empty() {
+        let done = c.io().next_completion().expect("completion");
+        let at = reads.remove(&done.cid).expect("known cid");
+        assert!(done.buffer.expect("buffer").into_vec() == whole[at..at + 4096]);
+    }
+    let mid = c.io().queue().stats();
+    assert_eq!(mid.bytes_copied - before.bytes_copied, 64 * 4096);
+    assert_eq!(mid.bytes_read_in_place, before.bytes_read_in_place);
+    let sqe = c.read_cmd(0, 256 * 1024).expect("cmd");
+    let done = c
+        .io()
+        .run(sqe, Data::Read(SgBuffer::zeroed(256 * 1024)))
+        .expect("read");
+    assert!(done.buffer.expect("buffer").into_vec() == whole[..256 * 1024]);
+    let end = c.io().queue().stats();
+    assert_eq!(end.bytes_copied, mid.bytes_copied);
+    assert_eq!(
+        end.bytes_read_in_place - mid.bytes_read_in_place,
+        256 * 1024
+    );
+    assert_eq!(end.digests_failed, 0);
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}
