@@ -75,24 +75,42 @@ OURS_FLAGS=()
 echo "tgtd on 127.0.0.1:$PORT ($LUN_KIND LUN), $BS-byte sequential reads, QD $QD, $SECS s per run, $ROUNDS rounds"
 theirs=()
 ours=()
+cpu_theirs=()
+cpu_ours=()
+TICK=$(getconf CLK_TCK)
+# CPU seconds used so far by a process and its threads (utime + stime from /proc).
+proc_cpu() { awk -v t="$TICK" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
+# client CPU seconds per GB moved: (user + sys) / (GB/s * seconds)
+per_gb() { awk -v c="$1" -v g="$2" -v s="$SECS" 'BEGIN{printf "%.3f", c / (g * s)}'; }
 for r in $(seq "$ROUNDS"); do
     # iscsi-perf prints "iops average N (M MB/s)" at the end; MB = 2^20 bytes in its source.
-    out=$(timeout $(( SECS + 15 )) iscsi-perf -i "iqn.2024-01.io.ulp-ddp:libiscsi-$r" -t "$SECS" -b "$BLOCKS" -m "$QD" "$URL" 2>&1 | tr '\r' '\n' || true)
+    t0=$(proc_cpu "$TGTD_PID")
+    out=$(timeout $(( SECS + 15 )) /usr/bin/time -f '%U %S' -o "$WORK/time.theirs" iscsi-perf -i "iqn.2024-01.io.ulp-ddp:libiscsi-$r" -t "$SECS" -b "$BLOCKS" -m "$QD" "$URL" 2>&1 | tr '\r' '\n' || true)
     iops=$(grep -o 'iops average [0-9]*' <<<"$out" | tail -1 | awk '{print $3}')
     [[ -n $iops ]] || { echo "iscsi-perf failed:"; echo "$out" | tail -5; exit 1; }
     gbps_theirs=$(awk -v i="$iops" -v b="$BS" 'BEGIN{printf "%.3f", i*b/1e9}')
-    json=$(timeout $(( SECS + 30 )) "$BIN" iscsi perf "$URL" --bs "$BS" --qd "$QD" --seconds "$SECS" \
+    t1=$(proc_cpu "$TGTD_PID")
+    json=$(timeout $(( SECS + 30 )) /usr/bin/time -f '%U %S' -o "$WORK/time.ours" "$BIN" iscsi perf "$URL" --bs "$BS" --qd "$QD" --seconds "$SECS" \
         --json --no-progress --initiator "iqn.2024-01.io.ulp-ddp:ours-$r" "${OURS_FLAGS[@]}")
     gbps_ours=$(grep -o '"gbps":[0-9.]*' <<<"$json" | cut -d: -f2)
     p99=$(grep -o '"lat_p99_us":[0-9.]*' <<<"$json" | cut -d: -f2)
     copied=$(grep -o '"bytes_copied":[0-9]*' <<<"$json" | cut -d: -f2)
-    printf 'round %d: iscsi-perf %8s IOPS %7s GB/s | ulp-ddp %7s GB/s (p99 %s us, %s B copied) | ratio %s\n' \
-        "$r" "$iops" "$gbps_theirs" "$gbps_ours" "$p99" "$copied" \
+    t2=$(proc_cpu "$TGTD_PID")
+    ct=$(per_gb "$(awk '{print $1 + $2}' "$WORK/time.theirs")" "$gbps_theirs")
+    co=$(per_gb "$(awk '{print $1 + $2}' "$WORK/time.ours")" "$gbps_ours")
+    printf 'round %d: iscsi-perf %8s IOPS %7s GB/s %s cpu-s/GB (tgtd %s s) | ulp-ddp %7s GB/s %s cpu-s/GB (tgtd %s s; p99 %s us, %s B copied) | ratio %s\n' \
+        "$r" "$iops" "$gbps_theirs" "$ct" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')" \
+        "$gbps_ours" "$co" "$(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.2f", b-a}')" "$p99" "$copied" \
         "$(awk -v a="$gbps_ours" -v b="$gbps_theirs" 'BEGIN{printf "%.2f", a/b}')"
     theirs+=("$gbps_theirs")
     ours+=("$gbps_ours")
+    cpu_theirs+=("$ct")
+    cpu_ours+=("$co")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 mt=$(median "${theirs[@]}")
 mo=$(median "${ours[@]}")
 echo "median: iscsi-perf $mt GB/s, ulp-ddp iscsi perf $mo GB/s, ratio $(awk -v a="$mo" -v b="$mt" 'BEGIN{printf "%.2f", a/b}')x"
+ct=$(median "${cpu_theirs[@]}")
+co=$(median "${cpu_ours[@]}")
+echo "median client CPU: iscsi-perf $ct s/GB, ulp-ddp $co s/GB, ratio $(awk -v a="$ct" -v b="$co" 'BEGIN{printf "%.2f", a/b}')x less CPU per byte"

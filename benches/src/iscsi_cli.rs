@@ -315,6 +315,7 @@ fn perf_as(spec: &PerfSpec, url: Option<&str>, initiator: &str) -> Result<PerfRe
         cap,
         name,
     } = open(url, initiator, spec.digests, qd, false).map_err(|e| e.to_string())?;
+    c.copy_small_payloads(spec.copy_below);
     let bl = cap.block_len.max(1) as usize;
     if !spec.bs.is_multiple_of(bl) {
         return Err(format!("--bs must be a multiple of {bl}"));
@@ -347,7 +348,7 @@ fn perf_as(spec: &PerfSpec, url: Option<&str>, initiator: &str) -> Result<PerfRe
         bufs: (0..spec.qd).map(|_| None).collect(),
         slot_of: HashMap::new(),
     };
-    let (commands, errors, elapsed, latency) = closed_loop(&mut io, spec, "iscsi")?;
+    let run = closed_loop(&mut io, spec, "iscsi")?;
     let stats = stats_delta(c.connection().engine().stats(), before);
     let _ = c.logout();
     Ok(PerfResult {
@@ -357,10 +358,11 @@ fn perf_as(spec: &PerfSpec, url: Option<&str>, initiator: &str) -> Result<PerfRe
         bs: spec.bs,
         qd: spec.qd,
         digests: spec.digests,
-        commands,
-        errors,
-        elapsed,
-        latency,
+        commands: run.commands,
+        errors: run.errors,
+        elapsed: run.elapsed,
+        latency: run.latency,
+        host_cpu: run.host_cpu,
         stats,
     })
 }

@@ -221,11 +221,15 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
     Ok((phases, c.io().queue().stats(), target))
 }
 
-/// The embedded target's configuration for the CLI: a 64 MiB namespace, reads answered in one
-/// C2HData PDU up to 1 MiB (like the Linux target, which does not split them).
+/// Bytes of the embedded target's namespace (larger than this machine's 32 MiB L3, so reads
+/// come from memory, as a target's would).
+pub const EMBEDDED_NS_BYTES: usize = 64 << 20;
+
+/// The embedded target's configuration for the CLI: an [`EMBEDDED_NS_BYTES`] namespace, reads
+/// answered in one C2HData PDU up to 1 MiB (like the Linux target, which does not split them).
 fn embedded_config() -> TargetConfig {
     TargetConfig {
-        ns_bytes: 64 << 20,
+        ns_bytes: EMBEDDED_NS_BYTES,
         max_c2h: 1 << 20,
         ..TargetConfig::default()
     }
@@ -339,6 +343,7 @@ pub fn perf(
 ) -> Result<PerfResult, String> {
     let qd = u16::try_from(spec.qd).unwrap_or(1024);
     let (embedded, mut c, target) = open(url, qd, spec.digests)?;
+    c.io().copy_small_payloads(spec.copy_below);
     let ns = c.namespace();
     let block = u64::from(ns.block_size.max(1));
     if !(spec.bs as u64).is_multiple_of(block) || spec.bs as u64 / block > 65536 {
@@ -370,7 +375,7 @@ pub fn perf(
         bufs: (0..spec.qd).map(|_| None).collect(),
         slot_of: Vec::new(),
     };
-    let (commands, errors, elapsed, latency) = closed_loop(&mut io, spec, "nvme-tcp")?;
+    let run = closed_loop(&mut io, spec, "nvme-tcp")?;
     let stats = stats_delta(c.io().queue().stats(), before);
     Ok(PerfResult {
         protocol: "nvme-tcp".into(),
@@ -382,10 +387,11 @@ pub fn perf(
         bs: spec.bs,
         qd: spec.qd,
         digests: spec.digests,
-        commands,
-        errors,
-        elapsed,
-        latency,
+        commands: run.commands,
+        errors: run.errors,
+        elapsed: run.elapsed,
+        latency: run.latency,
+        host_cpu: run.host_cpu,
         stats,
     })
 }

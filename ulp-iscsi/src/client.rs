@@ -260,6 +260,15 @@ impl<B: DdpBackend> Client<B> {
         (l, p)
     }
 
+    /// Reads small commands' Data-In through the receive buffer: while every outstanding read
+    /// expects fewer than `threshold` more bytes, each socket read takes as much as the 64 KiB
+    /// receive buffer holds (many PDUs at once) and the payload is copied into the command
+    /// buffers; larger reads are still read in place. `0` (the default) reads every payload in
+    /// place. See [`SocketReader::copy_small_payloads`].
+    pub fn copy_small_payloads(&mut self, threshold: u64) {
+        self.reader = SocketReader::new(64 * 1024).copy_small_payloads(threshold);
+    }
+
     fn flush(&mut self) -> Result<(), ClientError> {
         while let Some(t) = self.conn.poll_transmit() {
             let slices = t.slices();

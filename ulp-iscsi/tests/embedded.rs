@@ -216,3 +216,26 @@ fn pipelined_reads_respect_tag_depth() {
     }
     assert_eq!(c.connection().engine().registered(), 0);
 }
+
+/// With `copy_small_payloads`, a 4 KiB read's Data-In comes through the receive buffer (copied,
+/// many PDUs per socket read) while 128 KiB and 1 MiB reads are still read in place; every
+/// read returns the data written, with digests on.
+#[test]
+fn small_payload_policy_copies_only_small_reads() {
+    let t = target(|_| {});
+    let mut c = Client::connect(t.addr(), config(t.iqn(), true), options(false)).unwrap();
+    c.copy_small_payloads(16 * 1024);
+    write_read_sizes(&mut c, Lun::default());
+    let s = c.connection().engine().stats();
+    // Only the 4 KiB read and the small SCSI replies (capacity) fall under the threshold.
+    assert!(
+        s.bytes_copied >= 4096 && s.bytes_copied < 16 * 1024,
+        "{s:?}"
+    );
+    assert!(
+        s.bytes_read_in_place >= (128 * 1024 + (1 << 20)) as u64,
+        "{s:?}"
+    );
+    assert_eq!(s.digests_failed, 0);
+    c.logout().unwrap();
+}
