@@ -53,10 +53,13 @@ def main():
         for name in sorted(benches):
             ns = benches[name]
             mode = mode_of(name)
-            ref = None
-            for cand, t in benches.items():
-                if cand.startswith(base) and mode_of(cand) in (mode, ""):
-                    ref = t
+            # The baseline: the bench named exactly BASE (plus this mode), else the first whose
+            # name starts with BASE in this mode.
+            exact = [t for c, t in benches.items()
+                     if c.replace("/", "_") in (base, f"{base}_{mode}") and mode_of(c) in (mode, "")]
+            loose = [t for c, t in sorted(benches.items())
+                     if c.startswith(base) and mode_of(c) in (mode, "")]
+            ref = (exact or loose or [None])[0]
             ratio = f"{ref / ns:.2f}" if ref else "-"
             unit = f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.1f} ns"
             print(f"| {name} | {unit} | {size / ns:.2f} | {ratio} |")

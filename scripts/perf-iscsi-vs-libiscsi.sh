@@ -6,6 +6,7 @@
 #   defaults: 131072 bytes, QD 8, 3 seconds per run, 3 rounds (medians reported)
 # env: ULP_DDP=path to the ulp-ddp binary (default: target/release/ulp-ddp, built if missing)
 #      LUN_KIND=file|null (default file: a 64 MiB file LUN in a temp dir; null: tgtd's null LUN)
+#      COPY_BELOW=BYTES gives ours --copy-below (small reads through the receive buffer)
 #      DIGESTS=1 asks both for header digests (libiscsi never does data digests; ours then
 #      negotiates header+data, so this is only informative)
 # needs: tgtd/tgtadm (Debian tgt), iscsi-perf (Debian libiscsi-bin). Bounded: every step has a
@@ -71,6 +72,7 @@ URL="iscsi://127.0.0.1:$PORT/$IQN/1"
 BLOCKS=$(( BS / BLOCK ))
 OURS_FLAGS=()
 [[ ${DIGESTS:-0} == 1 ]] && OURS_FLAGS+=(--digests)
+[[ -n ${COPY_BELOW:-} ]] && OURS_FLAGS+=(--copy-below "$COPY_BELOW")
 
 echo "tgtd on 127.0.0.1:$PORT ($LUN_KIND LUN), $BS-byte sequential reads, QD $QD, $SECS s per run, $ROUNDS rounds"
 theirs=()

@@ -1,6 +1,8 @@
 //! [`SwBackend`]: mapping bookkeeping, limits, statistics and the CPU data mover.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
 
 use ulp_ddp_core::digest::{self, Crc32c};
 use ulp_ddp_core::types::{IdMap, IdSet};
@@ -17,16 +19,49 @@ struct Queue {
     events: VecDeque<BackendEvent>,
 }
 
+/// How the software backend moves payload bytes on the CPU (its
+/// [`DdpBackend::copy_with_crc`]).
+pub trait Mover: fmt::Debug + Default + Send + Sync + 'static {
+    /// Copies `src` into `dst` (equal lengths), feeding the bytes into `crc` when given.
+    fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>);
+}
+
+/// Ordinary stores, the destination left in cache
+/// ([`copy_with_crc`](ulp_ddp_core::digest::copy_with_crc)): the default, best when the
+/// consumer reads the data soon or buffers are small and reused.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cached;
+
+impl Mover for Cached {
+    fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {
+        digest::copy_with_crc(dst, src, crc);
+    }
+}
+
+/// Streaming (non-temporal) stores, as a DMA engine writes
+/// ([`copy_with_crc_streaming`](crate::stream::copy_with_crc_streaming)): best for large
+/// command buffers that are not in cache and are not read at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Streaming;
+
+impl Mover for Streaming {
+    fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {
+        crate::stream::copy_with_crc_streaming(dst, src, crc);
+    }
+}
+
 /// The software backend. See the [crate documentation](crate).
 ///
 /// By default it offloads every protocol with [`Limits::unlimited`]; [`SwBackend::with_limits`]
 /// imposes a device's limits instead (useful to test how a protocol behaves on hardware that
-/// declines small or fragmented commands).
+/// declines small or fragmented commands). `M` chooses the CPU data mover: [`Cached`] by
+/// default, or [`Streaming`] ([`SwBackend::streaming`]).
 #[derive(Debug, Default)]
-pub struct SwBackend {
+pub struct SwBackend<M: Mover = Cached> {
     limits: HashMap<ProtocolId, Limits>,
     queues: IdMap<QueueId, Queue>,
     stats: Stats,
+    mover: PhantomData<M>,
 }
 
 impl SwBackend {
@@ -37,9 +72,21 @@ impl SwBackend {
 
     /// A backend that applies `limits` to their protocol (and no limits to others).
     pub fn with_limits(limits: Limits) -> Self {
-        let mut backend = Self::new();
-        backend.limits.insert(limits.protocol, limits);
-        backend
+        Self::new().limited(limits)
+    }
+
+    /// A backend without limits whose data mover uses streaming stores.
+    pub fn streaming() -> SwBackend<Streaming> {
+        SwBackend::default()
+    }
+}
+
+impl<M: Mover> SwBackend<M> {
+    /// This backend, applying `limits` to their protocol.
+    #[must_use]
+    pub fn limited(mut self, limits: Limits) -> Self {
+        self.limits.insert(limits.protocol, limits);
+        self
     }
 
     /// Number of commands mapped on `queue`.
@@ -48,7 +95,7 @@ impl SwBackend {
     }
 }
 
-impl DdpBackend for SwBackend {
+impl<M: Mover> DdpBackend for SwBackend<M> {
     fn limits(&self, protocol: ProtocolId) -> Option<Limits> {
         Some(
             self.limits
@@ -126,11 +173,11 @@ impl DdpBackend for SwBackend {
 
     #[inline]
     fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {
-        digest::copy_with_crc(dst, src, crc);
+        M::copy_with_crc(dst, src, crc);
     }
 }
 
-impl SwBackend {
+impl<M: Mover> SwBackend<M> {
     fn check_queue(&self, config: &QueueConfig) -> Result<(), BackendError> {
         let limits = self
             .limits(config.protocol)

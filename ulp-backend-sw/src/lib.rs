@@ -6,7 +6,9 @@
 //! - [`SwBackend`] implements [`DdpBackend`]: it maps every command its [`Limits`] admit (by
 //!   default, all of them), completes teardowns at once (through the same polled completion an
 //!   asynchronous device uses), and places payload on the CPU with a fused copy and CRC32C
-//!   ([`ulp_ddp_core::digest::copy_with_crc`]: each source byte is read from memory once).
+//!   ([`ulp_ddp_core::digest::copy_with_crc`]: each source byte is read from memory once), or
+//!   with streaming stores that bypass the cache ([`SwBackend::streaming`], [`stream`]), as a
+//!   DMA engine writes: faster into cold command buffers.
 //! - [`SocketReader`] is the reader path: it drives an [`Engine`](ulp_ddp_core::Engine) from
 //!   any [`std::io::Read`] (a `TcpStream`), reading payload straight from the socket into the
 //!   registered buffer, with no intermediate buffer, and digesting it while it is still hot in
@@ -20,12 +22,14 @@
 //! let limits = backend.limits(ProtocolId("any")).unwrap();
 //! assert_eq!(limits.io_threshold, 0);
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod backend;
 mod reader;
+#[allow(unsafe_code)] // the streaming copy's SSE2 stores; see the module's SAFETY comments
+pub mod stream;
 
-pub use backend::SwBackend;
+pub use backend::{Cached, Mover, Streaming, SwBackend};
 pub use reader::{RecvError, SocketReader};
 #[doc(no_inline)]
 pub use ulp_ddp_core::{DdpBackend, Limits};

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 
 use proptest::prelude::*;
 use toy::{TOY, Toy};
-use ulp_backend_sw::{SocketReader, SwBackend};
+use ulp_backend_sw::{SocketReader, Streaming, SwBackend};
 use ulp_ddp_core::testkit::{self, Rng, Workload};
 use ulp_ddp_core::{
     Decline, Engine, EngineOptions, Event, Limits, QueueConfig, QueueId, SetupOutcome, SgBuffer,
@@ -31,6 +31,11 @@ fn device_like_limits() -> Limits {
 #[test]
 fn conformance_kit_unlimited() {
     testkit::run_all::<SwBackend, Toy>(SwBackend::new);
+}
+
+#[test]
+fn conformance_kit_streaming_mover() {
+    testkit::run_all::<SwBackend<Streaming>, Toy>(SwBackend::streaming);
 }
 
 #[test]
