@@ -24,7 +24,7 @@ fn kind(key: &str) -> Option<Kind> {
     Some(match key {
         "HeaderDigest" | "DataDigest" => Kind::Digest,
         "MaxConnections" => Kind::Min(1, 65535),
-        "MaxBurstLength" | "FirstBurstLength" => Kind::Min(512, 0xFF_FFFF),
+        "MaxBurstLength" | "FirstBurstLength" => Kind::Min(512, MAX_DATA_SEGMENT_LEN),
         "DefaultTime2Wait" => Kind::Max(0, 3600),
         "DefaultTime2Retain" => Kind::Min(0, 3600),
         "MaxOutstandingR2T" => Kind::Min(1, 65535),
@@ -182,7 +182,12 @@ pub struct Wanted {
     pub header_digest: DigestPref,
     /// Data digest preference.
     pub data_digest: DigestPref,
-    /// MaxRecvDataSegmentLength the initiator declares.
+    /// MaxRecvDataSegmentLength the initiator declares. The default is the largest RFC 7143
+    /// allows ([`MAX_DATA_SEGMENT_LEN`]): the reader path reads Data-In payload straight into
+    /// the command's buffer, so no receive buffer bounds it, and a target may then answer a
+    /// read in few large PDUs (tgtd, 1 MiB reads: 1.03-1.08x the throughput of declaring
+    /// 256 KiB, with less CPU on both sides; docs/PERFORMANCE.md). Control PDUs stay bounded
+    /// by the engine's `max_control_data`.
     pub max_recv_data_segment_len: u32,
     /// MaxBurstLength offered.
     pub max_burst_len: u32,
@@ -197,12 +202,15 @@ pub struct Wanted {
     pub offer_all: bool,
 }
 
+/// The largest data segment length a key may declare (RFC 7143: 2^24 - 1).
+pub const MAX_DATA_SEGMENT_LEN: u32 = 0xFF_FFFF;
+
 impl Default for Wanted {
     fn default() -> Self {
         Self {
             header_digest: DigestPref::Off,
             data_digest: DigestPref::Off,
-            max_recv_data_segment_len: 262_144,
+            max_recv_data_segment_len: MAX_DATA_SEGMENT_LEN,
             max_burst_len: 262_144,
             first_burst_len: 65536,
             initial_r2t: false,
@@ -452,7 +460,7 @@ impl Negotiator {
                 let n: u32 = value
                     .parse()
                     .ok()
-                    .filter(|n| (512..=0xFF_FFFF).contains(n))?;
+                    .filter(|n| (512..=MAX_DATA_SEGMENT_LEN).contains(n))?;
                 self.params.max_xmit_data_segment_len = n;
             }
             "TargetAlias" => self.params.target_alias = Some(value.to_string()),
