@@ -51,7 +51,9 @@ impl From<Error> for RecvError {
 /// By default each `read` asks the source for exactly what the engine can take without pulling
 /// payload through the receive buffer, so the placement counters show
 /// [`bytes_read_in_place`](ulp_ddp_core::Stats::bytes_read_in_place) for every payload byte and
-/// no [`bytes_copied`](ulp_ddp_core::Stats::bytes_copied). That costs a system call per header
+/// no [`bytes_copied`](ulp_ddp_core::Stats::bytes_copied); a payload window that ends the
+/// PDU's data is read together with what follows it (data digest, next header) in one
+/// vectored read ([`Engine::after_payload`]). That costs a system call per header
 /// and one per payload, which dominates small commands; with
 /// [`copy_small_payloads`](Self::copy_small_payloads), while every outstanding command expects
 /// less than a threshold, the reader instead fills its whole receive buffer with each read
@@ -107,11 +109,31 @@ impl SocketReader {
             engine.receive(Piece::bytes(&self.scratch[..n]))?;
             return Ok(n);
         }
+        // What may follow the payload window in the same read (its digest, the next header):
+        // known before `read_target` borrows the engine for the window.
+        let after = engine.after_payload();
         match engine.read_target() {
             ReadTarget::InPlace(window) => {
-                let n = read_retrying(src, window)?;
-                if n > 0 {
-                    engine.commit_in_place(n)?;
+                let window_len = window.len();
+                let extra = match after {
+                    Some((left, safe)) if left == window_len => safe.min(self.scratch.len()),
+                    _ => 0,
+                };
+                let n = if extra == 0 {
+                    read_retrying(src, window)?
+                } else {
+                    let mut bufs = [
+                        io::IoSliceMut::new(window),
+                        io::IoSliceMut::new(&mut self.scratch[..extra]),
+                    ];
+                    read_vectored_retrying(src, &mut bufs)?
+                };
+                let in_place = n.min(window_len);
+                if in_place > 0 {
+                    engine.commit_in_place(in_place)?;
+                }
+                if n > window_len {
+                    engine.receive(Piece::bytes(&self.scratch[..n - window_len]))?;
                 }
                 Ok(n)
             }
@@ -121,6 +143,18 @@ impl SocketReader {
                 engine.receive(Piece::bytes(&self.scratch[..n]))?;
                 Ok(n)
             }
+        }
+    }
+}
+
+fn read_vectored_retrying<R: Read + ?Sized>(
+    src: &mut R,
+    bufs: &mut [io::IoSliceMut<'_>],
+) -> io::Result<usize> {
+    loop {
+        match src.read_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
         }
     }
 }

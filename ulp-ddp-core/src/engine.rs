@@ -384,6 +384,23 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             .fold(current, u64::max)
     }
 
+    /// For the reader path, while a PDU's data is being received: the data bytes it has left,
+    /// and how many bytes after them a read may take into a receive buffer (for
+    /// [`receive`](Self::receive)) without pulling the next PDU's payload through it (the pad
+    /// and data digest, and the next PDU's typical header). `None` outside PDU data. When the
+    /// in-place window from [`read_target`](Self::read_target) covers all the data left, one
+    /// vectored read into the window and a receive buffer saves the separate read of what
+    /// follows the payload.
+    pub fn after_payload(&self) -> Option<(usize, usize)> {
+        match (&self.pdu, self.stage) {
+            (Some(_), Stage::Data) => {
+                let left = self.stage_left as usize;
+                Some((left, self.bytes_to_next_payload() - left))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the engine failed (a fatal error) and takes no more input.
     pub fn is_failed(&self) -> bool {
         self.failed
