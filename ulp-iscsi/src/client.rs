@@ -128,6 +128,19 @@ impl Read for Tee<'_> {
         }
         Ok(n)
     }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        let n = self.stream.read_vectored(bufs)?;
+        if let Some(c) = self.capture.as_mut() {
+            let mut left = n;
+            for b in bufs.iter() {
+                let k = left.min(b.len());
+                push_capture(c, Direction::FromTarget, &b[..k]);
+                left -= k;
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn push_capture(c: &mut Vec<(Direction, Vec<u8>)>, dir: Direction, bytes: &[u8]) {
