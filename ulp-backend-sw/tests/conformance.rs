@@ -248,3 +248,68 @@ fn large_payloads_stay_in_place_under_the_small_payload_policy() {
     );
     assert!(s.bytes_read_in_place > payload / 2, "{s:?}");
 }
+
+/// A source that returns short reads of random sizes (as a socket does), vectored or not.
+struct Choppy<'a> {
+    data: &'a [u8],
+    at: usize,
+    rng: Rng,
+    max: u64,
+}
+
+impl Choppy<'_> {
+    fn grant(&mut self, want: usize) -> usize {
+        let n = 1 + self.rng.below(self.max) as usize;
+        n.min(want).min(self.data.len() - self.at)
+    }
+}
+
+impl std::io::Read for Choppy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.grant(buf.len());
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
+        let want = bufs.iter().map(|b| b.len()).sum();
+        let mut left = self.grant(want);
+        let mut total = 0;
+        for b in bufs.iter_mut() {
+            let k = left.min(b.len());
+            b[..k].copy_from_slice(&self.data[self.at..self.at + k]);
+            self.at += k;
+            left -= k;
+            total += k;
+        }
+        Ok(total)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The reader path under short reads of random sizes, with and without the small-payload
+    /// policy: every buffer equals the reference, every digest verdict is good, and payload is
+    /// only copied under the policy (and then less than the threshold per command).
+    #[test]
+    fn reader_path_under_random_short_reads(
+        seed in any::<u64>(),
+        max_read in 1u64..20_000,
+        threshold in prop_oneof![Just(0u64), 1u64..40_000],
+    ) {
+        let mut toy = Toy::new(true, true);
+        let mut rng = Rng::new(seed);
+        let w = Workload::generate(&mut toy, &mut rng, 6, 30_000, false);
+        let mut src = Choppy { data: &w.stream, at: 0, rng: Rng::new(seed ^ 1), max: max_read };
+        let reader = SocketReader::new(16 * 1024).copy_small_payloads(threshold);
+        let (_, s) = run_reader(&w, reader, &mut src);
+        prop_assert_eq!(s.bytes_copied + s.bytes_read_in_place, payload_bytes(&w));
+        if threshold == 0 {
+            prop_assert_eq!(s.bytes_copied, 0);
+        } else {
+            prop_assert!(s.bytes_copied < threshold * w.commands.len() as u64 + 1);
+        }
+    }
+}
