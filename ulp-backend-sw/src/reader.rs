@@ -53,8 +53,8 @@ impl From<Error> for RecvError {
 /// [`bytes_read_in_place`](ulp_ddp_core::Stats::bytes_read_in_place) for every payload byte and
 /// no [`bytes_copied`](ulp_ddp_core::Stats::bytes_copied); a payload window that ends the
 /// PDU's data is read together with what follows it (data digest, next header) in one
-/// vectored read ([`Engine::after_payload`]). That costs a system call per header
-/// and one per payload, which dominates small commands; with
+/// vectored read ([`Engine::after_payload`]). That still costs a system call or two per PDU,
+/// which dominates small commands; with
 /// [`copy_small_payloads`](Self::copy_small_payloads), while every outstanding command expects
 /// less than a threshold, the reader instead fills its whole receive buffer with each read
 /// (headers and payloads of many PDUs at once) and the engine copies those small payloads

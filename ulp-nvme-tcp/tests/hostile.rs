@@ -612,3 +612,51 @@ fn close_reports_whether_a_released_buffer_was_offloaded() {
     assert_eq!(c.buffer.expect("buffer back").len(), LEN as u64);
     assert!(c.offloaded, "the backend had mapped the buffer");
 }
+
+/// A CID becomes free only when its completion is taken: a controller that completes every
+/// command at once does not let a new command take the CID of a completion the caller has
+/// not seen yet.
+#[test]
+fn cid_is_reused_only_after_its_completion_is_taken() {
+    let d = Digests::NONE;
+    let mut q = queue(d);
+    let cids: Vec<u16> = (0..4).map(|_| submit_read(&mut q)).collect();
+    assert_eq!(q.free_slots(), 0);
+    let mut bytes = Vec::new();
+    for &cid in &cids {
+        bytes.extend(c2h(cid, 0, &[cid as u8; LEN], true, false, d));
+        bytes.extend(resp(cid, 0, d));
+    }
+    q.handle_bytes(&bytes);
+    assert_eq!(
+        (q.free_slots(), q.outstanding()),
+        (0, 4),
+        "finished, not yet taken"
+    );
+    assert!(
+        q.submit(nvme::read(1, 0, 1), Data::Read(SgBuffer::zeroed(512)))
+            .is_err()
+    );
+    let two = q
+        .poll_completion(Some(cids[2]))
+        .expect("completion of the third command");
+    assert_eq!(
+        two.buffer.expect("buffer").into_vec(),
+        vec![cids[2] as u8; LEN]
+    );
+    assert_eq!((q.free_slots(), q.outstanding()), (1, 3));
+    assert_eq!(
+        submit_read(&mut q),
+        cids[2],
+        "the one CID taken back is reused"
+    );
+    let mut rest = Vec::new();
+    while let Some(e) = q.poll_event() {
+        if let HostEvent::Completed(c) = e {
+            assert_eq!(c.status, Status::SUCCESS);
+            rest.push(c.cid);
+        }
+    }
+    assert_eq!(rest, vec![cids[0], cids[1], cids[3]]);
+    assert_eq!((q.free_slots(), q.outstanding()), (3, 1));
+}
