@@ -654,13 +654,12 @@ impl Source {
 /// sleeps less; the protocol targets do the same for small answers.)
 fn tcp_serve(
     mut sock: TcpStream,
-    bs: usize,
-    baseline: TcpBaseline,
+    mut src: Source,
+    request_response: bool,
     stop: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<()> {
     sock.set_nodelay(true)?;
-    let mut src = Source::new(bs, baseline.span);
-    if !baseline.request_response {
+    if !request_response {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let r = src.next_block();
             sock.write_all(&src.data[r])?;
@@ -694,11 +693,14 @@ pub fn tcp_perf(spec: &PerfSpec, baseline: TcpBaseline) -> Result<PerfResult, St
     let bs = spec.bs;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = std::sync::Arc::clone(&stop);
+    // The source is filled before the clock starts (64 MiB take tens of milliseconds).
+    let src = Source::new(bs, baseline.span);
+    let rr = baseline.request_response;
     let server = std::thread::Builder::new()
         .name("tcp-perf-send".into())
         .spawn(move || -> std::io::Result<()> {
             let (sock, _) = listener.accept()?;
-            tcp_serve(sock, bs, baseline, &stop2)
+            tcp_serve(sock, src, rr, &stop2)
         })
         .map_err(|e| e.to_string())?;
     let sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
@@ -888,17 +890,15 @@ pub fn compare_main(args: &[String]) -> std::process::ExitCode {
             crate::nvme_cli::perf(&spec, None),
             crate::iscsi_cli::perf(&spec, None),
         ];
-        let errors: Vec<String> = round
-            .iter()
-            .filter_map(|r| r.as_ref().err().cloned())
-            .collect();
-        if !errors.is_empty() {
-            for e in errors {
+        let (done, errors): (Vec<_>, Vec<_>) = round.into_iter().partition(Result::is_ok);
+        let Ok(round) =
+            <[PerfResult; 4]>::try_from(done.into_iter().flatten().collect::<Vec<PerfResult>>())
+        else {
+            for e in errors.into_iter().filter_map(Result::err) {
                 eprintln!("ulp-ddp perf-compare: {e}");
             }
             return ExitCode::FAILURE;
-        }
-        let round = round.map(|r| r.unwrap_or_else(|_| unreachable!("errors returned above")));
+        };
         if json {
             let parts: Vec<String> = round.iter().map(PerfResult::json).collect();
             println!("{{\"runs\":[{}]}}", parts.join(","));
