@@ -713,6 +713,7 @@ pub fn tcp_perf(spec: &PerfSpec, baseline: TcpBaseline) -> Result<PerfResult, St
         pending: std::collections::VecDeque::new(),
         request_response: baseline.request_response,
         unsent: 0,
+        requests: vec![0; spec.qd * TCP_REQUEST_LEN],
     };
     let result = closed_loop(&mut io, spec, baseline.label());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -755,6 +756,8 @@ struct TcpIo {
     /// Requests submitted but not yet written (request-response): written together at the
     /// next `wait`, as a protocol driver batches its commands.
     unsent: usize,
+    /// The request bytes (zeros), kept between waits.
+    requests: Vec<u8>,
 }
 
 impl PerfIo for TcpIo {
@@ -766,9 +769,12 @@ impl PerfIo for TcpIo {
 
     fn wait(&mut self) -> Result<(usize, bool), String> {
         if self.unsent > 0 {
-            let reqs = vec![0u8; self.unsent * TCP_REQUEST_LEN];
+            let n = self.unsent * TCP_REQUEST_LEN;
+            if self.requests.len() < n {
+                self.requests.resize(n, 0);
+            }
             self.sock
-                .write_all(&reqs)
+                .write_all(&self.requests[..n])
                 .map_err(|e| format!("tcp request: {e}"))?;
             self.unsent = 0;
         }

@@ -151,17 +151,17 @@ fn read_vectored_retrying<R: Read + ?Sized>(
     src: &mut R,
     bufs: &mut [io::IoSliceMut<'_>],
 ) -> io::Result<usize> {
-    loop {
-        match src.read_vectored(bufs) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
+    retry(|| src.read_vectored(bufs))
 }
 
 fn read_retrying<R: Read + ?Sized>(src: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    retry(|| src.read(buf))
+}
+
+/// Repeats a read interrupted by a signal.
+fn retry(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     loop {
-        match src.read(buf) {
+        match read() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }

@@ -447,6 +447,21 @@ pub fn data_digest(data: &[u8]) -> [u8; 4] {
     crc32c(data).to_le_bytes()
 }
 
+/// The DATAL/DATAO rules shared by C2HData and H2CData: DATAL equals the data the PDU carries
+/// (`data_len`), and DATAO + DATAL does not overflow.
+pub(crate) fn check_data_range(datao: u32, datal: u32, data_len: usize) -> Result<(), Error> {
+    if usize::try_from(datal).ok() != Some(data_len) {
+        return Err(Error::DatalMismatch { datal, data_len });
+    }
+    if datao.checked_add(datal).is_none() {
+        return Err(Error::DataRangeOverflow {
+            offset: datao,
+            len: datal,
+        });
+    }
+    Ok(())
+}
+
 /// Parses the layout of a PDU of the expected type and verifies its header digest; `bytes` must
 /// hold at least the header and HDGST.
 pub(crate) fn parse_header(

@@ -90,19 +90,7 @@ impl Repr {
     }
 
     fn check(&self, data_len: usize) -> Result<(), Error> {
-        if usize::try_from(self.datal).ok() != Some(data_len) {
-            return Err(Error::DatalMismatch {
-                datal: self.datal,
-                data_len,
-            });
-        }
-        if self.datao.checked_add(self.datal).is_none() {
-            return Err(Error::DataRangeOverflow {
-                offset: self.datao,
-                len: self.datal,
-            });
-        }
-        Ok(())
+        common::check_data_range(self.datao, self.datal, data_len)
     }
 
     const fn flags(&self) -> u8 {
