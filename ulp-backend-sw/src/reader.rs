@@ -78,9 +78,9 @@ impl SocketReader {
     /// Reads through the receive buffer, as much as it holds per `read`, whenever every command
     /// registered with the engine expects fewer than `threshold` more payload bytes
     /// ([`Engine::max_expected_payload`]); otherwise as [`new`](Self::new) does. `0` turns
-    /// it off. Copies stay below `threshold` bytes per command, and commands of `threshold`
-    /// bytes or more are still read in place (a receive buffer of a few times the threshold
-    /// makes each read worth it: 64 KiB for 16 KiB).
+    /// it off. A PDU carrying `threshold` data bytes or more is read in place to its end, and
+    /// no command has `threshold` bytes or more copied (a receive buffer of a few times the
+    /// threshold makes each read worth it: 64 KiB for 16 KiB).
     #[must_use]
     pub fn copy_small_payloads(mut self, threshold: u64) -> Self {
         self.copy_below = threshold;

@@ -227,7 +227,8 @@ fn small_payloads_are_read_through_the_receive_buffer() {
 
 /// While a command at or above the threshold is outstanding, the reader reads exactly as
 /// without the policy; once every outstanding command expects less, it copies, so a command
-/// never has more than the threshold copied.
+/// never has more than the threshold copied, and a PDU at or above the threshold is read in
+/// place whole.
 #[test]
 fn large_payloads_stay_in_place_under_the_small_payload_policy() {
     let mut toy = Toy::new(true, true);
@@ -247,6 +248,68 @@ fn large_payloads_stay_in_place_under_the_small_payload_policy() {
         s.bytes_copied
     );
     assert!(s.bytes_read_in_place > payload / 2, "{s:?}");
+    assert!(s.bytes_copied <= small_pdu_bytes(&w, threshold), "{s:?}");
+}
+
+/// One 40 KiB PDU that arrives in reads of at most 32 KiB: its last 8 KiB, below the
+/// threshold, are still read in place (the PDU as a whole is large), so nothing is copied.
+#[test]
+fn the_tail_of_a_large_pdu_is_read_in_place() {
+    use ulp_ddp_core::testkit::{Command, KitProtocol};
+    let toy = Toy::new(true, true);
+    let data = Rng::new(3).bytes(40 * 1024);
+    let w = Workload {
+        stream: toy.encode_data(ulp_ddp_core::Tag(0), 0, &data),
+        commands: vec![Command {
+            tag: ulp_ddp_core::Tag(0),
+            segments: vec![data.len()],
+            data,
+        }],
+        pdus: vec![Some(ulp_ddp_core::Tag(0))],
+        data_lens: vec![40 * 1024],
+        control: Vec::new(),
+        corrupted: Vec::new(),
+    };
+    let mut src = Capped {
+        data: &w.stream,
+        at: 0,
+        cap: 32 * 1024,
+    };
+    let (reads, s) = run_reader(
+        &w,
+        SocketReader::new(64 * 1024).copy_small_payloads(16 * 1024),
+        &mut src,
+    );
+    assert_eq!(s.bytes_copied, 0, "{s:?}");
+    assert_eq!(s.bytes_read_in_place, 40 * 1024);
+    assert!(reads >= 3, "{reads} reads");
+}
+
+/// A source that returns at most `cap` bytes per read.
+struct Capped<'a> {
+    data: &'a [u8],
+    at: usize,
+    cap: usize,
+}
+
+impl std::io::Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.cap).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Data bytes of the workload's data PDUs that carry fewer than `threshold` bytes: all the
+/// small-payload policy may copy.
+fn small_pdu_bytes(w: &Workload, threshold: u64) -> u64 {
+    w.pdus
+        .iter()
+        .zip(&w.data_lens)
+        .filter(|(tag, len)| tag.is_some() && (**len as u64) < threshold)
+        .map(|(_, &len)| len as u64)
+        .sum()
 }
 
 /// A source that returns short reads of random sizes (as a socket does), vectored or not.
@@ -292,7 +355,8 @@ proptest! {
 
     /// The reader path under short reads of random sizes, with and without the small-payload
     /// policy: every buffer equals the reference, every digest verdict is good, and payload is
-    /// only copied under the policy (and then less than the threshold per command).
+    /// only copied under the policy (then less than the threshold per command, and only from
+    /// PDUs carrying less than the threshold).
     #[test]
     fn reader_path_under_random_short_reads(
         seed in any::<u64>(),
@@ -310,6 +374,7 @@ proptest! {
             prop_assert_eq!(s.bytes_copied, 0);
         } else {
             prop_assert!(s.bytes_copied < threshold * w.commands.len() as u64 + 1);
+            prop_assert!(s.bytes_copied <= small_pdu_bytes(&w, threshold));
         }
     }
 }

@@ -361,9 +361,10 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.tags.get(&tag).map(|e| e.received.covered())
     }
 
-    /// The most payload bytes still to come for one registered command: for a command not yet
-    /// torn down, its buffer's length minus what has arrived; for the PDU being received, the
-    /// rest of its data (a protocol may tear its command down as soon as the last PDU's header
+    /// The most payload bytes one PDU may still bring into a registered buffer: for the PDU
+    /// being received, all of its data (even once part of it is in, so that a large PDU is
+    /// read in place to its end); for a command not yet torn down, its buffer's length minus
+    /// what has arrived (a protocol may tear its command down as soon as the last PDU's header
     /// is in). 0 with nothing registered. A reader chooses how to read with it: while every
     /// outstanding command is small, one large read through a receive buffer (copying those
     /// small payloads) costs less than a system call per header and one per payload.
@@ -371,8 +372,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     pub fn max_expected_payload(&self) -> u64 {
         let current = match &self.pdu {
             Some(pdu) if matches!(pdu.sink, Sink::Place { .. }) => match self.stage {
-                Stage::Header | Stage::Gap => u64::from(pdu.layout.data_len),
-                Stage::Data => u64::from(self.stage_left),
+                Stage::Header | Stage::Gap | Stage::Data => u64::from(pdu.layout.data_len),
                 Stage::Pad | Stage::Digest => 0,
             },
             _ => 0,

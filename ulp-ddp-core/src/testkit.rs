@@ -87,6 +87,8 @@ pub struct Workload {
     pub stream: Vec<u8>,
     /// Per PDU, in stream order: `Some(tag)` for data PDUs, `None` for control PDUs.
     pub pdus: Vec<Option<Tag>>,
+    /// Per PDU, in stream order: how many data bytes it carries (control PDUs too).
+    pub data_lens: Vec<usize>,
     /// Data of each control PDU, in order.
     pub control: Vec<Vec<u8>>,
     /// Index (in `pdus`) of PDUs whose data digest was corrupted.
@@ -128,6 +130,7 @@ impl Workload {
         let mut cursors = vec![0usize; cmds.len()];
         let mut stream = Vec::new();
         let mut pdus = Vec::new();
+        let mut data_lens = Vec::new();
         let mut control = Vec::new();
         let mut corrupted = Vec::new();
         loop {
@@ -141,6 +144,7 @@ impl Workload {
                 let n = rng.below(40) as usize;
                 let data = rng.bytes(n);
                 stream.extend_from_slice(&protocol.encode_control(&data));
+                data_lens.push(data.len());
                 control.push(data);
                 pdus.push(None);
             }
@@ -161,12 +165,14 @@ impl Workload {
             }
             stream.extend_from_slice(&pdu);
             pdus.push(Some(cmd.tag));
+            data_lens.push(n);
             cursors[i] += n;
         }
         Self {
             commands: cmds,
             stream,
             pdus,
+            data_lens,
             control,
             corrupted,
         }
