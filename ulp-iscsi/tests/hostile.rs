@@ -182,30 +182,26 @@ fn bad_digests() {
     assert!(untouched(&b));
 }
 
+/// `m` fails the connection with an invalid header field at byte `offset`, and the read's
+/// buffer stays untouched.
+fn rejects_field(m: Misbehave, len: usize, offset: u16) {
+    let (e, _, b) = attack(m, len, false);
+    assert!(
+        matches!(
+            e,
+            Some(ConnError::Engine(EngineError::Header(
+                HeaderError::InvalidField { offset: o, .. }
+            ))) if o == offset
+        ),
+        "{e:?}"
+    );
+    assert!(untouched(&b));
+}
+
 #[test]
 fn bad_lengths_flags_and_opcodes() {
-    let (e, _, b) = attack(Misbehave::OversizedSegment, 32768, false);
-    assert!(
-        matches!(
-            e,
-            Some(ConnError::Engine(EngineError::Header(
-                HeaderError::InvalidField { offset: 5, .. }
-            )))
-        ),
-        "{e:?}"
-    );
-    assert!(untouched(&b));
-    let (e, _, b) = attack(Misbehave::StatusWithoutFinal, 4096, false);
-    assert!(
-        matches!(
-            e,
-            Some(ConnError::Engine(EngineError::Header(
-                HeaderError::InvalidField { offset: 1, .. }
-            )))
-        ),
-        "{e:?}"
-    );
-    assert!(untouched(&b));
+    rejects_field(Misbehave::OversizedSegment, 32768, 5);
+    rejects_field(Misbehave::StatusWithoutFinal, 4096, 1);
     let (e, _, _) = attack(Misbehave::InitiatorOpcode, 4096, false);
     assert!(
         matches!(
