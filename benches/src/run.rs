@@ -108,7 +108,7 @@ pub fn copy_path(spec: &Spec, w: &Workload) -> Report {
     let start = Instant::now();
     for piece in &pieces {
         if let Err(err) = e.receive(Piece::bytes(piece)) {
-            out.errors.push(err);
+            out.fatal = Some(err.to_string());
             break;
         }
         testkit::drain(&mut e, &mut out);

@@ -6,14 +6,14 @@
 use libfuzzer_sys::fuzz_target;
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{QueueId, SgBuffer};
-use ulp_nvme_tcp::wire::{Digests, IcRespRepr, Pda};
+use ulp_nvme_tcp::wire::{IcRespRepr, Pda};
 use ulp_nvme_tcp::{Data, HostConfig, HostEvent, HostQueue, nvme};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, rest)) = data.split_first() else {
         return;
     };
-    let digests = Digests::from_dgst(control & 3);
+    let digests = ulp_nvme_tcp::wire::digests_from_dgst(control & 3);
     let piece = usize::from(control >> 2) + 1;
     let mut cfg = HostConfig::io(QueueId(1), 1, 4, digests);
     cfg.in_capsule_limit = 512;

@@ -80,7 +80,7 @@ impl<P: Protocol> Nic<P> {
     ///
     /// The engine's fatal error, if the stream became unusable ([`Error::Failed`] for every
     /// segment after that).
-    pub fn deliver(&mut self, seq: TcpSeq, payload: &[u8]) -> Result<(), Error> {
+    pub fn deliver(&mut self, seq: TcpSeq, payload: &[u8]) -> Result<(), Error<P::Error>> {
         if self.engine.is_failed() {
             return Err(Error::Failed);
         }

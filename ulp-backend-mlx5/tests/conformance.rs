@@ -4,8 +4,9 @@
 use ulp_backend_mlx5::{IO_THRESHOLD, MAX_SGL, Mlx5Backend, Model, ModelConfig};
 use ulp_ddp_core::testkit;
 use ulp_ddp_core::{
-    DdpBackend, Decline, Engine, EngineOptions, Event, HeaderError, Limits, PduLayout, Placement,
-    Protocol, ProtocolId, QueueConfig, QueueId, SetupOutcome, SgBuffer, Tag, TagRange,
+    DdpBackend, Decline, Engine, EngineOptions, Event, HeaderError, HeaderFrame, Limits, Parsed,
+    PduLayout, Placement, Protocol, ProtocolId, QueueConfig, QueueId, SetupOutcome, SgBuffer, Tag,
+    TagRange,
 };
 use ulp_nvme_tcp::{NVME_TCP, NvmeTcpHost};
 
@@ -99,6 +100,9 @@ struct FakeIscsi;
 const ISCSI: ProtocolId = ProtocolId("iscsi");
 
 impl Protocol for FakeIscsi {
+    type Header = ();
+    type Error = HeaderError;
+
     fn id(&self) -> ProtocolId {
         ISCSI
     }
@@ -108,23 +112,24 @@ impl Protocol for FakeIscsi {
     fn max_header_len(&self) -> usize {
         8
     }
-    fn header_len(&mut self, _prefix: &[u8]) -> Result<usize, HeaderError> {
-        Ok(8)
+    fn frame(&mut self, _prefix: &[u8]) -> Result<HeaderFrame, HeaderError> {
+        Ok(HeaderFrame {
+            len: 8,
+            digest: false,
+        })
     }
-    fn has_header_digest(&self, _header: &[u8]) -> bool {
-        false
-    }
-    fn parse(&mut self, h: &[u8]) -> Result<PduLayout, HeaderError> {
+    fn parse(&mut self, h: &[u8]) -> Result<Parsed<()>, HeaderError> {
         let tag = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        Ok(PduLayout {
+        let layout = PduLayout {
             data_len: len,
             placement: Some(Placement {
                 tag: Tag(tag),
                 offset: 0,
             }),
-            ..PduLayout::header_only(8, false)
-        })
+            ..PduLayout::header_only(8)
+        };
+        Ok(Parsed { layout, header: () })
     }
 }
 

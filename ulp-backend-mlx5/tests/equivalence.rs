@@ -8,10 +8,11 @@ use ulp_backend_mlx5::{Model, Nic};
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::testkit::{KitProtocol, Rng, Workload};
 use ulp_ddp_core::{
-    DdpBackend, DigestStatus, Engine, EngineOptions, Error, Event, Piece, Protocol, QueueConfig,
-    QueueId, SgBuffer, Tag, TcpSeq,
+    DataError, DdpBackend, DigestStatus, Engine, EngineOptions, Error, Event, Piece, Protocol,
+    QueueConfig, QueueId, SgBuffer, Tag, TcpSeq,
 };
 use ulp_nvme_tcp::NvmeTcpHost;
+use ulp_nvme_tcp::wire::Error as WireError;
 
 /// What the caller sees, with the digest verdict reduced to what it means to the caller
 /// (offloaded and computed are both "verified").
@@ -27,7 +28,7 @@ enum Seen {
         data: Vec<u8>,
         digest: Verdict,
     },
-    Error(Error),
+    Error(DataError),
 }
 
 #[derive(Debug, PartialEq)]
@@ -49,7 +50,7 @@ fn verdict(d: DigestStatus) -> Verdict {
 struct Outcome {
     seen: Vec<Seen>,
     released: Vec<(Tag, Vec<u8>)>,
-    fatal: Option<Error>,
+    fatal: Option<Error<WireError>>,
 }
 
 fn drain<P: Protocol, B: DdpBackend>(e: &mut Engine<P, B>, out: &mut Outcome) {

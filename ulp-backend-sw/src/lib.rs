@@ -9,10 +9,10 @@
 //!   ([`ulp_ddp_core::digest::copy_with_crc`]: each source byte is read from memory once), or
 //!   with streaming stores that bypass the cache ([`SwBackend::streaming`], [`stream`]), as a
 //!   DMA engine writes: faster into cold command buffers.
-//! - [`SocketReader`] is the reader path: it drives an [`Engine`](ulp_ddp_core::Engine) from
-//!   any [`std::io::Read`] (a `TcpStream`), reading payload straight from the socket into the
-//!   registered buffer, with no intermediate buffer, and digesting it while it is still hot in
-//!   cache (how SPDK receives). Headers and control PDUs go through a small receive buffer.
+//! - The reader path ([`SocketReader`]: payload straight from the socket into the registered
+//!   buffer) works with every backend and lives in the core
+//!   ([`ulp_ddp_core::reader`]); it is re-exported here for code written against earlier
+//!   versions.
 //!
 //! ```
 //! use ulp_backend_sw::SwBackend;
@@ -25,11 +25,11 @@
 #![deny(unsafe_code)]
 
 mod backend;
-mod reader;
 #[allow(unsafe_code)] // the streaming copy's SSE2 stores; see the module's SAFETY comments
 pub mod stream;
 
 pub use backend::{Cached, Mover, Streaming, SwBackend};
-pub use reader::{RecvError, SocketReader};
+#[doc(no_inline)]
+pub use ulp_ddp_core::reader::{RecvError, SocketReader};
 #[doc(no_inline)]
 pub use ulp_ddp_core::{DdpBackend, Limits};

@@ -1,11 +1,10 @@
 //! The backend contract: the kernel's `ulp_ddp_dev_ops`, with its two callbacks turned into
 //! polled events.
 
-use core::fmt;
-
 use crate::buffer::SgBuffer;
 use crate::config::QueueConfig;
 use crate::digest::Crc32c;
+pub use crate::error::BackendError;
 use crate::limits::Limits;
 use crate::stats::Stats;
 use crate::types::{ProtocolId, QueueId, Tag, TcpSeq};
@@ -42,54 +41,6 @@ pub enum BackendEvent {
         tag: Tag,
     },
 }
-
-/// Why a backend refused an operation.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-#[non_exhaustive]
-pub enum BackendError {
-    /// The backend does not offload this protocol.
-    UnsupportedProtocol(ProtocolId),
-    /// The queue's configuration is beyond the backend (depth, digests, alignment).
-    UnsupportedConfig,
-    /// The backend has no room for another queue.
-    TooManyQueues,
-    /// The queue id is already in use.
-    QueueExists(QueueId),
-    /// No such queue.
-    UnknownQueue(QueueId),
-    /// The tag is already mapped (or its teardown has not completed).
-    TagBusy(Tag),
-    /// The tag is not mapped.
-    UnknownTag(Tag),
-    /// The buffer has more segments than the backend maps.
-    TooManySegments,
-    /// The buffer is larger than the backend maps.
-    TooLarge,
-    /// The tag is outside the range the backend tracks.
-    TagOutOfRange(Tag),
-    /// Out of device resources (mapping tables, memory keys, work queue entries).
-    NoResources,
-}
-
-impl fmt::Display for BackendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::UnsupportedProtocol(p) => write!(f, "protocol {p} is not offloaded"),
-            Self::UnsupportedConfig => f.write_str("queue configuration not supported"),
-            Self::TooManyQueues => f.write_str("no room for another queue"),
-            Self::QueueExists(q) => write!(f, "{q} already exists"),
-            Self::UnknownQueue(q) => write!(f, "{q} does not exist"),
-            Self::TagBusy(t) => write!(f, "{t} is still mapped"),
-            Self::UnknownTag(t) => write!(f, "{t} is not mapped"),
-            Self::TooManySegments => f.write_str("too many scatter-gather segments"),
-            Self::TooLarge => f.write_str("buffer too large"),
-            Self::TagOutOfRange(t) => write!(f, "{t} is outside the tracked range"),
-            Self::NoResources => f.write_str("out of device resources"),
-        }
-    }
-}
-
-impl std::error::Error for BackendError {}
 
 /// A direct data placement backend: a NIC offload, a model of one, or the software backend.
 ///

@@ -22,6 +22,41 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc_fast::crc32_iscsi(data)
 }
 
+/// Which CRC32C digests a connection carries: a header digest after every header that may
+/// have one, a data digest after every data segment. Both protocols negotiate them (NVMe/TCP
+/// in ICReq/ICResp, iSCSI with the HeaderDigest and DataDigest keys) and both start without.
+#[derive(Clone, Copy, Debug, Default, Eq, Hash, PartialEq)]
+pub struct Digests {
+    /// Header digests on.
+    pub header: bool,
+    /// Data digests on.
+    pub data: bool,
+}
+
+impl Digests {
+    /// No digests.
+    pub const NONE: Self = Self {
+        header: false,
+        data: false,
+    };
+    /// Both digests.
+    pub const BOTH: Self = Self {
+        header: true,
+        data: true,
+    };
+}
+
+impl fmt::Display for Digests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.header, self.data) {
+            (false, false) => "no digests",
+            (true, false) => "header digest",
+            (false, true) => "data digest",
+            (true, true) => "header and data digests",
+        })
+    }
+}
+
 /// A running CRC32C over data that arrives in pieces.
 ///
 /// ```

@@ -11,16 +11,23 @@
 //!
 //! ## Layers
 //!
-//! - [`Protocol`]: a plugin that frames one protocol's PDUs: where a header ends, whether it
-//!   has a digest, and a [`PduLayout`] saying where data starts, how long it is, its padding,
-//!   its digest, and whether it goes to a command's buffer ([`Placement`]: tag and offset).
+//! - [`Protocol`]: a plugin that frames one protocol's PDUs: from a header's first bytes, its
+//!   length and whether a digest ends it ([`HeaderFrame`]); from the whole header, once, its
+//!   typed form ([`Protocol::Header`], handed to the state machine with the PDU's event) and a
+//!   [`PduLayout`] saying where data starts, how long it is, its padding, its digest, and
+//!   whether it goes to a command's buffer ([`Placement`]: tag and offset).
 //! - [`DdpBackend`]: a device (or the CPU) that maps tags to buffers: [`Limits`], queue
 //!   add/delete, per-command setup, teardown that completes through a polled event, resync
 //!   request and response, [`Stats`]. [`NoOffload`] is the backend of a machine without one.
 //! - [`Engine`]: one per connection. It owns every registered buffer ([`SgBuffer`]) from
 //!   [`Engine::setup`] until [`Event::Released`], tracks PDU boundaries through the plugin
-//!   however the stream is cut, places what the backend did not place, verifies what it did not
-//!   verify, answers resync requests, and reports [`Event`]s.
+//!   however the stream is cut, checks each header digest once, places what the backend did not
+//!   place, verifies what it did not verify, answers resync requests, and reports [`Event`]s.
+//! - [`reader::SocketReader`]: the reader path, for any backend: payload read from a socket
+//!   straight into the command's buffer.
+//! - The sans-IO vocabulary both protocol crates share: [`Transmit`] (bytes out, payload
+//!   borrowed), [`TransmitWriter`], [`Digests`], [`timer::Timer`] (time in only through
+//!   `handle_timeout(now)`).
 //! - `testkit` (feature `testkit`): the conformance kit every backend runs.
 //!
 //! ## Example
@@ -30,26 +37,30 @@
 //!
 //! ```
 //! use ulp_ddp_core::{
-//!     Engine, EngineOptions, Event, HeaderError, NoOffload, Piece, Placement, PduLayout,
-//!     Protocol, ProtocolId, QueueConfig, QueueId, SgBuffer, Tag,
+//!     Engine, EngineOptions, Event, HeaderError, HeaderFrame, NoOffload, Parsed, PduLayout,
+//!     Piece, Placement, Protocol, ProtocolId, QueueConfig, QueueId, SgBuffer, Tag,
 //! };
 //!
 //! struct Toy;
 //!
 //! impl Protocol for Toy {
+//!     type Header = (u32, u32);
+//!     type Error = HeaderError;
 //!     fn id(&self) -> ProtocolId { ProtocolId("toy") }
 //!     fn prefix_len(&self) -> usize { 8 }
 //!     fn max_header_len(&self) -> usize { 8 }
-//!     fn header_len(&mut self, _prefix: &[u8]) -> Result<usize, HeaderError> { Ok(8) }
-//!     fn has_header_digest(&self, _header: &[u8]) -> bool { false }
-//!     fn parse(&mut self, h: &[u8]) -> Result<PduLayout, HeaderError> {
+//!     fn frame(&mut self, _prefix: &[u8]) -> Result<HeaderFrame, HeaderError> {
+//!         Ok(HeaderFrame { len: 8, digest: false })
+//!     }
+//!     fn parse(&mut self, h: &[u8]) -> Result<Parsed<(u32, u32)>, HeaderError> {
 //!         let tag = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
 //!         let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-//!         Ok(PduLayout {
+//!         let layout = PduLayout {
 //!             data_len: len,
 //!             placement: Some(Placement { tag: Tag(tag), offset: 0 }),
-//!             ..PduLayout::header_only(8, false)
-//!         })
+//!             ..PduLayout::header_only(8)
+//!         };
+//!         Ok(Parsed { layout, header: (tag, len) })
 //!     }
 //! }
 //!
@@ -61,8 +72,8 @@
 //! for piece in stream.chunks(3) {
 //!     engine.receive(Piece::bytes(piece)).unwrap();
 //! }
-//! let Some(Event::Data { tag, len, .. }) = engine.poll_event() else { panic!() };
-//! assert_eq!((tag, len), (Tag(5), 4));
+//! let Some(Event::Data { header, tag, len, .. }) = engine.poll_event() else { panic!() };
+//! assert_eq!((header, tag, len), ((5, 4), Tag(5), 4));
 //!
 //! engine.teardown(Tag(5)).unwrap();
 //! let Some(Event::Released { buffer, .. }) = engine.poll_event() else { panic!() };
@@ -79,19 +90,23 @@ pub mod error;
 pub mod limits;
 pub mod protocol;
 mod ranges;
+pub mod reader;
 pub mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod timer;
+pub mod transmit;
 pub mod types;
 
-pub use backend::{BackendError, BackendEvent, DdpBackend, DdpIo, NoOffload, Shared};
+pub use backend::{BackendEvent, DdpBackend, DdpIo, NoOffload, Shared};
 pub use buffer::{OutOfRange, SgBuffer};
 pub use config::QueueConfig;
-pub use engine::{
-    DigestStatus, Engine, EngineOptions, Event, HeaderBytes, Piece, ReadTarget, SetupOutcome,
-};
-pub use error::Error;
+pub use digest::Digests;
+pub use engine::{DigestStatus, Engine, EngineOptions, Event, Piece, ReadTarget, SetupOutcome};
+pub use error::{BackendError, DataError, Error};
 pub use limits::{Decline, DigestOffload, Limits, TagRange};
-pub use protocol::{HeaderError, PduLayout, Placement, Protocol};
+pub use protocol::{HeaderError, HeaderFrame, LayoutError, Parsed, PduLayout, Placement, Protocol};
+pub use reader::{RecvError, SocketReader};
 pub use stats::Stats;
+pub use transmit::{Transmit, TransmitWriter};
 pub use types::{ProtocolId, QueueId, Tag, TcpSeq};

@@ -120,7 +120,7 @@ pub enum Decline {
     /// The tag is outside the range the backend tracks.
     TagOutOfRange,
     /// The backend refused for its own reasons (resources, a mapping it still holds).
-    Backend(crate::backend::BackendError),
+    Backend(crate::error::BackendError),
 }
 
 #[cfg(test)]

@@ -1,4 +1,13 @@
 //! The protocol plugin contract: how a request-response protocol frames its PDUs.
+//!
+//! The engine asks a plugin two questions per PDU, each once: from the first
+//! [`prefix_len`](Protocol::prefix_len) bytes, how long the header is and whether a header
+//! digest ends it ([`Protocol::frame`]); from the whole header, digest verified and stripped,
+//! what the PDU is ([`Protocol::parse`]): its typed header ([`Protocol::Header`]) and where its
+//! data lies ([`PduLayout`]). The typed header travels with the PDU to the state machine in
+//! [`Event::Control`](crate::Event::Control) or [`Event::Data`](crate::Event::Data): nothing
+//! downstream parses the header again. A refusal is the plugin's own typed error
+//! ([`Protocol::Error`]), reported as [`Error::Protocol`](crate::Error::Protocol).
 
 use core::fmt;
 
@@ -13,19 +22,25 @@ pub struct Placement {
     pub offset: u64,
 }
 
-/// The layout of one PDU, read from its header by a [`Protocol`].
+/// What a PDU's first bytes say about its header, from [`Protocol::frame`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct HeaderFrame {
+    /// Header bytes, including the header digest if there is one.
+    pub len: usize,
+    /// The last four header bytes are a CRC32C over the bytes before them; the engine verifies
+    /// it before [`Protocol::parse`] sees the header.
+    pub digest: bool,
+}
+
+/// Where the data of one PDU lies, read from its header by [`Protocol::parse`].
 ///
-/// A PDU is, in order: `header_len` header bytes (ending in a 4-byte header digest when
-/// `header_digest`), alignment padding up to `data_offset` (covered by no digest), `data_len`
-/// data bytes, `data_pad` trailing pad bytes (covered by the data digest when
-/// `digest_covers_pad`), and a 4-byte data digest when `data_digest`.
+/// After the header (and its digest), a PDU is: alignment padding up to `data_offset`
+/// (covered by no digest), `data_len` data bytes, `data_pad` trailing pad bytes (covered by the
+/// data digest when `digest_covers_pad`), and a 4-byte data digest when `data_digest`.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct PduLayout {
-    /// Header bytes, including the header digest if present.
-    pub header_len: u32,
-    /// The last four header bytes are a CRC32C over the header bytes before them.
-    pub header_digest: bool,
-    /// Offset of the first data byte from the start of the PDU (at least `header_len`).
+    /// Offset of the first data byte from the start of the PDU (at least the header's length,
+    /// digest included).
     pub data_offset: u32,
     /// Data bytes.
     pub data_len: u32,
@@ -41,11 +56,9 @@ pub struct PduLayout {
 }
 
 impl PduLayout {
-    /// A PDU made of a header only.
-    pub fn header_only(header_len: u32, header_digest: bool) -> Self {
+    /// A PDU made of a header of `header_len` bytes (digest included) and nothing else.
+    pub const fn header_only(header_len: u32) -> Self {
         Self {
-            header_len,
-            header_digest,
             data_offset: header_len,
             data_len: 0,
             data_pad: 0,
@@ -55,16 +68,18 @@ impl PduLayout {
         }
     }
 
-    /// Total bytes of the PDU on the wire.
+    /// Total bytes of the PDU on the wire, for a header of `header_len` bytes (digest
+    /// included).
     ///
     /// # Errors
     ///
-    /// [`HeaderError::LengthOverflow`] if the parts do not add up within 64 bits or contradict
-    /// each other (data before the end of the header, a digest inside a header too short to hold
-    /// one).
-    pub fn total_len(&self) -> Result<u64, HeaderError> {
-        if self.data_offset < self.header_len || (self.header_digest && self.header_len < 4) {
-            return Err(HeaderError::LengthOverflow);
+    /// [`LayoutError`] if the data starts inside the header.
+    pub fn total_len(&self, header_len: usize) -> Result<u64, LayoutError> {
+        if (self.data_offset as usize) < header_len {
+            return Err(LayoutError {
+                header_len,
+                data_offset: self.data_offset,
+            });
         }
         let digest = if self.data_digest { 4 } else { 0 };
         Ok(u64::from(self.data_offset)
@@ -74,8 +89,38 @@ impl PduLayout {
     }
 }
 
-/// Why a protocol rejected a PDU header. Always fatal for the connection: the stream can no
-/// longer be framed.
+/// A [`PduLayout`] whose data starts inside the header.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct LayoutError {
+    /// The header's length, digest included.
+    pub header_len: usize,
+    /// Where the layout says data starts.
+    pub data_offset: u32,
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "data offset {} lies inside the {}-byte header",
+            self.data_offset, self.header_len
+        )
+    }
+}
+
+impl std::error::Error for LayoutError {}
+
+/// What [`Protocol::parse`] read from a header: the typed header and the PDU's layout.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Parsed<H> {
+    /// Where the PDU's data lies and where it goes.
+    pub layout: PduLayout,
+    /// The header, decoded: handed on with the PDU's event.
+    pub header: H,
+}
+
+/// A ready-made error type for simple plugins (tests, examples); real protocols use their
+/// codec's own error type as [`Protocol::Error`].
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 #[non_exhaustive]
 pub enum HeaderError {
@@ -85,16 +130,11 @@ pub enum HeaderError {
     InvalidField {
         /// Byte offset of the field within the header.
         offset: u16,
-        /// What is wrong, for logs.
+        /// What is wrong, in words.
         reason: &'static str,
     },
     /// Lengths overflow or contradict each other.
     LengthOverflow,
-    /// The header is longer than the protocol's maximum.
-    TooLong {
-        /// The length the header claims.
-        len: u32,
-    },
 }
 
 impl fmt::Display for HeaderError {
@@ -105,7 +145,6 @@ impl fmt::Display for HeaderError {
                 write!(f, "invalid header field at byte {offset}: {reason}")
             }
             Self::LengthOverflow => f.write_str("PDU lengths overflow or contradict"),
-            Self::TooLong { len } => write!(f, "header of {len} bytes is too long"),
         }
     }
 }
@@ -114,13 +153,20 @@ impl std::error::Error for HeaderError {}
 
 /// A protocol plugin: frames the PDUs of one request-response protocol for the receive engine.
 ///
-/// The engine calls [`header_len`](Protocol::header_len) once it holds
-/// [`prefix_len`](Protocol::prefix_len) bytes of a PDU, then [`parse`](Protocol::parse) once it
-/// holds the whole header. Both take untrusted bytes and must not panic. The plugin is stateful
-/// (`&mut self`) because what a header means can depend on negotiation (digests switch on after
-/// login); the protocol's connection state machine adjusts it through
-/// [`Engine::protocol_mut`](crate::Engine::protocol_mut).
+/// The engine calls [`frame`](Protocol::frame) once it holds
+/// [`prefix_len`](Protocol::prefix_len) bytes of a PDU, then, once it holds the whole header
+/// and has verified its digest, [`parse`](Protocol::parse), exactly once per PDU and in stream
+/// order (a plugin may keep what `frame` decoded for `parse`). Both take untrusted bytes and
+/// must not panic. The plugin is stateful (`&mut self`) because what a header means can depend
+/// on negotiation (digests switch on after login); the protocol's state machine adjusts it
+/// through [`Engine::protocol_mut`](crate::Engine::protocol_mut).
 pub trait Protocol {
+    /// A decoded PDU header, handed to the state machine with the PDU's event.
+    type Header: fmt::Debug;
+    /// Why the plugin refused a header: the protocol's own wire error, which names the PDU and
+    /// field. Always fatal for the connection: the stream can no longer be framed.
+    type Error: fmt::Debug + fmt::Display + Clone;
+
     /// The protocol's identifier, for backends' limits.
     fn id(&self) -> ProtocolId;
 
@@ -133,32 +179,27 @@ pub trait Protocol {
 
     /// The length of the header most PDUs have, digest included (NVMe/TCP's data PDUs: 24 or
     /// 28 bytes; iSCSI: 48 or 52). The reader path reads this much ahead when a header comes
-    /// next, to need one `read` per header instead of two. Never more than the shortest header
-    /// that can follow would be ideal; more only costs a small copy. Defaults to
+    /// next, to need one `read` per header instead of two. Defaults to
     /// [`prefix_len`](Protocol::prefix_len).
     fn typical_header_len(&self) -> usize {
         self.prefix_len()
     }
 
-    /// From the first [`prefix_len`](Protocol::prefix_len) bytes of a PDU, its header length
-    /// including any header digest.
+    /// From the first [`prefix_len`](Protocol::prefix_len) bytes of a PDU: its header's length
+    /// (at least `prefix_len`) and whether a header digest ends it.
     ///
     /// # Errors
     ///
-    /// A [`HeaderError`] if the prefix is invalid.
-    fn header_len(&mut self, prefix: &[u8]) -> Result<usize, HeaderError>;
+    /// The plugin's error if the prefix is invalid.
+    fn frame(&mut self, prefix: &[u8]) -> Result<HeaderFrame, Self::Error>;
 
-    /// From the complete header (digest included and already verified by the engine when
-    /// [`has_header_digest`](Protocol::has_header_digest) said there is one), the PDU's layout.
+    /// From the complete header, without its digest (which the engine verified), the typed
+    /// header and the PDU's layout.
     ///
     /// # Errors
     ///
-    /// A [`HeaderError`] if any field is invalid.
-    fn parse(&mut self, header: &[u8]) -> Result<PduLayout, HeaderError>;
-
-    /// Whether the header (of the length [`header_len`](Protocol::header_len) returned) ends in
-    /// a header digest. The engine verifies it before calling [`parse`](Protocol::parse).
-    fn has_header_digest(&self, header: &[u8]) -> bool;
+    /// The plugin's error if any field is invalid.
+    fn parse(&mut self, header: &[u8]) -> Result<Parsed<Self::Header>, Self::Error>;
 }
 
 #[cfg(test)]
@@ -168,8 +209,6 @@ mod tests {
     #[test]
     fn total_len_adds_every_part() {
         let layout = PduLayout {
-            header_len: 24,
-            header_digest: true,
             data_offset: 32,
             data_len: u32::MAX,
             data_pad: 3,
@@ -177,23 +216,27 @@ mod tests {
             digest_covers_pad: true,
             placement: None,
         };
-        assert_eq!(layout.total_len(), Ok(32 + u64::from(u32::MAX) + 3 + 4));
-        assert_eq!(PduLayout::header_only(48, false).total_len(), Ok(48));
+        assert_eq!(layout.total_len(28), Ok(32 + u64::from(u32::MAX) + 3 + 4));
+        assert_eq!(PduLayout::header_only(48).total_len(48), Ok(48));
     }
 
     #[test]
-    fn contradictory_lengths_are_refused() {
-        let data_before_header_end = PduLayout {
+    fn data_inside_the_header_is_refused() {
+        let layout = PduLayout {
             data_offset: 8,
-            ..PduLayout::header_only(24, false)
+            ..PduLayout::header_only(24)
         };
+        let err = layout.total_len(24).unwrap_err();
         assert_eq!(
-            data_before_header_end.total_len(),
-            Err(HeaderError::LengthOverflow)
+            err,
+            LayoutError {
+                header_len: 24,
+                data_offset: 8
+            }
         );
         assert_eq!(
-            PduLayout::header_only(3, true).total_len(),
-            Err(HeaderError::LengthOverflow)
+            err.to_string(),
+            "data offset 8 lies inside the 24-byte header"
         );
     }
 }

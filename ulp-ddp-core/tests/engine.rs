@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use ulp_ddp_core::digest::Crc32c;
 use ulp_ddp_core::testkit::{self, KitProtocol, Rng, Workload};
 use ulp_ddp_core::{
-    BackendError, BackendEvent, DdpBackend, DdpIo, DigestOffload, DigestStatus, Engine,
+    BackendError, BackendEvent, DataError, DdpBackend, DdpIo, DigestOffload, DigestStatus, Engine,
     EngineOptions, Error, Event, Limits, NoOffload, Piece, ProtocolId, QueueConfig, QueueId,
     ReadTarget, SetupOutcome, SgBuffer, Stats, Tag, TcpSeq,
 };
@@ -129,7 +129,7 @@ fn scripted(hd: bool, dd: bool) -> Engine<Toy, Script> {
     )
 }
 
-fn events<P: ulp_ddp_core::Protocol, B: DdpBackend>(e: &mut Engine<P, B>) -> Vec<Event> {
+fn events<P: ulp_ddp_core::Protocol, B: DdpBackend>(e: &mut Engine<P, B>) -> Vec<Event<P>> {
     std::iter::from_fn(|| e.poll_event()).collect()
 }
 
@@ -250,7 +250,7 @@ fn invalid_headers_are_fatal_typed_errors() {
     let err = e.receive(Piece::bytes(&[7, 0, 16, 0])).unwrap_err();
     assert_eq!(
         err,
-        Error::Header(ulp_ddp_core::HeaderError::UnknownType(7))
+        Error::Protocol(ulp_ddp_core::HeaderError::UnknownType(7))
     );
 
     // A control PDU claiming 4 GiB of data.
@@ -266,7 +266,10 @@ fn invalid_headers_are_fatal_typed_errors() {
     let mut h = vec![2, 0, 16, 4];
     h.extend(8u32.to_le_bytes());
     h.extend([0; 8]);
-    assert!(matches!(e.receive(Piece::bytes(&h)), Err(Error::Header(_))));
+    assert!(matches!(
+        e.receive(Piece::bytes(&h)),
+        Err(Error::Protocol(_))
+    ));
 }
 
 #[test]
@@ -286,7 +289,7 @@ fn hostile_data_with_overflowing_lengths_touches_nothing() {
     let evs = events(&mut e);
     assert!(matches!(
         evs[0],
-        Event::Error(Error::DataOutOfRange { tag: Tag(0), .. })
+        Event::Error(DataError::OutOfRange { tag: Tag(0), .. })
     ));
     assert!(matches!(evs[1], Event::Data { len: 2, .. }));
     e.teardown(Tag(0)).unwrap();
@@ -323,7 +326,7 @@ fn async_teardown_keeps_the_buffer_until_completion() {
         .unwrap();
     assert!(matches!(
         e.poll_event(),
-        Some(Event::Error(Error::TagFinished(Tag(4))))
+        Some(Event::Error(DataError::TagFinished(Tag(4))))
     ));
     assert!(matches!(
         e.setup(Tag(4), SgBuffer::zeroed(1)),
@@ -665,7 +668,7 @@ fn scattered_data_is_refused_past_a_bound() {
         stream.extend(toy.encode_data(Tag(0), 4000 - 2 * k, b"x"));
     }
     e.receive(Piece::bytes(&stream)).unwrap();
-    let errors: Vec<Error> = events(&mut e)
+    let errors: Vec<DataError> = events(&mut e)
         .into_iter()
         .filter_map(|ev| match ev {
             Event::Error(err) => Some(err),
@@ -676,7 +679,7 @@ fn scattered_data_is_refused_past_a_bound() {
     assert!(
         errors
             .iter()
-            .all(|e| *e == Error::TooFragmented { tag: Tag(0) })
+            .all(|e| *e == DataError::TooFragmented { tag: Tag(0) })
     );
 }
 

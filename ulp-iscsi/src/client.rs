@@ -11,7 +11,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ulp_backend_sw::{RecvError, SocketReader, SwBackend};
+use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::reader::{RecvError, SocketReader};
 use ulp_ddp_core::{DdpBackend, QueueId, SgBuffer};
 
 use crate::conn::{
@@ -327,6 +328,11 @@ impl<B: DdpBackend> Client<B> {
                 self.collect();
                 return Err(ClientError::Io(e));
             }
+            Err(other) => {
+                self.conn.on_receive_error(None);
+                self.collect();
+                return Err(ClientError::Io(io::Error::other(other.to_string())));
+            }
         }
         self.collect();
         self.flush()
@@ -635,7 +641,7 @@ impl<B: DdpBackend> Client<B> {
 fn login_read<B: DdpBackend>(
     conn: &mut Connection<B>,
     src: &mut impl Read,
-) -> Result<usize, RecvError> {
+) -> Result<usize, RecvError<crate::wire::Error>> {
     let mut buf = [0u8; 4096];
     let n = loop {
         match src.read(&mut buf) {

@@ -11,15 +11,16 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use ulp_ddp_core::{
-    DdpBackend, Engine, EngineOptions, Event, Piece, QueueConfig, QueueId, SgBuffer, Tag, TagRange,
+    DataError, DdpBackend, Engine, EngineOptions, Event, Piece, QueueConfig, QueueId, SgBuffer,
+    Tag, TagRange,
 };
 
 use crate::chap;
 use crate::keys::{NegotiationError, Negotiator, Params, Wanted};
-use crate::plugin::{ISCSI, IscsiInitiator, data_in_header};
+use crate::plugin::{ISCSI, IscsiInitiator, TargetPdu};
 use crate::scsi::{Cdb, Sense};
 use crate::serial;
-use crate::wire::bhs::{BHS_LEN, Packet};
+use crate::wire::bhs::BHS_LEN;
 use crate::wire::data_out::DataOutRepr;
 use crate::wire::login::{LoginRequestRepr, Stage, Stages};
 use crate::wire::logout::{LogoutReason, LogoutRequestRepr, LogoutResponse};
@@ -27,7 +28,7 @@ use crate::wire::nop::NopOutRepr;
 use crate::wire::reject::RejectReason;
 use crate::wire::scsi_cmd::{ScsiCmdRepr, TaskAttr};
 use crate::wire::text::{TextIter, TextRequestRepr};
-use crate::wire::{self, Digests, EmittedHeader, Itt, Lun, Pdu, Ttt, pad_len};
+use crate::wire::{self, Digests, EmittedHeader, Itt, Lun, Pdu, Ttt};
 
 /// Most login rounds before the initiator gives up on a target that never transits.
 const MAX_LOGIN_ROUNDS: u32 = 16;
@@ -211,9 +212,11 @@ pub struct DiscoveredTarget {
 /// Level 0).
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub enum ConnError {
-    /// The receive engine failed or discarded a PDU (bad header, header digest, data for an
-    /// unknown tag or outside the command's buffer).
-    Engine(ulp_ddp_core::Error),
+    /// The receive engine could not frame or trust the stream (header digest, lengths).
+    Engine(ulp_ddp_core::Error<wire::Error>),
+    /// The receive engine refused a Data-In's data (unknown tag, outside the command's buffer,
+    /// duplicate).
+    Data(DataError),
     /// A PDU did not decode.
     Wire(wire::Error),
     /// A data digest did not match (ITT of the PDU, if any).
@@ -261,6 +264,7 @@ impl fmt::Display for ConnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Engine(e) => write!(f, "receive engine: {e}"),
+            Self::Data(e) => write!(f, "Data-In refused: {e}"),
             Self::Wire(e) => write!(f, "PDU: {e}"),
             Self::DataDigest { itt } => write!(f, "data digest mismatch (ITT {itt:#x})"),
             Self::Protocol(what) => write!(f, "protocol error: {what}"),
@@ -631,15 +635,15 @@ impl<B: DdpBackend> Connection<B> {
 
     fn feed(&mut self, data: &[u8]) {
         if let Err(e) = self.engine.receive(Piece::bytes(data)) {
-            self.fail(ConnError::Engine(e));
+            self.fail(engine_error(e));
         }
         self.handle_events();
     }
 
     /// Reports a fatal error of the reader path (from [`Engine::commit_in_place`] or
     /// [`Engine::receive`]) or the end of the byte stream (`None`).
-    pub fn on_receive_error(&mut self, error: Option<ulp_ddp_core::Error>) {
-        let err = error.map_or(ConnError::Closed, ConnError::Engine);
+    pub fn on_receive_error(&mut self, error: Option<ulp_ddp_core::Error<wire::Error>>) {
+        let err = error.map_or(ConnError::Closed, engine_error);
         if self.phase != Phase::Closed {
             self.fail(err);
         }
@@ -666,27 +670,28 @@ impl<B: DdpBackend> Connection<B> {
                     digest,
                     ..
                 } => {
-                    let itt = Packet::new_checked(&header[..]).map_or(0, |p| p.itt().0);
                     if digest.is_ok() {
                         self.on_control(&header, &data);
                     } else {
-                        self.fail(ConnError::DataDigest { itt });
+                        self.fail(ConnError::DataDigest {
+                            itt: header.itt().0,
+                        });
                     }
                 }
                 Event::Data {
-                    header,
+                    header: TargetPdu::DataIn(r),
                     tag,
                     len,
                     digest,
                     ..
                 } => {
                     if digest.is_ok() {
-                        self.on_data_in(&header, tag.0, len);
+                        self.on_data_in(&r, tag.0, len);
                     } else {
                         self.fail(ConnError::DataDigest { itt: tag.0 });
                     }
                 }
-                Event::Error(e) => self.fail(ConnError::Engine(e)),
+                Event::Error(e) => self.fail(ConnError::Data(e)),
                 _ => {}
             }
         }
@@ -1362,16 +1367,10 @@ impl<B: DdpBackend> Connection<B> {
 
     // ----- receive side -----
 
-    fn on_control(&mut self, header: &[u8], data: &[u8]) {
-        // The BHS and AHS, without the header digest the PDU was framed with.
-        let hlen = Packet::new_checked(header)
-            .map_or(header.len(), |p| BHS_LEN + p.total_ahs_len())
-            .min(header.len());
-        let mut buf = Vec::with_capacity(hlen + data.len() + 3);
-        buf.extend_from_slice(&header[..hlen]);
-        buf.extend_from_slice(data);
-        buf.resize(buf.len() + pad_len(data.len()), 0);
-        match Pdu::parse(&buf, Digests::NONE) {
+    fn on_control(&mut self, header: &TargetPdu, data: &[u8]) {
+        // The BHS was framed and checked by the plugin; its opcode-specific fields are decoded
+        // here with the data segment, once, in place.
+        match header.decode(data) {
             Ok(pdu) => self.on_pdu(&pdu),
             Err(e) => self.fail(ConnError::Wire(e)),
         }
@@ -1574,11 +1573,7 @@ impl<B: DdpBackend> Connection<B> {
         }
     }
 
-    fn on_data_in(&mut self, header: &[u8], tag: u32, len: u32) {
-        let r = match data_in_header(header) {
-            Ok(r) => r,
-            Err(e) => return self.fail(ConnError::Wire(e)),
-        };
+    fn on_data_in(&mut self, r: &wire::data_in::DataInRepr<'_>, tag: u32, len: u32) {
         self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
         if r.ack {
             return self.fail(ConnError::Protocol("Data-In asks for an ack at ERL 0"));
@@ -1765,6 +1760,15 @@ impl<B: DdpBackend> Connection<B> {
                 self.on_released(tag.0, buffer);
             }
         }
+    }
+}
+
+/// The connection error for a fatal engine error: the codec's own error when the plugin
+/// refused a header.
+fn engine_error(e: ulp_ddp_core::Error<wire::Error>) -> ConnError {
+    match e {
+        ulp_ddp_core::Error::Protocol(w) => ConnError::Wire(w),
+        other => ConnError::Engine(other),
     }
 }
 

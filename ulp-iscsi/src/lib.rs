@@ -34,4 +34,4 @@ pub use conn::{
     Command, CommandError, CommandId, Completion, ConnError, Connection, DataDir, LoginConfig,
     ScsiOutcome, SessionEvent,
 };
-pub use plugin::{ISCSI, IscsiInitiator};
+pub use plugin::{ISCSI, IscsiInitiator, TargetPdu};

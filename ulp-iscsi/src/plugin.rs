@@ -1,11 +1,12 @@
-//! The iSCSI protocol plugin for the receive engine (initiator side): frames target PDUs and
-//! sends Data-In payload to the command's buffer by Initiator Task Tag and Buffer Offset.
+//! The iSCSI protocol plugin for the receive engine (initiator side): frames target PDUs,
+//! decodes each header once into a [`TargetPdu`], and sends Data-In payload to the command's
+//! buffer by Initiator Task Tag and Buffer Offset.
 
-use ulp_ddp_core::{HeaderError, PduLayout, Placement, Protocol, ProtocolId, Tag};
+use ulp_ddp_core::{HeaderFrame, Parsed, PduLayout, Placement, Protocol, ProtocolId, Tag};
 
 use crate::wire::bhs::{BHS_LEN, Packet};
 use crate::wire::data_in::DataInRepr;
-use crate::wire::{self, Digests, Itt, Opcode, pad_len};
+use crate::wire::{self, Digests, Itt, Opcode, Pdu, pad_len};
 
 /// The protocol identifier backends use for iSCSI.
 pub const ISCSI: ProtocolId = ProtocolId("iscsi");
@@ -22,9 +23,87 @@ pub const MIN_MAX_RECV_DATA_SEGMENT_LEN: u32 = 512;
 /// Largest MaxRecvDataSegmentLength a party may declare (2^24 - 1, RFC 7143 §13.12).
 pub const MAX_MAX_RECV_DATA_SEGMENT_LEN: u32 = (1 << 24) - 1;
 
+/// A PDU header a target sends, decoded once by [`IscsiInitiator`] and handed to the session
+/// with the PDU's event.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum TargetPdu {
+    /// SCSI Data-In, every BHS field decoded (its payload is in the command's buffer).
+    DataIn(DataInRepr<'static>),
+    /// Any other target PDU: its BHS, framed and checked (a target opcode, reserved bit clear,
+    /// no AHS). Most of these PDUs carry their meaning partly in the data segment (text, sense,
+    /// the rejected header), so their opcode-specific fields are decoded together with the data
+    /// by [`decode`](TargetPdu::decode), once.
+    Control(Bhs),
+}
+
+/// A checked 48-byte Basic Header Segment.
+#[derive(Clone, Copy, Eq, PartialEq)]
+pub struct Bhs {
+    bytes: [u8; BHS_LEN],
+    opcode: Opcode,
+}
+
+impl Bhs {
+    /// The opcode.
+    pub fn opcode(&self) -> Opcode {
+        self.opcode
+    }
+
+    /// The Initiator Task Tag.
+    pub fn itt(&self) -> Itt {
+        Packet::new_unchecked(&self.bytes[..]).itt()
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; BHS_LEN] {
+        &self.bytes
+    }
+}
+
+impl core::fmt::Debug for Bhs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Bhs")
+            .field("opcode", &self.opcode)
+            .field("itt", &self.itt())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetPdu {
+    /// The opcode.
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Self::DataIn(_) => Opcode::DataIn,
+            Self::Control(bhs) => bhs.opcode,
+        }
+    }
+
+    /// The Initiator Task Tag.
+    pub fn itt(&self) -> Itt {
+        match self {
+            Self::DataIn(r) => r.itt,
+            Self::Control(bhs) => bhs.itt(),
+        }
+    }
+
+    /// The whole PDU, decoded with its data segment (from the engine's
+    /// [`Event::Control`](ulp_ddp_core::Event::Control)): the opcode-specific fields of the
+    /// BHS and of the data are checked here, once, without copying.
+    ///
+    /// # Errors
+    ///
+    /// The codec's error for a field the RFC does not allow.
+    pub fn decode<'a>(&'a self, data: &'a [u8]) -> wire::Result<Pdu<'a>> {
+        match self {
+            Self::DataIn(r) => Ok(Pdu::DataIn(DataInRepr { data, ..*r })),
+            Self::Control(bhs) => Pdu::from_parts(&bhs.bytes, &[], data),
+        }
+    }
+}
+
 /// Frames what an initiator receives: NOP-In, SCSI Response, Task Management Response, Login
 /// Response, Text Response, Data-In, Logout Response, R2T, Asynchronous Message and Reject.
-/// Initiator opcodes are refused (a target never sends them).
+/// Initiator opcodes are refused ([`wire::Error::WrongDirection`]: a target never sends them).
 ///
 /// Digests start off (login PDUs never carry them); the session turns on the negotiated ones
 /// with [`set_digests`](IscsiInitiator::set_digests) once the final Login Response is in. The
@@ -34,7 +113,6 @@ pub const MAX_MAX_RECV_DATA_SEGMENT_LEN: u32 = (1 << 24) - 1;
 pub struct IscsiInitiator {
     digests: Digests,
     max_recv_data_segment_len: u32,
-    last_error: Option<wire::Error>,
 }
 
 impl Default for IscsiInitiator {
@@ -49,7 +127,6 @@ impl IscsiInitiator {
         Self {
             digests: Digests::NONE,
             max_recv_data_segment_len: DEFAULT_MAX_RECV_DATA_SEGMENT_LEN,
-            last_error: None,
         }
     }
 
@@ -84,86 +161,24 @@ impl IscsiInitiator {
     pub fn max_recv_data_segment_len(&self) -> u32 {
         self.max_recv_data_segment_len
     }
-
-    /// The wire error behind the last header the plugin rejected.
-    pub fn last_error(&self) -> Option<wire::Error> {
-        self.last_error
-    }
-
-    fn reject(&mut self, error: wire::Error) -> HeaderError {
-        self.last_error = Some(error);
-        match error {
-            wire::Error::UnknownOpcode(op) => HeaderError::UnknownType(op),
-            wire::Error::UnexpectedOpcode { found, .. } => HeaderError::UnknownType(found.into()),
-            wire::Error::Reserved { offset }
-            | wire::Error::InvalidValue { offset }
-            | wire::Error::FlagConflict { offset } => HeaderError::InvalidField {
-                offset: u16::from(offset),
-                reason: "reserved, invalid or conflicting field",
-            },
-            wire::Error::BadDataSegmentLength => HeaderError::InvalidField {
-                offset: 5,
-                reason: "DataSegmentLength",
-            },
-            wire::Error::BadAhs => HeaderError::InvalidField {
-                offset: 4,
-                reason: "TotalAHSLength",
-            },
-            _ => HeaderError::LengthOverflow,
-        }
-    }
 }
 
 /// Whether `op` is one a target sends.
 pub fn is_target_opcode(op: Opcode) -> bool {
-    matches!(
-        op,
-        Opcode::NopIn
-            | Opcode::ScsiResponse
-            | Opcode::TaskMgmtResponse
-            | Opcode::LoginResponse
-            | Opcode::TextResponse
-            | Opcode::DataIn
-            | Opcode::LogoutResponse
-            | Opcode::R2t
-            | Opcode::AsyncMessage
-            | Opcode::Reject
-    )
+    !op.from_initiator()
 }
 
-/// Decodes the fields of a Data-In header (its BHS, 48 bytes or more) without its data
-/// segment: every flag and reserved field is checked as the codec checks a whole PDU.
-///
-/// # Errors
-///
-/// Any [`wire::Error`] the codec reports for the BHS.
-pub fn data_in_header(header: &[u8]) -> wire::Result<DataInRepr<'static>> {
-    let mut bhs = [0u8; BHS_LEN];
-    bhs.copy_from_slice(header.get(..BHS_LEN).ok_or(wire::Error::Truncated {
-        need: BHS_LEN,
-        have: header.len(),
-    })?);
-    if bhs[4] != 0 {
-        return Err(wire::Error::BadAhs);
-    }
-    bhs[5..8].fill(0);
-    let r = DataInRepr::parse(&bhs, Digests::NONE)?;
-    Ok(DataInRepr {
-        final_: r.final_,
-        ack: r.ack,
-        status: r.status,
-        lun: r.lun,
-        itt: r.itt,
-        ttt: r.ttt,
-        exp_cmd_sn: r.exp_cmd_sn,
-        max_cmd_sn: r.max_cmd_sn,
-        data_sn: r.data_sn,
-        buffer_offset: r.buffer_offset,
-        data: &[],
-    })
+/// Decodes the fields of a Data-In BHS without its data segment: every flag and reserved field
+/// is checked as the codec checks a whole PDU.
+fn decode_data_in(pkt: &Packet<&[u8]>) -> wire::Result<DataInRepr<'static>> {
+    let r: DataInRepr<'_> = wire::Body::parse_body(pkt, &[], &[])?;
+    Ok(DataInRepr { data: &[], ..r })
 }
 
 impl Protocol for IscsiInitiator {
+    type Header = TargetPdu;
+    type Error = wire::Error;
+
     fn id(&self) -> ProtocolId {
         ISCSI
     }
@@ -181,34 +196,35 @@ impl Protocol for IscsiInitiator {
         MAX_HEADER
     }
 
-    fn header_len(&mut self, prefix: &[u8]) -> Result<usize, HeaderError> {
-        let pkt = Packet::new_checked(prefix).map_err(|e| self.reject(e))?;
+    fn frame(&mut self, prefix: &[u8]) -> wire::Result<HeaderFrame> {
+        let pkt = Packet::new_checked(prefix)?;
         if pkt.byte(0) & 0xC0 != 0 {
-            return Err(self.reject(wire::Error::Reserved { offset: 0 }));
+            return Err(wire::Error::Reserved { offset: 0 });
         }
-        let op = pkt.opcode().map_err(|e| self.reject(e))?;
-        if !is_target_opcode(op) {
-            return Err(self.reject(wire::Error::UnknownOpcode(op.into())));
+        let op = pkt.opcode()?;
+        if op.from_initiator() {
+            return Err(wire::Error::WrongDirection(op));
         }
-        let digest = if self.digests.header { 4 } else { 0 };
-        Ok(BHS_LEN + pkt.total_ahs_len() + digest)
+        let digest = self.digests.header;
+        Ok(HeaderFrame {
+            len: BHS_LEN + pkt.total_ahs_len() + if digest { 4 } else { 0 },
+            digest,
+        })
     }
 
-    fn has_header_digest(&self, _header: &[u8]) -> bool {
-        self.digests.header
-    }
-
-    fn parse(&mut self, header: &[u8]) -> Result<PduLayout, HeaderError> {
-        let pkt = Packet::new_checked(header).map_err(|e| self.reject(e))?;
-        let op = pkt.opcode().map_err(|e| self.reject(e))?;
+    fn parse(&mut self, header: &[u8]) -> wire::Result<Parsed<TargetPdu>> {
+        let pkt = Packet::new_checked(header)?;
+        if header.len() > BHS_LEN {
+            // No target PDU carries an AHS (RFC 7143 §11.2.1.5).
+            return Err(wire::Error::BadAhs);
+        }
+        let op = pkt.opcode()?;
         let data_len = pkt.data_segment_len();
         if data_len > self.max_recv_data_segment_len {
-            return Err(self.reject(wire::Error::BadDataSegmentLength));
+            return Err(wire::Error::BadDataSegmentLength);
         }
-        let header_len = u32::try_from(header.len()).map_err(|_| HeaderError::LengthOverflow)?;
+        let header_len = (BHS_LEN + if self.digests.header { 4 } else { 0 }) as u32;
         let mut layout = PduLayout {
-            header_len,
-            header_digest: self.digests.header,
             data_offset: header_len,
             data_len,
             data_pad: pad_len(data_len as usize) as u32,
@@ -216,17 +232,25 @@ impl Protocol for IscsiInitiator {
             digest_covers_pad: true,
             placement: None,
         };
-        if op == Opcode::DataIn {
-            let r = data_in_header(header).map_err(|e| self.reject(e))?;
+        let pdu = if op == Opcode::DataIn {
+            let r = decode_data_in(&pkt)?;
             if r.itt == Itt::RESERVED {
-                return Err(self.reject(wire::Error::InvalidValue { offset: 16 }));
+                return Err(wire::Error::InvalidValue { offset: 16 });
             }
             layout.placement = Some(Placement {
                 tag: Tag(r.itt.0),
                 offset: u64::from(r.buffer_offset),
             });
-        }
-        Ok(layout)
+            TargetPdu::DataIn(r)
+        } else {
+            let mut bytes = [0u8; BHS_LEN];
+            bytes.copy_from_slice(&header[..BHS_LEN]);
+            TargetPdu::Control(Bhs { bytes, opcode: op })
+        };
+        Ok(Parsed {
+            layout,
+            header: pdu,
+        })
     }
 }
 
@@ -265,11 +289,21 @@ mod tests {
     fn data_in_layout_with_digests() {
         let mut p = IscsiInitiator::with_digests(Digests::BOTH);
         let pdu = data_in(7, 100, &[1, 2, 3, 4, 5], Digests::BOTH);
-        assert_eq!(p.header_len(&pdu[..48]), Ok(52));
-        let l = p.parse(&pdu[..52]).unwrap();
+        assert_eq!(
+            p.frame(&pdu[..48]),
+            Ok(HeaderFrame {
+                len: 52,
+                digest: true
+            })
+        );
+        let Parsed { layout: l, header } = p.parse(&pdu[..48]).unwrap();
+        assert!(
+            matches!(header, TargetPdu::DataIn(r) if r.itt == Itt(7) && r.buffer_offset == 100)
+        );
         assert_eq!(l.data_len, 5);
         assert_eq!(l.data_pad, 3);
-        assert!(l.data_digest && l.digest_covers_pad && l.header_digest);
+        assert!(l.data_digest && l.digest_covers_pad);
+        assert_eq!(l.data_offset, 52, "data follows the header digest");
         assert_eq!(
             l.placement,
             Some(Placement {
@@ -277,7 +311,7 @@ mod tests {
                 offset: 100
             })
         );
-        assert_eq!(l.total_len().unwrap(), pdu.len() as u64);
+        assert_eq!(l.total_len(52).unwrap(), pdu.len() as u64);
     }
 
     #[test]
@@ -285,28 +319,34 @@ mod tests {
         let mut p = IscsiInitiator::new();
         let mut h = [0u8; 48];
         h[0] = 0x01;
-        assert_eq!(p.header_len(&h), Err(HeaderError::UnknownType(0x01)));
+        let err = p.frame(&h).unwrap_err();
+        assert_eq!(err, wire::Error::WrongDirection(Opcode::ScsiCommand));
+        assert_eq!(
+            err.to_string(),
+            "SCSI Command (opcode 0x01) travels only from initiator to target"
+        );
         h[0] = 0x1C;
-        assert_eq!(p.header_len(&h), Err(HeaderError::UnknownType(0x1C)));
+        assert_eq!(p.frame(&h), Err(wire::Error::UnknownOpcode(0x1C)));
         h[0] = 0x65;
-        assert!(matches!(
-            p.header_len(&h),
-            Err(HeaderError::InvalidField { offset: 0, .. })
-        ));
+        assert_eq!(p.frame(&h), Err(wire::Error::Reserved { offset: 0 }));
         let mut pdu = data_in(7, 0, &[1; 4], Digests::NONE);
         pdu[1] = 0x01; // S without F
-        assert!(p.parse(&pdu[..48]).is_err());
+        assert_eq!(
+            p.parse(&pdu[..48]).map(|_| ()),
+            Err(wire::Error::FlagConflict { offset: 1 })
+        );
         let mut pdu = data_in(0xFFFF_FFFF, 0, &[1; 4], Digests::NONE);
-        assert!(p.parse(&pdu[..48]).is_err());
+        assert_eq!(
+            p.parse(&pdu[..48]).map(|_| ()),
+            Err(wire::Error::InvalidValue { offset: 16 })
+        );
         pdu[16..20].copy_from_slice(&[0, 0, 0, 1]);
         pdu[5..8].copy_from_slice(&[0x00, 0x20, 0x01]); // 8193 bytes > 8192
-        assert!(matches!(
-            p.parse(&pdu[..48]),
-            Err(HeaderError::InvalidField { offset: 5, .. })
-        ));
+        let err = p.parse(&pdu[..48]).map(|_| ()).unwrap_err();
+        assert_eq!(err, wire::Error::BadDataSegmentLength);
+        assert_eq!(err.field_offset(), Some(5));
         p.set_max_recv_data_segment_len(1 << 20);
         assert!(p.parse(&pdu[..48]).is_ok());
-        assert!(p.last_error().is_some());
     }
 
     #[test]
@@ -315,12 +355,12 @@ mod tests {
         p.set_max_recv_data_segment_len(1024);
         assert_eq!(p.max_recv_data_segment_len(), 1024);
         let ok = data_in(1, 0, &[7; 1024], Digests::NONE);
-        assert_eq!(p.parse(&ok[..48]).map(|l| l.data_len), Ok(1024));
+        assert_eq!(p.parse(&ok[..48]).map(|p| p.layout.data_len), Ok(1024));
         let too_long = data_in(1, 0, &[7; 1025], Digests::NONE);
-        assert!(matches!(
-            p.parse(&too_long[..48]),
-            Err(HeaderError::InvalidField { offset: 5, .. })
-        ));
+        assert_eq!(
+            p.parse(&too_long[..48]).map(|_| ()),
+            Err(wire::Error::BadDataSegmentLength)
+        );
         // Outside the RFC's range: clamped to it.
         p.set_max_recv_data_segment_len(100);
         assert_eq!(p.max_recv_data_segment_len(), 512);
@@ -337,8 +377,8 @@ mod tests {
                 *b = (seed.wrapping_mul(2_654_435_761).rotate_left(i as u32) >> 7) as u8;
             }
             h[0] &= 0x3F;
-            if let Ok(n) = p.header_len(&h[..48]) {
-                let _ = p.parse(&h[..n.min(60)]);
+            if let Ok(f) = p.frame(&h[..48]) {
+                let _ = p.parse(&h[..(f.len - 4).min(60)]);
             }
         }
         assert_eq!(p.id(), ISCSI);

@@ -5,12 +5,12 @@
 mod common;
 
 use common::*;
-use ulp_ddp_core::{Error as EngineError, HeaderError, SgBuffer};
+use ulp_ddp_core::{DataError, Error as EngineError, SgBuffer};
 use ulp_iscsi::conn::Phase;
 use ulp_iscsi::scsi;
 use ulp_iscsi::target::{EmbeddedTarget, Misbehave, TargetConfig};
-use ulp_iscsi::wire::Lun;
 use ulp_iscsi::wire::reject::RejectReason;
+use ulp_iscsi::wire::{Error as WireError, Lun, Opcode};
 use ulp_iscsi::{Client, Command, CommandError, ConnError, DataDir};
 
 const CANARY: u8 = 0xEE;
@@ -75,10 +75,7 @@ fn data_in_outside_the_command() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Engine(EngineError::DataOutOfRange {
-                offset: 4096,
-                ..
-            }))
+            Some(ConnError::Data(DataError::OutOfRange { offset: 4096, .. }))
         ),
         "{e:?}"
     );
@@ -88,7 +85,7 @@ fn data_in_outside_the_command() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Engine(EngineError::DataOutOfRange {
+            Some(ConnError::Data(DataError::OutOfRange {
                 offset: 1,
                 len: 4096,
                 buffer_len: 4096,
@@ -104,7 +101,7 @@ fn data_in_outside_the_command() {
 fn data_in_for_unknown_itt_and_for_a_write() {
     let (e, r, b) = attack(Misbehave::UnknownItt, 4096, false);
     assert!(
-        matches!(e, Some(ConnError::Engine(EngineError::UnknownTag(_)))),
+        matches!(e, Some(ConnError::Data(DataError::UnknownTag(_)))),
         "{e:?}"
     );
     assert_eq!(r, Err(CommandError::ConnectionLost));
@@ -132,7 +129,7 @@ fn data_in_for_unknown_itt_and_for_a_write() {
     );
     assert!(matches!(
         c.connection().failure(),
-        Some(ConnError::Engine(EngineError::UnknownTag(_)))
+        Some(ConnError::Data(DataError::UnknownTag(_)))
     ));
 }
 
@@ -155,10 +152,7 @@ fn data_sn_gap_and_duplicate_data() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Engine(EngineError::DuplicateData {
-                offset: 0,
-                ..
-            }))
+            Some(ConnError::Data(DataError::Duplicate { offset: 0, .. }))
         ),
         "{e:?}"
     );
@@ -184,14 +178,12 @@ fn bad_digests() {
 
 /// `m` fails the connection with an invalid header field at byte `offset`, and the read's
 /// buffer stays untouched.
-fn rejects_field(m: Misbehave, len: usize, offset: u16) {
+fn rejects_field(m: Misbehave, len: usize, offset: u8) {
     let (e, _, b) = attack(m, len, false);
     assert!(
         matches!(
             e,
-            Some(ConnError::Engine(EngineError::Header(
-                HeaderError::InvalidField { offset: o, .. }
-            ))) if o == offset
+            Some(ConnError::Wire(w)) if w.field_offset() == Some(offset)
         ),
         "{e:?}"
     );
@@ -206,8 +198,8 @@ fn bad_lengths_flags_and_opcodes() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Engine(EngineError::Header(
-                HeaderError::UnknownType(0x01)
+            Some(ConnError::Wire(WireError::WrongDirection(
+                Opcode::ScsiCommand
             )))
         ),
         "{e:?}"

@@ -10,7 +10,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ulp_backend_sw::{RecvError, SocketReader};
+use ulp_ddp_core::reader::{RecvError, SocketReader};
 use ulp_ddp_core::{DdpBackend, QueueId, SgBuffer};
 
 use crate::host::{Completion, Data, HostConfig, HostError, HostEvent, HostQueue, SubmitError};
@@ -243,6 +243,7 @@ impl<B: DdpBackend> Connection<B> {
                 self.queue.handle_received(Err(e));
                 Ok(0)
             }
+            Err(other) => Err(io::Error::other(other.to_string())),
         }
     }
 

@@ -15,16 +15,17 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use ulp_ddp_core::{
-    DdpBackend, Engine, EngineOptions, Event, Piece, QueueConfig, QueueId, SgBuffer, Stats, Tag,
+    DataError, DdpBackend, Engine, EngineOptions, Event, Piece, QueueConfig, QueueId, SgBuffer,
+    Stats, Tag,
 };
 
 use crate::nvme::{self, Status};
-use crate::plugin::{NVME_TCP, NvmeTcpHost};
+use crate::plugin::{ControllerPdu, NVME_TCP, NvmeTcpHost};
 use crate::wire::capsule_cmd::{SGL_ID_DATA_BLOCK_OFFSET, SGL_ID_TRANSPORT_DATA_BLOCK, SQE_LEN};
 use crate::wire::{
-    CapsuleCmdRepr, CapsuleRespRepr, Cqe, Digests, Error as WireError, FatalErrorStatus,
-    H2cDataRepr, IcReqRepr, IcRespRepr, LAST_PDU, MAX_HEADER_SPACE, MAX_TERM_REQ_DATA, Pda,
-    PduType, R2tRepr, SUCCESS, SglDescriptor, Sqe, TermReqDirection, TermReqRepr,
+    CapsuleCmdRepr, Cqe, Digests, Error as WireError, FatalErrorStatus, H2cDataRepr, IcReqRepr,
+    MAX_HEADER_SPACE, MAX_TERM_REQ_DATA, Pda, R2tRepr, SglDescriptor, Sqe, TermReqDirection,
+    TermReqRepr,
 };
 
 /// How a host queue is set up.
@@ -170,6 +171,8 @@ pub enum Violation {
     DuplicateData(u16),
     /// C2HData after the command's LAST_PDU.
     DataAfterLast(u16),
+    /// C2HData for a command whose earlier data arrived in too many separate pieces.
+    TooFragmented(u16),
 }
 
 impl Violation {
@@ -182,7 +185,9 @@ impl Violation {
             Self::UnknownCid(_) | Self::NotAWrite(_) => (InvalidHeaderField, 8),
             Self::R2tLimit(_) => (DataTransferLimitExceeded, 0),
             Self::EmptyR2t(_) => (InvalidHeaderField, 16),
-            Self::R2tOffset { .. } | Self::DuplicateData(_) => (InvalidHeaderField, 12),
+            Self::R2tOffset { .. } | Self::DuplicateData(_) | Self::TooFragmented(_) => {
+                (InvalidHeaderField, 12)
+            }
             Self::R2tOutOfRange(_) | Self::DataOutOfRange(_) => (DataTransferOutOfRange, 0),
         }
     }
@@ -192,8 +197,8 @@ impl Violation {
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 #[non_exhaustive]
 pub enum HostError {
-    /// The receive engine could not frame or trust the stream (bad header, header digest...).
-    Engine(ulp_ddp_core::Error),
+    /// The receive engine could not frame or trust the stream (header digest, lengths...).
+    Engine(ulp_ddp_core::Error<WireError>),
     /// A PDU did not parse.
     Wire(WireError),
     /// The controller broke the protocol.
@@ -513,12 +518,12 @@ impl<B: DdpBackend> HostQueue<B> {
     /// [`Status::ABORTED`] (after its buffer's teardown), then [`HostEvent::Terminated`] with
     /// [`HostError::Closed`].
     pub fn close(&mut self) {
-        self.fail(HostError::Closed, None, &[]);
+        self.fail(HostError::Closed, None, None);
     }
 
     /// Reports that the peer closed the connection.
     pub fn handle_eof(&mut self) {
-        self.fail(HostError::Eof, None, &[]);
+        self.fail(HostError::Eof, None, None);
     }
 
     // ----- input -----
@@ -551,7 +556,7 @@ impl<B: DdpBackend> HostQueue<B> {
     /// Processes what the driver fed the engine through the reader path: `Ok(0)` is the end of
     /// the stream, `Ok(n)` that `n` bytes went in, `Err` a fatal engine error (the queue
     /// terminates with the termination request the error calls for).
-    pub fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error>) {
+    pub fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error<WireError>>) {
         if self.state == State::Closed {
             return;
         }
@@ -774,79 +779,77 @@ impl<B: DdpBackend> HostQueue<B> {
                 continue;
             }
             match event {
-                Event::Control { header, data, .. } => self.on_control(&header, &data),
+                Event::Control { header, data, .. } => self.on_control(header, &data),
                 Event::Data {
                     header,
                     tag,
-                    offset,
                     len,
                     digest,
-                } => self.on_data(&header, tag, offset, len, digest.is_ok()),
+                    ..
+                } => self.on_data(header, tag, len, digest.is_ok()),
                 Event::Released {
                     tag,
                     buffer,
                     offloaded,
                 } => self.release(tag, buffer, offloaded),
                 Event::Error(e) => {
+                    let cid = e.tag().0 as u16;
                     let v = match e {
-                        ulp_ddp_core::Error::UnknownTag(t)
-                        | ulp_ddp_core::Error::TagFinished(t) => Violation::UnknownCid(t.0 as u16),
-                        ulp_ddp_core::Error::DataOutOfRange { tag, .. } => {
-                            Violation::DataOutOfRange(tag.0 as u16)
-                        }
-                        ulp_ddp_core::Error::DuplicateData { tag, .. } => {
-                            Violation::DuplicateData(tag.0 as u16)
-                        }
-                        other => {
-                            self.on_engine_fatal(other);
-                            continue;
-                        }
+                        DataError::OutOfRange { .. } => Violation::DataOutOfRange(cid),
+                        DataError::Duplicate { .. } => Violation::DuplicateData(cid),
+                        DataError::TooFragmented { .. } => Violation::TooFragmented(cid),
+                        _ => Violation::UnknownCid(cid),
                     };
-                    self.violation(v, &[]);
+                    self.violation(v, None);
                 }
                 _ => {}
             }
         }
     }
 
-    fn on_engine_fatal(&mut self, e: ulp_ddp_core::Error) {
+    fn on_engine_fatal(&mut self, e: ulp_ddp_core::Error<WireError>) {
         use ulp_ddp_core::Error as E;
         let fes = match e {
-            E::Header(_) => Some(
-                self.engine
-                    .protocol()
-                    .last_error()
-                    .and_then(|w| w.fatal_error())
-                    .unwrap_or((FatalErrorStatus::InvalidHeaderField, 0)),
-            ),
+            E::Protocol(w) => {
+                let fes = w
+                    .fatal_error()
+                    .unwrap_or((FatalErrorStatus::InvalidHeaderField, 0));
+                return self.fail(HostError::Wire(w), Some(fes), None);
+            }
             E::HeaderDigest { received, .. } => {
                 Some((FatalErrorStatus::HeaderDigestError, received))
             }
-            E::HeaderTooLong { .. } => Some((FatalErrorStatus::InvalidHeaderField, 2)),
+            E::HeaderTooLong { .. } | E::HeaderTooShort { .. } => {
+                Some((FatalErrorStatus::InvalidHeaderField, 2))
+            }
+            E::BadLayout(_) => Some((FatalErrorStatus::InvalidHeaderField, 3)),
             E::ControlTooLarge { .. } => Some((FatalErrorStatus::InvalidHeaderField, 4)),
             _ => None,
         };
-        self.fail(HostError::Engine(e), fes, &[]);
+        self.fail(HostError::Engine(e), fes, None);
     }
 
-    fn violation(&mut self, v: Violation, header: &[u8]) {
+    fn violation(&mut self, v: Violation, pdu: Option<&ControllerPdu>) {
         let fes = v.fatal_error();
-        self.fail(HostError::Protocol(v), Some(fes), header);
+        self.fail(HostError::Protocol(v), Some(fes), pdu);
     }
 
-    fn wire_error(&mut self, e: WireError, header: &[u8]) {
-        let fes = e
-            .fatal_error()
-            .unwrap_or((FatalErrorStatus::InvalidHeaderField, 0));
-        self.fail(HostError::Wire(e), Some(fes), header);
-    }
-
-    /// Ends the connection: queues an H2CTermReq when `fes` is given, aborts every command
-    /// (completions after teardown) and reports `error`.
-    fn fail(&mut self, error: HostError, fes: Option<(FatalErrorStatus, u32)>, header: &[u8]) {
+    /// Ends the connection: queues an H2CTermReq when `fes` is given (carrying the header of
+    /// the PDU in error, when there is one), aborts every command (completions after teardown)
+    /// and reports `error`.
+    fn fail(
+        &mut self,
+        error: HostError,
+        fes: Option<(FatalErrorStatus, u32)>,
+        pdu: Option<&ControllerPdu>,
+    ) {
         if self.state == State::Closed {
             return;
         }
+        let header = pdu.map_or_else(Vec::new, |p| {
+            let digests = self.negotiated.map_or(Digests::NONE, |n| n.digests);
+            p.header_bytes(digests, self.config.hpda)
+        });
         self.state = State::Closed;
         self.tx.clear();
         if let Some((fes, fei)) = fes {
@@ -875,57 +878,43 @@ impl<B: DdpBackend> HostQueue<B> {
         self.events.push_back(HostEvent::Terminated(error));
     }
 
-    fn on_control(&mut self, header: &[u8], data: &[u8]) {
-        let Some(&ty) = header.first() else { return };
-        let digests = self.negotiated.map_or(Digests::NONE, |n| n.digests);
-        match (PduType::try_from(ty), self.state) {
-            (Ok(PduType::IcResp), State::AwaitIcResp) => match IcRespRepr::parse(header, digests) {
-                Ok((r, _)) if r.digests != self.config.digests => {
-                    self.violation(
+    fn on_control(&mut self, pdu: ControllerPdu, data: &[u8]) {
+        match (pdu, self.state) {
+            (ControllerPdu::IcResp(r), State::AwaitIcResp) => {
+                if r.digests != self.config.digests {
+                    return self.violation(
                         Violation::DigestsRefused {
                             requested: self.config.digests,
                             enabled: r.digests,
                         },
-                        header,
+                        Some(&pdu),
                     );
                 }
-                Ok((r, _)) => {
-                    let n = Negotiated {
-                        digests: r.digests,
-                        cpda: r.cpda,
-                        maxh2cdata: r.maxh2cdata,
-                    };
-                    self.engine.protocol_mut().set_digests(r.digests);
-                    self.negotiated = Some(n);
-                    self.state = State::Ready;
-                    self.events.push_back(HostEvent::Connected(n));
-                }
-                Err(e) => self.wire_error(e, header),
-            },
-            (Ok(PduType::C2hTermReq), _) => {
-                let mut bytes = header.to_vec();
-                bytes.extend_from_slice(data);
-                let error = match TermReqRepr::parse(&bytes, Digests::NONE) {
-                    Ok((r, _)) => HostError::PeerTerminated {
+                let n = Negotiated {
+                    digests: r.digests,
+                    cpda: r.cpda,
+                    maxh2cdata: r.maxh2cdata,
+                };
+                self.engine.protocol_mut().set_digests(r.digests);
+                self.negotiated = Some(n);
+                self.state = State::Ready;
+                self.events.push_back(HostEvent::Connected(n));
+            }
+            (ControllerPdu::TermReq(r), _) => {
+                let _ = data;
+                // No H2CTermReq in answer to a C2HTermReq: the connection just closes.
+                self.fail(
+                    HostError::PeerTerminated {
                         fes: r.fes,
                         fei: r.fei,
                     },
-                    Err(e) => HostError::Wire(e),
-                };
-                // No H2CTermReq in answer to a C2HTermReq: the connection just closes.
-                self.fail(error, None, header);
+                    None,
+                    None,
+                );
             }
-            (Ok(PduType::CapsuleResp), State::Ready) => {
-                match CapsuleRespRepr::parse(header, digests) {
-                    Ok((r, _)) => self.on_response(r.cqe, header),
-                    Err(e) => self.wire_error(e, header),
-                }
-            }
-            (Ok(PduType::R2t), State::Ready) => match R2tRepr::parse(header, digests) {
-                Ok((r, _)) => self.on_r2t(r, header),
-                Err(e) => self.wire_error(e, header),
-            },
-            _ => self.violation(Violation::UnexpectedPdu(ty), header),
+            (ControllerPdu::CapsuleResp(r), State::Ready) => self.on_response(r.cqe, &pdu),
+            (ControllerPdu::R2t(r), State::Ready) => self.on_r2t(r, &pdu),
+            _ => self.violation(Violation::UnexpectedPdu(pdu.pdu_type().into()), Some(&pdu)),
         }
     }
 
@@ -936,9 +925,9 @@ impl<B: DdpBackend> HostQueue<B> {
             .filter(|c| c.done.is_none())
     }
 
-    fn on_response(&mut self, cqe: Cqe, header: &[u8]) {
+    fn on_response(&mut self, cqe: Cqe, pdu: &ControllerPdu) {
         let Some(cmd) = self.cmd_mut(cqe.cid) else {
-            return self.violation(Violation::UnknownCid(cqe.cid), header);
+            return self.violation(Violation::UnknownCid(cqe.cid), Some(pdu));
         };
         let mut status = Status::from_cqe(cqe.status);
         if status.is_success() && cmd.digest_error {
@@ -952,14 +941,14 @@ impl<B: DdpBackend> HostQueue<B> {
         self.complete(cqe.cid, status, result, false);
     }
 
-    fn on_r2t(&mut self, r: R2tRepr, header: &[u8]) {
+    fn on_r2t(&mut self, r: R2tRepr, pdu: &ControllerPdu) {
         let cid = r.cccid;
         let maxh2c = self.negotiated.map_or(4096, |n| n.maxh2cdata).max(4);
         let Some(cmd) = self.cmd_mut(cid) else {
-            return self.violation(Violation::UnknownCid(cid), header);
+            return self.violation(Violation::UnknownCid(cid), Some(pdu));
         };
         let Some(total) = cmd.write.as_ref().filter(|_| !cmd.in_capsule).map(Vec::len) else {
-            return self.violation(Violation::NotAWrite(cid), header);
+            return self.violation(Violation::NotAWrite(cid), Some(pdu));
         };
         let v = if cmd.r2t_active {
             Some(Violation::R2tLimit(cid))
@@ -981,7 +970,7 @@ impl<B: DdpBackend> HostQueue<B> {
             None
         };
         if let Some(v) = v {
-            return self.violation(v, header);
+            return self.violation(v, Some(pdu));
         }
         let end = r.r2to + r.r2tl;
         cmd.r2t_active = true;
@@ -1000,25 +989,27 @@ impl<B: DdpBackend> HostQueue<B> {
         }
     }
 
-    fn on_data(&mut self, header: &[u8], tag: Tag, offset: u64, len: u32, digest_ok: bool) {
+    fn on_data(&mut self, pdu: ControllerPdu, tag: Tag, len: u32, digest_ok: bool) {
         let cid = tag.0 as u16;
-        let flags = header.get(1).copied().unwrap_or(0);
+        let ControllerPdu::C2hData(r) = pdu else {
+            // The plugin places only C2HData.
+            return self.violation(Violation::UnexpectedPdu(pdu.pdu_type().into()), Some(&pdu));
+        };
         let Some(cmd) = self.cmd_mut(cid) else {
-            return self.violation(Violation::UnknownCid(cid), header);
+            return self.violation(Violation::UnknownCid(cid), Some(&pdu));
         };
         if cmd.last_seen {
-            return self.violation(Violation::DataAfterLast(cid), header);
+            return self.violation(Violation::DataAfterLast(cid), Some(&pdu));
         }
-        let _ = offset;
         cmd.received += u64::from(len);
         if !digest_ok {
             // Like Linux: the command fails with Data Transfer Error, the connection stays.
             cmd.digest_error = true;
         }
-        if flags & LAST_PDU != 0 {
+        if r.last_pdu {
             cmd.last_seen = true;
         }
-        if flags & SUCCESS != 0 {
+        if r.success {
             let status = if cmd.digest_error || cmd.read_len != Some(cmd.received) {
                 Status::DATA_TRANSFER_ERROR
             } else {

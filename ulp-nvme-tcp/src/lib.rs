@@ -25,4 +25,4 @@ pub use host::{
     Transmit, Violation,
 };
 pub use nvme::Status;
-pub use plugin::{NVME_TCP, NvmeTcpHost};
+pub use plugin::{ControllerPdu, NVME_TCP, NvmeTcpHost};

@@ -1,10 +1,12 @@
 //! The NVMe/TCP protocol plugin for the receive engine (host side): frames controller-to-host
-//! PDUs and sends C2HData payload to the command's buffer by CCCID and DATAO.
+//! PDUs, decodes each header once into a [`ControllerPdu`], and sends C2HData payload to the
+//! command's buffer by CCCID and DATAO.
 
-use ulp_ddp_core::{HeaderError, PduLayout, Placement, Protocol, ProtocolId, Tag};
+use ulp_ddp_core::{HeaderFrame, Parsed, PduLayout, Placement, Protocol, ProtocolId, Tag};
 
 use crate::wire::{
-    C2hDataPacket, CommonPacket, DDGSTF, Digests, Error, HDGSTF, LAST_PDU, Layout, PduType, SUCCESS,
+    C2hDataRepr, CapsuleRespRepr, Digests, Error, IcRespRepr, Layout, MAX_HEADER_SPACE, Pda,
+    PduType, R2tRepr, TermReqRepr,
 };
 
 /// The protocol identifier backends use for NVMe/TCP.
@@ -13,17 +15,74 @@ pub const NVME_TCP: ProtocolId = ProtocolId("nvme-tcp");
 /// Longest header a host receives: ICResp (128 bytes, never with a digest).
 const MAX_HEADER: usize = 128;
 
+/// A PDU header a host receives from a controller, decoded once by [`NvmeTcpHost`] and handed to
+/// the host's state machine with the PDU's event. The data (TermReq error data) comes with the
+/// event; C2HData payload is already in the command's buffer.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum ControllerPdu {
+    /// ICResp: the connection's parameters.
+    IcResp(IcRespRepr),
+    /// C2HTermReq: the controller ends the connection.
+    TermReq(TermReqRepr),
+    /// CapsuleResp: a command's completion queue entry.
+    CapsuleResp(CapsuleRespRepr),
+    /// C2HData: read data for a command.
+    C2hData(C2hDataRepr),
+    /// R2T: the controller asks for write data.
+    R2t(R2tRepr),
+}
+
+impl ControllerPdu {
+    /// The PDU type.
+    pub fn pdu_type(&self) -> PduType {
+        match self {
+            Self::IcResp(_) => PduType::IcResp,
+            Self::TermReq(_) => PduType::C2hTermReq,
+            Self::CapsuleResp(_) => PduType::CapsuleResp,
+            Self::C2hData(_) => PduType::C2hData,
+            Self::R2t(_) => PduType::R2t,
+        }
+    }
+
+    /// The command the PDU names, if any (CCCID, or the CQE's CID).
+    pub fn cid(&self) -> Option<u16> {
+        match self {
+            Self::CapsuleResp(r) => Some(r.cqe.cid),
+            Self::C2hData(r) => Some(r.cccid),
+            Self::R2t(r) => Some(r.cccid),
+            Self::IcResp(_) | Self::TermReq(_) => None,
+        }
+    }
+
+    /// The header re-encoded with `digests` and the host's alignment `hpda`, as the controller
+    /// sent it: the data of an H2CTermReq about this PDU (at most 128 bytes).
+    pub fn header_bytes(&self, digests: Digests, hpda: Pda) -> Vec<u8> {
+        let mut buf = [0u8; MAX_HEADER_SPACE];
+        let emitted = match self {
+            Self::IcResp(r) => r.emit_header(&mut buf),
+            Self::TermReq(r) => r.emit_header(&mut buf, &[]),
+            Self::CapsuleResp(r) => r.emit_header(&mut buf, digests),
+            Self::C2hData(r) => r.emit_header_for_len(&mut buf, digests, hpda),
+            Self::R2t(r) => r.emit_header(&mut buf, digests),
+        };
+        let len = emitted.map_or(0, |e| e.layout.header_len());
+        buf[..len.min(crate::wire::MAX_TERM_REQ_DATA)].to_vec()
+    }
+}
+
 /// Frames what a host receives: ICResp, C2HTermReq, CapsuleResp, C2HData, R2T. Host-to-
-/// controller PDU types are refused (a controller never sends them).
+/// controller PDU types are refused ([`Error::WrongDirection`]: a controller never sends them).
 ///
 /// It starts with digests off (ICResp never carries them); the host applies the negotiated
-/// digests with [`set_digests`](NvmeTcpHost::set_digests) once ICResp is accepted. The wire
-/// error behind the engine's last [`HeaderError`] is kept in
-/// [`last_error`](NvmeTcpHost::last_error), for the termination request it calls for.
+/// digests with [`set_digests`](NvmeTcpHost::set_digests) once ICResp is accepted. The common
+/// header is validated once, when the engine frames the PDU, and the PDU-specific fields are
+/// decoded once, when it parses the header; a refusal is the codec's own [`Error`], which names
+/// the PDU type and field.
 #[derive(Clone, Debug, Default)]
 pub struct NvmeTcpHost {
     digests: Digests,
-    last_error: Option<Error>,
+    /// The layout [`Protocol::frame`] validated for the PDU being received.
+    framed: Option<Layout>,
 }
 
 impl NvmeTcpHost {
@@ -36,7 +95,7 @@ impl NvmeTcpHost {
     pub fn with_digests(digests: Digests) -> Self {
         Self {
             digests,
-            last_error: None,
+            framed: None,
         }
     }
 
@@ -49,33 +108,19 @@ impl NvmeTcpHost {
     pub fn digests(&self) -> Digests {
         self.digests
     }
-
-    /// The wire error behind the last header the plugin rejected.
-    pub fn last_error(&self) -> Option<Error> {
-        self.last_error
-    }
-
-    fn reject(&mut self, error: Error) -> HeaderError {
-        self.last_error = Some(error);
-        match error {
-            Error::UnknownPduType(t) => HeaderError::UnknownType(t),
-            Error::UnexpectedPduType { found, .. } => HeaderError::UnknownType(found),
-            Error::BadHlen { .. } => field(2, "HLEN"),
-            Error::BadPdo { .. } | Error::MisalignedPdo { .. } => field(3, "PDO"),
-            Error::BadPlen { .. } | Error::DatalMismatch { .. } => field(4, "PLEN or DATAL"),
-            Error::InvalidFlags { .. } | Error::DigestFlag { .. } => field(1, "FLAGS"),
-            Error::SuccessWithoutLastPdu => field(1, "SUCCESS without LAST_PDU"),
-            Error::DataRangeOverflow { .. } => field(12, "DATAO + DATAL overflow"),
-            _ => HeaderError::LengthOverflow,
-        }
-    }
 }
 
-fn field(offset: u16, reason: &'static str) -> HeaderError {
-    HeaderError::InvalidField { offset, reason }
+fn to_u32(n: usize, pdu_type: PduType) -> Result<u32, Error> {
+    u32::try_from(n).map_err(|_| Error::BadDataLen {
+        pdu_type: pdu_type.into(),
+        len: n,
+    })
 }
 
 impl Protocol for NvmeTcpHost {
+    type Header = ControllerPdu;
+    type Error = Error;
+
     fn id(&self) -> ProtocolId {
         NVME_TCP
     }
@@ -93,54 +138,52 @@ impl Protocol for NvmeTcpHost {
         24 + if self.digests.header { 4 } else { 0 }
     }
 
-    fn header_len(&mut self, prefix: &[u8]) -> Result<usize, HeaderError> {
-        let layout = Layout::parse(prefix, self.digests).map_err(|e| self.reject(e))?;
-        match layout.pdu_type {
-            PduType::IcResp
-            | PduType::C2hTermReq
-            | PduType::CapsuleResp
-            | PduType::C2hData
-            | PduType::R2t => Ok(layout.header_len()),
-            other => Err(self.reject(Error::UnknownPduType(other.into()))),
+    fn frame(&mut self, prefix: &[u8]) -> Result<HeaderFrame, Error> {
+        let layout = Layout::parse(prefix, self.digests)?;
+        if layout.pdu_type.from_host() {
+            return Err(Error::WrongDirection(layout.pdu_type));
         }
+        self.framed = Some(layout);
+        Ok(HeaderFrame {
+            len: layout.header_len(),
+            digest: layout.hdgst,
+        })
     }
 
-    fn has_header_digest(&self, header: &[u8]) -> bool {
-        CommonPacket::new_checked(header).is_ok_and(|ch| ch.flags() & HDGSTF != 0)
-    }
-
-    fn parse(&mut self, header: &[u8]) -> Result<PduLayout, HeaderError> {
-        let layout = Layout::parse(header, self.digests).map_err(|e| self.reject(e))?;
-        let to_u32 = |n: usize| u32::try_from(n).map_err(|_| HeaderError::LengthOverflow);
-        let mut out = PduLayout {
-            header_len: to_u32(layout.header_len())?,
-            header_digest: layout.hdgst,
-            data_offset: to_u32(layout.data_offset)?,
-            data_len: to_u32(layout.data_len)?,
-            data_pad: 0,
-            data_digest: layout.ddgst,
-            digest_covers_pad: false,
-            placement: None,
+    fn parse(&mut self, header: &[u8]) -> Result<Parsed<ControllerPdu>, Error> {
+        let layout = match self.framed.take() {
+            Some(layout) => layout,
+            None => Layout::parse(header, self.digests)?,
         };
-        if layout.pdu_type == PduType::C2hData {
-            let p = C2hDataPacket::new_checked(header).map_err(|e| self.reject(e))?;
-            let flags = p.flags();
-            if flags & SUCCESS != 0 && flags & LAST_PDU == 0 {
-                return Err(self.reject(Error::SuccessWithoutLastPdu));
+        let pdu = match layout.pdu_type {
+            PduType::C2hData => ControllerPdu::C2hData(C2hDataRepr::decode(header, &layout)?),
+            PduType::CapsuleResp => {
+                ControllerPdu::CapsuleResp(CapsuleRespRepr::decode(header, &layout)?)
             }
-            if p.datal() as usize != layout.data_len {
-                return Err(self.reject(Error::DatalMismatch {
-                    datal: p.datal(),
-                    data_len: layout.data_len,
-                }));
-            }
-            debug_assert_eq!(flags & DDGSTF != 0, layout.ddgst);
-            out.placement = Some(Placement {
-                tag: Tag(u32::from(p.cccid())),
-                offset: u64::from(p.datao()),
-            });
-        }
-        Ok(out)
+            PduType::R2t => ControllerPdu::R2t(R2tRepr::decode(header, &layout)?),
+            PduType::C2hTermReq => ControllerPdu::TermReq(TermReqRepr::decode(header, &layout)?),
+            PduType::IcResp => ControllerPdu::IcResp(IcRespRepr::decode(header, &layout)?),
+            other => return Err(Error::WrongDirection(other)),
+        };
+        let t = layout.pdu_type;
+        let placement = match pdu {
+            ControllerPdu::C2hData(r) => Some(Placement {
+                tag: Tag(u32::from(r.cccid)),
+                offset: u64::from(r.datao),
+            }),
+            _ => None,
+        };
+        Ok(Parsed {
+            layout: PduLayout {
+                data_offset: to_u32(layout.data_offset, t)?,
+                data_len: to_u32(layout.data_len, t)?,
+                data_pad: 0,
+                data_digest: layout.ddgst,
+                digest_covers_pad: false,
+                placement,
+            },
+            header: pdu,
+        })
     }
 }
 
@@ -151,7 +194,7 @@ impl ulp_ddp_core::testkit::KitProtocol for NvmeTcpHost {
     }
 
     fn encode_data(&self, tag: Tag, offset: u64, data: &[u8]) -> Vec<u8> {
-        let repr = crate::wire::C2hDataRepr {
+        let repr = C2hDataRepr {
             // The kit's tags are small; larger ones are truncated like a wire field would be.
             cccid: tag.0 as u16,
             datao: u32::try_from(offset).unwrap_or(u32::MAX),
@@ -161,19 +204,19 @@ impl ulp_ddp_core::testkit::KitProtocol for NvmeTcpHost {
         };
         let mut out = Vec::new();
         // The kit's data lengths and offsets fit the wire fields, so emit succeeds.
-        let _ = repr.emit(&mut out, self.digests, crate::wire::Pda::ZERO, data);
+        let _ = repr.emit(&mut out, self.digests, Pda::ZERO, data);
         out
     }
 
     fn encode_control(&self, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         if data.is_empty() {
-            let repr = crate::wire::CapsuleRespRepr {
+            let repr = CapsuleRespRepr {
                 cqe: crate::wire::Cqe::default(),
             };
             let _ = repr.emit(&mut out, self.digests);
         } else {
-            let repr = crate::wire::TermReqRepr::new(
+            let repr = TermReqRepr::new(
                 crate::wire::TermReqDirection::ControllerToHost,
                 crate::wire::FatalErrorStatus::InvalidHeaderField,
                 0,

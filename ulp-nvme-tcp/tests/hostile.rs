@@ -8,8 +8,8 @@ use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_nvme_tcp::nvme;
 use ulp_nvme_tcp::wire::{
-    C2hDataRepr, CapsuleRespRepr, Cqe, Digests, FatalErrorStatus, IcRespRepr, Pda, R2tRepr,
-    TermReqDirection, TermReqRepr,
+    C2hDataRepr, CapsuleRespRepr, Cqe, Digests, Error as WireError, FatalErrorStatus, IcRespRepr,
+    Pda, R2tRepr, TermReqDirection, TermReqRepr,
 };
 use ulp_nvme_tcp::{Data, HostConfig, HostError, HostEvent, HostQueue, Status, Violation};
 
@@ -210,7 +210,7 @@ fn success_without_last_pdu() {
     expect_termination(
         &mut q,
         &pdu,
-        |e| matches!(e, HostError::Engine(_)),
+        |e| *e == HostError::Wire(WireError::SuccessWithoutLastPdu),
         Some((FatalErrorStatus::InvalidHeaderField, 1)),
     );
 }
@@ -225,10 +225,15 @@ fn bad_plen_hlen_pdo() {
         if at == 4 {
             pdu[5] = 0;
         }
+        // The codec's own error names the field (PLEN, HLEN, PDO), as the FEI does.
         expect_termination(
             &mut q,
             &pdu,
-            |e| matches!(e, HostError::Engine(_)),
+            |e| match at {
+                4 => matches!(e, HostError::Wire(WireError::BadPlen { .. })),
+                2 => matches!(e, HostError::Wire(WireError::BadHlen { .. })),
+                _ => matches!(e, HostError::Wire(WireError::BadPdo { .. })),
+            },
             Some((FatalErrorStatus::InvalidHeaderField, fei)),
         );
     }

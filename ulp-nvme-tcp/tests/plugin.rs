@@ -4,11 +4,12 @@
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::testkit;
 use ulp_ddp_core::{
-    DigestStatus, Engine, EngineOptions, Error, Event, HeaderError, Piece, QueueConfig, QueueId,
-    SgBuffer, Tag,
+    DigestStatus, Engine, EngineOptions, Error, Event, Piece, QueueConfig, QueueId, SgBuffer, Tag,
 };
-use ulp_nvme_tcp::wire::{C2hDataRepr, CapsuleRespRepr, Cqe, Digests, Pda};
-use ulp_nvme_tcp::{NVME_TCP, NvmeTcpHost};
+use ulp_nvme_tcp::wire::{
+    C2hDataRepr, CapsuleRespRepr, Cqe, Digests, Error as WireError, FatalErrorStatus, Pda, PduType,
+};
+use ulp_nvme_tcp::{ControllerPdu, NVME_TCP, NvmeTcpHost};
 
 fn engine(digests: Digests) -> Engine<NvmeTcpHost, SwBackend> {
     let config = QueueConfig {
@@ -77,7 +78,10 @@ fn c2h_data_lands_by_cccid_and_datao() {
                     datas += 1;
                 }
                 Event::Control { header, .. } => {
-                    assert_eq!(header[0], 0x05);
+                    assert!(
+                        matches!(header, ControllerPdu::CapsuleResp(_)),
+                        "{header:?}"
+                    );
                     controls += 1;
                 }
                 other => panic!("{other:?}"),
@@ -98,14 +102,12 @@ fn success_without_last_pdu_is_fatal_and_kept() {
     e.setup(Tag(1), SgBuffer::zeroed(4)).unwrap();
     let mut pdu = c2h(1, 0, b"abcd", true, Digests::NONE);
     pdu[1] = 0x08; // SUCCESS without LAST_PDU
+    // The engine hands back the codec's own error: no side channel.
     let err = e.receive(Piece::bytes(&pdu)).unwrap_err();
-    assert!(matches!(
-        err,
-        Error::Header(HeaderError::InvalidField { offset: 1, .. })
-    ));
+    assert_eq!(err, Error::Protocol(WireError::SuccessWithoutLastPdu));
     assert_eq!(
-        e.protocol().last_error(),
-        Some(ulp_nvme_tcp::wire::Error::SuccessWithoutLastPdu)
+        WireError::SuccessWithoutLastPdu.fatal_error(),
+        Some((FatalErrorStatus::InvalidHeaderField, 1))
     );
 }
 
@@ -117,7 +119,14 @@ fn host_to_controller_types_are_refused() {
     pdu[2] = 128;
     pdu[4] = 128;
     let err = e.receive(Piece::bytes(&pdu)).unwrap_err();
-    assert_eq!(err, Error::Header(HeaderError::UnknownType(0)));
+    assert_eq!(
+        err,
+        Error::Protocol(WireError::WrongDirection(PduType::IcReq))
+    );
+    assert_eq!(
+        err.to_string(),
+        "bad PDU header: ICReq (PDU type 0x00) travels only from host to controller"
+    );
 }
 
 #[test]

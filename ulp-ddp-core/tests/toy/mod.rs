@@ -12,7 +12,9 @@
 
 use ulp_ddp_core::digest::{Crc32c, crc32c};
 use ulp_ddp_core::testkit::KitProtocol;
-use ulp_ddp_core::{HeaderError, PduLayout, Placement, Protocol, ProtocolId, Tag};
+use ulp_ddp_core::{
+    HeaderError, HeaderFrame, Parsed, PduLayout, Placement, Protocol, ProtocolId, Tag,
+};
 
 pub const TOY: ProtocolId = ProtocolId("toy");
 const HLEN: usize = 16;
@@ -74,7 +76,23 @@ impl Toy {
     }
 }
 
+/// A toy header, decoded.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct ToyHeader {
+    /// 1 = control, 2 = data.
+    pub kind: u8,
+    /// Data bytes.
+    pub data_len: u32,
+    /// The command's tag (data PDUs).
+    pub tag: u32,
+    /// Offset in the command's buffer (data PDUs).
+    pub offset: u32,
+}
+
 impl Protocol for Toy {
+    type Header = ToyHeader;
+    type Error = HeaderError;
+
     fn id(&self) -> ProtocolId {
         TOY
     }
@@ -87,7 +105,7 @@ impl Protocol for Toy {
         HLEN + 4
     }
 
-    fn header_len(&mut self, prefix: &[u8]) -> Result<usize, HeaderError> {
+    fn frame(&mut self, prefix: &[u8]) -> Result<HeaderFrame, HeaderError> {
         if !matches!(prefix[0], 1 | 2) {
             return Err(HeaderError::UnknownType(prefix[0]));
         }
@@ -104,18 +122,22 @@ impl Protocol for Toy {
                 reason: "header digest flag disagrees with negotiation",
             });
         }
-        Ok(HLEN + if hd { 4 } else { 0 })
+        Ok(HeaderFrame {
+            len: HLEN + if hd { 4 } else { 0 },
+            digest: hd,
+        })
     }
 
-    fn has_header_digest(&self, header: &[u8]) -> bool {
-        header[1] & 1 == 1
-    }
-
-    fn parse(&mut self, h: &[u8]) -> Result<PduLayout, HeaderError> {
+    fn parse(&mut self, h: &[u8]) -> Result<Parsed<ToyHeader>, HeaderError> {
         let le = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         let (data_len, tag, offset) = (le(4), le(8), le(12));
-        let header_len = h.len() as u32;
-        let header_digest = h[1] & 1 == 1;
+        let header_len = (HLEN + if h[1] & 1 == 1 { 4 } else { 0 }) as u32;
+        let header = ToyHeader {
+            kind: h[0],
+            data_len,
+            tag,
+            offset,
+        };
         if data_len == 0 {
             if h[3] != 0 || h[1] & 2 != 0 {
                 return Err(HeaderError::InvalidField {
@@ -123,7 +145,10 @@ impl Protocol for Toy {
                     reason: "no data, yet a data offset or digest",
                 });
             }
-            return Ok(PduLayout::header_only(header_len, header_digest));
+            return Ok(Parsed {
+                layout: PduLayout::header_only(header_len),
+                header,
+            });
         }
         let data_offset = u32::from(h[3]);
         if data_offset < header_len {
@@ -139,9 +164,7 @@ impl Protocol for Toy {
                 reason: "data digest flag disagrees with negotiation",
             });
         }
-        Ok(PduLayout {
-            header_len,
-            header_digest,
+        let layout = PduLayout {
             data_offset,
             data_len,
             data_pad: pad4(data_len as usize) as u32,
@@ -151,7 +174,8 @@ impl Protocol for Toy {
                 tag: Tag(tag),
                 offset: u64::from(offset),
             }),
-        })
+        };
+        Ok(Parsed { layout, header })
     }
 }
 

@@ -70,6 +70,9 @@ pub enum Error {
     },
     /// The opcode is not one this codec knows.
     UnknownOpcode(u8),
+    /// An opcode that travels the other way: a target sent an initiator opcode (or an
+    /// initiator a target opcode).
+    WrongDirection(Opcode),
     /// The opcode is valid but not the one the caller's `Repr` decodes.
     UnexpectedOpcode {
         /// Opcode the `Repr` handles.
@@ -121,6 +124,17 @@ impl fmt::Display for Error {
                 write!(f, "output buffer too small: need {need} bytes, have {have}")
             }
             Self::UnknownOpcode(op) => write!(f, "unknown opcode {op:#04x}"),
+            Self::WrongDirection(op) => write!(
+                f,
+                "{} (opcode {:#04x}) travels only from {}",
+                op.name(),
+                u8::from(op),
+                if op.from_initiator() {
+                    "initiator to target"
+                } else {
+                    "target to initiator"
+                }
+            ),
             Self::UnexpectedOpcode { expected, found } => {
                 write!(f, "expected opcode {expected:?}, found {found:?}")
             }
@@ -138,6 +152,23 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+impl Error {
+    /// The BHS byte offset of the field the error is about, when it is about one.
+    pub fn field_offset(&self) -> Option<u8> {
+        match *self {
+            Self::Reserved { offset }
+            | Self::InvalidValue { offset }
+            | Self::FlagConflict { offset } => Some(offset),
+            Self::UnknownOpcode(_) | Self::WrongDirection(_) | Self::UnexpectedOpcode { .. } => {
+                Some(0)
+            }
+            Self::BadAhs => Some(4),
+            Self::BadDataSegmentLength => Some(5),
+            _ => None,
+        }
+    }
+}
 
 impl From<text::TextError> for Error {
     fn from(e: text::TextError) -> Self {
@@ -187,6 +218,37 @@ pub enum Opcode {
     Reject = 0x3F,
 }
 
+impl Opcode {
+    /// The opcode's name in RFC 7143.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NopOut => "NOP-Out",
+            Self::ScsiCommand => "SCSI Command",
+            Self::TaskMgmtRequest => "Task Management Function Request",
+            Self::LoginRequest => "Login Request",
+            Self::TextRequest => "Text Request",
+            Self::DataOut => "SCSI Data-Out",
+            Self::LogoutRequest => "Logout Request",
+            Self::SnackRequest => "SNACK Request",
+            Self::NopIn => "NOP-In",
+            Self::ScsiResponse => "SCSI Response",
+            Self::TaskMgmtResponse => "Task Management Function Response",
+            Self::LoginResponse => "Login Response",
+            Self::TextResponse => "Text Response",
+            Self::DataIn => "SCSI Data-In",
+            Self::LogoutResponse => "Logout Response",
+            Self::R2t => "R2T",
+            Self::AsyncMessage => "Asynchronous Message",
+            Self::Reject => "Reject",
+        }
+    }
+
+    /// Whether an initiator sends this opcode (else a target does).
+    pub const fn from_initiator(self) -> bool {
+        (self as u8) < 0x20
+    }
+}
+
 impl TryFrom<u8> for Opcode {
     type Error = Error;
 
@@ -222,29 +284,10 @@ impl From<Opcode> for u8 {
     }
 }
 
-/// Which CRC32C digests were negotiated (HeaderDigest / DataDigest keys).
-///
-/// Login PDUs never carry digests; their `Repr`s ignore this value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Digests {
-    /// HeaderDigest=CRC32C: 4 bytes after the AHS covering BHS + AHS.
-    pub header: bool,
-    /// DataDigest=CRC32C: 4 bytes after the padded data segment, when it is non-empty.
-    pub data: bool,
-}
-
-impl Digests {
-    /// No digests (the state during login).
-    pub const NONE: Self = Self {
-        header: false,
-        data: false,
-    };
-    /// Both digests.
-    pub const BOTH: Self = Self {
-        header: true,
-        data: true,
-    };
-}
+/// Which CRC32C digests were negotiated (HeaderDigest / DataDigest keys): the core's
+/// [`Digests`], shared with NVMe/TCP. Login PDUs never carry digests; their `Repr`s ignore
+/// this value.
+pub use ulp_ddp_core::Digests;
 
 /// Logical Unit Number: eight opaque bytes, copied as-is into BHS bytes 8..16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -652,6 +695,42 @@ impl<'a> Pdu<'a> {
             Opcode::R2t => Self::R2t(parse_pdu(buf, digests)?),
             Opcode::AsyncMessage => Self::AsyncMessage(parse_pdu(buf, digests)?),
             Opcode::Reject => Self::Reject(parse_pdu(buf, digests)?),
+        })
+    }
+
+    /// Decodes a PDU from its parts as a receive engine delivers them: `bhs` (48 bytes, framed:
+    /// lengths and header digest already checked), `ahs` (the AHS area) and `data` (the data
+    /// segment without pad, its digest already checked). Checks the opcode, the reserved bit
+    /// and every opcode-specific field, once; nothing is copied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOpcode`], [`Error::Reserved`], else as the `Repr`.
+    pub fn from_parts(bhs: &'a [u8], ahs: &'a [u8], data: &'a [u8]) -> Result<Self> {
+        let pkt = Packet::new_checked(bhs)?;
+        if pkt.reserved_bit() {
+            return Err(Error::Reserved { offset: 0 });
+        }
+        let (p, a, d) = (&pkt, ahs, data);
+        Ok(match pkt.opcode()? {
+            Opcode::NopOut => Self::NopOut(Body::parse_body(p, a, d)?),
+            Opcode::ScsiCommand => Self::ScsiCommand(Body::parse_body(p, a, d)?),
+            Opcode::TaskMgmtRequest => Self::TaskMgmtRequest(Body::parse_body(p, a, d)?),
+            Opcode::LoginRequest => Self::LoginRequest(Body::parse_body(p, a, d)?),
+            Opcode::TextRequest => Self::TextRequest(Body::parse_body(p, a, d)?),
+            Opcode::DataOut => Self::DataOut(Body::parse_body(p, a, d)?),
+            Opcode::LogoutRequest => Self::LogoutRequest(Body::parse_body(p, a, d)?),
+            Opcode::SnackRequest => Self::SnackRequest(Body::parse_body(p, a, d)?),
+            Opcode::NopIn => Self::NopIn(Body::parse_body(p, a, d)?),
+            Opcode::ScsiResponse => Self::ScsiResponse(Body::parse_body(p, a, d)?),
+            Opcode::TaskMgmtResponse => Self::TaskMgmtResponse(Body::parse_body(p, a, d)?),
+            Opcode::LoginResponse => Self::LoginResponse(Body::parse_body(p, a, d)?),
+            Opcode::TextResponse => Self::TextResponse(Body::parse_body(p, a, d)?),
+            Opcode::DataIn => Self::DataIn(Body::parse_body(p, a, d)?),
+            Opcode::LogoutResponse => Self::LogoutResponse(Body::parse_body(p, a, d)?),
+            Opcode::R2t => Self::R2t(Body::parse_body(p, a, d)?),
+            Opcode::AsyncMessage => Self::AsyncMessage(Body::parse_body(p, a, d)?),
+            Opcode::Reject => Self::Reject(Body::parse_body(p, a, d)?),
         })
     }
 

@@ -71,7 +71,19 @@ impl Repr {
     /// [`Error::DatalMismatch`] or [`Error::DataRangeOverflow`].
     pub fn parse(bytes: &[u8], digests: Digests) -> Result<(Self, Layout), Error> {
         let layout = common::parse_header(bytes, digests, PduType::C2hData)?;
-        let p = Packet::new_checked(bytes)?;
+        Ok((Self::decode(bytes, &layout)?, layout))
+    }
+
+    /// Decodes the PDU-specific header fields from `header` (at least HLEN bytes), whose common
+    /// header was already validated into `layout` and whose header digest (if any) was already
+    /// verified: the receive engine's path, where each header is checked once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`], [`Error::SuccessWithoutLastPdu`], [`Error::DatalMismatch`] or
+    /// [`Error::DataRangeOverflow`].
+    pub fn decode(header: &[u8], layout: &Layout) -> Result<Self, Error> {
+        let p = Packet::new_checked(header)?;
         let flags = p.flags();
         let repr = Self {
             cccid: p.cccid(),
@@ -81,7 +93,7 @@ impl Repr {
             success: flags & SUCCESS != 0,
         };
         repr.check(layout.data_len)?;
-        Ok((repr, layout))
+        Ok(repr)
     }
 
     fn check(&self, data_len: usize) -> Result<(), Error> {
@@ -128,6 +140,32 @@ impl Repr {
             digests,
             pda,
             data,
+            |h| self.fill(h),
+        )
+    }
+
+    /// Writes header, HDGST and pad into `buf` for a PDU carrying DATAL data bytes, without the
+    /// data (so without its digest): a C2HData header re-encoded, e.g. as the error data of an
+    /// H2CTermReq. `pda` is the host's HPDA.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit_header`](Self::emit_header).
+    pub fn emit_header_for_len(
+        &self,
+        buf: &mut [u8],
+        digests: Digests,
+        pda: Pda,
+    ) -> Result<Emitted, Error> {
+        let len = self.datal as usize;
+        self.check(len)?;
+        common::emit_header_sized(
+            buf,
+            PduType::C2hData,
+            self.flags(),
+            digests,
+            pda,
+            len,
             |h| self.fill(h),
         )
     }

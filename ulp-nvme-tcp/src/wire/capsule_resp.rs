@@ -148,7 +148,18 @@ impl Repr {
     /// [`Error::HeaderDigestMismatch`].
     pub fn parse(bytes: &[u8], digests: Digests) -> Result<(Self, Layout), Error> {
         let layout = common::parse_header(bytes, digests, PduType::CapsuleResp)?;
-        let p = Packet::new_checked(bytes)?;
+        Ok((Self::decode(bytes, &layout)?, layout))
+    }
+
+    /// Decodes the PDU-specific header fields from `header` (at least HLEN bytes), whose common
+    /// header was already validated into `layout` and whose header digest (if any) was already
+    /// verified: the receive engine's path, where each header is checked once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`].
+    pub fn decode(header: &[u8], _layout: &Layout) -> Result<Self, Error> {
+        let p = Packet::new_checked(header)?;
         let cqe = Cqe {
             dw0: p.dw0(),
             dw1: p.dw1(),
@@ -157,7 +168,7 @@ impl Repr {
             cid: p.cid(),
             status: p.status(),
         };
-        Ok((Self { cqe }, layout))
+        Ok(Self { cqe })
     }
 
     fn fill(&self, header: &mut [u8]) {

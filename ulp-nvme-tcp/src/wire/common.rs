@@ -519,7 +519,23 @@ pub(crate) fn emit_header(
     data: &[u8],
     fill_psh: impl FnOnce(&mut [u8]),
 ) -> Result<Emitted, Error> {
-    let layout = Layout::for_emit(pdu_type, digests, pda, data.len())?;
+    let mut e = emit_header_sized(buf, pdu_type, flags, digests, pda, data.len(), fill_psh)?;
+    e.ddgst = e.layout.ddgst.then(|| data_digest(data));
+    Ok(e)
+}
+
+/// [`emit_header`] for a PDU of `data_len` data bytes, without the data: the returned
+/// [`Emitted`] carries no data digest.
+pub(crate) fn emit_header_sized(
+    buf: &mut [u8],
+    pdu_type: PduType,
+    flags: u8,
+    digests: Digests,
+    pda: Pda,
+    data_len: usize,
+    fill_psh: impl FnOnce(&mut [u8]),
+) -> Result<Emitted, Error> {
+    let layout = Layout::for_emit(pdu_type, digests, pda, data_len)?;
     let header_len = if layout.data_len == 0 {
         layout.header_len()
     } else {
@@ -540,7 +556,7 @@ pub(crate) fn emit_header(
     }
     let plen = u32::try_from(layout.plen).map_err(|_| Error::BadDataLen {
         pdu_type: pdu_type.into(),
-        len: data.len(),
+        len: data_len,
     })?;
     let (header, rest) = out.split_at_mut(layout.hlen);
     {
@@ -555,10 +571,9 @@ pub(crate) fn emit_header(
     if layout.hdgst {
         rest[..DIGEST_LEN].copy_from_slice(&crc32c(header).to_le_bytes());
     }
-    let ddgst = layout.ddgst.then(|| data_digest(data));
     Ok(Emitted {
         header_len,
-        ddgst,
+        ddgst: None,
         layout,
     })
 }

@@ -69,7 +69,7 @@ impl Repr {
         }
         let repr = Self {
             hpda: Pda::new(p.hpda())?,
-            digests: Digests::from_dgst(p.dgst()),
+            digests: super::digests_from_dgst(p.dgst()),
             maxr2t: p.maxr2t(),
         };
         Ok((repr, layout))
@@ -78,7 +78,7 @@ impl Repr {
     fn fill(&self, header: &mut [u8]) {
         let mut p = Packet::new_unchecked(header);
         p.set_hpda(self.hpda.get());
-        p.set_dgst(self.digests.to_dgst());
+        p.set_dgst(super::dgst_byte(self.digests));
         p.set_maxr2t(self.maxr2t);
     }
 
@@ -225,7 +225,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(hpda in 0u8..32, dgst in 0u8..4, maxr2t in any::<u32>()) {
-            let r = Repr { hpda: Pda::new(hpda).unwrap(), digests: Digests::from_dgst(dgst), maxr2t };
+            let r = Repr { hpda: Pda::new(hpda).unwrap(), digests: crate::wire::digests_from_dgst(dgst), maxr2t };
             let mut out = Vec::new();
             r.emit(&mut out).unwrap();
             prop_assert_eq!(Repr::parse(&out, Digests::NONE).map(|x| x.0), Ok(r));

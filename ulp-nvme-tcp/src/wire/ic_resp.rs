@@ -76,24 +76,34 @@ impl Repr {
     /// [`Error::UnsupportedPfv`], [`Error::BadPda`] or [`Error::BadMaxH2cData`].
     pub fn parse(bytes: &[u8], digests: Digests) -> Result<(Self, Layout), Error> {
         let layout = common::parse_header(bytes, digests, PduType::IcResp)?;
-        // parse_header checked that `bytes` holds HLEN = 128 bytes.
-        let p = Packet::new_checked(bytes)?;
+        Ok((Self::decode(bytes, &layout)?, layout))
+    }
+
+    /// Decodes the PDU-specific header fields from `header` (at least HLEN bytes), whose common
+    /// header was already validated into `layout` and whose header digest (if any) was already
+    /// verified: the receive engine's path, where each header is checked once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`], [`Error::UnsupportedPfv`], [`Error::BadMaxH2cData`] or
+    /// [`Error::BadPda`].
+    pub fn decode(header: &[u8], _layout: &Layout) -> Result<Self, Error> {
+        let p = Packet::new_checked(header)?;
         if p.pfv() != 0 {
             return Err(Error::UnsupportedPfv(p.pfv()));
         }
         check_maxh2cdata(p.maxh2cdata())?;
-        let repr = Self {
+        Ok(Self {
             cpda: Pda::new(p.cpda())?,
-            digests: Digests::from_dgst(p.dgst()),
+            digests: super::digests_from_dgst(p.dgst()),
             maxh2cdata: p.maxh2cdata(),
-        };
-        Ok((repr, layout))
+        })
     }
 
     fn fill(&self, header: &mut [u8]) {
         let mut p = Packet::new_unchecked(header);
         p.set_cpda(self.cpda.get());
-        p.set_dgst(self.digests.to_dgst());
+        p.set_dgst(super::dgst_byte(self.digests));
         p.set_maxh2cdata(self.maxh2cdata);
     }
 
@@ -230,7 +240,7 @@ mod tests {
         fn round_trip(cpda in 0u8..32, dgst in 0u8..4, m in 1024u32..=u32::MAX / 4) {
             let r = Repr {
                 cpda: Pda::new(cpda).unwrap(),
-                digests: Digests::from_dgst(dgst),
+                digests: crate::wire::digests_from_dgst(dgst),
                 maxh2cdata: m * 4,
             };
             let mut out = Vec::new();

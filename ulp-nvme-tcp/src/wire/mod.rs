@@ -108,6 +108,9 @@ pub enum Error {
     },
     /// The PDU-Type byte is not a known NVMe/TCP PDU type.
     UnknownPduType(u8),
+    /// A PDU type that travels the other way: a controller sent a host-to-controller PDU (or a
+    /// host a controller-to-host one).
+    WrongDirection(PduType),
     /// A known PDU type, but not the one this parser handles.
     UnexpectedPduType {
         /// The type this parser handles.
@@ -231,6 +234,17 @@ impl fmt::Display for Error {
                 write!(f, "truncated PDU: need {need} bytes, have {have}")
             }
             Self::UnknownPduType(t) => write!(f, "unknown PDU type {t:#04x}"),
+            Self::WrongDirection(t) => write!(
+                f,
+                "{} (PDU type {:#04x}) travels only from {}",
+                t.name(),
+                u8::from(t),
+                if t.from_host() {
+                    "host to controller"
+                } else {
+                    "controller to host"
+                }
+            ),
             Self::UnexpectedPduType { expected, found } => {
                 write!(f, "expected PDU type {expected:#04x}, found {found:#04x}")
             }
@@ -346,6 +360,29 @@ pub(crate) enum DataKind {
 }
 
 impl PduType {
+    /// The PDU type's name in the specification.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::IcReq => "ICReq",
+            Self::IcResp => "ICResp",
+            Self::H2cTermReq => "H2CTermReq",
+            Self::C2hTermReq => "C2HTermReq",
+            Self::CapsuleCmd => "CapsuleCmd",
+            Self::CapsuleResp => "CapsuleResp",
+            Self::H2cData => "H2CData",
+            Self::C2hData => "C2HData",
+            Self::R2t => "R2T",
+        }
+    }
+
+    /// Whether a host sends this type (else a controller does).
+    pub const fn from_host(self) -> bool {
+        matches!(
+            self,
+            Self::IcReq | Self::H2cTermReq | Self::CapsuleCmd | Self::H2cData
+        )
+    }
+
     /// The fixed HLEN (common header plus PDU-specific header) of this type.
     pub const fn hlen(self) -> u8 {
         match self {
@@ -419,39 +456,21 @@ impl From<PduType> for u8 {
     }
 }
 
-/// The digests negotiated by ICReq/ICResp for every PDU after ICResp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Digests {
-    /// Header digests enabled (DGST bit 0).
-    pub header: bool,
-    /// Data digests enabled (DGST bit 1).
-    pub data: bool,
+/// The digests negotiated by ICReq/ICResp for every PDU after ICResp (the core's [`Digests`],
+/// shared with iSCSI).
+pub use ulp_ddp_core::Digests;
+
+/// Decodes the ICReq/ICResp DGST byte (bit 0 header, bit 1 data; other bits ignored).
+pub const fn digests_from_dgst(dgst: u8) -> Digests {
+    Digests {
+        header: dgst & 0x01 != 0,
+        data: dgst & 0x02 != 0,
+    }
 }
 
-impl Digests {
-    /// No digests (also what ICReq, ICResp and TermReq PDUs use).
-    pub const NONE: Self = Self {
-        header: false,
-        data: false,
-    };
-    /// Both digests.
-    pub const BOTH: Self = Self {
-        header: true,
-        data: true,
-    };
-
-    /// Decodes the ICReq/ICResp DGST byte (bit 0 header, bit 1 data; other bits ignored).
-    pub const fn from_dgst(dgst: u8) -> Self {
-        Self {
-            header: dgst & 0x01 != 0,
-            data: dgst & 0x02 != 0,
-        }
-    }
-
-    /// Encodes the ICReq/ICResp DGST byte.
-    pub const fn to_dgst(self) -> u8 {
-        (self.header as u8) | ((self.data as u8) << 1)
-    }
+/// Encodes the ICReq/ICResp DGST byte.
+pub const fn dgst_byte(digests: Digests) -> u8 {
+    (digests.header as u8) | ((digests.data as u8) << 1)
 }
 
 /// A PDU data alignment (HPDA or CPDA): a 0's-based count of dwords, 0..=31.
@@ -610,9 +629,9 @@ mod tests {
     #[test]
     fn digests_byte() {
         for b in 0u8..4 {
-            assert_eq!(Digests::from_dgst(b).to_dgst(), b);
+            assert_eq!(dgst_byte(digests_from_dgst(b)), b);
         }
-        assert_eq!(Digests::from_dgst(0xFC), Digests::NONE);
+        assert_eq!(digests_from_dgst(0xFC), Digests::NONE);
     }
 
     #[test]

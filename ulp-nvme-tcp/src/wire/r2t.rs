@@ -66,7 +66,18 @@ impl Repr {
     /// [`Error::HeaderDigestMismatch`] or [`Error::DataRangeOverflow`] (R2TO + R2TL).
     pub fn parse(bytes: &[u8], digests: Digests) -> Result<(Self, Layout), Error> {
         let layout = common::parse_header(bytes, digests, PduType::R2t)?;
-        let p = Packet::new_checked(bytes)?;
+        Ok((Self::decode(bytes, &layout)?, layout))
+    }
+
+    /// Decodes the PDU-specific header fields from `header` (at least HLEN bytes), whose common
+    /// header was already validated into `layout` and whose header digest (if any) was already
+    /// verified: the receive engine's path, where each header is checked once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`] or [`Error::DataRangeOverflow`].
+    pub fn decode(header: &[u8], _layout: &Layout) -> Result<Self, Error> {
+        let p = Packet::new_checked(header)?;
         let repr = Self {
             cccid: p.cccid(),
             ttag: p.ttag(),
@@ -74,7 +85,7 @@ impl Repr {
             r2tl: p.r2tl(),
         };
         repr.check()?;
-        Ok((repr, layout))
+        Ok(repr)
     }
 
     fn check(&self) -> Result<(), Error> {

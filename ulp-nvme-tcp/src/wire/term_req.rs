@@ -101,7 +101,7 @@ impl Error {
             UnsupportedParameter,
         };
         match *self {
-            Self::UnknownPduType(_) => Some((InvalidHeaderField, 0)),
+            Self::UnknownPduType(_) | Self::WrongDirection(_) => Some((InvalidHeaderField, 0)),
             Self::UnexpectedPduType { .. } => Some((PduSequenceError, 0)),
             Self::InvalidFlags { .. } | Self::DigestFlag { .. } | Self::SuccessWithoutLastPdu => {
                 Some((InvalidHeaderField, 1))
@@ -187,15 +187,27 @@ impl Repr {
             _ => TermReqDirection::ControllerToHost,
         };
         let layout = common::parse_header(bytes, digests, direction.pdu_type())?;
-        let p = Packet::new_checked(bytes)?;
-        Ok((
-            Self {
-                direction,
-                fes: p.fes(),
-                fei: p.fei(),
-            },
-            layout,
-        ))
+        Ok((Self::decode(bytes, &layout)?, layout))
+    }
+
+    /// Decodes the PDU-specific header fields from `header` (at least HLEN bytes), whose common
+    /// header was already validated into `layout` and whose header digest (if any) was already
+    /// verified: the receive engine's path, where each header is checked once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`].
+    pub fn decode(header: &[u8], layout: &Layout) -> Result<Self, Error> {
+        let p = Packet::new_checked(header)?;
+        let direction = match layout.pdu_type {
+            PduType::H2cTermReq => TermReqDirection::HostToController,
+            _ => TermReqDirection::ControllerToHost,
+        };
+        Ok(Self {
+            direction,
+            fes: p.fes(),
+            fei: p.fei(),
+        })
     }
 
     fn fill(&self, header: &mut [u8]) {

@@ -1,20 +1,27 @@
 //! The reader path: payload straight from a socket into the registered buffer.
+//!
+//! [`SocketReader`] drives an [`Engine`] from any [`std::io::Read`] (a `TcpStream`, a TLS
+//! stream): whatever the backend, payload of a registered command is read from the source
+//! straight into the command's buffer and digested while it is hot in cache, as SPDK receives.
+//! It is generic over the engine's protocol and backend, so protocol crates use it without
+//! naming a backend.
 
 use std::fmt;
 use std::io::{self, Read};
 
-use ulp_ddp_core::{DdpBackend, Engine, Error, Piece, Protocol, ReadTarget};
+use crate::{DdpBackend, Engine, Error, Piece, Protocol, ReadTarget};
 
-/// Why [`SocketReader::read_once`] stopped.
+/// Why [`SocketReader::read_once`] stopped. `E` is the protocol plugin's error type.
 #[derive(Debug)]
-pub enum RecvError {
-    /// The socket failed (including `WouldBlock` on a non-blocking socket).
+#[non_exhaustive]
+pub enum RecvError<E> {
+    /// The source failed (including `WouldBlock` on a non-blocking socket, and a read timeout).
     Io(io::Error),
     /// The engine hit a fatal error: close the connection.
-    Engine(Error),
+    Engine(Error<E>),
 }
 
-impl fmt::Display for RecvError {
+impl<E: fmt::Display> fmt::Display for RecvError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io(e) => write!(f, "socket: {e}"),
@@ -23,7 +30,7 @@ impl fmt::Display for RecvError {
     }
 }
 
-impl std::error::Error for RecvError {
+impl<E: std::error::Error + 'static> std::error::Error for RecvError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io(e) => Some(e),
@@ -32,14 +39,14 @@ impl std::error::Error for RecvError {
     }
 }
 
-impl From<io::Error> for RecvError {
+impl<E> From<io::Error> for RecvError<E> {
     fn from(e: io::Error) -> Self {
         Self::Io(e)
     }
 }
 
-impl From<Error> for RecvError {
-    fn from(e: Error) -> Self {
+impl<E> From<Error<E>> for RecvError<E> {
+    fn from(e: Error<E>) -> Self {
         Self::Engine(e)
     }
 }
@@ -50,8 +57,8 @@ impl From<Error> for RecvError {
 ///
 /// By default each `read` asks the source for exactly what the engine can take without pulling
 /// payload through the receive buffer, so the placement counters show
-/// [`bytes_read_in_place`](ulp_ddp_core::Stats::bytes_read_in_place) for every payload byte and
-/// no [`bytes_copied`](ulp_ddp_core::Stats::bytes_copied); a payload window that ends the
+/// [`bytes_read_in_place`](crate::Stats::bytes_read_in_place) for every payload byte and
+/// no [`bytes_copied`](crate::Stats::bytes_copied); a payload window that ends the
 /// PDU's data is read together with what follows it (data digest, next header) in one
 /// vectored read ([`Engine::after_payload`]). That still costs a system call or two per PDU,
 /// which dominates small commands; with
@@ -97,7 +104,7 @@ impl SocketReader {
         &mut self,
         engine: &mut Engine<P, B>,
         src: &mut R,
-    ) -> Result<usize, RecvError>
+    ) -> Result<usize, RecvError<P::Error>>
     where
         P: Protocol,
         B: DdpBackend,
