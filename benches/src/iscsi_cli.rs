@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
+use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::SgBuffer;
-use ulp_iscsi::conn::ChapCredentials;
+use ulp_iscsi::blocking::{Options, Session};
+use ulp_iscsi::connection::ChapCredentials;
 use ulp_iscsi::keys::DigestPref;
 use ulp_iscsi::target::{EmbeddedTarget, TargetConfig};
 use ulp_iscsi::url::IscsiUrl;
 use ulp_iscsi::wire::Lun;
-use ulp_iscsi::{Bytes, Client, ClientOptions, Command, CommandId, DataDir, LoginConfig, scsi};
+use ulp_iscsi::{Command, CommandId, ConnectionConfig, Data, scsi};
 
 use crate::perf::{PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
@@ -99,10 +101,10 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-/// A logged-in client, the LUN and its capacity, and the embedded target if one was started.
-struct Session {
+/// A logged-in session, the LUN and its capacity, and the embedded target if one was started.
+struct Opened {
     target: Option<EmbeddedTarget>,
-    client: Client,
+    client: Session<SwBackend>,
     lun: Lun,
     cap: scsi::Capacity,
     name: String,
@@ -114,7 +116,7 @@ fn open(
     digests: bool,
     queue_depth: u32,
     verbose: bool,
-) -> Result<Session, Box<dyn std::error::Error>> {
+) -> Result<Opened, Box<dyn std::error::Error>> {
     // The embedded target lives until the end of the run.
     let (target, url) = match url {
         Some(u) => (None, IscsiUrl::parse(u)?),
@@ -127,7 +129,8 @@ fn open(
             (Some(t), url)
         }
     };
-    let mut config = LoginConfig::normal(initiator, &url.target);
+    let mut config = ConnectionConfig::normal(initiator, &url.target);
+    config.queue_depth = queue_depth.max(config.queue_depth);
     if digests {
         config.wanted.header_digest = DigestPref::Require;
         config.wanted.data_digest = DigestPref::Require;
@@ -138,11 +141,7 @@ fn open(
             secret: url.password.clone().unwrap_or_default().into_bytes(),
         });
     }
-    let options = ClientOptions {
-        queue_depth: queue_depth.max(ClientOptions::default().queue_depth),
-        ..ClientOptions::default()
-    };
-    let mut c = Client::connect(url.addr(), config, options)?;
+    let mut c = Session::connect_with(url.addr(), config, SwBackend::new(), Options::default())?;
     let p = c.connection().params().clone();
     if verbose {
         println!(
@@ -180,7 +179,7 @@ fn open(
         cap.block_len,
         p.max_recv_data_segment_len
     );
-    Ok(Session {
+    Ok(Opened {
         target,
         client: c,
         lun,
@@ -190,7 +189,7 @@ fn open(
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let Session {
+    let Opened {
         target: _target,
         client: mut c,
         lun,
@@ -201,7 +200,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     match a.cmd.as_str() {
         "read" => {
             let len = a.len.div_ceil(bl) * bl;
-            let data = c.read(lun, a.lba, (len / bl) as u32, cap.block_len)?;
+            let data = c.read(lun, a.lba, SgBuffer::zeroed(len))?.into_vec();
             println!(
                 "read {} bytes at LBA {}: crc32c {:#010x}",
                 data.len(),
@@ -220,10 +219,9 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     .collect(),
             };
             data.resize(data.len().div_ceil(bl) * bl, 0);
-            let data = Bytes::from(data);
-            c.write(lun, a.lba, cap.block_len, data.clone())?;
-            let back = c.read(lun, a.lba, (data.len() / bl) as u32, cap.block_len)?;
-            if back != data[..] {
+            let data = c.write(lun, a.lba, SgBuffer::from_vec(data))?.into_vec();
+            let back = c.read(lun, a.lba, SgBuffer::zeroed(data.len()))?;
+            if back.into_vec() != data {
                 return Err("read-back differs from what was written".into());
             }
             println!(
@@ -250,13 +248,13 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The closed loop's iSCSI side: one buffer per slot, reused.
 struct IscsiIo<'a> {
-    c: &'a mut Client,
+    c: &'a mut Session<SwBackend>,
     lun: Lun,
     write: bool,
     io_blocks: u64,
     span: u64,
     next: u64,
-    payload: Bytes,
+    bs: usize,
     bufs: Vec<Option<SgBuffer>>,
     slot_of: HashMap<CommandId, usize>,
 }
@@ -266,15 +264,15 @@ impl PerfIo for IscsiIo<'_> {
         let lba = (self.next * self.io_blocks) % self.span;
         self.next += 1;
         let (cdb, data) = if self.write {
-            (
-                scsi::write_16(lba, self.io_blocks as u32),
-                DataDir::Write(self.payload.clone()),
-            )
+            let b = self.bufs[slot]
+                .take()
+                .unwrap_or_else(|| SgBuffer::from_vec(vec![0x5A; self.bs]));
+            (scsi::write_16(lba, self.io_blocks as u32), Data::Write(b))
         } else {
             let b = self.bufs[slot]
                 .take()
-                .unwrap_or_else(|| SgBuffer::zeroed(self.payload.len()));
-            (scsi::read_16(lba, self.io_blocks as u32), DataDir::Read(b))
+                .unwrap_or_else(|| SgBuffer::zeroed(self.bs));
+            (scsi::read_16(lba, self.io_blocks as u32), Data::Read(b))
         };
         let id = self.c.submit(Command {
             lun: self.lun,
@@ -308,7 +306,7 @@ pub fn perf(spec: &PerfSpec, url: Option<&str>) -> Result<PerfResult, String> {
 
 fn perf_as(spec: &PerfSpec, url: Option<&str>, initiator: &str) -> Result<PerfResult, String> {
     let qd = u32::try_from(spec.qd).unwrap_or(u32::MAX);
-    let Session {
+    let Opened {
         target,
         client: mut c,
         lun,
@@ -331,7 +329,7 @@ fn perf_as(spec: &PerfSpec, url: Option<&str>, initiator: &str) -> Result<PerfRe
             let data: Vec<u8> = (0..n as usize * bl)
                 .map(|i| (i as u64).wrapping_mul(0x9E37).wrapping_add(lba) as u8)
                 .collect();
-            c.write(lun, lba, cap.block_len, Bytes::from(data))
+            c.write(lun, lba, SgBuffer::from_vec(data))
                 .map_err(|e| e.to_string())?;
             lba += n;
         }
@@ -344,7 +342,7 @@ fn perf_as(spec: &PerfSpec, url: Option<&str>, initiator: &str) -> Result<PerfRe
         io_blocks,
         span,
         next: 0,
-        payload: Bytes::from(vec![0x5Au8; spec.bs]),
+        bs: spec.bs,
         bufs: (0..spec.qd).map(|_| None).collect(),
         slot_of: HashMap::new(),
     };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{SgBuffer, Stats};
-use ulp_nvme_tcp::driver::{Controller, ControllerOptions};
+use ulp_nvme_tcp::blocking::{Controller, Options};
 use ulp_nvme_tcp::target::{Target, TargetConfig};
 use ulp_nvme_tcp::wire::Digests;
 use ulp_nvme_tcp::{Data, Status};
@@ -153,7 +153,7 @@ fn phase(
             }
             .map_err(|e| e.to_string())?;
             let data = if write {
-                Data::Write(pattern(spec.size, slba))
+                Data::Write(SgBuffer::from_vec(pattern(spec.size, slba)))
             } else {
                 Data::Read(SgBuffer::zeroed(spec.size))
             };
@@ -161,7 +161,7 @@ fn phase(
             outstanding.insert(cid, slba);
             next += 1;
         }
-        let completion = c.io().next_completion().map_err(|e| e.to_string())?;
+        let completion = c.wait_io(None).map_err(|e| e.to_string())?;
         let slba = outstanding.remove(&completion.cid).unwrap_or(0);
         done += 1;
         if completion.status != Status::SUCCESS {
@@ -218,7 +218,7 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
             phases.push(phase(&mut c, spec, false, true)?);
         }
     }
-    Ok((phases, c.io().queue().stats(), target))
+    Ok((phases, c.io().connection().stats(), target))
 }
 
 /// Bytes of the embedded target's namespace (larger than this machine's 32 MiB L3, so reads
@@ -254,7 +254,7 @@ fn open(
             r
         }
     };
-    let mut o = ControllerOptions::new(&nqn);
+    let mut o = Options::new(&nqn);
     o.nsid = nsid;
     o.queue_depth = qd.saturating_add(1);
     o.digests = if digests {
@@ -262,7 +262,7 @@ fn open(
     } else {
         Digests::NONE
     };
-    let c = Controller::connect(addr.as_str(), &o, |_| SwBackend::new())
+    let c = Controller::connect_with(addr.as_str(), &o, |_| SwBackend::new())
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let ns = c.namespace();
     let target = format!(
@@ -295,7 +295,7 @@ impl PerfIo for NvmeIo<'_> {
         let (sqe, data) = if self.write {
             let d = match self.bufs[slot].take() {
                 Some(Data::Write(w)) => w,
-                _ => pattern(self.bs, slot as u64),
+                _ => SgBuffer::from_vec(pattern(self.bs, slot as u64)),
             };
             (self.c.write_cmd(slba, len), Data::Write(d))
         } else {
@@ -316,17 +316,17 @@ impl PerfIo for NvmeIo<'_> {
     }
 
     fn wait(&mut self) -> Result<(usize, bool), String> {
-        let completion = self.c.io().next_completion().map_err(|e| e.to_string())?;
+        let completion = self.c.wait_io(None).map_err(|e| e.to_string())?;
         let slot = self
             .slot_of
             .get(usize::from(completion.cid))
             .copied()
             .filter(|&s| s < self.bufs.len())
             .ok_or_else(|| format!("completion for unknown CID {}", completion.cid))?;
+        let write = self.write;
         self.bufs[slot] = completion
             .buffer
-            .map(Data::Read)
-            .or_else(|| completion.write.map(Data::Write));
+            .map(|b| if write { Data::Write(b) } else { Data::Read(b) });
         Ok((slot, completion.status == Status::SUCCESS))
     }
 }
@@ -360,11 +360,11 @@ pub fn perf(
         let chunks = ns.nsze * block / chunk.max(1);
         for i in 0..chunks {
             let data = pattern(chunk as usize, i);
-            c.write(i * chunk / block, data)
+            c.write(i * chunk / block, SgBuffer::from_vec(data))
                 .map_err(|e| e.to_string())?;
         }
     }
-    let before = c.io().queue().stats();
+    let before = c.io().connection().stats();
     let mut io = NvmeIo {
         c: &mut c,
         write: spec.write,
@@ -376,7 +376,7 @@ pub fn perf(
         slot_of: Vec::new(),
     };
     let run = closed_loop(&mut io, spec, "nvme-tcp")?;
-    let stats = stats_delta(c.io().queue().stats(), before);
+    let stats = stats_delta(c.io().connection().stats(), before);
     Ok(PerfResult {
         protocol: "nvme-tcp".into(),
         target: format!(

@@ -8,7 +8,7 @@ use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
 use ulp_iscsi::wire::{Digests, Itt, Lun};
-use ulp_iscsi::{Command, ConnError, Connection, DataDir, LoginConfig, SessionEvent, scsi};
+use ulp_iscsi::{Command, Connection, ConnectionConfig, ConnectionError, Data, Event, scsi};
 
 fn login_response(itt: u32, current: Stage, next: Stage, keys: &[u8]) -> Vec<u8> {
     let r = LoginResponseRepr {
@@ -38,37 +38,34 @@ fuzz_target!(|input: &[u8]| {
     let Some((&control, rest)) = input.split_first() else {
         return;
     };
-    let mut config = LoginConfig::normal("iqn.i:x", "iqn.t:y");
+    let mut config = ConnectionConfig::normal("iqn.i:x", "iqn.t:y");
+    config.queue_id = QueueId(1);
+    config.queue_depth = 8;
     let digests = control & 1 == 1;
     if digests {
         config.wanted.header_digest = ulp_iscsi::keys::DigestPref::Require;
         config.wanted.data_digest = ulp_iscsi::keys::DigestPref::Require;
     }
-    let mut c = Connection::new(config, SwBackend::new(), QueueId(1), 8);
+    let mut c = Connection::new(config, SwBackend::new());
     if c.start_login().is_err() {
         return;
     }
-    let Some(first) = c.poll_transmit() else {
+    let Some(first) = c.poll_transmit().map(|t| t.parts()[0].to_vec()) else {
         return;
     };
-    let itt = u32::from_be_bytes([
-        first.header[16],
-        first.header[17],
-        first.header[18],
-        first.header[19],
-    ]);
+    let itt = u32::from_be_bytes([first[16], first[17], first[18], first[19]]);
     let keys: &[u8] = if digests {
         b"HeaderDigest=CRC32C\0DataDigest=CRC32C\0"
     } else {
         b""
     };
-    let _ = c.receive(&login_response(
+    c.handle_bytes(&login_response(
         itt,
         Stage::Security,
         Stage::Operational,
         b"",
     ));
-    let _ = c.receive(&login_response(
+    c.handle_bytes(&login_response(
         itt,
         Stage::Operational,
         Stage::FullFeature,
@@ -77,7 +74,7 @@ fuzz_target!(|input: &[u8]| {
     let id = c.submit(Command {
         lun: Lun::default(),
         cdb: scsi::read_10(0, 8),
-        data: DataDir::Read(SgBuffer::from_segments(vec![
+        data: Data::Read(SgBuffer::from_segments(vec![
             vec![0xEE; 1000],
             vec![0xEE; 3096],
         ])),
@@ -85,13 +82,13 @@ fuzz_target!(|input: &[u8]| {
     while c.poll_transmit().is_some() {}
     let cut = usize::from(control >> 2).max(1);
     for piece in rest.chunks(cut) {
-        let _ = c.receive(piece);
+        c.handle_bytes(piece);
         while c.poll_transmit().is_some() {}
     }
-    c.fail(ConnError::Closed);
+    c.fail(ConnectionError::PeerClosed);
     let mut back = false;
     while let Some(e) = c.poll_event() {
-        if let SessionEvent::Completed(done) = e
+        if let Event::Completed(done) = e
             && done.id == id
         {
             assert_eq!(done.buffer.expect("buffer").len(), 4096);

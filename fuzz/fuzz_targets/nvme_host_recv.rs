@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_nvme_tcp::wire::{IcRespRepr, Pda};
-use ulp_nvme_tcp::{Data, HostConfig, HostEvent, HostQueue, nvme};
+use ulp_nvme_tcp::{Connection, ConnectionConfig, Data, Event, nvme};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, rest)) = data.split_first() else {
@@ -15,9 +15,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let digests = ulp_nvme_tcp::wire::digests_from_dgst(control & 3);
     let piece = usize::from(control >> 2) + 1;
-    let mut cfg = HostConfig::io(QueueId(1), 1, 4, digests);
+    let mut cfg = ConnectionConfig::io(QueueId(1), 1, 4, digests);
     cfg.in_capsule_limit = 512;
-    let mut q = HostQueue::new(SwBackend::new(), cfg);
+    let mut q = Connection::new(cfg, SwBackend::new());
     let mut out = Vec::new();
     q.transmit_all(&mut out);
     let mut ic = Vec::new();
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         .expect("ICResp");
     q.handle_bytes(&ic);
     let read = q.submit(nvme::read(1, 0, 16), Data::Read(SgBuffer::zeroed(8192)));
-    let write = q.submit(nvme::write(1, 0, 16), Data::Write(vec![1; 8192]));
+    let write = q.submit(nvme::write(1, 0, 16), Data::Write(SgBuffer::from_vec(vec![1; 8192])));
     assert_eq!((read.ok(), write.ok()), (Some(0), Some(1)));
     out.clear();
     q.transmit_all(&mut out);
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     }
     q.close();
     while let Some(e) = q.poll_event() {
-        if let HostEvent::Completed(c) = e
+        if let Event::Completed(c) = e
             && let Some(b) = c.buffer
         {
             assert_eq!(b.len(), 8192);

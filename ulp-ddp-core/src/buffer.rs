@@ -202,6 +202,27 @@ impl SgBuffer {
         Ok(())
     }
 
+    /// The contiguous pieces of `offset..offset + len`, in order (one for a one-segment
+    /// buffer): what a transmit borrows to send a range of write data without copying.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfRange`] if the range passes the end.
+    pub fn slices(&self, offset: u64, len: u64) -> Result<SmallVec<[&[u8]; 2]>, OutOfRange> {
+        self.check_range(offset, len)?;
+        let mut pieces = SmallVec::new();
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let piece = self.contiguous(at, usize::try_from(end - at).unwrap_or(usize::MAX));
+            if piece.is_empty() {
+                break;
+            }
+            at += piece.len() as u64;
+            pieces.push(piece);
+        }
+        Ok(pieces)
+    }
+
     /// Segment index and offset within it of command offset `offset`, skipping empty segments.
     fn locate(&self, offset: u64) -> Option<(usize, usize)> {
         // First segment whose end lies beyond `offset`.

@@ -25,9 +25,10 @@
 //!   place, verifies what it did not verify, answers resync requests, and reports [`Event`]s.
 //! - [`reader::SocketReader`]: the reader path, for any backend: payload read from a socket
 //!   straight into the command's buffer.
-//! - The sans-IO vocabulary both protocol crates share: [`Transmit`] (bytes out, payload
-//!   borrowed), [`TransmitWriter`], [`Digests`], [`timer::Timer`] (time in only through
-//!   `handle_timeout(now)`).
+//! - The sans-IO vocabulary both protocol crates share: the [`SansIo`] verbs (bytes in,
+//!   transmits out, `handle_timeout(now)` and `poll_timeout()`), [`Transmit`] (bytes out,
+//!   payload borrowed), [`Digests`], [`timer::Timer`]; and [`blocking::Driver`], the one loop
+//!   both blocking drivers run.
 //! - `testkit` (feature `testkit`): the conformance kit every backend runs.
 //!
 //! ## Example
@@ -82,6 +83,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod blocking;
 pub mod buffer;
 pub mod config;
 pub mod digest;
@@ -91,6 +93,7 @@ pub mod limits;
 pub mod protocol;
 mod ranges;
 pub mod reader;
+pub mod sansio;
 pub mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -107,6 +110,7 @@ pub use error::{BackendError, DataError, Error};
 pub use limits::{Decline, DigestOffload, Limits, TagRange};
 pub use protocol::{HeaderError, HeaderFrame, LayoutError, Parsed, PduLayout, Placement, Protocol};
 pub use reader::{RecvError, SocketReader};
+pub use sansio::SansIo;
 pub use stats::Stats;
 pub use transmit::{Transmit, TransmitWriter};
 pub use types::{ProtocolId, QueueId, Tag, TcpSeq};

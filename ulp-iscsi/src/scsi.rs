@@ -175,6 +175,89 @@ impl Sense {
     }
 }
 
+impl Sense {
+    /// The sense key's name (SPC-5 table 52).
+    pub const fn key_name(&self) -> &'static str {
+        match self.key {
+            0x0 => "NO SENSE",
+            0x1 => "RECOVERED ERROR",
+            0x2 => "NOT READY",
+            0x3 => "MEDIUM ERROR",
+            0x4 => "HARDWARE ERROR",
+            0x5 => "ILLEGAL REQUEST",
+            0x6 => "UNIT ATTENTION",
+            0x7 => "DATA PROTECT",
+            0x8 => "BLANK CHECK",
+            0x9 => "VENDOR SPECIFIC",
+            0xA => "COPY ABORTED",
+            0xB => "ABORTED COMMAND",
+            0xD => "VOLUME OVERFLOW",
+            0xE => "MISCOMPARE",
+            _ => "RESERVED",
+        }
+    }
+
+    /// The name of the additional sense code and qualifier, for the common ones (SPC-5
+    /// annex F).
+    pub const fn asc_name(&self) -> Option<&'static str> {
+        Some(match (self.asc, self.ascq) {
+            (0x00, 0x00) => "no additional sense information",
+            (0x04, 0x00) => "logical unit not ready, cause not reportable",
+            (0x04, 0x01) => "logical unit is in process of becoming ready",
+            (0x04, 0x02) => "logical unit not ready, initializing command required",
+            (0x0C, 0x00) => "write error",
+            (0x11, 0x00) => "unrecovered read error",
+            (0x1A, 0x00) => "parameter list length error",
+            (0x20, 0x00) => "invalid command operation code",
+            (0x21, 0x00) => "logical block address out of range",
+            (0x24, 0x00) => "invalid field in CDB",
+            (0x25, 0x00) => "logical unit not supported",
+            (0x26, 0x00) => "invalid field in parameter list",
+            (0x27, 0x00) => "write protected",
+            (0x28, 0x00) => "not ready to ready change, medium may have changed",
+            (0x29, 0x00) => "power on, reset, or bus device reset occurred",
+            (0x29, 0x01) => "power on occurred",
+            (0x29, 0x02) => "SCSI bus reset occurred",
+            (0x29, 0x03) => "bus device reset function occurred",
+            (0x29, 0x07) => "I_T nexus loss occurred",
+            (0x2A, 0x01) => "mode parameters changed",
+            (0x2A, 0x09) => "capacity data has changed",
+            (0x3A, 0x00) => "medium not present",
+            (0x3F, 0x0E) => "reported LUNs data has changed",
+            (0x44, 0x00) => "internal target failure",
+            (0x47, 0x03) => "information unit iuCRC error detected",
+            (0x4B, 0x00) => "data phase error",
+            (0x55, 0x03) => "insufficient resources",
+            _ => return None,
+        })
+    }
+}
+
+impl core::fmt::Display for Sense {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.key_name())?;
+        if let Some(name) = self.asc_name() {
+            write!(f, ", {name}")?;
+        }
+        write!(f, " (ASC {:#04x} ASCQ {:#04x})", self.asc, self.ascq)
+    }
+}
+
+/// The name of SCSI status `status` (SAM-5 table 48).
+pub const fn status_name(status: u8) -> &'static str {
+    match status {
+        0x00 => "GOOD",
+        0x02 => "CHECK CONDITION",
+        0x04 => "CONDITION MET",
+        0x08 => "BUSY",
+        0x18 => "RESERVATION CONFLICT",
+        0x28 => "TASK SET FULL",
+        0x30 => "ACA ACTIVE",
+        0x40 => "TASK ABORTED",
+        _ => "reserved status",
+    }
+}
+
 /// READ CAPACITY(16) data.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct Capacity {

@@ -4,11 +4,12 @@ mod common;
 
 use common::*;
 use ulp_ddp_core::SgBuffer;
-use ulp_iscsi::conn::{ChapCredentials, Residual};
+use ulp_iscsi::blocking::{Error, Session};
+use ulp_iscsi::connection::{ChapCredentials, Residual};
 use ulp_iscsi::scsi;
 use ulp_iscsi::target::{EmbeddedTarget, TargetConfig};
 use ulp_iscsi::wire::Lun;
-use ulp_iscsi::{Client, ClientError, ConnError, DataDir};
+use ulp_iscsi::{ConnectionError, Data};
 
 fn target(f: impl FnOnce(&mut TargetConfig)) -> EmbeddedTarget {
     let mut c = TargetConfig::default();
@@ -20,7 +21,7 @@ fn target(f: impl FnOnce(&mut TargetConfig)) -> EmbeddedTarget {
 fn tgtd_like_digests_off_and_on() {
     for digests in [false, true] {
         let t = target(|_| {});
-        let mut c = Client::connect(t.addr(), config(t.iqn(), digests), options(false)).unwrap();
+        let mut c = Session::connect(t.addr(), config(t.iqn(), digests), options(false)).unwrap();
         let p = c.connection().params().clone();
         assert_eq!((p.header_digest, p.data_digest), (digests, digests));
         assert_eq!(p.max_xmit_data_segment_len, 8192);
@@ -51,7 +52,7 @@ fn lio_like_multi_round_login_and_r2t_only_writes() {
     });
     let mut cfg = config(t.iqn(), true);
     cfg.wanted.initial_r2t = true;
-    let mut c = Client::connect(t.addr(), cfg, options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), cfg, options(false)).unwrap();
     let p = c.connection().params().clone();
     assert_eq!(
         c.connection().login_rounds(),
@@ -74,7 +75,7 @@ fn unsolicited_data_out_and_small_segments() {
     let mut cfg = config(t.iqn(), false);
     cfg.wanted.max_recv_data_segment_len = 4096;
     cfg.wanted.first_burst_len = 16384;
-    let mut c = Client::connect(t.addr(), cfg, options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), cfg, options(false)).unwrap();
     let p = c.connection().params().clone();
     assert!(!p.initial_r2t && p.immediate_data);
     write_read_sizes(&mut c, Lun::default());
@@ -88,15 +89,15 @@ fn chap_login_and_bad_secret() {
         user: "user1".into(),
         secret: b"secretpass12".to_vec(),
     });
-    let mut c = Client::connect(t.addr(), cfg.clone(), options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), cfg.clone(), options(false)).unwrap();
     c.test_unit_ready(Lun::default()).unwrap();
     c.logout().unwrap();
     cfg.chap = Some(ChapCredentials {
         user: "user1".into(),
         secret: b"wrong".to_vec(),
     });
-    match Client::connect(t.addr(), cfg.clone(), options(false)) {
-        Err(ClientError::Conn(ConnError::LoginFailed {
+    match Session::connect(t.addr(), cfg.clone(), options(false)) {
+        Err(Error::Connection(ConnectionError::LoginFailed {
             class: 2,
             detail: 1,
         })) => {}
@@ -104,9 +105,9 @@ fn chap_login_and_bad_secret() {
     }
     cfg.chap = None;
     assert!(matches!(
-        Client::connect(t.addr(), cfg, options(false)),
-        Err(ClientError::Conn(
-            ConnError::Chap(_) | ConnError::LoginFailed { .. }
+        Session::connect(t.addr(), cfg, options(false)),
+        Err(Error::Connection(
+            ConnectionError::Chap(_) | ConnectionError::LoginFailed { .. }
         ))
     ));
 }
@@ -114,8 +115,8 @@ fn chap_login_and_bad_secret() {
 #[test]
 fn wrong_target_name_fails_login() {
     let t = target(|_| {});
-    match Client::connect(t.addr(), config("iqn.nope:x", false), options(false)) {
-        Err(ClientError::Conn(ConnError::LoginFailed {
+    match Session::connect(t.addr(), config("iqn.nope:x", false), options(false)) {
+        Err(Error::Connection(ConnectionError::LoginFailed {
             class: 2,
             detail: 3,
         })) => {}
@@ -126,19 +127,19 @@ fn wrong_target_name_fails_login() {
 #[test]
 fn discovery_inquiry_report_luns_ping_unit_attention_residual() {
     let t = target(|c| c.lun = 1);
-    let found = Client::discover(t.addr(), INITIATOR, options(false)).unwrap();
+    let found = Session::discover(t.addr(), INITIATOR, options(false)).unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].name, t.iqn());
     assert_eq!(found[0].addresses, vec![format!("{},1", t.addr())]);
 
     let lun = Lun::single_level(1);
-    let mut c = Client::connect(t.addr(), config(t.iqn(), true), options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), config(t.iqn(), true), options(false)).unwrap();
     // The first command meets the unit attention; run() retried it, execute() shows it.
     let done = c
         .execute(ulp_iscsi::Command {
             lun,
             cdb: scsi::test_unit_ready(),
-            data: DataDir::None,
+            data: Data::None,
         })
         .unwrap();
     assert!(done.result.unwrap().is_unit_attention());
@@ -155,15 +156,15 @@ fn discovery_inquiry_report_luns_ping_unit_attention_residual() {
         .execute(ulp_iscsi::Command {
             lun,
             cdb: scsi::inquiry(96),
-            data: DataDir::Read(SgBuffer::zeroed(96)),
+            data: Data::Read(SgBuffer::zeroed(96)),
         })
         .unwrap();
     let o = done.result.unwrap();
     assert_eq!((o.residual, o.data_in), (Residual::Underflow(60), 36));
     // Reading past the end: CHECK CONDITION, ILLEGAL REQUEST.
     let cap = c.read_capacity(lun).unwrap();
-    match c.read(lun, cap.blocks(), 1, cap.block_len) {
-        Err(ClientError::Status {
+    match c.read(lun, cap.blocks(), SgBuffer::zeroed(cap.block_len as usize)) {
+        Err(Error::Status {
             status: 2,
             sense: Some(s),
             buffer,
@@ -176,9 +177,9 @@ fn discovery_inquiry_report_luns_ping_unit_attention_residual() {
     }
     // READ(16)/WRITE(16) beyond 16-bit transfer lengths, with a scattered buffer.
     let data = pattern(40 * 1024 * 1024 / 1024, 9);
-    c.write(lun, 100, 512, data.clone()).unwrap();
+    c.write(lun, 100, SgBuffer::from_vec(data.clone())).unwrap();
     let buf = SgBuffer::from_segments(vec![vec![0; 10_000], vec![0; 30_960]]);
-    let got = c.read_into(lun, 100, 512, buf).unwrap();
+    let got = c.read(lun, 100, buf).unwrap();
     assert_eq!(got.into_vec(), data[..]);
     let (cmd_sn, exp, max, _) = c.connection().sequence_numbers();
     assert!(
@@ -190,17 +191,18 @@ fn discovery_inquiry_report_luns_ping_unit_attention_residual() {
 #[test]
 fn pipelined_reads_respect_tag_depth() {
     let t = target(|c| c.unit_attention = false);
-    let mut opts = options(false);
-    opts.queue_depth = 4;
-    let mut c = Client::connect(t.addr(), config(t.iqn(), false), opts).unwrap();
-    c.write(Lun::default(), 0, 512, pattern(64 * 1024, 3))
+    let mut cfg = config(t.iqn(), false);
+    cfg.queue_depth = 4;
+    let mut c = Session::connect(t.addr(), cfg, options(false)).unwrap();
+    c.set_block_len(Lun::default(), 512);
+    c.write(Lun::default(), 0, SgBuffer::from_vec(pattern(64 * 1024, 3)))
         .unwrap();
     let ids: Vec<_> = (0..16u32)
         .map(|i| {
             c.submit(ulp_iscsi::Command {
                 lun: Lun::default(),
                 cdb: scsi::read_10(i * 8, 8),
-                data: DataDir::Read(SgBuffer::zeroed(4096)),
+                data: Data::Read(SgBuffer::zeroed(4096)),
             })
         })
         .collect();
@@ -223,7 +225,7 @@ fn pipelined_reads_respect_tag_depth() {
 #[test]
 fn small_payload_policy_copies_only_small_reads() {
     let t = target(|_| {});
-    let mut c = Client::connect(t.addr(), config(t.iqn(), true), options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), config(t.iqn(), true), options(false)).unwrap();
     c.copy_small_payloads(16 * 1024);
     write_read_sizes(&mut c, Lun::default());
     let s = c.connection().engine().stats();

@@ -6,12 +6,13 @@ mod common;
 
 use common::*;
 use ulp_ddp_core::{DataError, Error as EngineError, SgBuffer};
-use ulp_iscsi::conn::Phase;
+use ulp_iscsi::blocking::Session;
+use ulp_iscsi::connection::Phase;
 use ulp_iscsi::scsi;
 use ulp_iscsi::target::{EmbeddedTarget, Misbehave, TargetConfig};
 use ulp_iscsi::wire::reject::RejectReason;
 use ulp_iscsi::wire::{Error as WireError, Lun, Opcode};
-use ulp_iscsi::{Client, Command, CommandError, ConnError, DataDir};
+use ulp_iscsi::{Command, CommandError, ConnectionError, Data, Violation};
 
 const CANARY: u8 = 0xEE;
 
@@ -21,7 +22,7 @@ fn attack(
     m: Misbehave,
     len: usize,
     digests: bool,
-) -> (Option<ConnError>, Result<(), CommandError>, Vec<u8>) {
+) -> (Option<ConnectionError>, Result<(), CommandError>, Vec<u8>) {
     let t = EmbeddedTarget::start(TargetConfig {
         misbehave: m,
         unit_attention: false,
@@ -30,12 +31,12 @@ fn attack(
     .unwrap();
     let mut cfg = config(t.iqn(), digests);
     cfg.wanted.max_recv_data_segment_len = 8192;
-    let mut c = Client::connect(t.addr(), cfg, options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), cfg, options(false)).unwrap();
     let done = c
         .execute(Command {
             lun: Lun::default(),
             cdb: scsi::read_10(0, (len / 512) as u16),
-            data: DataDir::Read(SgBuffer::from_vec(vec![CANARY; len])),
+            data: Data::Read(SgBuffer::from_vec(vec![CANARY; len])),
         })
         .expect("the command completes even when the connection fails");
     let buffer = done
@@ -75,7 +76,9 @@ fn data_in_outside_the_command() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Data(DataError::OutOfRange { offset: 4096, .. }))
+            Some(ConnectionError::Protocol(Violation::Data(
+                DataError::OutOfRange { offset: 4096, .. }
+            )))
         ),
         "{e:?}"
     );
@@ -85,12 +88,14 @@ fn data_in_outside_the_command() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Data(DataError::OutOfRange {
-                offset: 1,
-                len: 4096,
-                buffer_len: 4096,
-                ..
-            }))
+            Some(ConnectionError::Protocol(Violation::Data(
+                DataError::OutOfRange {
+                    offset: 1,
+                    len: 4096,
+                    buffer_len: 4096,
+                    ..
+                }
+            )))
         ),
         "{e:?}"
     );
@@ -101,7 +106,12 @@ fn data_in_outside_the_command() {
 fn data_in_for_unknown_itt_and_for_a_write() {
     let (e, r, b) = attack(Misbehave::UnknownItt, 4096, false);
     assert!(
-        matches!(e, Some(ConnError::Data(DataError::UnknownTag(_)))),
+        matches!(
+            e,
+            Some(ConnectionError::Protocol(Violation::Data(
+                DataError::UnknownTag(_)
+            )))
+        ),
         "{e:?}"
     );
     assert_eq!(r, Err(CommandError::ConnectionLost));
@@ -113,14 +123,15 @@ fn data_in_for_unknown_itt_and_for_a_write() {
         ..TargetConfig::default()
     })
     .unwrap();
-    let mut c = Client::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    c.set_block_len(Lun::default(), 512);
     let err = c
-        .write(Lun::default(), 0, 512, pattern(4096, 1))
+        .write(Lun::default(), 0, SgBuffer::from_vec(pattern(4096, 1)))
         .unwrap_err();
     assert!(
         matches!(
             err,
-            ulp_iscsi::ClientError::Command {
+            ulp_iscsi::blocking::Error::Command {
                 error: CommandError::ConnectionLost,
                 ..
             }
@@ -129,19 +140,25 @@ fn data_in_for_unknown_itt_and_for_a_write() {
     );
     assert!(matches!(
         c.connection().failure(),
-        Some(ConnError::Data(DataError::UnknownTag(_)))
+        Some(ConnectionError::Protocol(Violation::Data(
+            DataError::UnknownTag(_)
+        )))
     ));
 }
 
 #[test]
 fn data_sn_gap_and_duplicate_data() {
     let (e, _, b) = attack(Misbehave::DataSnGap, 32768, false);
-    assert_eq!(
-        e,
-        Some(ConnError::DataSn {
-            expected: 1,
-            received: 2
-        })
+    assert!(
+        matches!(
+            e,
+            Some(ConnectionError::Protocol(Violation::DataSn {
+                expected: 1,
+                received: 2,
+                ..
+            }))
+        ),
+        "{e:?}"
     );
     // The first PDU (DataSN 0, 8 KiB) was placed and accepted before the violation whatever
     // the cut; the PDU with the gap (and, depending on how the bytes were cut into reads, the
@@ -152,7 +169,9 @@ fn data_sn_gap_and_duplicate_data() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Data(DataError::Duplicate { offset: 0, .. }))
+            Some(ConnectionError::Protocol(Violation::Data(
+                DataError::Duplicate { offset: 0, .. }
+            )))
         ),
         "{e:?}"
     );
@@ -165,12 +184,18 @@ fn data_sn_gap_and_duplicate_data() {
 #[test]
 fn bad_digests() {
     let (e, _, b) = attack(Misbehave::BadDataDigest, 4096, true);
-    assert!(matches!(e, Some(ConnError::DataDigest { .. })), "{e:?}");
+    assert!(
+        matches!(e, Some(ConnectionError::DataDigest { .. })),
+        "{e:?}"
+    );
     // The data was placed before its digest arrived; the command still fails.
     assert_eq!(b.len(), 4096);
     let (e, _, b) = attack(Misbehave::BadHeaderDigest, 4096, true);
     assert!(
-        matches!(e, Some(ConnError::Engine(EngineError::HeaderDigest { .. }))),
+        matches!(
+            e,
+            Some(ConnectionError::Engine(EngineError::HeaderDigest { .. }))
+        ),
         "{e:?}"
     );
     assert!(untouched(&b));
@@ -183,7 +208,7 @@ fn rejects_field(m: Misbehave, len: usize, offset: u8) {
     assert!(
         matches!(
             e,
-            Some(ConnError::Wire(w)) if w.field_offset() == Some(offset)
+            Some(ConnectionError::Wire(w)) if w.field_offset() == Some(offset)
         ),
         "{e:?}"
     );
@@ -198,14 +223,14 @@ fn bad_lengths_flags_and_opcodes() {
     assert!(
         matches!(
             e,
-            Some(ConnError::Wire(WireError::WrongDirection(
+            Some(ConnectionError::Wire(WireError::WrongDirection(
                 Opcode::ScsiCommand
             )))
         ),
         "{e:?}"
     );
     let (e, r, _) = attack(Misbehave::TruncatedPdu, 4096, false);
-    assert_eq!(e, Some(ConnError::Closed));
+    assert_eq!(e, Some(ConnectionError::PeerClosed));
     assert_eq!(r, Err(CommandError::ConnectionLost));
 }
 
@@ -218,17 +243,18 @@ fn reject_fails_only_the_command() {
         Err(CommandError::Rejected(RejectReason::InvalidPduField))
     );
     assert!(untouched(&b));
-    // Through the driver: read_into hands the caller's buffer back with the command error.
+    // Through the driver: read hands the caller's buffer back with the command error.
     let t = EmbeddedTarget::start(TargetConfig {
         misbehave: Misbehave::RejectReads,
         unit_attention: false,
         ..TargetConfig::default()
     })
     .unwrap();
-    let mut c = Client::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
     let buffer = SgBuffer::from_segments(vec![vec![CANARY; 1000], vec![CANARY; 3096]]);
-    match c.read_into(Lun::default(), 0, 512, buffer) {
-        Err(ulp_iscsi::ClientError::Command {
+    c.set_block_len(Lun::default(), 512);
+    match c.read(Lun::default(), 0, buffer) {
+        Err(ulp_iscsi::blocking::Error::Command {
             error: CommandError::Rejected(RejectReason::InvalidPduField),
             buffer: Some(b),
         }) => {
@@ -248,22 +274,34 @@ fn r2t_beyond_the_write() {
         ..TargetConfig::default()
     })
     .unwrap();
-    let mut c = Client::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    c.set_block_len(Lun::default(), 512);
     let err = c
-        .write(Lun::default(), 0, 512, pattern(128 * 1024, 1))
+        .write(
+            Lun::default(),
+            0,
+            SgBuffer::from_vec(pattern(128 * 1024, 1)),
+        )
         .unwrap_err();
     assert!(
         matches!(
             err,
-            ulp_iscsi::ClientError::Command {
+            ulp_iscsi::blocking::Error::Command {
                 error: CommandError::ConnectionLost,
                 ..
             }
         ),
         "{err:?}"
     );
-    assert_eq!(
-        c.connection().failure(),
-        Some(&ConnError::Protocol("R2T outside the write"))
+    assert!(
+        matches!(
+            c.connection().failure(),
+            Some(ConnectionError::Protocol(Violation::R2tOutsideWrite {
+                write_len: 131_072,
+                ..
+            }))
+        ),
+        "{:?}",
+        c.connection().failure()
     );
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::peers::{have, tshark_check};
 use common::*;
-use ulp_iscsi::Client;
+use ulp_iscsi::blocking::Session;
 use ulp_iscsi::wire::{Digests, Lun};
 
 #[path = "../../scripts/vm/harness.rs"]
@@ -21,7 +21,7 @@ use harness::Vm;
 
 fn scenario(vm: &Vm, digests: bool) {
     let iqn = vm.value("IQN").expect("IQN");
-    let mut c = Client::connect(
+    let mut c = Session::connect(
         ("127.0.0.1", vm.port("ISCSI_PORT").expect("ISCSI_PORT")),
         config(iqn, digests),
         options(true),

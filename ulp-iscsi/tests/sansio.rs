@@ -4,13 +4,16 @@
 use proptest::prelude::*;
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{QueueId, SgBuffer};
-use ulp_iscsi::conn::Phase;
+use ulp_iscsi::connection::{Phase, Residual};
 use ulp_iscsi::wire::data_in::{DataInRepr, DataInStatus};
 use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
 use ulp_iscsi::wire::nop::NopInRepr;
 use ulp_iscsi::wire::scsi_rsp::ScsiRspRepr;
 use ulp_iscsi::wire::{Digests, Itt, Lun, Ttt};
-use ulp_iscsi::{Command, Connection, DataDir, LoginConfig, SessionEvent, scsi};
+use ulp_iscsi::{
+    Command, CommandError, Connection, ConnectionConfig, ConnectionError, Data, Event, Violation,
+    scsi,
+};
 
 fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32) -> Vec<u8> {
     login_response_with(
@@ -52,32 +55,54 @@ fn login_response_with(
     b
 }
 
+/// The configuration of every connection here: queue 1, 8 deep.
+fn config() -> ConnectionConfig {
+    let mut config = ConnectionConfig::normal("iqn.i:x", "iqn.t:y");
+    config.queue_id = QueueId(1);
+    config.queue_depth = 8;
+    config
+}
+
+/// Feeds target bytes (the copy path); `Err` with the failure once the connection failed.
+fn receive(c: &mut Connection<SwBackend>, bytes: &[u8]) -> Result<(), ConnectionError> {
+    c.handle_bytes(bytes);
+    if c.phase() == Phase::Failed {
+        Err(c
+            .failure()
+            .cloned()
+            .expect("a failed connection names its failure"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The ITT of the next PDU to send (bytes 16..20 of its header).
+fn next_itt(c: &mut Connection<SwBackend>) -> u32 {
+    let t = c.poll_transmit().expect("a PDU to send");
+    u32::from_be_bytes(t.parts()[0][16..20].try_into().unwrap())
+}
+
 /// A connection logged in with the target's MaxCmdSN = `max_cmd_sn` (ExpCmdSN 1).
 fn logged_in(max_cmd_sn: u32) -> Connection<SwBackend> {
     logged_in_with(max_cmd_sn, SwBackend::new())
 }
 
 fn logged_in_with(max_cmd_sn: u32, backend: SwBackend) -> Connection<SwBackend> {
-    let mut c = Connection::new(
-        LoginConfig::normal("iqn.i:x", "iqn.t:y"),
-        backend,
-        QueueId(1),
-        8,
-    );
+    let mut c = Connection::new(config(), backend);
     c.start_login().unwrap();
-    let first = c.poll_transmit().unwrap();
-    let itt = u32::from_be_bytes(first.header[16..20].try_into().unwrap());
-    c.receive(&login_response(itt, Stage::Security, Stage::Operational, 1))
-        .unwrap();
-    assert!(c.poll_transmit().is_some(), "operational request");
-    c.receive(&login_response(
-        itt,
-        Stage::Operational,
-        Stage::FullFeature,
-        max_cmd_sn,
-    ))
+    let itt = next_itt(&mut c);
+    receive(
+        &mut c,
+        &login_response(itt, Stage::Security, Stage::Operational, 1),
+    )
     .unwrap();
-    assert!(matches!(c.poll_event(), Some(SessionEvent::LoggedIn)));
+    assert!(c.poll_transmit().is_some(), "operational request");
+    receive(
+        &mut c,
+        &login_response(itt, Stage::Operational, Stage::FullFeature, max_cmd_sn),
+    )
+    .unwrap();
+    assert!(matches!(c.poll_event(), Some(Event::Connected)));
     assert_eq!(c.phase(), Phase::FullFeature);
     assert_eq!(c.tsih(), 7);
     c
@@ -111,14 +136,16 @@ fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
     let mut stream = Vec::new();
     let mut login_len = 0;
     for cut in 1..=FINAL_AND_NOP_MAX {
-        let mut config = LoginConfig::normal("iqn.i:x", "iqn.t:y");
+        let mut config = config();
         config.wanted = wanted.clone();
-        let mut c = Connection::new(config, SwBackend::new(), QueueId(1), 8);
+        let mut c = Connection::new(config, SwBackend::new());
         c.start_login().unwrap();
-        let first = c.poll_transmit().unwrap();
-        let itt = u32::from_be_bytes(first.header[16..20].try_into().unwrap());
-        c.receive(&login_response(itt, Stage::Security, Stage::Operational, 1))
-            .unwrap();
+        let itt = next_itt(&mut c);
+        receive(
+            &mut c,
+            &login_response(itt, Stage::Security, Stage::Operational, 1),
+        )
+        .unwrap();
         assert!(c.poll_transmit().is_some(), "operational request");
         if stream.is_empty() {
             stream = login_response_with(
@@ -136,8 +163,8 @@ fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
         }
         // Cut at `cut` (the whole stream in one piece when `cut` is its length).
         let (a, b) = stream.split_at(cut);
-        c.receive(a).unwrap();
-        c.receive(b).unwrap();
+        receive(&mut c, a).unwrap();
+        receive(&mut c, b).unwrap();
         assert_eq!(
             c.phase(),
             Phase::FullFeature,
@@ -148,18 +175,22 @@ fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
         assert!(c.engine().config().header_digest, "cut {cut}");
         assert!(!c.engine().config().data_digest, "cut {cut}");
         assert_eq!(c.engine().stats().queues_added, 2, "cut {cut}");
-        assert!(matches!(c.poll_event(), Some(SessionEvent::LoggedIn)));
+        assert!(matches!(c.poll_event(), Some(Event::Connected)));
         assert!(c.poll_event().is_none(), "cut {cut}: no failure");
         // The NOP-In was understood: its window update and the ping's answer, a NOP-Out with a
         // header digest (48 + 4 bytes) echoing the TTT.
         assert_eq!(c.sequence_numbers().2, 9, "cut {cut}");
-        let pong = c.poll_transmit().expect("NOP-Out answering the ping");
-        assert_eq!(pong.header.len(), 52);
-        assert_eq!(pong.header[0] & 0x3F, 0x00);
-        assert_eq!(&pong.header[20..24], &0x55u32.to_be_bytes());
+        let header = c
+            .poll_transmit()
+            .expect("NOP-Out answering the ping")
+            .parts()[0]
+            .to_vec();
+        assert_eq!(header.len(), 52);
+        assert_eq!(header[0] & 0x3F, 0x00);
+        assert_eq!(&header[20..24], &0x55u32.to_be_bytes());
         assert!(c.poll_transmit().is_none());
         // The stream is still in step: the next PDU (another ping) frames and is answered.
-        c.receive(&nop_bytes).unwrap();
+        receive(&mut c, &nop_bytes).unwrap();
         assert!(
             c.poll_transmit().is_some(),
             "cut {cut}: second ping answered"
@@ -169,22 +200,24 @@ fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
     assert!(login_len > 48 && stream.len() == login_len + 52);
     // The NOP-In's header digest is verified: a wrong one in the same piece as the final
     // Login Response fails the connection.
-    let mut config = LoginConfig::normal("iqn.i:x", "iqn.t:y");
+    let mut config = config();
     config.wanted = wanted;
-    let mut c = Connection::new(config, SwBackend::new(), QueueId(1), 8);
+    let mut c = Connection::new(config, SwBackend::new());
     c.start_login().unwrap();
-    let first = c.poll_transmit().unwrap();
-    let itt = u32::from_be_bytes(first.header[16..20].try_into().unwrap());
-    c.receive(&login_response(itt, Stage::Security, Stage::Operational, 1))
-        .unwrap();
+    let itt = next_itt(&mut c);
+    receive(
+        &mut c,
+        &login_response(itt, Stage::Security, Stage::Operational, 1),
+    )
+    .unwrap();
     let mut bad = stream.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let err = c.receive(&bad).unwrap_err();
+    let err = receive(&mut c, &bad).unwrap_err();
     assert!(
         matches!(
             err,
-            ulp_iscsi::ConnError::Engine(ulp_ddp_core::Error::HeaderDigest { .. })
+            ConnectionError::Engine(ulp_ddp_core::Error::HeaderDigest { .. })
         ),
         "{err:?}"
     );
@@ -197,7 +230,7 @@ fn read(c: &mut Connection<SwBackend>, len: usize) -> ulp_iscsi::CommandId {
     c.submit(Command {
         lun: Lun::default(),
         cdb: scsi::read_10(0, (len / 512) as u16),
-        data: DataDir::Read(SgBuffer::from_vec(vec![0xEE; len])),
+        data: Data::Read(SgBuffer::from_vec(vec![0xEE; len])),
     })
 }
 
@@ -227,7 +260,7 @@ fn cmd_sn_window_holds_commands_until_it_opens() {
         };
         let mut b = vec![0; 48];
         nop.emit(&mut b, Digests::NONE).unwrap();
-        c.receive(&b).unwrap();
+        receive(&mut c, &b).unwrap();
     }
     let mut sent = 0;
     while c.poll_transmit().is_some() {
@@ -252,7 +285,7 @@ fn tags_stay_within_the_backend_tag_range() {
     }
     let mut itts = Vec::new();
     while let Some(t) = c.poll_transmit() {
-        itts.push(u32::from_be_bytes(t.header[16..20].try_into().unwrap()));
+        itts.push(u32::from_be_bytes(t.parts()[0][16..20].try_into().unwrap()));
     }
     assert_eq!(itts.len(), 4, "{itts:?}");
     assert!(itts.iter().all(|&i| i < 4), "{itts:?}");
@@ -303,12 +336,12 @@ proptest! {
         stream.extend_from_slice(&second);
         stream.extend_from_slice(&bytes);
         for piece in stream.chunks(cut) {
-            let _ = c.receive(piece);
+            c.handle_bytes(piece);
         }
-        c.fail(ulp_iscsi::ConnError::Closed);
+        c.fail(ConnectionError::PeerClosed);
         let mut buffer = None;
         while let Some(e) = c.poll_event() {
-            if let SessionEvent::Completed(done) = e {
+            if let Event::Completed(done) = e {
                 prop_assert_eq!(done.id, id);
                 buffer = done.buffer;
             }
@@ -337,13 +370,11 @@ proptest! {
 /// the SCSI Command header the connection transmitted).
 fn read_with_itt(c: &mut Connection<SwBackend>, len: usize) -> (ulp_iscsi::CommandId, u32) {
     let id = read(c, len);
-    let cmd = c.poll_transmit().expect("SCSI Command");
-    assert_eq!(cmd.header[0] & 0x3F, 0x01);
+    let header = c.poll_transmit().expect("SCSI Command").parts()[0].to_vec();
+    assert_eq!(header[0] & 0x3F, 0x01);
+    let itt = u32::from_be_bytes(header[16..20].try_into().unwrap());
     assert!(c.poll_transmit().is_none());
-    (
-        id,
-        u32::from_be_bytes(cmd.header[16..20].try_into().unwrap()),
-    )
+    (id, itt)
 }
 
 fn data_in_pdu(
@@ -408,7 +439,7 @@ fn scsi_response(itt: u32, stat_sn: u32, underflow: Option<u32>) -> Vec<u8> {
 fn completion(c: &mut Connection<SwBackend>) -> ulp_iscsi::Completion {
     let mut done = None;
     while let Some(e) = c.poll_event() {
-        if let SessionEvent::Completed(d) = e {
+        if let Event::Completed(d) = e {
             assert!(done.is_none(), "one completion");
             done = Some(d);
         }
@@ -423,27 +454,30 @@ fn data_in_buffer_offset_must_follow_the_previous_one() {
     let mut c = logged_in(50);
     assert!(c.params().data_pdu_in_order);
     let (id, itt) = read_with_itt(&mut c, 1024);
-    c.receive(&data_in_pdu(itt, 0, 0, &[1; 256], None)).unwrap();
-    let err = c
-        .receive(&data_in_pdu(itt, 1, 512, &[2; 512], good(101, None)))
-        .unwrap_err();
+    receive(&mut c, &data_in_pdu(itt, 0, 0, &[1; 256], None)).unwrap();
+    let err = receive(
+        &mut c,
+        &data_in_pdu(itt, 1, 512, &[2; 512], good(101, None)),
+    )
+    .unwrap_err();
     assert_eq!(
         err,
-        ulp_iscsi::ConnError::DataOffset {
+        ConnectionError::Protocol(Violation::DataOffset {
+            itt,
             expected: 256,
             received: 512
-        }
+        })
     );
     assert_eq!(c.phase(), Phase::Failed);
     let mut done = None;
     while let Some(e) = c.poll_event() {
-        if let SessionEvent::Completed(d) = e {
+        if let Event::Completed(d) = e {
             done = Some(d);
         }
     }
     let done = done.expect("completed");
     assert_eq!(done.id, id);
-    assert_eq!(done.result, Err(ulp_iscsi::CommandError::ConnectionLost));
+    assert_eq!(done.result, Err(CommandError::ConnectionLost));
     let b = done.buffer.expect("buffer back").into_vec();
     // The engine placed both PDUs inside the buffer before the connection saw the offset;
     // the skipped bytes were never written.
@@ -457,13 +491,12 @@ fn good_status_with_missing_data_is_short_data() {
     // Data-In with S: GOOD after 512 of 1024 bytes.
     let mut c = logged_in(50);
     let (id, itt) = read_with_itt(&mut c, 1024);
-    c.receive(&data_in_pdu(itt, 0, 0, &[3; 512], good(101, None)))
-        .unwrap();
+    receive(&mut c, &data_in_pdu(itt, 0, 0, &[3; 512], good(101, None))).unwrap();
     let done = completion(&mut c);
     assert_eq!(done.id, id);
     assert_eq!(
         done.result,
-        Err(ulp_iscsi::CommandError::ShortData {
+        Err(CommandError::ShortData {
             expected: 1024,
             received: 512
         })
@@ -474,30 +507,33 @@ fn good_status_with_missing_data_is_short_data() {
 
     // SCSI Response GOOD after 512 of 1024 bytes, no residual: short data.
     let (_, itt) = read_with_itt(&mut c, 1024);
-    c.receive(&data_in_pdu(itt, 0, 0, &[4; 512], None)).unwrap();
-    c.receive(&scsi_response(itt, 102, None)).unwrap();
+    receive(&mut c, &data_in_pdu(itt, 0, 0, &[4; 512], None)).unwrap();
+    receive(&mut c, &scsi_response(itt, 102, None)).unwrap();
     assert_eq!(
         completion(&mut c).result,
-        Err(ulp_iscsi::CommandError::ShortData {
+        Err(CommandError::ShortData {
             expected: 1024,
             received: 512
         })
     );
     // A residual that accounts for the missing bytes is a success, reporting them.
     let (_, itt) = read_with_itt(&mut c, 1024);
-    c.receive(&data_in_pdu(itt, 0, 0, &[5; 512], None)).unwrap();
-    c.receive(&scsi_response(itt, 103, Some(512))).unwrap();
+    receive(&mut c, &data_in_pdu(itt, 0, 0, &[5; 512], None)).unwrap();
+    receive(&mut c, &scsi_response(itt, 103, Some(512))).unwrap();
     let done = completion(&mut c);
     let outcome = done.result.expect("GOOD with a matching residual");
     assert_eq!(outcome.data_in, 512);
-    assert_eq!(outcome.residual, ulp_iscsi::conn::Residual::Underflow(512));
+    assert_eq!(outcome.residual, Residual::Underflow(512));
     // A residual claiming less than what is missing is still short data.
     let (_, itt) = read_with_itt(&mut c, 1024);
-    c.receive(&data_in_pdu(itt, 0, 0, &[6; 256], good(104, Some(512))))
-        .unwrap();
+    receive(
+        &mut c,
+        &data_in_pdu(itt, 0, 0, &[6; 256], good(104, Some(512))),
+    )
+    .unwrap();
     assert_eq!(
         completion(&mut c).result,
-        Err(ulp_iscsi::CommandError::ShortData {
+        Err(CommandError::ShortData {
             expected: 512,
             received: 256
         })
@@ -507,16 +543,11 @@ fn good_status_with_missing_data_is_short_data() {
 
 #[test]
 fn queue_config_carries_required_digests() {
-    let mut config = LoginConfig::normal("iqn.i:x", "iqn.t:y");
+    let mut config = config();
     config.wanted.header_digest = ulp_iscsi::keys::DigestPref::Require;
-    let c = Connection::new(config, SwBackend::new(), QueueId(1), 8);
+    let c = Connection::new(config, SwBackend::new());
     assert!(c.engine().config().header_digest);
     assert!(!c.engine().config().data_digest);
-    let c = Connection::new(
-        LoginConfig::normal("iqn.i:x", "iqn.t:y"),
-        SwBackend::new(),
-        QueueId(1),
-        8,
-    );
+    let c = Connection::new(self::config(), SwBackend::new());
     assert!(!c.engine().config().header_digest);
 }

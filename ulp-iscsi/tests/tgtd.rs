@@ -5,7 +5,7 @@ mod common;
 
 use common::peers::{Tgtd, peer_available, tshark_check};
 use common::*;
-use ulp_iscsi::Client;
+use ulp_iscsi::blocking::Session;
 use ulp_iscsi::wire::{Digests, Lun};
 
 fn run(digests: bool) {
@@ -13,7 +13,7 @@ fn run(digests: bool) {
         return;
     }
     let tgtd = Tgtd::start(8 << 20, "CRC32C,None");
-    let mut c = Client::connect(
+    let mut c = Session::connect(
         ("127.0.0.1", tgtd.port),
         config(&tgtd.iqn, digests),
         options(true),

@@ -1,10 +1,10 @@
 //! NVMe commands a host sends over fabrics: submission queue entries for Fabrics Connect,
 //! Property Get/Set, Identify, Keep Alive, Read, Write and Flush, and the status codes it reads.
 //!
-//! Builders return a 64-byte SQE without CID and data pointer: the [`HostQueue`] fills those
+//! Builders return a 64-byte SQE without CID and data pointer: the [`Connection`] fills those
 //! in when it sends the command.
 //!
-//! [`HostQueue`]: crate::HostQueue
+//! [`Connection`]: crate::Connection
 
 use crate::wire::Sqe;
 use crate::wire::capsule_cmd::{SQE_FLAGS_SGL, SQE_LEN};
@@ -136,13 +136,92 @@ impl Status {
     }
 }
 
+impl Status {
+    /// The status's name in the NVMe Base and Fabrics specifications, when it is one a host
+    /// meets on fabrics.
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match (self.sct, self.sc) {
+            (0, 0x00) => "Successful Completion",
+            (0, 0x01) => "Invalid Command Opcode",
+            (0, 0x02) => "Invalid Field in Command",
+            (0, 0x03) => "Command ID Conflict",
+            (0, 0x04) => "Data Transfer Error",
+            (0, 0x05) => "Commands Aborted due to Power Loss Notification",
+            (0, 0x06) => "Internal Error",
+            (0, 0x07) => "Command Abort Requested",
+            (0, 0x08) => "Command Aborted due to SQ Deletion",
+            (0, 0x0A) => "Command Aborted due to Missing Fused Command",
+            (0, 0x0B) => "Invalid Namespace or Format",
+            (0, 0x0C) => "Command Sequence Error",
+            (0, 0x0D) => "Invalid SGL Segment Descriptor",
+            (0, 0x0E) => "Invalid Number of SGL Descriptors",
+            (0, 0x0F) => "Data SGL Length Invalid",
+            (0, 0x10) => "Metadata SGL Length Invalid",
+            (0, 0x11) => "SGL Descriptor Type Invalid",
+            (0, 0x16) => "SGL Offset Invalid",
+            (0, 0x1D) => "Command Interrupted",
+            (0, 0x80) => "LBA Out of Range",
+            (0, 0x81) => "Capacity Exceeded",
+            (0, 0x82) => "Namespace Not Ready",
+            (0, 0x83) => "Reservation Conflict",
+            (1, 0x80) => "Connect: Incompatible Format",
+            (1, 0x81) => "Connect: Controller Busy",
+            (1, 0x82) => "Connect: Invalid Parameters",
+            (1, 0x83) => "Connect: Restart Discovery",
+            (1, 0x84) => "Connect: Invalid Host",
+            (2, 0x80) => "Write Fault",
+            (2, 0x81) => "Unrecovered Read Error",
+            (2, 0x82) => "End-to-end Guard Check Error",
+            (2, 0x83) => "End-to-end Application Tag Check Error",
+            (2, 0x84) => "End-to-end Reference Tag Check Error",
+            (2, 0x85) => "Compare Failure",
+            (2, 0x86) => "Access Denied",
+            (3, 0x00) => "Internal Path Error",
+            (3, 0x01) => "Asymmetric Access Persistent Loss",
+            (3, 0x02) => "Asymmetric Access Inaccessible",
+            (3, 0x03) => "Asymmetric Access Transition",
+            (3, 0x60) => "Controller Pathing Error",
+            (3, 0x70) => "Host Pathing Error",
+            (3, 0x71) => "Command Aborted By Host",
+            _ => return None,
+        })
+    }
+}
+
 impl core::fmt::Display for Status {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if let Some(name) = self.name() {
+            write!(f, "{name} (")?;
+        }
         write!(f, "SCT {:#x} SC {:#04x}", self.sct, self.sc)?;
         if self.dnr {
             f.write_str(" DNR")?;
         }
+        if self.name().is_some() {
+            f.write_str(")")?;
+        }
         Ok(())
+    }
+}
+
+/// The name of the command `sqe` holds (on the admin queue when `admin`), for messages.
+pub fn command_name(sqe: &[u8; SQE_LEN], admin: bool) -> &'static str {
+    match (sqe[0], admin) {
+        (OPC_FABRICS, _) => match sqe[4] {
+            FCTYPE_PROPERTY_SET => "Property Set",
+            FCTYPE_CONNECT => "Connect",
+            FCTYPE_PROPERTY_GET => "Property Get",
+            _ => "Fabrics command",
+        },
+        (OPC_GET_LOG_PAGE, true) => "Get Log Page",
+        (OPC_IDENTIFY, true) => "Identify",
+        (OPC_SET_FEATURES, true) => "Set Features",
+        (OPC_KEEP_ALIVE, true) => "Keep Alive",
+        (_, true) => "admin command",
+        (OPC_FLUSH, false) => "Flush",
+        (OPC_WRITE, false) => "Write",
+        (OPC_READ, false) => "Read",
+        (_, false) => "I/O command",
     }
 }
 

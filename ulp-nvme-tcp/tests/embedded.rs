@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{SgBuffer, TagRange};
-use ulp_nvme_tcp::driver::{Controller, ControllerOptions};
+use ulp_nvme_tcp::blocking::{Controller, Options};
 use ulp_nvme_tcp::target::{Target, TargetConfig};
 use ulp_nvme_tcp::wire::{Digests, Pda};
 use ulp_nvme_tcp::{Data, Status};
@@ -22,10 +22,10 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn connect(target: &Target, digests: Digests) -> Controller<SwBackend> {
-    let mut o = ControllerOptions::new(target.subnqn());
+    let mut o = Options::new(target.subnqn());
     o.digests = digests;
     o.timeout = Duration::from_secs(10);
-    Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect")
+    Controller::connect_with(target.addr(), &o, |_| SwBackend::new()).expect("connect")
 }
 
 fn round_trips(config: TargetConfig, digests: Digests) {
@@ -37,23 +37,22 @@ fn round_trips(config: TargetConfig, digests: Digests) {
     for (i, len) in [4096usize, 128 * 1024, 1 << 20].into_iter().enumerate() {
         let data = pattern(len, i as u8);
         let slba = (i as u64) * 4096;
-        let w = c.write(slba, data.clone()).expect("write");
-        assert_eq!(w.write.as_deref(), Some(&data[..]));
+        let w = c
+            .write(slba, SgBuffer::from_vec(data.clone()))
+            .expect("write");
+        assert_eq!(w.into_vec(), data, "the write buffer comes back as given");
         assert_eq!(
             target.ns_bytes(slba as usize * 512, len),
             data,
             "target holds the write"
         );
+        // A status other than success is an error of `read`.
         let r = c.read(slba, SgBuffer::zeroed(len)).expect("read");
-        assert_eq!(r.status, Status::SUCCESS);
-        assert!(
-            r.buffer.expect("buffer").into_vec() == data,
-            "read back {len}"
-        );
+        assert!(r.into_vec() == data, "read back {len}");
         payload += len as u64;
     }
     c.flush().expect("flush");
-    let stats = c.io().queue().stats();
+    let stats = c.io().connection().stats();
     assert_eq!(
         stats.bytes_copied, 0,
         "no payload through an intermediate buffer"
@@ -92,8 +91,16 @@ fn success_flag_completions() {
     let target = Target::start(config).expect("target");
     let mut c = connect(&target, Digests::BOTH);
     let data = pattern(64 * 1024, 9);
-    c.write(10, data.clone()).expect("write");
-    let r = c.read(10, SgBuffer::zeroed(data.len())).expect("read");
+    c.write(10, SgBuffer::from_vec(data.clone()))
+        .expect("write");
+    // The completion itself, to see how it came: the command-level API.
+    let sqe = c.read_cmd(10, data.len() as u64).expect("cmd");
+    let cid = c
+        .io()
+        .submit(sqe, Data::Read(SgBuffer::zeroed(data.len())))
+        .expect("submit");
+    let r = c.wait_io(Some(cid)).expect("read");
+    assert_eq!(r.status, Status::SUCCESS);
     assert!(r.by_success_flag);
     assert_eq!(r.buffer.expect("buffer").into_vec(), data);
     assert!(target.violations().is_empty(), "{:?}", target.violations());
@@ -102,9 +109,9 @@ fn success_flag_completions() {
 #[test]
 fn pipelined_commands() {
     let target = Target::start(TargetConfig::default()).expect("target");
-    let mut o = ControllerOptions::new(target.subnqn());
+    let mut o = Options::new(target.subnqn());
     o.queue_depth = 8;
-    let mut c = Controller::connect(target.addr(), &o, |_| {
+    let mut c = Controller::connect_with(target.addr(), &o, |_| {
         SwBackend::with_limits(ulp_ddp_core::Limits {
             tag_range: TagRange::BelowQueueDepth,
             ..ulp_ddp_core::Limits::unlimited(ulp_nvme_tcp::NVME_TCP)
@@ -116,13 +123,13 @@ fn pipelined_commands() {
     let mut cids = Vec::new();
     for i in 0..16u64 {
         let sqe = c.write_cmd(i * 64, len as u64).expect("cmd");
-        while c.io().queue().free_slots() == 0 {
-            let done = c.io().next_completion().expect("completion");
+        while c.io().connection().free_slots() == 0 {
+            let done = c.wait_io(None).expect("completion");
             assert_eq!(done.status, Status::SUCCESS);
         }
         cids.push(
             c.io()
-                .submit(sqe, Data::Write(pattern(len, i as u8)))
+                .submit(sqe, Data::Write(SgBuffer::from_vec(pattern(len, i as u8))))
                 .expect("submit"),
         );
         assert!(
@@ -130,17 +137,14 @@ fn pipelined_commands() {
             "CIDs below the queue depth"
         );
     }
-    while c.io().queue().outstanding() > 0 {
-        assert_eq!(
-            c.io().next_completion().expect("completion").status,
-            Status::SUCCESS
-        );
+    while c.io().connection().outstanding() > 0 {
+        assert_eq!(c.wait_io(None).expect("completion").status, Status::SUCCESS);
     }
     let mut reads = std::collections::HashMap::new();
     for i in 0..16u64 {
         let sqe = c.read_cmd(i * 64, len as u64).expect("cmd");
-        while c.io().queue().free_slots() == 0 {
-            let done = c.io().next_completion().expect("completion");
+        while c.io().connection().free_slots() == 0 {
+            let done = c.wait_io(None).expect("completion");
             let seed = reads.remove(&done.cid).expect("known cid");
             assert_eq!(done.buffer.expect("buffer").into_vec(), pattern(len, seed));
         }
@@ -152,12 +156,12 @@ fn pipelined_commands() {
         reads.insert(cid, i as u8);
     }
     while let Some(_) = reads.keys().next() {
-        let done = c.io().next_completion().expect("completion");
+        let done = c.wait_io(None).expect("completion");
         assert!(done.offloaded, "BelowQueueDepth CIDs are all mapped");
         let seed = reads.remove(&done.cid).expect("known cid");
         assert_eq!(done.buffer.expect("buffer").into_vec(), pattern(len, seed));
     }
-    let stats = c.io().queue().stats();
+    let stats = c.io().connection().stats();
     assert_eq!(stats.bytes_copied, 0);
     assert_eq!(stats.setups, 16);
     assert!(target.violations().is_empty(), "{:?}", target.violations());
@@ -166,11 +170,11 @@ fn pipelined_commands() {
 #[test]
 fn keep_alive_is_sent() {
     let target = Target::start(TargetConfig::default()).expect("target");
-    let mut o = ControllerOptions::new(target.subnqn());
-    o.kato_ms = 100;
-    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let mut o = Options::new(target.subnqn());
+    o.kato = Duration::from_millis(100);
+    let mut c = Controller::connect_with(target.addr(), &o, |_| SwBackend::new()).expect("connect");
     let start = Instant::now();
-    while c.admin().queue().keep_alives() < 2 && start.elapsed() < Duration::from_secs(5) {
+    while c.admin().connection().keep_alives() < 2 && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(60));
         // Any admin command runs the timers.
         let r = c.admin().run(
@@ -179,7 +183,7 @@ fn keep_alive_is_sent() {
         );
         assert_eq!(r.expect("property get").result & 1, 1);
     }
-    assert!(c.admin().queue().keep_alives() >= 2);
+    assert!(c.admin().connection().keep_alives() >= 2);
     assert!(target.violations().is_empty(), "{:?}", target.violations());
 }
 
@@ -188,18 +192,18 @@ fn keep_alive_is_sent() {
 #[test]
 fn keep_alive_is_sent_while_only_doing_io() {
     let target = Target::start(TargetConfig::default()).expect("target");
-    let mut o = ControllerOptions::new(target.subnqn());
-    o.kato_ms = 100;
-    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let mut o = Options::new(target.subnqn());
+    o.kato = Duration::from_millis(100);
+    let mut c = Controller::connect_with(target.addr(), &o, |_| SwBackend::new()).expect("connect");
     let bs = c.namespace().block_size as usize;
     let start = Instant::now();
-    while c.admin().queue().keep_alives() < 3 && start.elapsed() < Duration::from_secs(5) {
+    while c.admin().connection().keep_alives() < 3 && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(60));
-        let r = c.read(0, SgBuffer::zeroed(bs)).expect("read");
-        assert!(r.status.is_success());
+        // A status other than success is an error of `read`.
+        c.read(0, SgBuffer::zeroed(bs)).expect("read");
     }
     assert!(
-        c.admin().queue().keep_alives() >= 3,
+        c.admin().connection().keep_alives() >= 3,
         "keep-alives completed and repeated"
     );
     assert!(target.violations().is_empty(), "{:?}", target.violations());
@@ -213,9 +217,19 @@ fn out_of_range_read_fails_cleanly() {
     let e = c
         .read(blocks, SgBuffer::zeroed(4096))
         .expect_err("out of range");
-    assert!(e.to_string().contains("Read failed"), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("Read (CID ") && msg.contains("failed: LBA Out of Range"),
+        "{msg}"
+    );
+    assert_eq!(
+        e.into_buffer().map(|b| b.len()),
+        Some(4096),
+        "the buffer comes back with the error"
+    );
     // The queue still works.
-    c.write(0, vec![7; 512]).expect("write after error");
+    c.write(0, SgBuffer::from_vec(vec![7; 512]))
+        .expect("write after error");
 }
 
 /// A host that stops reading with many reads outstanding: the target's reader thread, which
@@ -225,16 +239,19 @@ fn out_of_range_read_fails_cleanly() {
 #[test]
 fn slow_host_gets_every_answer_in_order() {
     let target = Target::start(TargetConfig::default()).expect("target");
-    let mut o = ControllerOptions::new(target.subnqn());
+    let mut o = Options::new(target.subnqn());
     o.queue_depth = 128;
     o.timeout = Duration::from_secs(10);
-    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let mut c = Controller::connect_with(target.addr(), &o, |_| SwBackend::new()).expect("connect");
     let ns_len = 16 << 20;
     for (i, at) in (0..ns_len).step_by(1 << 20).enumerate() {
         let sqe = c.write_cmd(at as u64 / 512, 1 << 20).expect("cmd");
         let done = c
             .io()
-            .run(sqe, Data::Write(pattern(1 << 20, i as u8)))
+            .run(
+                sqe,
+                Data::Write(SgBuffer::from_vec(pattern(1 << 20, i as u8))),
+            )
             .expect("write");
         assert_eq!(done.status, Status::SUCCESS);
     }
@@ -254,7 +271,7 @@ fn slow_host_gets_every_answer_in_order() {
     c.io().flush().expect("flush");
     std::thread::sleep(Duration::from_millis(300));
     while !reads.is_empty() {
-        let done = c.io().next_completion().expect("completion");
+        let done = c.wait_io(None).expect("completion");
         assert_eq!(done.status, Status::SUCCESS);
         let at = reads.remove(&done.cid).expect("known cid");
         assert!(
@@ -279,21 +296,24 @@ fn small_payload_policy_copies_only_small_reads() {
         ..TargetConfig::default()
     };
     let target = Target::start(config).expect("target");
-    let mut o = ControllerOptions::new(target.subnqn());
+    let mut o = Options::new(target.subnqn());
     o.queue_depth = 8;
     o.digests = Digests::BOTH;
-    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let mut c = Controller::connect_with(target.addr(), &o, |_| SwBackend::new()).expect("connect");
     let whole = pattern(1 << 20, 3);
     let sqe = c.write_cmd(0, 1 << 20).expect("cmd");
-    let done = c.io().run(sqe, Data::Write(whole.clone())).expect("write");
+    let done = c
+        .io()
+        .run(sqe, Data::Write(SgBuffer::from_vec(whole.clone())))
+        .expect("write");
     assert_eq!(done.status, Status::SUCCESS);
     c.io().copy_small_payloads(16 * 1024);
-    let before = c.io().queue().stats();
+    let before = c.io().connection().stats();
     let mut reads = std::collections::HashMap::new();
     for i in 0..64usize {
         let sqe = c.read_cmd(i as u64 * 8, 4096).expect("cmd");
-        while c.io().queue().free_slots() == 0 {
-            let done = c.io().next_completion().expect("completion");
+        while c.io().connection().free_slots() == 0 {
+            let done = c.wait_io(None).expect("completion");
             let at: usize = reads.remove(&done.cid).expect("known cid");
             assert!(done.buffer.expect("buffer").into_vec() == whole[at..at + 4096]);
         }
@@ -307,11 +327,11 @@ fn small_payload_policy_copies_only_small_reads() {
         );
     }
     while !reads.is_empty() {
-        let done = c.io().next_completion().expect("completion");
+        let done = c.wait_io(None).expect("completion");
         let at = reads.remove(&done.cid).expect("known cid");
         assert!(done.buffer.expect("buffer").into_vec() == whole[at..at + 4096]);
     }
-    let mid = c.io().queue().stats();
+    let mid = c.io().connection().stats();
     assert_eq!(mid.bytes_copied - before.bytes_copied, 64 * 4096);
     assert_eq!(mid.bytes_read_in_place, before.bytes_read_in_place);
     let sqe = c.read_cmd(0, 256 * 1024).expect("cmd");
@@ -320,7 +340,7 @@ fn small_payload_policy_copies_only_small_reads() {
         .run(sqe, Data::Read(SgBuffer::zeroed(256 * 1024)))
         .expect("read");
     assert!(done.buffer.expect("buffer").into_vec() == whole[..256 * 1024]);
-    let end = c.io().queue().stats();
+    let end = c.io().connection().stats();
     assert_eq!(end.bytes_copied, mid.bytes_copied);
     assert_eq!(
         end.bytes_read_in_place - mid.bytes_read_in_place,

@@ -11,14 +11,14 @@ use ulp_nvme_tcp::wire::{
     C2hDataRepr, CapsuleRespRepr, Cqe, Digests, Error as WireError, FatalErrorStatus, IcRespRepr,
     Pda, R2tRepr, TermReqDirection, TermReqRepr,
 };
-use ulp_nvme_tcp::{Data, HostConfig, HostError, HostEvent, HostQueue, Status, Violation};
+use ulp_nvme_tcp::{Connection, ConnectionConfig, ConnectionError, Data, Event, Status, Violation};
 
 const LEN: usize = 8192;
 
-fn queue(digests: Digests) -> HostQueue<SwBackend> {
-    let mut cfg = HostConfig::io(QueueId(1), 1, 4, digests);
+fn queue(digests: Digests) -> Connection<SwBackend> {
+    let mut cfg = ConnectionConfig::io(QueueId(1), 1, 4, digests);
     cfg.in_capsule_limit = 4096;
-    let mut q = HostQueue::new(SwBackend::new(), cfg);
+    let mut q = Connection::new(cfg, SwBackend::new());
     let mut out = Vec::new();
     q.transmit_all(&mut out);
     assert_eq!(out.len(), 128, "ICReq first");
@@ -32,11 +32,11 @@ fn queue(digests: Digests) -> HostQueue<SwBackend> {
     .emit(&mut ic)
     .expect("icresp");
     q.handle_bytes(&ic);
-    assert!(matches!(q.poll_event(), Some(HostEvent::Connected(_))));
+    assert!(matches!(q.poll_event(), Some(Event::Connected(_))));
     q
 }
 
-fn submit_read(q: &mut HostQueue<SwBackend>) -> u16 {
+fn submit_read(q: &mut Connection<SwBackend>) -> u16 {
     let cid = q
         .submit(
             nvme::read(1, 0, (LEN / 512) as u32),
@@ -80,9 +80,9 @@ fn resp(cid: u16, status: u16, d: Digests) -> Vec<u8> {
 /// Feeds `bytes`, then expects: aborted completions for everything outstanding, the
 /// termination with `error`, and an H2CTermReq with `fes` (or none) as the last transmit.
 fn expect_termination(
-    q: &mut HostQueue<SwBackend>,
+    q: &mut Connection<SwBackend>,
     bytes: &[u8],
-    error: impl Fn(&HostError) -> bool,
+    error: impl Fn(&ConnectionError) -> bool,
     fes: Option<(FatalErrorStatus, u32)>,
 ) {
     q.handle_bytes(bytes);
@@ -90,14 +90,14 @@ fn expect_termination(
     let mut terminated = None;
     while let Some(e) = q.poll_event() {
         match e {
-            HostEvent::Completed(c) => {
+            Event::Completed(c) => {
                 assert_eq!(c.status, Status::ABORTED);
                 if let Some(b) = c.buffer {
                     assert_eq!(b.len(), LEN as u64, "the buffer comes back whole");
                 }
                 aborted += 1;
             }
-            HostEvent::Terminated(e) => terminated = Some(e),
+            Event::Closed(e) => terminated = Some(e),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -122,8 +122,8 @@ fn expect_termination(
     assert!(q.poll_event().is_none());
 }
 
-fn protocol(v: Violation) -> impl Fn(&HostError) -> bool {
-    move |e| *e == HostError::Protocol(v)
+fn protocol(v: Violation) -> impl Fn(&ConnectionError) -> bool {
+    move |e| *e == ConnectionError::Protocol(v)
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn finished_cid() {
     let mut bytes = c2h(cid, 0, &[1; LEN], true, false, Digests::NONE);
     bytes.extend(resp(cid, 0, Digests::NONE));
     q.handle_bytes(&bytes);
-    let Some(HostEvent::Completed(c)) = q.poll_event() else {
+    let Some(Event::Completed(c)) = q.poll_event() else {
         panic!("completion")
     };
     assert_eq!(c.status, Status::SUCCESS);
@@ -210,7 +210,7 @@ fn success_without_last_pdu() {
     expect_termination(
         &mut q,
         &pdu,
-        |e| *e == HostError::Wire(WireError::SuccessWithoutLastPdu),
+        |e| *e == ConnectionError::Wire(WireError::SuccessWithoutLastPdu),
         Some((FatalErrorStatus::InvalidHeaderField, 1)),
     );
 }
@@ -230,9 +230,9 @@ fn bad_plen_hlen_pdo() {
             &mut q,
             &pdu,
             |e| match at {
-                4 => matches!(e, HostError::Wire(WireError::BadPlen { .. })),
-                2 => matches!(e, HostError::Wire(WireError::BadHlen { .. })),
-                _ => matches!(e, HostError::Wire(WireError::BadPdo { .. })),
+                4 => matches!(e, ConnectionError::Wire(WireError::BadPlen { .. })),
+                2 => matches!(e, ConnectionError::Wire(WireError::BadHlen { .. })),
+                _ => matches!(e, ConnectionError::Wire(WireError::BadPdo { .. })),
             },
             Some((FatalErrorStatus::InvalidHeaderField, fei)),
         );
@@ -252,7 +252,7 @@ fn bad_header_digest() {
         |e| {
             matches!(
                 e,
-                HostError::Engine(ulp_ddp_core::Error::HeaderDigest { .. })
+                ConnectionError::Engine(ulp_ddp_core::Error::HeaderDigest { .. })
             )
         },
         Some((FatalErrorStatus::HeaderDigestError, received)),
@@ -279,7 +279,7 @@ fn bad_data_digest_fails_the_command_not_the_connection() {
             bytes.extend(resp(cid, 0, Digests::BOTH));
         }
         q.handle_bytes(&bytes);
-        let Some(HostEvent::Completed(c)) = q.poll_event() else {
+        let Some(Event::Completed(c)) = q.poll_event() else {
             panic!("completion")
         };
         assert_eq!(
@@ -293,7 +293,7 @@ fn bad_data_digest_fails_the_command_not_the_connection() {
         // The queue goes on.
         let cid = submit_read(&mut q);
         q.handle_bytes(&c2h(cid, 0, &[3; LEN], true, true, Digests::BOTH));
-        let Some(HostEvent::Completed(c)) = q.poll_event() else {
+        let Some(Event::Completed(c)) = q.poll_event() else {
             panic!("completion")
         };
         assert_eq!(c.status, Status::SUCCESS);
@@ -307,7 +307,7 @@ fn short_read_is_an_error() {
     let mut bytes = c2h(cid, 0, &[1; 512], true, false, Digests::NONE);
     bytes.extend(resp(cid, 0, Digests::NONE));
     q.handle_bytes(&bytes);
-    let Some(HostEvent::Completed(c)) = q.poll_event() else {
+    let Some(Event::Completed(c)) = q.poll_event() else {
         panic!("completion")
     };
     assert_eq!(c.status, Status::DATA_TRANSFER_ERROR);
@@ -328,7 +328,7 @@ fn c2h_term_req() {
     expect_termination(
         &mut q,
         &pdu,
-        |e| *e == HostError::PeerTerminated { fes: 2, fei: 0 },
+        |e| *e == ConnectionError::PeerTerminated { fes: 2, fei: 0 },
         None,
     );
 }
@@ -400,7 +400,10 @@ fn hostile_r2ts() {
     for (r2ts, v, fes) in cases {
         let mut q = queue(Digests::NONE);
         let cid = q
-            .submit(nvme::write(1, 0, 16), Data::Write(vec![5; LEN]))
+            .submit(
+                nvme::write(1, 0, 16),
+                Data::Write(SgBuffer::from_vec(vec![5; LEN])),
+            )
             .expect("submit");
         assert_eq!(cid, 0);
         let mut out = Vec::new();
@@ -417,7 +420,10 @@ fn r2t_splits_at_maxh2cdata() {
     let mut q = queue(Digests::BOTH);
     let data: Vec<u8> = (0..LEN).map(|i| i as u8).collect();
     let cid = q
-        .submit(nvme::write(1, 0, 16), Data::Write(data.clone()))
+        .submit(
+            nvme::write(1, 0, 16),
+            Data::Write(SgBuffer::from_vec(data.clone())),
+        )
         .expect("submit");
     let mut out = Vec::new();
     q.transmit_all(&mut out);
@@ -449,20 +455,20 @@ fn r2t_splits_at_maxh2cdata() {
     }
     assert_eq!(got, data);
     q.handle_bytes(&resp(cid, 0, Digests::BOTH));
-    let Some(HostEvent::Completed(c)) = q.poll_event() else {
+    let Some(Event::Completed(c)) = q.poll_event() else {
         panic!("completion")
     };
     assert_eq!(
-        (c.status, c.write.map(|w| w.len())),
-        (Status::SUCCESS, Some(LEN))
+        (c.status, c.buffer.map(|w| w.len())),
+        (Status::SUCCESS, Some(LEN as u64))
     );
 }
 
 #[test]
 fn digests_refused() {
-    let mut q = HostQueue::new(
+    let mut q = Connection::new(
+        ConnectionConfig::io(QueueId(1), 1, 4, Digests::BOTH),
         SwBackend::new(),
-        HostConfig::io(QueueId(1), 1, 4, Digests::BOTH),
     );
     let mut out = Vec::new();
     q.transmit_all(&mut out);
@@ -475,12 +481,12 @@ fn digests_refused() {
     .emit(&mut ic)
     .expect("icresp");
     q.handle_bytes(&ic);
-    let Some(HostEvent::Terminated(e)) = q.poll_event() else {
+    let Some(Event::Closed(e)) = q.poll_event() else {
         panic!("terminated")
     };
     assert!(matches!(
         e,
-        HostError::Protocol(Violation::DigestsRefused { .. })
+        ConnectionError::Protocol(Violation::DigestsRefused { .. })
     ));
     out.clear();
     q.transmit_all(&mut out);
@@ -493,26 +499,26 @@ fn digests_refused() {
 
 #[test]
 fn pdu_before_icresp() {
-    let mut q = HostQueue::new(
+    let mut q = Connection::new(
+        ConnectionConfig::io(QueueId(1), 1, 4, Digests::NONE),
         SwBackend::new(),
-        HostConfig::io(QueueId(1), 1, 4, Digests::NONE),
     );
     let mut out = Vec::new();
     q.transmit_all(&mut out);
     q.handle_bytes(&resp(0, 0, Digests::NONE));
-    let Some(HostEvent::Terminated(e)) = q.poll_event() else {
+    let Some(Event::Closed(e)) = q.poll_event() else {
         panic!("terminated")
     };
-    assert_eq!(e, HostError::Protocol(Violation::UnexpectedPdu(0x05)));
+    assert_eq!(e, ConnectionError::Protocol(Violation::UnexpectedPdu(0x05)));
 }
 
 /// Collects the queue's completions; whether it reported termination.
-fn drain(q: &mut HostQueue<SwBackend>, completions: &mut Vec<ulp_nvme_tcp::Completion>) -> bool {
+fn drain(q: &mut Connection<SwBackend>, completions: &mut Vec<ulp_nvme_tcp::Completion>) -> bool {
     let mut terminated = false;
     while let Some(e) = q.poll_event() {
         match e {
-            HostEvent::Completed(c) => completions.push(c),
-            HostEvent::Terminated(_) => terminated = true,
+            Event::Completed(c) => completions.push(c),
+            Event::Closed(_) => terminated = true,
             _ => {}
         }
     }
@@ -592,7 +598,7 @@ proptest! {
         for piece in bytes.chunks(cut) {
             q.handle_bytes(piece);
         }
-        let Some(HostEvent::Completed(c)) = q.poll_event() else { panic!("completion") };
+        let Some(Event::Completed(c)) = q.poll_event() else { panic!("completion") };
         prop_assert_eq!(c.status, Status::SUCCESS);
         prop_assert_eq!(c.buffer.expect("buffer").into_vec(), data);
     }
@@ -607,7 +613,7 @@ fn close_reports_whether_a_released_buffer_was_offloaded() {
     q.close();
     let mut done = None;
     while let Some(e) = q.poll_event() {
-        if let HostEvent::Completed(c) = e {
+        if let Event::Completed(c) = e {
             done = Some(c);
         }
     }
@@ -657,7 +663,7 @@ fn cid_is_reused_only_after_its_completion_is_taken() {
     );
     let mut rest = Vec::new();
     while let Some(e) = q.poll_event() {
-        if let HostEvent::Completed(c) = e {
+        if let Event::Completed(c) = e {
             assert_eq!(c.status, Status::SUCCESS);
             rest.push(c.cid);
         }

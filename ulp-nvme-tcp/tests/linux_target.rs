@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::SgBuffer;
-use ulp_nvme_tcp::driver::{Controller, ControllerOptions};
+use ulp_nvme_tcp::blocking::{Controller, Options};
 use ulp_nvme_tcp::wire::Digests;
 
 #[path = "../../scripts/vm/harness.rs"]
@@ -31,10 +31,10 @@ fn scenario(vm: &Vm, digests: Digests) {
     let t = Instant::now();
     let nqn = vm.value("NQN").expect("NQN").to_string();
     let port = vm.port("NVME_PORT").expect("NVME_PORT");
-    let mut o = ControllerOptions::new(&nqn);
+    let mut o = Options::new(&nqn);
     o.digests = digests;
     o.timeout = Duration::from_secs(30);
-    let mut c = Controller::connect(("127.0.0.1", port), &o, |_| SwBackend::new())
+    let mut c = Controller::connect_with(("127.0.0.1", port), &o, |_| SwBackend::new())
         .expect("connect to nvmet");
     assert_eq!(c.info().model, "Linux");
     assert_eq!(c.info().subnqn, nqn);
@@ -56,15 +56,13 @@ fn scenario(vm: &Vm, digests: Digests) {
         let data = pattern(len, i as u8 + if digests.data { 100 } else { 0 });
         let slba = (i as u64) * (2 << 20) / bs;
         let t = Instant::now();
-        c.write(slba, data.clone()).expect("write");
+        c.write(slba, SgBuffer::from_vec(data.clone()))
+            .expect("write");
         let tw = t.elapsed();
         let t = Instant::now();
         let r = c.read(slba, SgBuffer::zeroed(len)).expect("read");
         let tr = t.elapsed();
-        assert!(
-            r.buffer.expect("buffer").into_vec() == data,
-            "{len} bytes read back"
-        );
+        assert!(r.into_vec() == data, "{len} bytes read back");
         payload += len as u64;
         println!(
             "  {:>7} B: write {:>7.2} ms, read {:>7.2} ms, match",
@@ -74,7 +72,7 @@ fn scenario(vm: &Vm, digests: Digests) {
         );
     }
     c.flush().expect("flush");
-    let s = c.io().queue().stats();
+    let s = c.io().connection().stats();
     println!(
         "  I/O queue: bytes_read_in_place {} bytes_copied {} digests computed {} failed {}",
         s.bytes_read_in_place, s.bytes_copied, s.digests_computed, s.digests_failed

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::SgBuffer;
-use ulp_nvme_tcp::driver::{Controller, ControllerOptions};
+use ulp_nvme_tcp::blocking::{Controller, Options};
 use ulp_nvme_tcp::target::{CapturedPdu, Target, TargetConfig};
 use ulp_nvme_tcp::wire::Digests;
 
@@ -139,14 +139,16 @@ fn tshark_decodes_every_pdu() {
         ..TargetConfig::default()
     })
     .expect("target");
-    let mut o = ControllerOptions::new(target.subnqn());
+    let mut o = Options::new(target.subnqn());
     o.digests = Digests::BOTH;
-    let mut c = Controller::connect(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let mut c = Controller::connect_with(target.addr(), &o, |_| SwBackend::new()).expect("connect");
     let big: Vec<u8> = (0..128 * 1024).map(|i| (i * 13) as u8).collect();
-    c.write(0, big.clone()).expect("R2T write");
-    c.write(1000, vec![0x5A; 4096]).expect("in-capsule write");
+    c.write(0, SgBuffer::from_vec(big.clone()))
+        .expect("R2T write");
+    c.write(1000, SgBuffer::from_vec(vec![0x5A; 4096]))
+        .expect("in-capsule write");
     let r = c.read(0, SgBuffer::zeroed(big.len())).expect("read");
-    assert_eq!(r.buffer.expect("buffer").into_vec(), big);
+    assert_eq!(r.into_vec(), big);
     c.flush().expect("flush");
     drop(c);
     let pdus = target.capture();

@@ -53,6 +53,17 @@ pub enum LogoutResponse {
     CleanupFailed = 3,
 }
 
+impl core::fmt::Display for LogoutResponse {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Success => "closed successfully",
+            Self::CidNotFound => "CID not found",
+            Self::RecoveryUnsupported => "connection recovery is not supported",
+            Self::CleanupFailed => "cleanup failed",
+        })
+    }
+}
+
 impl TryFrom<u8> for LogoutResponse {
     type Error = Error;
 

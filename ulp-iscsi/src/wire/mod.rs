@@ -461,13 +461,25 @@ pub(crate) fn emit_header<'a, B: Body<'a>>(
     buf: &mut [u8],
     digests: Digests,
 ) -> Result<EmittedHeader> {
+    body.with_data(|parts| emit_header_parts(body, buf, digests, parts))
+}
+
+/// [`emit_header`] with the data segment given as `parts` (pieces of a scatter-gather write
+/// buffer) instead of the body's own data: DataSegmentLength and the data digest cover the
+/// parts, in order. The body's data is not used.
+pub(crate) fn emit_header_parts<'a, B: Body<'a>>(
+    body: &B,
+    buf: &mut [u8],
+    digests: Digests,
+    parts: &[&[u8]],
+) -> Result<EmittedHeader> {
     let digests = effective::<B>(digests);
     body.check()?;
     let ahs_len = body.ahs_len();
     if ahs_len % 4 != 0 || ahs_len > 255 * 4 {
         return Err(Error::BadAhs);
     }
-    let data_len = body.with_data(|parts| parts.iter().map(|p| p.len()).sum::<usize>());
+    let data_len = parts.iter().map(|p| p.len()).sum::<usize>();
     if data_len > MAX_DATA_SEGMENT_LEN {
         return Err(Error::BadDataSegmentLength);
     }
@@ -501,7 +513,7 @@ pub(crate) fn emit_header<'a, B: Body<'a>>(
     }
     let data_digest = if has_dd {
         let mut crc = Crc32c::new();
-        body.with_data(|parts| parts.iter().for_each(|p| crc.update(p)));
+        parts.iter().for_each(|p| crc.update(p));
         crc.update(&PAD[..pad]);
         Some(crc.to_wire())
     } else {

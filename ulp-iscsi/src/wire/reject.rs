@@ -45,6 +45,26 @@ pub enum RejectReason {
     WaitingForLogout = 0x0C,
 }
 
+impl core::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let name = match self {
+            Self::Reserved => "reserved reason",
+            Self::DataDigestError => "data digest error",
+            Self::SnackReject => "SNACK reject",
+            Self::ProtocolError => "protocol error",
+            Self::CommandNotSupported => "command not supported",
+            Self::ImmediateCommandReject => "immediate command reject",
+            Self::TaskInProgress => "task in progress",
+            Self::InvalidDataAck => "invalid data ack",
+            Self::InvalidPduField => "invalid PDU field",
+            Self::LongOperationReject => "long operation reject",
+            Self::NegotiationReset => "negotiation reset",
+            Self::WaitingForLogout => "waiting for logout",
+        };
+        write!(f, "{name} (reason {:#04x})", *self as u8)
+    }
+}
+
 impl TryFrom<u8> for RejectReason {
     type Error = Error;
 

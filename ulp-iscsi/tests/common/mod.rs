@@ -3,15 +3,16 @@
 
 pub mod peers;
 
-use bytes::Bytes;
+use ulp_iscsi::ConnectionConfig;
+use ulp_iscsi::SgBuffer;
+use ulp_iscsi::blocking::{Options, Session};
 use ulp_iscsi::keys::DigestPref;
 use ulp_iscsi::wire::Lun;
-use ulp_iscsi::{Client, ClientOptions, LoginConfig};
 
 pub const INITIATOR: &str = "iqn.2024-01.io.ulp-ddp:test-initiator";
 
-pub fn config(target: &str, digests: bool) -> LoginConfig {
-    let mut c = LoginConfig::normal(INITIATOR, target);
+pub fn config(target: &str, digests: bool) -> ConnectionConfig {
+    let mut c = ConnectionConfig::normal(INITIATOR, target);
     if digests {
         c.wanted.header_digest = DigestPref::Require;
         c.wanted.data_digest = DigestPref::Require;
@@ -19,16 +20,14 @@ pub fn config(target: &str, digests: bool) -> LoginConfig {
     c
 }
 
-pub fn pattern(len: usize, seed: u8) -> Bytes {
-    Bytes::from(
-        (0..len)
-            .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_right(13) as u8 ^ seed)
-            .collect::<Vec<u8>>(),
-    )
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_right(13) as u8 ^ seed)
+        .collect()
 }
 
 /// The acceptance sequence: capacity, then write and read back 4 KiB, 128 KiB and 1 MiB.
-pub fn write_read_sizes(c: &mut Client, lun: Lun) {
+pub fn write_read_sizes(c: &mut Session, lun: Lun) {
     c.test_unit_ready(lun).expect("TEST UNIT READY");
     let cap = c.read_capacity(lun).expect("READ CAPACITY(16)");
     assert!(cap.block_len >= 512 && cap.bytes() >= 2 << 20, "{cap:?}");
@@ -36,21 +35,20 @@ pub fn write_read_sizes(c: &mut Client, lun: Lun) {
     let mut lba = 0u64;
     for (i, size) in [4096usize, 128 * 1024, 1 << 20].into_iter().enumerate() {
         let data = pattern(size, i as u8 + 1);
-        c.write(lun, lba, bl, data.clone()).expect("write");
+        c.write(lun, lba, SgBuffer::from_vec(data.clone()))
+            .expect("write");
         let back = c
-            .read(lun, lba, (size / bl as usize) as u32, bl)
-            .expect("read");
+            .read(lun, lba, SgBuffer::zeroed(size))
+            .expect("read")
+            .into_vec();
         assert!(back == data[..], "read back of {size} bytes differs");
         lba += (size / bl as usize) as u64;
     }
     c.synchronize_cache(lun).expect("SYNCHRONIZE CACHE");
 }
 
-pub fn options(capture: bool) -> ClientOptions {
-    ClientOptions {
-        capture,
-        ..ClientOptions::default()
-    }
+pub fn options(capture: bool) -> Options {
+    Options::default().with_capture(capture)
 }
 
 pub fn require_peers() -> bool {

@@ -197,6 +197,24 @@ impl Repr {
         })
     }
 
+    /// [`emit_header`](Self::emit_header) for in-capsule data given in pieces (a scatter-gather
+    /// write buffer), sent after the header without copying.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit_header`](Self::emit_header).
+    pub fn emit_header_parts(
+        &self,
+        buf: &mut [u8],
+        digests: Digests,
+        pda: Pda,
+        parts: &[&[u8]],
+    ) -> Result<Emitted, Error> {
+        common::emit_header_parts(buf, PduType::CapsuleCmd, 0, digests, pda, parts, |h| {
+            self.fill(h)
+        })
+    }
+
     /// Appends the whole capsule (header, HDGST, pad, in-capsule `data`, DDGST) to `out`.
     ///
     /// # Errors

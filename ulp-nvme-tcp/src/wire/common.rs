@@ -519,8 +519,29 @@ pub(crate) fn emit_header(
     data: &[u8],
     fill_psh: impl FnOnce(&mut [u8]),
 ) -> Result<Emitted, Error> {
-    let mut e = emit_header_sized(buf, pdu_type, flags, digests, pda, data.len(), fill_psh)?;
-    e.ddgst = e.layout.ddgst.then(|| data_digest(data));
+    emit_header_parts(buf, pdu_type, flags, digests, pda, &[data], fill_psh)
+}
+
+/// [`emit_header`] for data given in pieces (a scatter-gather write buffer): the data length
+/// and digest cover every piece, in order.
+pub(crate) fn emit_header_parts(
+    buf: &mut [u8],
+    pdu_type: PduType,
+    flags: u8,
+    digests: Digests,
+    pda: Pda,
+    parts: &[&[u8]],
+    fill_psh: impl FnOnce(&mut [u8]),
+) -> Result<Emitted, Error> {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let mut e = emit_header_sized(buf, pdu_type, flags, digests, pda, len, fill_psh)?;
+    e.ddgst = e.layout.ddgst.then(|| {
+        let mut crc = ulp_ddp_core::digest::Crc32c::new();
+        for part in parts {
+            crc.update(part);
+        }
+        crc.to_wire()
+    });
     Ok(e)
 }
 

@@ -134,6 +134,31 @@ impl Repr {
         )
     }
 
+    /// [`emit_header`](Self::emit_header) for data given in pieces (a scatter-gather write
+    /// buffer), sent after the header without copying.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit_header`](Self::emit_header).
+    pub fn emit_header_parts(
+        &self,
+        buf: &mut [u8],
+        digests: Digests,
+        pda: Pda,
+        parts: &[&[u8]],
+    ) -> Result<Emitted, Error> {
+        self.check(parts.iter().map(|p| p.len()).sum())?;
+        common::emit_header_parts(
+            buf,
+            PduType::H2cData,
+            self.flags(),
+            digests,
+            pda,
+            parts,
+            |h| self.fill(h),
+        )
+    }
+
     /// Appends the whole PDU (header, HDGST, pad, `data`, DDGST) to `out`.
     ///
     /// # Errors

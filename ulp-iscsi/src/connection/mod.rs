@@ -1,0 +1,611 @@
+//! The sans-IO iSCSI initiator side of one connection (a single-connection session),
+//! speaking the workspace's [`SansIo`] verbs.
+//!
+//! [`Connection`] owns the receive [`Engine`] (and through it every registered buffer). Bytes
+//! go in through [`Connection::handle_bytes`] (the copy path, and every byte during login), or
+//! the reader path on [`Connection::engine_mut`] followed by [`Connection::handle_received`];
+//! PDUs to send come out of [`Connection::poll_transmit`] as header, payload (borrowed from the
+//! command's write buffer) and trailer; time goes in through [`Connection::handle_timeout`]
+//! ([`Connection::poll_timeout`] says when: NOP-Out pings on an idle connection, and their
+//! timeout); what happened comes out of [`Connection::poll_event`]. No I/O, no clock, no thread.
+//!
+//! The parts: `login` (security and operational stages, CHAP), `window` (CmdSN window,
+//! StatSN, the transmit queue), `commands` (SCSI commands, text, pings, logout), `receive`
+//! (what the target sends).
+
+use core::fmt;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use ulp_ddp_core::timer::{Timer, earliest};
+use ulp_ddp_core::{
+    DdpBackend, Engine, EngineOptions, Event as EngineEvent, Piece, QueueConfig, SansIo, SgBuffer,
+    Tag, TagRange, Transmit,
+};
+
+use crate::keys::{Negotiator, Params};
+use crate::plugin::{ISCSI, IscsiInitiator, TargetPdu};
+use crate::wire::bhs::BHS_LEN;
+use crate::wire::login::Stage;
+use crate::wire::{self, Digests};
+
+mod commands;
+mod login;
+mod receive;
+mod types;
+mod window;
+
+pub use types::{
+    ChapCredentials, Command, CommandError, CommandId, Completion, ConnectionConfig,
+    ConnectionError, Data, DiscoveredTarget, Event, Phase, Residual, ScsiOutcome, Violation,
+    login_status_name,
+};
+
+use login::{LoginFramer, LoginState};
+
+/// Largest header the initiator emits: BHS and header digest (CDBs of at most 16 bytes).
+const TX_HEADER: usize = BHS_LEN + 4;
+
+#[derive(Debug)]
+struct ScsiTask {
+    lun: wire::Lun,
+    expected_len: u32,
+    write: Option<SgBuffer>,
+    registered: bool,
+    next_data_sn: u32,
+    next_r2t_sn: u32,
+    data_in: u64,
+    outcome: Option<Result<ScsiOutcome, CommandError>>,
+    tearing_down: bool,
+}
+
+#[derive(Debug)]
+enum TaskKind {
+    Scsi(Box<ScsiTask>),
+    /// A ping: the caller's, or the connection's own keep-alive (`internal`).
+    Nop {
+        internal: bool,
+    },
+    Text(Vec<u8>),
+    Logout,
+}
+
+#[derive(Debug)]
+struct Task {
+    id: CommandId,
+    kind: TaskKind,
+}
+
+#[derive(Debug)]
+enum Queued {
+    Scsi(CommandId, Command),
+    Text(CommandId, Vec<u8>),
+}
+
+/// What follows a queued PDU's header.
+#[derive(Debug)]
+enum TxPayload {
+    None,
+    /// Bytes the connection built (login and text keys, ping data).
+    Owned(Vec<u8>),
+    /// A range of a SCSI task's write buffer, borrowed when the PDU goes out.
+    Write {
+        tag: u32,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// A PDU waiting to be sent: header built, payload named, trailer (pad, data digest) built.
+#[derive(Debug)]
+struct TxPdu {
+    header: [u8; TX_HEADER],
+    header_len: u8,
+    payload: TxPayload,
+    trailer: [u8; 7],
+    trailer_len: u8,
+}
+
+/// The initiator side of one iSCSI connection (a single-connection session).
+pub struct Connection<B: DdpBackend> {
+    engine: Engine<IscsiInitiator, B>,
+    config: ConnectionConfig,
+    phase: Phase,
+    negotiator: Negotiator,
+    params: Params,
+    login: Option<LoginState>,
+    digests: Digests,
+    cmd_sn: u32,
+    exp_cmd_sn: u32,
+    max_cmd_sn: u32,
+    exp_stat_sn: u32,
+    tsih: u16,
+    free_tags: VecDeque<u32>,
+    tasks: HashMap<u32, Task>,
+    queued: VecDeque<Queued>,
+    tx: VecDeque<TxPdu>,
+    /// The PDU the last [`Connection::poll_transmit`] handed out.
+    current: Option<TxPdu>,
+    events: VecDeque<Event>,
+    next_id: u64,
+    failure: Option<ConnectionError>,
+    login_rounds: u32,
+    login_framer: LoginFramer,
+    /// The latest time [`Connection::handle_timeout`] was given.
+    now: Option<Instant>,
+    /// Fires every `noop_interval` in full feature phase: a ping goes out unless something
+    /// arrived since the last time.
+    ping_timer: Timer,
+    /// The outstanding ping's deadline.
+    ping_deadline: Timer,
+    /// A PDU arrived since the ping timer last fired.
+    rx_seen: bool,
+}
+
+impl<B: DdpBackend> fmt::Debug for Connection<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("phase", &self.phase)
+            .field("cmd_sn", &self.cmd_sn)
+            .field("exp_stat_sn", &self.exp_stat_sn)
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: DdpBackend> Connection<B> {
+    /// A connection over `backend`, with the queue and limits `config` names.
+    ///
+    /// The engine is created here, before login, because it frames the login PDUs; the queue it
+    /// offers the backend then carries the digests the login can only end with. When the login
+    /// completes, the queue is offered again ([`Engine::reconfigure`]) with the negotiated
+    /// digests, between PDUs and before any command holds a buffer, as the kernel offloads a
+    /// socket only once the connection is set up.
+    pub fn new(config: ConnectionConfig, backend: B) -> Self {
+        let mut qc = QueueConfig::new(ISCSI, config.queue_id);
+        qc.queue_depth = config.queue_depth.max(2);
+        qc.header_digest = config.wanted.header_digest == crate::keys::DigestPref::Require;
+        qc.data_digest = config.wanted.data_digest == crate::keys::DigestPref::Require;
+        let engine = Engine::new(IscsiInitiator::new(), backend, qc, EngineOptions::default());
+        // Tags: below the queue depth (dense-table devices), within the backend's tag bits.
+        let mut depth = qc.queue_depth;
+        if let Some(limits) = engine.limits()
+            && let TagRange::Bits(bits) = limits.tag_range
+            && bits < 32
+        {
+            depth = depth.min(1u32 << bits);
+        }
+        let negotiator = Negotiator::new(config.wanted.clone(), config.target_name.is_none());
+        Self {
+            engine,
+            config,
+            phase: Phase::Idle,
+            params: negotiator.params().clone(),
+            negotiator,
+            login: None,
+            digests: Digests::NONE,
+            cmd_sn: 1,
+            exp_cmd_sn: 1,
+            max_cmd_sn: 1,
+            exp_stat_sn: 0,
+            tsih: 0,
+            free_tags: (0..depth).collect(),
+            tasks: HashMap::new(),
+            queued: VecDeque::new(),
+            tx: VecDeque::new(),
+            current: None,
+            events: VecDeque::new(),
+            next_id: 1,
+            failure: None,
+            login_rounds: 0,
+            login_framer: LoginFramer::default(),
+            now: None,
+            ping_timer: Timer::default(),
+            ping_deadline: Timer::default(),
+            rx_seen: false,
+        }
+    }
+
+    // ----- getters -----
+
+    /// The phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// The negotiated parameters (valid in full feature phase).
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The receive engine (statistics, the reader path).
+    pub fn engine(&self) -> &Engine<IscsiInitiator, B> {
+        &self.engine
+    }
+
+    /// The receive engine, for the reader path ([`Engine::read_target`] and
+    /// [`Engine::commit_in_place`], or [`ulp_ddp_core::SocketReader`]); call
+    /// [`handle_received`](Connection::handle_received) after feeding it. Do not set up or tear
+    /// down tags directly. Use it in full feature phase only ([`SansIo::reader_path`]): during
+    /// login, feed bytes with [`handle_bytes`](Connection::handle_bytes), which applies the
+    /// negotiated digests and MaxRecvDataSegmentLength exactly at the PDU after the final
+    /// Login Response.
+    pub fn engine_mut(&mut self) -> &mut Engine<IscsiInitiator, B> {
+        &mut self.engine
+    }
+
+    /// Tasks outstanding (commands, pings, text, logout) plus commands waiting for the window.
+    pub fn outstanding(&self) -> usize {
+        self.tasks.len() + self.queued.len()
+    }
+
+    /// Login Responses received so far (security and operational rounds; LIO needs at least
+    /// three).
+    pub fn login_rounds(&self) -> u32 {
+        self.login_rounds
+    }
+
+    /// Why the connection failed, once it has.
+    pub fn failure(&self) -> Option<&ConnectionError> {
+        self.failure.as_ref()
+    }
+
+    /// The TSIH the target assigned.
+    pub fn tsih(&self) -> u16 {
+        self.tsih
+    }
+
+    /// (CmdSN, ExpCmdSN, MaxCmdSN, ExpStatSN).
+    pub fn sequence_numbers(&self) -> (u32, u32, u32, u32) {
+        (
+            self.cmd_sn,
+            self.exp_cmd_sn,
+            self.max_cmd_sn,
+            self.exp_stat_sn,
+        )
+    }
+
+    /// Whether the connection is over (failed, or logged out).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Failed | Phase::Closed)
+    }
+
+    // ----- output -----
+
+    /// The next PDU to send: its header, the payload (borrowed from the command's write
+    /// buffer, or the connection's own text) and the trailer (pad, data digest).
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        loop {
+            let pdu = self.tx.pop_front()?;
+            if let TxPayload::Write { tag, .. } = pdu.payload
+                && self.write_of(tag).is_none()
+            {
+                // The task finished before its Data-Out went out (the target answered early).
+                continue;
+            }
+            self.current = Some(pdu);
+            break;
+        }
+        let this = &*self;
+        let pdu = this.current.as_ref()?;
+        let header = &pdu.header[..usize::from(pdu.header_len)];
+        let trailer = &pdu.trailer[..usize::from(pdu.trailer_len)];
+        Some(match &pdu.payload {
+            TxPayload::None => Transmit::new(header, [], trailer),
+            TxPayload::Owned(data) => Transmit::new(header, [&data[..]], trailer),
+            TxPayload::Write { tag, offset, len } => {
+                let slices = this
+                    .write_of(*tag)
+                    .and_then(|w| w.slices(*offset, *len).ok())
+                    .unwrap_or_default();
+                Transmit::new(header, slices, trailer)
+            }
+        })
+    }
+
+    /// Appends every PDU ready to send, whole, to `out` (copies payload: for tests and
+    /// captures; drivers use [`poll_transmit`](Self::poll_transmit)).
+    pub fn transmit_all(&mut self, out: &mut Vec<u8>) {
+        while let Some(t) = self.poll_transmit() {
+            for part in t.parts() {
+                out.extend_from_slice(part);
+            }
+        }
+    }
+
+    /// The write buffer of SCSI task `tag`, if it has one.
+    fn write_of(&self, tag: u32) -> Option<&SgBuffer> {
+        match self.tasks.get(&tag) {
+            Some(Task {
+                kind: TaskKind::Scsi(t),
+                ..
+            }) => t.write.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- input -----
+
+    /// Feeds received bytes (the copy path) and processes what they completed.
+    ///
+    /// During login the bytes go to the engine one PDU at a time and each PDU is processed
+    /// before the next is framed: the digests and MaxRecvDataSegmentLength negotiated by the
+    /// final Login Response apply from the very next PDU, even one in the same `data`.
+    pub fn handle_bytes(&mut self, mut data: &[u8]) {
+        while self.phase == Phase::Login && !data.is_empty() {
+            let n = self.login_framer.take(data);
+            let (now, rest) = data.split_at(n);
+            self.feed(now);
+            data = rest;
+        }
+        if !data.is_empty() {
+            self.feed(data);
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        if let Err(e) = self.engine.receive(Piece::bytes(data)) {
+            self.fail(engine_error(e));
+        }
+        self.handle_events();
+    }
+
+    /// Processes what the reader path fed the engine: `Ok(0)` is the end of the stream,
+    /// `Ok(n)` that `n` bytes went in, `Err` a fatal engine error.
+    pub fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error<wire::Error>>) {
+        match result {
+            Ok(0) => {
+                self.handle_events();
+                if !self.is_closed() {
+                    self.fail(ConnectionError::PeerClosed);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !self.is_closed() {
+                    self.fail(engine_error(e));
+                }
+            }
+        }
+        self.handle_events();
+    }
+
+    /// Processes what the engine reported: PDUs, placed data, released buffers.
+    fn handle_events(&mut self) {
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                EngineEvent::Released { tag, buffer, .. } => self.on_released(tag.0, buffer),
+                _ if self.phase == Phase::Failed => {}
+                EngineEvent::Control {
+                    header,
+                    data,
+                    digest,
+                    ..
+                } => {
+                    self.rx_seen = true;
+                    if digest.is_ok() {
+                        self.on_control(&header, &data);
+                    } else {
+                        self.fail(ConnectionError::DataDigest {
+                            itt: header.itt().0,
+                        });
+                    }
+                }
+                EngineEvent::Data {
+                    header: TargetPdu::DataIn(r),
+                    tag,
+                    len,
+                    digest,
+                    ..
+                } => {
+                    self.rx_seen = true;
+                    if digest.is_ok() {
+                        self.on_data_in(&r, tag.0, len);
+                    } else {
+                        self.fail(ConnectionError::DataDigest { itt: tag.0 });
+                    }
+                }
+                EngineEvent::Error(e) => self.fail(ConnectionError::Protocol(Violation::Data(e))),
+                _ => {}
+            }
+        }
+        self.flush_queued();
+    }
+
+    // ----- time -----
+
+    /// Time passes: in full feature phase, a NOP-Out ping goes out when nothing arrived from
+    /// the target for the ping interval, and a ping unanswered for the ping timeout fails the
+    /// connection ([`ConnectionError::PingTimeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        if self.phase != Phase::FullFeature {
+            return;
+        }
+        if self.ping_deadline.expire(now) {
+            return self.fail(ConnectionError::PingTimeout {
+                waited: self.config.noop_timeout,
+            });
+        }
+        let Some(interval) = self.config.noop_interval else {
+            return;
+        };
+        if !self.ping_timer.is_armed() {
+            self.ping_timer.start(interval);
+        }
+        if self.ping_timer.expire(now) {
+            self.ping_timer.set(now + interval);
+            if core::mem::take(&mut self.rx_seen) || self.ping_deadline.is_armed() {
+                return;
+            }
+            if self.send_ping(Vec::new(), true).is_ok() {
+                self.ping_deadline.set(now + self.config.noop_timeout);
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
+            return None;
+        }
+        if !self.ping_timer.is_armed() {
+            // Full feature phase began since the last handle_timeout: start the timer now.
+            return self.now;
+        }
+        earliest([
+            self.ping_timer.deadline(self.now),
+            self.ping_deadline.deadline(self.now),
+        ])
+    }
+
+    // ----- ending -----
+
+    /// Ends the connection from the initiator's side: every command completes with
+    /// [`CommandError::ConnectionLost`] once its buffer is back, then [`Event::Closed`] with
+    /// [`ConnectionError::LocallyClosed`]. (For a clean end, [`logout`](Self::logout).)
+    pub fn close(&mut self) {
+        self.fail(ConnectionError::LocallyClosed);
+    }
+
+    /// Fails the connection with `error`: every command completes with
+    /// [`CommandError::ConnectionLost`] once its buffer is back.
+    pub fn fail(&mut self, error: ConnectionError) {
+        self.end(error, false);
+    }
+
+    fn end(&mut self, error: ConnectionError, logged_out: bool) {
+        if self.is_closed() {
+            return;
+        }
+        self.phase = if logged_out {
+            Phase::Closed
+        } else {
+            Phase::Failed
+        };
+        self.tx.clear();
+        self.ping_timer.stop();
+        self.ping_deadline.stop();
+        if !logged_out {
+            self.failure = Some(error.clone());
+        }
+        let tags: Vec<u32> = self.tasks.keys().copied().collect();
+        for tag in tags {
+            match self.tasks.get_mut(&tag) {
+                Some(Task {
+                    kind: TaskKind::Scsi(t),
+                    ..
+                }) => {
+                    if t.outcome.is_none() {
+                        t.outcome = Some(Err(CommandError::ConnectionLost));
+                    }
+                    if !t.registered {
+                        self.complete(tag, None);
+                    } else if !t.tearing_down {
+                        t.tearing_down = true;
+                        let _ = self.engine.teardown(Tag(tag));
+                    }
+                }
+                Some(_) => {
+                    self.tasks.remove(&tag);
+                    self.free_tags.push_back(tag);
+                }
+                None => {}
+            }
+        }
+        while let Some(q) = self.queued.pop_front() {
+            self.reject_queued(q, CommandError::ConnectionLost);
+        }
+        // Collect the releases of torn-down buffers; other events are moot after a failure.
+        while let Some(event) = self.engine.poll_event() {
+            if let EngineEvent::Released { tag, buffer, .. } = event {
+                self.on_released(tag.0, buffer);
+            }
+        }
+        self.events.push_back(Event::Closed(if logged_out {
+            ConnectionError::LoggedOut
+        } else {
+            error
+        }));
+    }
+}
+
+/// The connection error for a fatal engine error: the codec's own error when the plugin
+/// refused a header.
+fn engine_error(e: ulp_ddp_core::Error<wire::Error>) -> ConnectionError {
+    match e {
+        ulp_ddp_core::Error::Protocol(w) => ConnectionError::Wire(w),
+        other => ConnectionError::Engine(other),
+    }
+}
+
+impl<B: DdpBackend> SansIo for Connection<B> {
+    type Protocol = IscsiInitiator;
+    type Backend = B;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        Self::poll_transmit(self)
+    }
+
+    fn handle_bytes(&mut self, bytes: &[u8]) {
+        Self::handle_bytes(self, bytes);
+    }
+
+    fn reader_path(&self) -> bool {
+        self.phase != Phase::Login && self.phase != Phase::Idle
+    }
+
+    fn engine_mut(&mut self) -> &mut Engine<IscsiInitiator, B> {
+        &mut self.engine
+    }
+
+    fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error<wire::Error>>) {
+        Self::handle_received(self, result);
+    }
+
+    fn is_closed(&self) -> bool {
+        Self::is_closed(self)
+    }
+}
+
+/// Encodes `key=value\0` pairs.
+fn encode_text<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_ref().as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_ref().as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The stage's number on the wire (for messages).
+fn stage_number(stage: Stage) -> u8 {
+    match stage {
+        Stage::Security => 0,
+        Stage::Operational => 1,
+        Stage::FullFeature => 3,
+    }
+}

@@ -1,0 +1,465 @@
+//! What the target sends, decoded once: responses, Data-In status, R2T, pings, text, logout,
+//! asynchronous messages and rejects; each checked against the task it names.
+
+use ulp_ddp_core::{DdpBackend, SgBuffer, Tag};
+
+use super::login::MAX_TEXT;
+use super::{
+    CommandError, Completion, Connection, ConnectionError, DiscoveredTarget, Event, Phase,
+    Residual, ScsiOutcome, ScsiTask, Task, TaskKind, TxPayload, Violation,
+};
+use crate::plugin::TargetPdu;
+use crate::scsi::Sense;
+use crate::wire::logout::LogoutResponse;
+use crate::wire::nop::NopOutRepr;
+use crate::wire::reject::RejectReason;
+use crate::wire::text::TextIter;
+use crate::wire::{self, Itt, Opcode, Pdu, Ttt};
+
+impl<B: DdpBackend> Connection<B> {
+    pub(super) fn on_control(&mut self, header: &TargetPdu, data: &[u8]) {
+        // The BHS was framed and checked by the plugin; its opcode-specific fields are decoded
+        // here with the data segment, once, in place.
+        match header.decode(data) {
+            Ok(pdu) => self.on_pdu(&pdu),
+            Err(e) => self.fail(ConnectionError::Wire(e)),
+        }
+        self.flush_queued();
+    }
+
+    fn on_pdu(&mut self, pdu: &Pdu<'_>) {
+        if self.phase == Phase::Login && !matches!(pdu, Pdu::LoginResponse(_) | Pdu::Reject(_)) {
+            let opcode = pdu_opcode(pdu);
+            return self.fail(ConnectionError::Protocol(Violation::NonLoginPdu(opcode)));
+        }
+        match pdu {
+            Pdu::LoginResponse(r) => {
+                if self.phase != Phase::Login {
+                    return self.fail(ConnectionError::Protocol(
+                        Violation::LoginResponseAfterLogin,
+                    ));
+                }
+                self.on_login_response(r);
+            }
+            Pdu::ScsiResponse(r) => {
+                self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+                if !self.take_stat_sn(Opcode::ScsiResponse, r.stat_sn) {
+                    return;
+                }
+                let Some(task) = self.scsi_task(r.itt.0) else {
+                    return self.unknown_itt(Opcode::ScsiResponse, r.itt.0);
+                };
+                let expected_len = task.expected_len;
+                let data_in = task.data_in;
+                let read = task.registered;
+                let result = if r.response != 0 {
+                    Err(CommandError::TargetFailure(r.response))
+                } else {
+                    let residual = match (r.underflow, r.overflow) {
+                        (true, _) if r.residual > expected_len => {
+                            return self.fail(ConnectionError::Protocol(
+                                Violation::UnderflowBeyondTransfer {
+                                    itt: r.itt.0,
+                                    residual: r.residual,
+                                    expected: expected_len,
+                                },
+                            ));
+                        }
+                        (true, _) => Residual::Underflow(r.residual),
+                        (_, true) => Residual::Overflow(r.residual),
+                        _ => Residual::None,
+                    };
+                    match short_data(read, expected_len, r.status, residual, data_in) {
+                        Some(e) => Err(e),
+                        None => Ok(ScsiOutcome {
+                            status: r.status,
+                            sense: Sense::parse(r.sense),
+                            sense_data: r.sense.to_vec(),
+                            residual,
+                            data_in,
+                        }),
+                    }
+                };
+                self.finish_scsi(r.itt.0, result);
+            }
+            Pdu::NopIn(r) => {
+                self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+                if r.itt == Itt::RESERVED {
+                    if r.ttt != Ttt::RESERVED {
+                        self.answer_target_ping(r);
+                    }
+                    return;
+                }
+                if !self.take_stat_sn(Opcode::NopIn, r.stat_sn) {
+                    return;
+                }
+                match self.tasks.get(&r.itt.0) {
+                    Some(Task {
+                        kind: TaskKind::Nop { internal },
+                        id,
+                    }) => {
+                        let (id, internal) = (*id, *internal);
+                        self.tasks.remove(&r.itt.0);
+                        self.free_tags.push_back(r.itt.0);
+                        if internal {
+                            // The connection's own ping: answered, nothing to report.
+                            self.ping_deadline.stop();
+                        } else {
+                            self.events.push_back(Event::Pong {
+                                id,
+                                data: r.data.to_vec(),
+                            });
+                        }
+                    }
+                    _ => self.unknown_itt(Opcode::NopIn, r.itt.0),
+                }
+            }
+            Pdu::TextResponse(r) => {
+                self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+                if !self.take_stat_sn(Opcode::TextResponse, r.stat_sn) {
+                    return;
+                }
+                let itt = r.itt.0;
+                let Some(Task {
+                    id,
+                    kind: TaskKind::Text(acc),
+                }) = self.tasks.get_mut(&itt)
+                else {
+                    return self.unknown_itt(Opcode::TextResponse, itt);
+                };
+                if acc.len() + r.data.len() > MAX_TEXT {
+                    return self.fail(ConnectionError::Protocol(Violation::TextTooLong {
+                        max: MAX_TEXT,
+                    }));
+                }
+                acc.extend_from_slice(r.data);
+                let id = *id;
+                if r.cont || !r.final_ {
+                    return self.send_text(itt, r.ttt, Vec::new());
+                }
+                let text = match self.tasks.remove(&itt) {
+                    Some(Task {
+                        kind: TaskKind::Text(t),
+                        ..
+                    }) => t,
+                    _ => Vec::new(),
+                };
+                self.free_tags.push_back(itt);
+                match parse_send_targets(&text) {
+                    Some(targets) => self.events.push_back(Event::Discovered { id, targets }),
+                    None => self.fail(ConnectionError::Protocol(Violation::MalformedSendTargets)),
+                }
+            }
+            Pdu::LogoutResponse(r) => {
+                self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+                if !self.take_stat_sn(Opcode::LogoutResponse, r.stat_sn) {
+                    return;
+                }
+                if !matches!(
+                    self.tasks.get(&r.itt.0),
+                    Some(Task {
+                        kind: TaskKind::Logout,
+                        ..
+                    })
+                ) {
+                    return self.unknown_itt(Opcode::LogoutResponse, r.itt.0);
+                }
+                if r.response != LogoutResponse::Success {
+                    return self.fail(ConnectionError::Protocol(Violation::LogoutRefused(
+                        r.response,
+                    )));
+                }
+                self.end(ConnectionError::LoggedOut, true);
+            }
+            Pdu::R2t(r) => {
+                self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+                self.on_r2t(r);
+            }
+            Pdu::AsyncMessage(r) => {
+                self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+                if !self.take_stat_sn(Opcode::AsyncMessage, r.stat_sn) {
+                    return;
+                }
+                self.events.push_back(Event::Async { event: r.event });
+                match r.event {
+                    wire::async_msg::event::LOGOUT_REQUEST => {
+                        let _ = self.logout();
+                    }
+                    wire::async_msg::event::CONNECTION_DROP
+                    | wire::async_msg::event::SESSION_DROP => {
+                        self.fail(ConnectionError::PeerClosed)
+                    }
+                    _ => {}
+                }
+            }
+            Pdu::Reject(r) => {
+                self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+                if self.phase != Phase::Login && !self.take_stat_sn(Opcode::Reject, r.stat_sn) {
+                    return;
+                }
+                let itt = r.rejected_bhs().itt().0;
+                if r.reason == RejectReason::WaitingForLogout {
+                    let _ = self.logout();
+                }
+                if self.scsi_task(itt).is_some() {
+                    self.finish_scsi(itt, Err(CommandError::Rejected(r.reason)));
+                } else {
+                    self.fail(ConnectionError::Rejected(r.reason));
+                }
+            }
+            other => {
+                let opcode = pdu_opcode(other);
+                self.fail(ConnectionError::Protocol(Violation::UnacceptedPdu(opcode)));
+            }
+        }
+    }
+
+    fn answer_target_ping(&mut self, r: &wire::nop::NopInRepr<'_>) {
+        let repr = NopOutRepr {
+            immediate: true,
+            lun: r.lun,
+            itt: Itt::RESERVED,
+            ttt: r.ttt,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            data: &[],
+        };
+        if let Err(e) = self.push_pdu(
+            Opcode::NopOut,
+            |b, d, parts| wire::emit_header_parts(&repr, b, d, parts),
+            TxPayload::Owned(r.data.to_vec()),
+        ) {
+            self.fail(e);
+        }
+    }
+
+    fn unknown_itt(&mut self, opcode: Opcode, itt: u32) {
+        self.fail(ConnectionError::Protocol(Violation::UnknownItt {
+            opcode,
+            itt,
+        }));
+    }
+
+    fn scsi_task(&mut self, itt: u32) -> Option<&mut ScsiTask> {
+        match self.tasks.get_mut(&itt) {
+            Some(Task {
+                kind: TaskKind::Scsi(t),
+                ..
+            }) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_data_in(&mut self, r: &wire::data_in::DataInRepr<'_>, tag: u32, len: u32) {
+        self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
+        if r.ack {
+            return self.fail(ConnectionError::Protocol(Violation::DataInAck { itt: tag }));
+        }
+        let in_order = self.params.data_pdu_in_order;
+        let Some(task) = self.scsi_task(tag) else {
+            return self.fail(ConnectionError::Protocol(Violation::DataInNotRead {
+                itt: tag,
+            }));
+        };
+        if task.outcome.is_some() {
+            return self.fail(ConnectionError::Protocol(Violation::DataInAfterStatus {
+                itt: tag,
+            }));
+        }
+        if r.data_sn != task.next_data_sn {
+            let expected = task.next_data_sn;
+            return self.fail(ConnectionError::Protocol(Violation::DataSn {
+                itt: tag,
+                expected,
+                received: r.data_sn,
+            }));
+        }
+        // DataPDUInOrder=Yes: each Data-In starts where the previous one ended (the engine has
+        // already refused overlaps and data outside the buffer).
+        if in_order && u64::from(r.buffer_offset) != task.data_in {
+            let expected = task.data_in;
+            return self.fail(ConnectionError::Protocol(Violation::DataOffset {
+                itt: tag,
+                expected,
+                received: r.buffer_offset,
+            }));
+        }
+        task.next_data_sn = task.next_data_sn.wrapping_add(1);
+        task.data_in += u64::from(len);
+        let (expected_len, data_in, read) = (task.expected_len, task.data_in, task.registered);
+        if let Some(s) = r.status {
+            if !self.take_stat_sn(Opcode::DataIn, s.stat_sn) {
+                return;
+            }
+            let residual = if s.underflow {
+                if s.residual > expected_len {
+                    return self.fail(ConnectionError::Protocol(
+                        Violation::UnderflowBeyondTransfer {
+                            itt: tag,
+                            residual: s.residual,
+                            expected: expected_len,
+                        },
+                    ));
+                }
+                Residual::Underflow(s.residual)
+            } else if s.overflow {
+                Residual::Overflow(s.residual)
+            } else {
+                Residual::None
+            };
+            let result = match short_data(read, expected_len, s.status, residual, data_in) {
+                Some(e) => Err(e),
+                None => Ok(ScsiOutcome {
+                    status: s.status,
+                    sense: None,
+                    sense_data: Vec::new(),
+                    residual,
+                    data_in,
+                }),
+            };
+            self.finish_scsi(tag, result);
+        }
+    }
+
+    fn on_r2t(&mut self, r: &wire::r2t::R2tRepr) {
+        let max_burst = self.params.max_burst_len;
+        let tag = r.itt.0;
+        let Some(task) = self.scsi_task(tag) else {
+            return self.unknown_itt(Opcode::R2t, tag);
+        };
+        let Some(write_len) = task.write.as_ref().map(SgBuffer::len) else {
+            return self.fail(ConnectionError::Protocol(Violation::R2tNotWrite {
+                itt: tag,
+            }));
+        };
+        if task.outcome.is_some() {
+            return self.fail(ConnectionError::Protocol(Violation::R2tAfterStatus {
+                itt: tag,
+            }));
+        }
+        if r.r2t_sn != task.next_r2t_sn {
+            let expected = task.next_r2t_sn;
+            return self.fail(ConnectionError::Protocol(Violation::R2tSn {
+                itt: tag,
+                expected,
+                received: r.r2t_sn,
+            }));
+        }
+        let end = u64::from(r.buffer_offset) + u64::from(r.desired_len);
+        if r.desired_len == 0 || r.desired_len > max_burst || end > write_len {
+            return self.fail(ConnectionError::Protocol(Violation::R2tOutsideWrite {
+                itt: tag,
+                offset: r.buffer_offset,
+                len: r.desired_len,
+                write_len,
+                max_burst,
+            }));
+        }
+        task.next_r2t_sn = task.next_r2t_sn.wrapping_add(1);
+        let lun = task.lun;
+        self.send_data_out(tag, lun, r.ttt, u64::from(r.buffer_offset), end);
+    }
+
+    /// Records the outcome of a SCSI command; it completes once its buffer is released.
+    fn finish_scsi(&mut self, tag: u32, result: Result<ScsiOutcome, CommandError>) {
+        let Some(task) = self.scsi_task(tag) else {
+            return;
+        };
+        if task.outcome.is_some() {
+            return self.fail(ConnectionError::Protocol(Violation::SecondStatus {
+                itt: tag,
+            }));
+        }
+        task.outcome = Some(result);
+        if task.registered {
+            if !task.tearing_down {
+                task.tearing_down = true;
+                // Registered and not torn down yet, so this succeeds; Released follows.
+                let _ = self.engine.teardown(Tag(tag));
+            }
+        } else {
+            self.complete(tag, None);
+        }
+    }
+
+    pub(super) fn on_released(&mut self, tag: u32, buffer: SgBuffer) {
+        self.complete(tag, Some(buffer));
+    }
+
+    pub(super) fn complete(&mut self, tag: u32, buffer: Option<SgBuffer>) {
+        let Some(task) = self.tasks.remove(&tag) else {
+            return;
+        };
+        self.free_tags.push_back(tag);
+        if let TaskKind::Scsi(t) = task.kind {
+            self.events.push_back(Event::Completed(Completion {
+                id: task.id,
+                result: t.outcome.unwrap_or(Err(CommandError::ConnectionLost)),
+                buffer: buffer.or(t.write),
+            }));
+        }
+    }
+}
+
+/// The error a read's GOOD status earns when its Data-In did not deliver every byte the status
+/// vouches for: the Expected Data Transfer Length less an underflow residual.
+fn short_data(
+    read: bool,
+    expected_len: u32,
+    status: u8,
+    residual: Residual,
+    data_in: u64,
+) -> Option<CommandError> {
+    if !read || status != 0 {
+        return None;
+    }
+    let underflow = match residual {
+        Residual::Underflow(n) => u64::from(n),
+        _ => 0,
+    };
+    let expected = u64::from(expected_len).saturating_sub(underflow);
+    (data_in != expected).then_some(CommandError::ShortData {
+        expected,
+        received: data_in,
+    })
+}
+
+fn parse_send_targets(text: &[u8]) -> Option<Vec<DiscoveredTarget>> {
+    let mut out: Vec<DiscoveredTarget> = Vec::new();
+    for pair in TextIter::new(text) {
+        let (k, v) = pair.ok()?;
+        match k {
+            "TargetName" => out.push(DiscoveredTarget {
+                name: v.to_string(),
+                addresses: Vec::new(),
+            }),
+            "TargetAddress" => out.last_mut()?.addresses.push(v.to_string()),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// The opcode of a decoded PDU.
+fn pdu_opcode(pdu: &Pdu<'_>) -> Opcode {
+    match pdu {
+        Pdu::NopOut(_) => Opcode::NopOut,
+        Pdu::ScsiCommand(_) => Opcode::ScsiCommand,
+        Pdu::TaskMgmtRequest(_) => Opcode::TaskMgmtRequest,
+        Pdu::LoginRequest(_) => Opcode::LoginRequest,
+        Pdu::TextRequest(_) => Opcode::TextRequest,
+        Pdu::DataOut(_) => Opcode::DataOut,
+        Pdu::LogoutRequest(_) => Opcode::LogoutRequest,
+        Pdu::SnackRequest(_) => Opcode::SnackRequest,
+        Pdu::NopIn(_) => Opcode::NopIn,
+        Pdu::ScsiResponse(_) => Opcode::ScsiResponse,
+        Pdu::TaskMgmtResponse(_) => Opcode::TaskMgmtResponse,
+        Pdu::LoginResponse(_) => Opcode::LoginResponse,
+        Pdu::TextResponse(_) => Opcode::TextResponse,
+        Pdu::DataIn(_) => Opcode::DataIn,
+        Pdu::LogoutResponse(_) => Opcode::LogoutResponse,
+        Pdu::R2t(_) => Opcode::R2t,
+        Pdu::AsyncMessage(_) => Opcode::AsyncMessage,
+        Pdu::Reject(_) => Opcode::Reject,
+    }
+}
