@@ -27,7 +27,7 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${ULP_DDP:-$ROOT/target/release/ulp-ddp}
 if [[ ! -x $BIN ]]; then
-    (cd "$ROOT" && timeout 600 cargo build --release -q -p ulp-ddp-bench)
+    (cd "$ROOT" && timeout 600 cargo build --release -q -p ulp-ddp-cli)
 fi
 
 WORK=$(mktemp -d)

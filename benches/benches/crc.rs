@@ -16,7 +16,8 @@ fn crc(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(30);
-    for size in [512usize, 4 << 10, 128 << 10, 1 << 20] {
+    // 24 and 52: NVMe/TCP and iSCSI headers with their digest; 512: a small PDU's data.
+    for size in [24usize, 52, 512, 4 << 10, 128 << 10, 1 << 20] {
         let data: Vec<u8> = (0..size as u32).map(|i| (i * 31 + 7) as u8).collect();
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(BenchmarkId::new("crc32c_crate", size), |b| {

@@ -7,8 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{Engine, EngineOptions, Event, Piece, QueueConfig, QueueId, SgBuffer, Tag};
 
-#[path = "../../ulp-ddp-core/tests/toy/mod.rs"]
-mod toy;
+use ulp_testbed::toy;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&control, rest)) = input.split_first() else {

@@ -1,5 +1,9 @@
 //! [`Model`]: a functional model of the ConnectX-7 NVMe/TCP receive offload, at TCP-segment
 //! level, behind the [`Device`] trait.
+//!
+//! (Just over 800 lines, kept whole: the per-queue receive state machine — tracking, placing,
+//! searching, resync — reads as one piece; the fidelity work on it, placement per packet and
+//! resync as the series does it, will split it by those concerns.)
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;

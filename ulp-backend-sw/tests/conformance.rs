@@ -1,20 +1,17 @@
 //! The software backend against the conformance kit and the toy protocol (shared with the core's
 //! tests), including a real loopback TCP socket for the reader path.
 
-#[path = "../../ulp-ddp-core/tests/toy/mod.rs"]
-mod toy;
-
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 
 use proptest::prelude::*;
-use toy::{TOY, Toy};
 use ulp_backend_sw::{SocketReader, Streaming, SwBackend};
 use ulp_ddp_core::testkit::{self, Rng, Workload};
 use ulp_ddp_core::{
     Decline, Engine, EngineOptions, Event, Limits, QueueConfig, QueueId, SetupOutcome, SgBuffer,
     TagRange,
 };
+use ulp_testbed::toy::{TOY, Toy};
 
 fn device_like_limits() -> Limits {
     Limits {

@@ -88,6 +88,13 @@ impl Crc32c {
         self.digest.update(data);
     }
 
+    /// Back to a digest over zero bytes, without building a new one (cheaper than
+    /// [`new`](Self::new): the state carries the algorithm's parameters).
+    #[inline]
+    pub fn reset(&mut self) {
+        self.digest.reset();
+    }
+
     /// The CRC32C of everything fed so far.
     #[inline]
     pub fn value(&self) -> u32 {

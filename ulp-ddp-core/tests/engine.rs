@@ -1,8 +1,6 @@
 //! The receive engine against the toy protocol: framing under every cut, digests, hostile
 //! input, asynchronous teardown, resync, backend-placed pieces and the reader path.
 
-mod toy;
-
 use std::collections::{HashMap, VecDeque};
 
 use proptest::prelude::*;
@@ -14,7 +12,7 @@ use ulp_ddp_core::{
     ReadTarget, SetupOutcome, SgBuffer, Stats, Tag, TcpSeq,
 };
 
-use toy::{TOY, Toy};
+use ulp_testbed::toy::{TOY, Toy};
 
 /// A scripted device: maps everything, completes teardowns only when told, raises resync
 /// requests on demand and records the answers.

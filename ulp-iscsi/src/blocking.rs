@@ -24,9 +24,17 @@ use crate::connection::{
     Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError, Data,
     DiscoveredTarget, Event, Phase, ScsiOutcome,
 };
-use crate::pcap::Direction;
 use crate::scsi::{self, Capacity, Inquiry, Sense};
 use crate::wire::Lun;
+
+/// Which way captured bytes travelled ([`Session::capture`]).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Direction {
+    /// Initiator to target.
+    ToTarget,
+    /// Target to initiator.
+    FromTarget,
+}
 
 /// Driver settings.
 #[derive(Clone, Copy, Debug)]

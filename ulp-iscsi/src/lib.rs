@@ -12,8 +12,7 @@
 //! - [`blocking::Session`]: the blocking `std::net` driver using the reader path (payload read
 //!   from the socket straight into the command's buffer) and vectored sends (no payload copy).
 //!   Its default backend is [`NoOffload`].
-//! - [`scsi`], [`keys`], [`chap`], [`md5`], [`serial`], [`pcap`], [`url`], [`target`]: the
-//!   pieces.
+//! - [`scsi`], [`keys`], [`chap`], [`md5`], [`serial`], [`url`]: the pieces.
 //!
 //! The same roles carry the same names in `ulp-nvme-tcp`: `Connection`, `ConnectionConfig`,
 //! `Event`, `ConnectionError`, `Violation`, `Data`, `Completion`, `blocking`.
@@ -24,11 +23,9 @@ pub mod chap;
 pub mod connection;
 pub mod keys;
 pub mod md5;
-pub mod pcap;
 pub mod plugin;
 pub mod scsi;
 pub mod serial;
-pub mod target;
 pub mod url;
 pub mod wire;
 

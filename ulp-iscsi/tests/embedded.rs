@@ -7,14 +7,14 @@ use ulp_ddp_core::SgBuffer;
 use ulp_iscsi::blocking::{Error, Session};
 use ulp_iscsi::connection::{ChapCredentials, Residual};
 use ulp_iscsi::scsi;
-use ulp_iscsi::target::{EmbeddedTarget, TargetConfig};
 use ulp_iscsi::wire::Lun;
 use ulp_iscsi::{ConnectionError, Data};
+use ulp_testbed::iscsi::{Target, TargetConfig};
 
-fn target(f: impl FnOnce(&mut TargetConfig)) -> EmbeddedTarget {
+fn target(f: impl FnOnce(&mut TargetConfig)) -> Target {
     let mut c = TargetConfig::default();
     f(&mut c);
-    EmbeddedTarget::start(c).expect("start embedded target")
+    Target::start(c).expect("start embedded target")
 }
 
 #[test]
@@ -26,7 +26,7 @@ fn tgtd_like_digests_off_and_on() {
         assert_eq!((p.header_digest, p.data_digest), (digests, digests));
         assert_eq!(p.max_xmit_data_segment_len, 8192);
         write_read_sizes(&mut c, Lun::default());
-        assert_eq!(t.disk(0, 4096), pattern(4096, 1)[..]);
+        assert_eq!(t.contents(0, 4096), pattern(4096, 1)[..]);
         let s = c.connection().engine().stats();
         assert!(
             s.bytes_read_in_place >= (4096 + 128 * 1024 + (1 << 20)) as u64,

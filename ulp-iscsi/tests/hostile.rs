@@ -9,10 +9,10 @@ use ulp_ddp_core::{DataError, Error as EngineError, SgBuffer};
 use ulp_iscsi::blocking::Session;
 use ulp_iscsi::connection::Phase;
 use ulp_iscsi::scsi;
-use ulp_iscsi::target::{EmbeddedTarget, Misbehave, TargetConfig};
 use ulp_iscsi::wire::reject::RejectReason;
 use ulp_iscsi::wire::{Error as WireError, Lun, Opcode};
 use ulp_iscsi::{Command, CommandError, ConnectionError, Data, Violation};
+use ulp_testbed::iscsi::{Misbehave, Target, TargetConfig};
 
 const CANARY: u8 = 0xEE;
 
@@ -23,7 +23,7 @@ fn attack(
     len: usize,
     digests: bool,
 ) -> (Option<ConnectionError>, Result<(), CommandError>, Vec<u8>) {
-    let t = EmbeddedTarget::start(TargetConfig {
+    let t = Target::start(TargetConfig {
         misbehave: m,
         unit_attention: false,
         ..TargetConfig::default()
@@ -117,7 +117,7 @@ fn data_in_for_unknown_itt_and_for_a_write() {
     assert_eq!(r, Err(CommandError::ConnectionLost));
     assert!(untouched(&b));
 
-    let t = EmbeddedTarget::start(TargetConfig {
+    let t = Target::start(TargetConfig {
         misbehave: Misbehave::DataInForWrite,
         unit_attention: false,
         ..TargetConfig::default()
@@ -244,7 +244,7 @@ fn reject_fails_only_the_command() {
     );
     assert!(untouched(&b));
     // Through the driver: read hands the caller's buffer back with the command error.
-    let t = EmbeddedTarget::start(TargetConfig {
+    let t = Target::start(TargetConfig {
         misbehave: Misbehave::RejectReads,
         unit_attention: false,
         ..TargetConfig::default()
@@ -268,7 +268,7 @@ fn reject_fails_only_the_command() {
 
 #[test]
 fn r2t_beyond_the_write() {
-    let t = EmbeddedTarget::start(TargetConfig {
+    let t = Target::start(TargetConfig {
         misbehave: Misbehave::R2tBeyondWrite,
         unit_attention: false,
         ..TargetConfig::default()

@@ -7,17 +7,12 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::peers::{have, tshark_check};
 use common::*;
 use ulp_iscsi::blocking::Session;
 use ulp_iscsi::wire::{Digests, Lun};
+use ulp_testbed::peers::{have, tshark_iscsi};
 
-#[path = "../../scripts/vm/harness.rs"]
-mod harness;
-
-use harness::Vm;
+use ulp_testbed::vm::{self, Vm};
 
 fn scenario(vm: &Vm, digests: bool) {
     let iqn = vm.value("IQN").expect("IQN");
@@ -46,7 +41,7 @@ fn scenario(vm: &Vm, digests: bool) {
     c.logout().expect("logout");
     if have("tshark") {
         let capture = c.capture().expect("capture").to_vec();
-        tshark_check(
+        tshark_iscsi(
             &capture,
             client_port,
             port,
@@ -60,10 +55,9 @@ fn scenario(vm: &Vm, digests: bool) {
 
 #[test]
 fn linux_lio_target() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let vm = match harness::boot(&root, "iscsi") {
+    let vm = match vm::boot(&vm::repo_root(), "iscsi") {
         Ok(vm) => vm,
-        Err(why) => return harness::unavailable("LIO", &why),
+        Err(why) => return vm::unavailable("LIO", &why),
     };
     scenario(&vm, false);
     scenario(&vm, true);

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::peers::{Tgtd, peer_available, tshark_check};
 use common::*;
 use ulp_iscsi::blocking::Session;
 use ulp_iscsi::wire::{Digests, Lun};
+use ulp_testbed::peers::{Tgtd, peer_available, tshark_iscsi};
 
 fn run(digests: bool) {
     if !peer_available("tgtd") || !peer_available("tgtadm") {
@@ -36,7 +36,7 @@ fn run(digests: bool) {
             header: digests,
             data: digests,
         };
-        let n = tshark_check(&capture, client_port, port, d);
+        let n = tshark_iscsi(&capture, client_port, port, d);
         assert!(n > 20, "only {n} PDUs");
     }
 }

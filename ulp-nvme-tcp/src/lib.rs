@@ -22,8 +22,6 @@ pub mod blocking;
 pub mod connection;
 pub mod nvme;
 pub mod plugin;
-#[cfg(feature = "target")]
-pub mod target;
 pub mod wire;
 
 pub use connection::{

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{SgBuffer, TagRange};
 use ulp_nvme_tcp::blocking::{Controller, Options};
-use ulp_nvme_tcp::target::{Target, TargetConfig};
 use ulp_nvme_tcp::wire::{Digests, Pda};
 use ulp_nvme_tcp::{Data, Status};
+use ulp_testbed::nvme::{Target, TargetConfig};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -42,7 +42,7 @@ fn round_trips(config: TargetConfig, digests: Digests) {
             .expect("write");
         assert_eq!(w.into_vec(), data, "the write buffer comes back as given");
         assert_eq!(
-            target.ns_bytes(slba as usize * 512, len),
+            target.contents(slba as usize * 512, len),
             data,
             "target holds the write"
         );
@@ -275,7 +275,7 @@ fn slow_host_gets_every_answer_in_order() {
         assert_eq!(done.status, Status::SUCCESS);
         let at = reads.remove(&done.cid).expect("known cid");
         assert!(
-            done.buffer.expect("buffer").into_vec() == target.ns_bytes(at, len),
+            done.buffer.expect("buffer").into_vec() == target.contents(at, len),
             "read at {at} differs"
         );
     }
@@ -292,7 +292,7 @@ fn slow_host_gets_every_answer_in_order() {
 #[test]
 fn small_payload_policy_copies_only_small_reads() {
     let config = TargetConfig {
-        ns_bytes: 4 << 20,
+        size: 4 << 20,
         ..TargetConfig::default()
     };
     let target = Target::start(config).expect("target");

@@ -8,7 +8,6 @@
 //! If the VM cannot be built or booted (qemu, cpio or apt-get missing), the test prints why and
 //! passes, unless `ULP_REQUIRE_PEERS=1`, when it fails.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
@@ -16,10 +15,7 @@ use ulp_ddp_core::SgBuffer;
 use ulp_nvme_tcp::blocking::{Controller, Options};
 use ulp_nvme_tcp::wire::Digests;
 
-#[path = "../../scripts/vm/harness.rs"]
-mod harness;
-
-use harness::Vm;
+use ulp_testbed::vm::{self, Vm};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -87,10 +83,9 @@ fn scenario(vm: &Vm, digests: Digests) {
 
 #[test]
 fn linux_nvmet_tcp() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let vm = match harness::boot(&root, "nvme") {
+    let vm = match vm::boot(&vm::repo_root(), "nvme") {
         Ok(vm) => vm,
-        Err(why) => return harness::unavailable("Linux NVMe/TCP target VM", &why),
+        Err(why) => return vm::unavailable("Linux NVMe/TCP target VM", &why),
     };
     scenario(&vm, Digests::NONE);
     scenario(&vm, Digests::BOTH);

@@ -1,7 +1,7 @@
 //! Wireshark as an independent decoder: the PDUs of a host session against the embedded target
 //! (both directions, digests on, R2T and split C2HData/H2CData included) are written to a pcap
-//! (Ethernet/IPv4/TCP frames with consistent lengths and sequence numbers, large PDUs split over
-//! several segments) and dissected by `tshark` with digest checking on. Every PDU must decode,
+//! (the test bed's writer: Ethernet/IPv4/TCP frames with consistent lengths and sequence
+//! numbers, large PDUs split over several segments) and dissected by `tshark` with digest checking on. Every PDU must decode,
 //! none malformed, no digest bad.
 //!
 //! If tshark is missing the test prints why and passes, unless `ULP_REQUIRE_PEERS=1`.
@@ -12,93 +12,28 @@ use std::process::Command;
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::SgBuffer;
 use ulp_nvme_tcp::blocking::{Controller, Options};
-use ulp_nvme_tcp::target::{CapturedPdu, Target, TargetConfig};
 use ulp_nvme_tcp::wire::Digests;
+use ulp_testbed::nvme::{CapturedPdu, Target, TargetConfig};
+use ulp_testbed::pcap::Pcap;
 
 const PORT: u16 = 14420;
 const SEGMENT: usize = 16 * 1024;
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for pair in bytes.chunks(2) {
-        let hi = u32::from(pair[0]) << 8;
-        let lo = pair.get(1).map_or(0, |&b| u32::from(b));
-        sum += hi | lo;
-    }
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// One Ethernet/IPv4/TCP frame carrying `payload`.
-fn frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(54 + payload.len());
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
-    let total = (20 + 20 + payload.len()) as u16;
-    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&src.0);
-    ip.extend_from_slice(&dst.0);
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let mut tcp = Vec::with_capacity(20);
-    tcp.extend_from_slice(&src.1.to_be_bytes());
-    tcp.extend_from_slice(&dst.1.to_be_bytes());
-    tcp.extend_from_slice(&seq.to_be_bytes());
-    tcp.extend_from_slice(&ack.to_be_bytes());
-    tcp.extend_from_slice(&[0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0]);
-    // TCP checksum over the pseudo-header, header and payload.
-    let mut pseudo = Vec::with_capacity(12 + 20 + payload.len());
-    pseudo.extend_from_slice(&src.0);
-    pseudo.extend_from_slice(&dst.0);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-    pseudo.extend_from_slice(&tcp);
-    pseudo.extend_from_slice(payload);
-    let c = checksum(&pseudo);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&tcp);
-    f.extend_from_slice(payload);
-    f
-}
-
-/// A pcap of the captured PDUs; returns the file bytes and the number of TCP segments.
+/// A pcap of the captured PDUs (one TCP connection per queue, large PDUs over several
+/// segments); returns the file bytes and the number of frames carrying PDU bytes.
 fn pcap(pdus: &[CapturedPdu]) -> (Vec<u8>, usize) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&262_144u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    // Per connection: (host seq, target seq).
-    let mut seqs: HashMap<u32, (u32, u32)> = HashMap::new();
-    let mut frames = 0;
-    for (i, p) in pdus.iter().enumerate() {
-        let host = ([10, 0, 0, 1], 40000 + p.conn as u16);
-        let target = ([10, 0, 0, 2], PORT);
-        let s = seqs.entry(p.conn).or_insert((1000, 5000));
-        for chunk in p.bytes.chunks(SEGMENT) {
-            let f = if p.from_host {
-                let f = frame(host, target, s.0, s.1, chunk);
-                s.0 = s.0.wrapping_add(chunk.len() as u32);
-                f
-            } else {
-                let f = frame(target, host, s.1, s.0, chunk);
-                s.1 = s.1.wrapping_add(chunk.len() as u32);
-                f
-            };
-            out.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-            out.extend_from_slice(&((i * 10 + frames) as u32 % 1_000_000).to_le_bytes());
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(&f);
-            frames += 1;
-        }
+    let mut p = Pcap::new().with_mss(SEGMENT);
+    let mut conns: HashMap<u32, usize> = HashMap::new();
+    let mut handshakes = 0;
+    for pdu in pdus {
+        let conn = *conns.entry(pdu.conn).or_insert_with(|| {
+            handshakes += 3;
+            p.connection(40000 + pdu.conn as u16, PORT)
+        });
+        p.push(conn, pdu.from_host, &pdu.bytes);
     }
-    (out, frames)
+    let frames = p.frames() - handshakes;
+    (p.finish(), frames)
 }
 
 fn tshark(file: &std::path::Path, args: &[&str]) -> Option<String> {
@@ -125,11 +60,7 @@ fn tshark(file: &std::path::Path, args: &[&str]) -> Option<String> {
 
 #[test]
 fn tshark_decodes_every_pdu() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        if std::env::var("ULP_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("tshark is not installed");
-        }
-        eprintln!("skipping: tshark is not installed");
+    if !ulp_testbed::peers::peer_available("tshark") {
         return;
     }
     let target = Target::start(TargetConfig {

@@ -40,8 +40,7 @@ pub(super) struct Pdu<H> {
     pub(super) sink: Sink,
     /// Data bytes of this PDU received so far.
     data_done: u32,
-    /// Running digest; covers all data (and pad) so far when `crc_complete`.
-    crc: Crc32c,
+    /// The framer's running digest covers all data (and pad) so far.
     crc_complete: bool,
     /// Every byte of data, pad and digest so far came with the backend's "digest ok".
     all_ok: bool,
@@ -57,22 +56,21 @@ impl<H> Pdu<H> {
         self.layout.placement.map_or(0, |p| p.offset) + u64::from(self.data_done)
     }
 
-    /// Makes the running digest cover all data received so far, recomputing it from the
+    /// Makes the running digest `crc` cover all data received so far, recomputing it from the
     /// buffer when earlier bytes were skipped because the backend had vouched for them (the
     /// fallback the kernel also takes: a second pass, only when the device's verdict turns out
     /// incomplete).
-    fn ensure_crc(&mut self, buffer: &SgBuffer) {
+    fn ensure_crc(&mut self, crc: &mut Crc32c, buffer: &SgBuffer) {
         if self.crc_complete {
             return;
         }
-        let mut crc = Crc32c::new();
+        crc.reset();
         let start = self.layout.placement.map_or(0, |p| p.offset);
         let _ = buffer.read_with(start, u64::from(self.data_done), |p| crc.update(p));
         if self.layout.digest_covers_pad {
             let pad = (self.pad_done as usize).min(4);
             crc.update(&self.pad[..pad]);
         }
-        self.crc = crc;
         self.crc_complete = true;
     }
 }
@@ -92,6 +90,9 @@ pub(super) struct Framer<H> {
     pub(super) stream_pos: u64,
     /// Whether the current PDU's first byte was seen.
     started: bool,
+    /// The running data digest of the PDU being received (one state, reset per PDU: a digest
+    /// state is hundreds of bytes, not worth building and moving for every PDU).
+    pub(super) crc: Crc32c,
 }
 
 impl<H> Default for Framer<H> {
@@ -104,6 +105,7 @@ impl<H> Default for Framer<H> {
             stage_left: 0,
             stream_pos: 0,
             started: false,
+            crc: Crc32c::new(),
         }
     }
 }
@@ -243,16 +245,12 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.framer.frame = None;
         let body = if frame.digest {
             let (body, digest) = header.split_at(header.len() - 4);
-            let mut crc = Crc32c::new();
-            crc.update(body);
+            let computed = crate::digest::crc32c(body);
             self.stats.digests_computed += 1;
             let received = crate::digest::from_wire([digest[0], digest[1], digest[2], digest[3]]);
-            if crc.value() != received {
+            if computed != received {
                 self.stats.digests_failed += 1;
-                return Err(Error::HeaderDigest {
-                    computed: crc.value(),
-                    received,
-                });
+                return Err(Error::HeaderDigest { computed, received });
             }
             body
         } else {
@@ -281,13 +279,13 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             }
             None => Sink::Control(Vec::with_capacity(layout.data_len as usize)),
         };
+        self.framer.crc.reset();
         self.framer.pdu = Some(Pdu {
             layout,
             header: Some(header),
             seq: self.pdu_start,
             sink,
             data_done: 0,
-            crc: Crc32c::new(),
             crc_complete: true,
             all_ok: true,
             pad: [0; 4],
@@ -332,7 +330,8 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         let n = data.len().min(self.framer.stage_left as usize);
         let src = &data[..n];
         self.framer.stage_left -= n as u32;
-        let Some(pdu) = self.framer.pdu.as_mut() else {
+        let Framer { pdu, crc, .. } = &mut self.framer;
+        let Some(pdu) = pdu.as_mut() else {
             return n;
         };
         let digest = pdu.layout.data_digest;
@@ -344,8 +343,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                 let (tag, at) = (*tag, pdu.offset());
                 if let Some(entry) = self.tags.get_mut(tag) {
                     if digest && !pdu.all_ok {
-                        pdu.ensure_crc(&entry.buffer);
-                        let crc = &mut pdu.crc;
+                        pdu.ensure_crc(crc, &entry.buffer);
                         // The range was checked against the buffer when the header arrived.
                         let _ = entry
                             .buffer
@@ -362,7 +360,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             Sink::Control(buf) => {
                 buf.extend_from_slice(src);
                 if digest {
-                    pdu.crc.update(src);
+                    crc.update(src);
                 }
             }
             Sink::Discard => {}
@@ -379,7 +377,8 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     ) -> Result<(), Error<P::Error>> {
         let read = at.is_none();
         self.framer.stage_left -= n;
-        let Some(pdu) = self.framer.pdu.as_mut() else {
+        let Framer { pdu, crc, .. } = &mut self.framer;
+        let Some(pdu) = pdu.as_mut() else {
             return Err(Error::BackendViolation("placed bytes outside a PDU"));
         };
         if let (Some(at), Sink::Place { tag, .. }) = (at, &pdu.sink)
@@ -403,8 +402,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                 let at = pdu.offset();
                 if let Some(entry) = self.tags.get(tag) {
                     if digest && !pdu.all_ok {
-                        pdu.ensure_crc(&entry.buffer);
-                        let crc = &mut pdu.crc;
+                        pdu.ensure_crc(crc, &entry.buffer);
                         let _ = entry.buffer.read_with(at, u64::from(n), |p| crc.update(p));
                     } else {
                         pdu.crc_complete &= !digest;
@@ -430,7 +428,8 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     fn take_pad(&mut self, data: &[u8], digest_ok: bool) -> usize {
         let n = data.len().min(self.framer.stage_left as usize);
         self.framer.stage_left -= n as u32;
-        if let Some(pdu) = self.framer.pdu.as_mut() {
+        let Framer { pdu, crc, .. } = &mut self.framer;
+        if let Some(pdu) = pdu.as_mut() {
             let digest = pdu.layout.data_digest && pdu.layout.digest_covers_pad;
             for &b in &data[..n] {
                 if let Some(slot) = pdu.pad.get_mut(pdu.pad_done as usize) {
@@ -441,7 +440,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             if digest {
                 pdu.all_ok &= digest_ok;
                 if pdu.crc_complete {
-                    pdu.crc.update(&data[..n]);
+                    crc.update(&data[..n]);
                 }
             }
         }
@@ -476,11 +475,11 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             if let Sink::Place { tag, .. } = pdu.sink
                 && let Some(entry) = self.tags.get(tag)
             {
-                pdu.ensure_crc(&entry.buffer);
+                pdu.ensure_crc(&mut self.framer.crc, &entry.buffer);
             }
             self.stats.digests_computed += 1;
             let received = crate::digest::from_wire(pdu.digest);
-            let computed = pdu.crc.value();
+            let computed = self.framer.crc.value();
             if computed == received {
                 DigestStatus::Computed
             } else {

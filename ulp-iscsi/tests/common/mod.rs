@@ -1,8 +1,6 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod peers;
-
 use ulp_iscsi::ConnectionConfig;
 use ulp_iscsi::SgBuffer;
 use ulp_iscsi::blocking::{Options, Session};

@@ -1,10 +1,8 @@
-//! The Rust side of the Linux target VM for the protocol crates' real-peer tests, shared by
-//! `ulp-nvme-tcp/tests/linux_target.rs` and `ulp-iscsi/tests/lio.rs` (each includes this file
-//! with `#[path]`). It builds the VM with `build.sh`, boots it with `run-vm.sh` in a run
+//! The Rust side of the Linux target VM (nvmet-tcp and LIO in a qemu guest) for the protocol
+//! crates' real-peer tests (`ulp-nvme-tcp/tests/linux_target.rs`, `ulp-iscsi/tests/lio.rs`).
+//! It builds the VM with `scripts/vm/build.sh`, boots it with `scripts/vm/run-vm.sh` in a run
 //! directory of its own, reads the ports file, and kills qemu when the guard drops (also when
 //! the test fails).
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// A booted VM; dropping it kills qemu and removes the run directory.
+#[derive(Debug)]
 pub struct Vm {
     pid: String,
     run_dir: PathBuf,
@@ -21,6 +20,10 @@ pub struct Vm {
 
 impl Vm {
     /// A value from the ports file.
+    ///
+    /// # Errors
+    ///
+    /// If the ports file lacks `key`.
     pub fn value(&self, key: &str) -> Result<&str, String> {
         self.values
             .get(key)
@@ -29,6 +32,10 @@ impl Vm {
     }
 
     /// A port from the ports file.
+    ///
+    /// # Errors
+    ///
+    /// If the ports file lacks `key` or it is not a port.
     pub fn port(&self, key: &str) -> Result<u16, String> {
         let v = self.value(key)?;
         v.parse().map_err(|e| format!("{key}={v:?}: {e}"))
@@ -44,21 +51,13 @@ impl Drop for Vm {
     }
 }
 
-/// Whether `tool` is on the PATH.
-pub fn have_tool(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null"))
-        .status()
-        .is_ok_and(|s| s.success())
-}
+pub use crate::peers::{have as have_tool, unavailable};
 
-/// The test cannot run: fails under `ULP_REQUIRE_PEERS=1`, else says why and lets it pass.
-pub fn unavailable(what: &str, why: &str) {
-    if std::env::var("ULP_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{what} unavailable: {why}");
-    }
-    eprintln!("skipping the {what} test: {why}");
+/// The repository's root (where `scripts/vm/` lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn run(script: &Path, envs: &[(&str, &Path)]) -> Result<String, String> {
@@ -81,7 +80,11 @@ fn run(script: &Path, envs: &[(&str, &Path)]) -> Result<String, String> {
 }
 
 /// Builds (or reuses the cached build of) the VM and boots it; `tag` names the run directory.
-/// `root` is the repository root.
+/// `root` is the repository root ([`repo_root`]).
+///
+/// # Errors
+///
+/// A missing tool, or the build or boot failing, in words.
 pub fn boot(root: &Path, tag: &str) -> Result<Vm, String> {
     for tool in [
         "qemu-system-x86_64",

@@ -8,20 +8,22 @@
 //! padding up to the data offset, the data, zero padding to a multiple of 4 (covered by the
 //! data digest), and a 4-byte data digest if flagged.
 
-#![allow(dead_code, unreachable_pub)]
-
 use ulp_ddp_core::digest::{Crc32c, crc32c};
 use ulp_ddp_core::testkit::KitProtocol;
 use ulp_ddp_core::{
     HeaderError, HeaderFrame, Parsed, PduLayout, Placement, Protocol, ProtocolId, Tag,
 };
 
+/// The toy protocol's identifier.
 pub const TOY: ProtocolId = ProtocolId("toy");
 const HLEN: usize = 16;
 
+/// The toy protocol's plugin (and encoder, for the conformance kit).
 #[derive(Clone, Debug)]
 pub struct Toy {
+    /// Header digests negotiated.
     pub header_digest: bool,
+    /// Data digests negotiated.
     pub data_digest: bool,
     /// Data alignment the sender uses (data offset rounded up to this), in bytes.
     pub align: usize,
@@ -32,6 +34,7 @@ fn pad4(n: usize) -> usize {
 }
 
 impl Toy {
+    /// A plugin with these digests, data aligned to 8 bytes.
     pub fn new(header_digest: bool, data_digest: bool) -> Self {
         Self {
             header_digest,

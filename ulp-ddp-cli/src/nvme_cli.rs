@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{SgBuffer, Stats};
 use ulp_nvme_tcp::blocking::{Controller, Options};
-use ulp_nvme_tcp::target::{Target, TargetConfig};
 use ulp_nvme_tcp::wire::Digests;
 use ulp_nvme_tcp::{Data, Status};
+use ulp_testbed::nvme::{Target, TargetConfig};
 
-use crate::perf::{PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
+use crate::perf::{EMBEDDED_BYTES, PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
 /// Usage text of the `nvme` subcommand.
 pub const USAGE: &str = "\
@@ -221,15 +221,11 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
     Ok((phases, c.io().connection().stats(), target))
 }
 
-/// Bytes of the embedded target's namespace (larger than this machine's 32 MiB L3, so reads
-/// come from memory, as a target's would).
-pub const EMBEDDED_NS_BYTES: usize = 64 << 20;
-
-/// The embedded target's configuration for the CLI: an [`EMBEDDED_NS_BYTES`] namespace, reads
+/// The embedded target's configuration for the CLI: an [`EMBEDDED_BYTES`] namespace, reads
 /// answered in one C2HData PDU up to 1 MiB (like the Linux target, which does not split them).
 fn embedded_config() -> TargetConfig {
     TargetConfig {
-        ns_bytes: EMBEDDED_NS_BYTES,
+        size: EMBEDDED_BYTES as u64,
         max_c2h: 1 << 20,
         ..TargetConfig::default()
     }

@@ -1,11 +1,11 @@
-//! Support for the `ulp-ddp` command-line tool and the criterion benches: a demonstration
-//! protocol, workload runs over the receive engine, and result tables.
-//!
-//! The demonstration protocol ([`demo::Toy`]) is the toy framing the core's tests use: it
-//! exercises header digests, alignment padding, trailing padding covered by the data digest,
-//! and control PDUs, without being any real protocol.
+//! The `ulp-ddp` command-line tool's parts: the demo (workload runs over the receive engine with
+//! the test bed's toy protocol, which exercises header digests, alignment padding, trailing
+//! padding covered by the data digest, and control PDUs without being any real protocol), the
+//! `nvme` and `iscsi` subcommands, the shared perf mode and its raw TCP baselines, and
+//! `perf-compare`.
 #![forbid(unsafe_code)]
 
+pub mod compare;
 pub mod iscsi_cli;
 pub mod nvme_cli;
 pub mod perf;
@@ -25,7 +25,5 @@ pub fn usage_exit(command: &str, msg: &str, usage: &str) -> std::process::ExitCo
     }
 }
 
-/// The demonstration protocol (shared with the core's tests).
-#[path = "../../ulp-ddp-core/tests/toy/mod.rs"]
-#[allow(missing_docs)]
-pub mod demo;
+/// The demonstration protocol (the test bed's toy protocol).
+pub use ulp_testbed::toy as demo;

@@ -1,5 +1,6 @@
-//! Starting and stopping tgtd, and checking captures with tshark.
-#![allow(dead_code, unreachable_pub)]
+//! Real peers on 127.0.0.1, started and stopped by the tests that need them: tgtd (Debian's
+//! `tgt`), and tshark as an independent decoder of captured traffic. A peer that cannot run
+//! skips its test, or fails it under `ULP_REQUIRE_PEERS=1` (what `scripts/test.sh` sets).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -7,9 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ulp_iscsi::pcap::{self, Direction};
+use ulp_iscsi::blocking::Direction;
 use ulp_iscsi::wire::Digests;
 use ulp_iscsi::wire::bhs;
+
+use crate::pcap;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
@@ -19,7 +22,7 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-/// Whether `bin` can be run.
+/// Whether `bin` is on the PATH.
 pub fn have(bin: &str) -> bool {
     Command::new("sh")
         .arg("-c")
@@ -29,32 +32,54 @@ pub fn have(bin: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Skips (returns false) or fails, per ULP_REQUIRE_PEERS, when a peer cannot run.
+/// Whether peer tests must fail rather than skip (`ULP_REQUIRE_PEERS=1`).
+pub fn require_peers() -> bool {
+    std::env::var("ULP_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// The test cannot run: fails under `ULP_REQUIRE_PEERS=1`, else says why and lets it pass.
+///
+/// # Panics
+///
+/// Under `ULP_REQUIRE_PEERS=1`.
+pub fn unavailable(what: &str, why: &str) {
+    if require_peers() {
+        panic!("{what} unavailable: {why} (ULP_REQUIRE_PEERS=1)");
+    }
+    eprintln!("skipping the {what} test: {why} (ULP_REQUIRE_PEERS=1 makes this fail)");
+}
+
+/// Whether `bin` can run; if not, skips or fails per [`unavailable`].
 pub fn peer_available(bin: &str) -> bool {
     if have(bin) {
         return true;
     }
-    if super::require_peers() {
-        panic!("{bin} not found and ULP_REQUIRE_PEERS=1");
-    }
-    eprintln!(
-        "skipping: {bin} not found (install Debian's package; ULP_REQUIRE_PEERS=1 makes this fail)"
-    );
+    unavailable(bin, "not found (install Debian's package)");
     false
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A tgtd on 127.0.0.1 with one target and a file LUN 1; stopped on drop.
+#[derive(Debug)]
 pub struct Tgtd {
     child: Option<Child>,
+    /// Its iSCSI portal's port.
     pub port: u16,
+    /// Its control port (tgtadm -C).
     pub control: u32,
+    /// The target's IQN.
     pub iqn: String,
     lun_file: PathBuf,
 }
 
 impl Tgtd {
+    /// Starts tgtd with a `lun_bytes` file LUN, HeaderDigest and DataDigest set to `digests`
+    /// ("None", "CRC32C", "CRC32C,None").
+    ///
+    /// # Panics
+    ///
+    /// If tgtd does not come up within 10 s.
     pub fn start(lun_bytes: u64, digests: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let control = 200 + (std::process::id() % 500) * 8 + n;
@@ -144,6 +169,7 @@ impl Tgtd {
         t
     }
 
+    /// Runs tgtadm against this tgtd; whether it succeeded.
     pub fn adm(&self, args: &[&str]) -> bool {
         Command::new("tgtadm")
             .arg("-C")
@@ -179,7 +205,11 @@ impl Drop for Tgtd {
     }
 }
 
-/// Counts the PDUs of a captured direction (login PDUs carry no digests).
+/// Counts the PDUs of a captured iSCSI direction (login PDUs carry no digests).
+///
+/// # Panics
+///
+/// If the capture ends inside a PDU or does not frame.
 pub fn count_pdus(stream: &[u8], digests: Digests) -> usize {
     let mut at = 0;
     let mut n = 0;
@@ -198,9 +228,13 @@ pub fn count_pdus(stream: &[u8], digests: Digests) -> usize {
     n
 }
 
-/// Writes the capture as a pcap and has tshark decode it: every PDU decoded, none malformed,
+/// Writes an iSCSI capture as a pcap and has tshark decode it: every PDU decoded, none malformed,
 /// no bad digest. Returns the number of PDUs tshark decoded.
-pub fn tshark_check(
+///
+/// # Panics
+///
+/// On any PDU tshark did not decode cleanly.
+pub fn tshark_iscsi(
     capture: &[(Direction, Vec<u8>)],
     client_port: u16,
     port: u16,
@@ -221,7 +255,10 @@ pub fn tshark_check(
         "ulp-iscsi-{}-{client_port}.pcap",
         std::process::id()
     ));
-    std::fs::write(&path, pcap::write(capture, client_port, port)).expect("write pcap");
+    let segments = capture
+        .iter()
+        .map(|(d, b)| (*d == Direction::ToTarget, &b[..]));
+    std::fs::write(&path, pcap::write(segments, client_port, port)).expect("write pcap");
     let p = path.to_string_lossy().to_string();
     let decode = format!("tcp.port=={port},iscsi");
     let run = |extra: &[&str]| {

@@ -13,7 +13,7 @@
 
 use std::process::ExitCode;
 
-use ulp_ddp_bench::run::{self, Report, Spec};
+use ulp_ddp_cli::run::{self, Report, Spec};
 
 const USAGE: &str = "\
 usage: ulp-ddp                    the tour: demo, then NVMe/TCP and iSCSI against embedded targets
@@ -107,10 +107,9 @@ fn tour() -> ExitCode {
     println!("== 1/3 receive engine demo (ulp-ddp demo)");
     let demo = run_demo(&[]);
     println!("\n== 2/3 NVMe/TCP host vs the embedded target (ulp-ddp nvme verify --digests)");
-    let nvme = ulp_ddp_bench::nvme_cli::main(&strings(&["verify", "--digests", "--count", "32"]));
+    let nvme = ulp_ddp_cli::nvme_cli::main(&strings(&["verify", "--digests", "--count", "32"]));
     println!("\n== 3/3 iSCSI initiator vs the embedded target (ulp-ddp iscsi write --digests)");
-    let iscsi =
-        ulp_ddp_bench::iscsi_cli::main(&strings(&["write", "--digests", "--len", "1048576"]));
+    let iscsi = ulp_ddp_cli::iscsi_cli::main(&strings(&["write", "--digests", "--len", "1048576"]));
     let ok = [demo, nvme, iscsi].iter().all(|c| *c == ExitCode::SUCCESS);
     println!(
         "\n{}",
@@ -137,16 +136,16 @@ fn main() -> ExitCode {
         return tour();
     }
     if args.first().map(String::as_str) == Some("iscsi") {
-        return ulp_ddp_bench::iscsi_cli::main(&args[1..]);
+        return ulp_ddp_cli::iscsi_cli::main(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("nvme") {
-        return ulp_ddp_bench::nvme_cli::main(&args[1..]);
+        return ulp_ddp_cli::nvme_cli::main(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("tcp") {
-        return ulp_ddp_bench::perf::tcp_main(&args[1..]);
+        return ulp_ddp_cli::perf::tcp_main(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("perf-compare") {
-        return ulp_ddp_bench::perf::compare_main(&args[1..]);
+        return ulp_ddp_cli::compare::compare_main(&args[1..]);
     }
     run_demo(&args)
 }
@@ -154,7 +153,7 @@ fn main() -> ExitCode {
 fn run_demo(args: &[String]) -> ExitCode {
     let spec = match parse(args) {
         Ok(spec) => spec,
-        Err(msg) => return ulp_ddp_bench::usage_exit("ulp-ddp", &msg, USAGE),
+        Err(msg) => return ulp_ddp_cli::usage_exit("ulp-ddp", &msg, USAGE),
     };
     let w = run::workload(&spec);
     println!(

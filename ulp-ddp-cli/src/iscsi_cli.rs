@@ -9,10 +9,10 @@ use ulp_ddp_core::SgBuffer;
 use ulp_iscsi::blocking::{Options, Session};
 use ulp_iscsi::connection::ChapCredentials;
 use ulp_iscsi::keys::DigestPref;
-use ulp_iscsi::target::{EmbeddedTarget, TargetConfig};
 use ulp_iscsi::url::IscsiUrl;
 use ulp_iscsi::wire::Lun;
 use ulp_iscsi::{Command, CommandId, ConnectionConfig, Data, scsi};
+use ulp_testbed::iscsi::{Target, TargetConfig};
 
 use crate::perf::{PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
@@ -103,7 +103,7 @@ pub fn main(args: &[String]) -> ExitCode {
 
 /// A logged-in session, the LUN and its capacity, and the embedded target if one was started.
 struct Opened {
-    target: Option<EmbeddedTarget>,
+    target: Option<Target>,
     client: Session<SwBackend>,
     lun: Lun,
     cap: scsi::Capacity,
@@ -121,7 +121,7 @@ fn open(
     let (target, url) = match url {
         Some(u) => (None, IscsiUrl::parse(u)?),
         None => {
-            let t = EmbeddedTarget::start(TargetConfig::default())?;
+            let t = Target::start(TargetConfig::default())?;
             if verbose {
                 println!("embedded target: {}", t.url());
             }

@@ -1,0 +1,38 @@
+//! The `perf` mode shared by `ulp-ddp nvme perf`, `ulp-ddp iscsi perf` and `ulp-ddp tcp perf`:
+//! one flag set ([`spec`]), a closed loop keeping `--qd` commands outstanding
+//! ([`closed_loop`](mod@closed_loop)), per-command latency in a log-linear histogram ([`histogram`]), a
+//! progress bar, one summary, table or `--json` ([`report`]), and the raw TCP baselines
+//! ([`tcp`]). It names no protocol: the `nvme` and `iscsi` subcommands plug into it through
+//! [`PerfIo`], and `perf-compare` (crate::compare) runs them all.
+
+pub mod closed_loop;
+pub mod histogram;
+pub mod report;
+pub mod spec;
+pub mod tcp;
+
+pub use closed_loop::{LoopOutcome, PerfIo, closed_loop, stats_delta, thread_cpu};
+pub use histogram::Histogram;
+pub use report::{PerfResult, table_header};
+pub use spec::{Limit, PerfSpec};
+pub use tcp::{TCP_REQUEST_LEN, TcpBaseline, tcp_main, tcp_perf};
+
+/// Bytes of the embedded targets' namespace and LUN in perf runs (larger than this machine's
+/// 32 MiB L3, so reads come from memory, as a target's would), and the TCP baseline's source.
+pub const EMBEDDED_BYTES: usize = 64 << 20;
+
+/// Usage text of the flags every `perf` mode takes.
+pub const FLAGS: &str = "\
+perf flags (the same for tcp, nvme and iscsi):
+  --bs BYTES      bytes per command (default 131072)
+  --qd N          commands outstanding at once (default 8)
+  --seconds S     run for S seconds (default 3) ...
+  --count N       ... or for N commands
+  --write         writes instead of reads
+  --digests       header and data digests on
+  --copy-below B  nvme/iscsi: while every outstanding read expects fewer than B bytes, read
+                  the socket through a 64 KiB buffer, many PDUs per read, copying their
+                  payload (SPDK's small-I/O policy); default 0: every payload read in place
+  --json          one JSON object instead of the table
+  --no-progress   no progress bar (it is only drawn on a terminal anyway)
+";

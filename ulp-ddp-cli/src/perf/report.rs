@@ -1,0 +1,197 @@
+//! One perf run's result: the table row and the JSON object.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use ulp_ddp_core::Stats;
+
+use super::histogram::Histogram;
+
+/// What one perf run measured.
+#[derive(Clone, Debug)]
+pub struct PerfResult {
+    /// `tcp`, `nvme-tcp`, `iscsi`.
+    pub protocol: String,
+    /// Where it ran (target description).
+    pub target: String,
+    /// `read` or `write`.
+    pub op: &'static str,
+    /// Bytes per command.
+    pub bs: usize,
+    /// Queue depth.
+    pub qd: usize,
+    /// Digests on.
+    pub digests: bool,
+    /// Commands completed.
+    pub commands: u64,
+    /// Commands that failed (bad status, digest error).
+    pub errors: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Latency per command, submit to completion.
+    pub latency: Histogram,
+    /// CPU time of the thread that ran the commands (the host side: the blocking driver, or
+    /// the baseline's receiver), where the platform tells ([`thread_cpu`](super::thread_cpu)).
+    pub host_cpu: Option<Duration>,
+    /// Receive engine counters over the run.
+    pub stats: Stats,
+}
+
+impl PerfResult {
+    /// Commands per second.
+    pub fn iops(&self) -> f64 {
+        self.commands as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Payload GB/s (10^9 bytes).
+    pub fn gbps(&self) -> f64 {
+        self.commands as f64 * self.bs as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e9
+    }
+
+    /// Host CPU seconds per GB (10^9 bytes) of payload moved, if the CPU time is known.
+    pub fn cpu_per_gb(&self) -> Option<f64> {
+        let gb = self.commands as f64 * self.bs as f64 / 1e9;
+        self.host_cpu
+            .filter(|_| gb > 0.0)
+            .map(|c| c.as_secs_f64() / gb)
+    }
+
+    /// Payload bytes that did not go through an intermediate buffer: read in place plus placed
+    /// by a device.
+    pub fn copies_avoided(&self) -> u64 {
+        self.stats.bytes_read_in_place + self.stats.bytes_placed
+    }
+
+    /// The summary as one JSON object.
+    pub fn json(&self) -> String {
+        let s = &self.stats;
+        let mut o = String::from("{");
+        let _ = write!(
+            o,
+            "\"protocol\":{},\"target\":{},\"op\":\"{}\",\"bs\":{},\"qd\":{},\"digests\":{},\
+             \"commands\":{},\"errors\":{},\"seconds\":{:.6},\"iops\":{:.1},\"gbps\":{:.4},\
+             \"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_mean_us\":{:.2},\"lat_max_us\":{:.2},\
+             \"host_cpu_s\":{},\"host_cpu_s_per_gb\":{},\
+             \"bytes_read_in_place\":{},\"bytes_copied\":{},\"bytes_placed\":{},\
+             \"cpu_copies_avoided_bytes\":{},\"digests_offloaded\":{},\"digests_computed\":{},\
+             \"digests_failed\":{}",
+            json_str(&self.protocol),
+            json_str(&self.target),
+            self.op,
+            self.bs,
+            self.qd,
+            self.digests,
+            self.commands,
+            self.errors,
+            self.elapsed.as_secs_f64(),
+            self.iops(),
+            self.gbps(),
+            us(self.latency.quantile(0.50)),
+            us(self.latency.quantile(0.99)),
+            us(self.latency.mean()),
+            us(self.latency.max()),
+            self.host_cpu
+                .map_or_else(|| "null".to_string(), |c| format!("{:.6}", c.as_secs_f64())),
+            self.cpu_per_gb()
+                .map_or_else(|| "null".to_string(), |c| format!("{c:.4}")),
+            s.bytes_read_in_place,
+            s.bytes_copied,
+            s.bytes_placed,
+            self.copies_avoided(),
+            s.digests_offloaded,
+            s.digests_computed,
+            s.digests_failed
+        );
+        o.push('}');
+        o
+    }
+
+    /// Prints the summary (table, or JSON with `spec.json`).
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.json());
+            return;
+        }
+        println!("{}", self.target);
+        println!("{}", table_header());
+        println!("{}", self.table_row());
+    }
+
+    /// One row of the summary table.
+    pub fn table_row(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10.0} {:>7.3} {:>9.1} {:>9.1} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}",
+            self.protocol,
+            self.op,
+            self.bs,
+            self.qd,
+            if self.digests { "on" } else { "off" },
+            self.commands,
+            self.iops(),
+            self.gbps(),
+            us(self.latency.quantile(0.50)),
+            us(self.latency.quantile(0.99)),
+            self.cpu_per_gb()
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.3}")),
+            mb(s.bytes_read_in_place),
+            mb(s.bytes_copied),
+            mb(s.bytes_placed),
+            mb(self.copies_avoided()),
+            format!(
+                "{}/{}/{}",
+                s.digests_offloaded, s.digests_computed, s.digests_failed
+            ),
+            self.errors
+        )
+    }
+}
+
+/// The summary table's header line.
+pub fn table_header() -> String {
+    format!(
+        "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10} {:>7} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}\n{}",
+        "proto",
+        "op",
+        "bs",
+        "qd",
+        "dgst",
+        "commands",
+        "IOPS",
+        "GB/s",
+        "p50 us",
+        "p99 us",
+        "cpu s/GB",
+        "inplace MB",
+        "copy MB",
+        "dev MB",
+        "avoided MB",
+        "dgst off/cmp/bad",
+        "errs",
+        "(cpu s/GB = host thread CPU seconds per GB of payload; avoided = payload not copied through an intermediate buffer: read in place + placed by a device)"
+    )
+}
+
+fn us(nanos: u64) -> f64 {
+    nanos as f64 / 1e3
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / 1e6)
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}

@@ -1,0 +1,206 @@
+//! A strict in-process iSCSI target with a RAM LUN, for tests, the CLI and hostile-peer tests.
+//!
+//! It listens on 127.0.0.1 (an ephemeral port), serves each connection on its own thread, checks
+//! every digest and sequence number it receives (closing the connection on a bad one, as tgtd
+//! and LIO do), negotiates like LIO when asked ([`TargetConfig::propose_keys`]: it proposes the
+//! session keys the initiator did not offer and replies T=0), and can misbehave on purpose
+//! ([`Misbehave`]) to exercise the initiator's defences.
+
+mod login;
+mod scsi;
+mod session;
+mod write;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use session::Session;
+
+/// A deliberate protocol violation, applied to READ commands (or writes, where it says so).
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum Misbehave {
+    /// Behave.
+    #[default]
+    None,
+    /// Data-In at a Buffer Offset past the end of the command's buffer.
+    OffsetOutsideCommand,
+    /// Data-In whose data runs past the end of the command's buffer.
+    LengthOutsideCommand,
+    /// Data-In for an ITT the initiator never used.
+    UnknownItt,
+    /// DataSN skips a value.
+    DataSnGap,
+    /// The same data twice (same offset, next DataSN).
+    DuplicateData,
+    /// A corrupt data digest (needs DataDigest=CRC32C).
+    BadDataDigest,
+    /// A corrupt header digest (needs HeaderDigest=CRC32C).
+    BadHeaderDigest,
+    /// Reject every READ (reason Invalid PDU Field).
+    RejectReads,
+    /// A Data-In segment longer than the initiator's MaxRecvDataSegmentLength.
+    OversizedSegment,
+    /// Data-In with S set and F clear.
+    StatusWithoutFinal,
+    /// A PDU with an initiator opcode (SCSI Command).
+    InitiatorOpcode,
+    /// Data-In for a WRITE command's ITT.
+    DataInForWrite,
+    /// An R2T asking for bytes beyond the write.
+    R2tBeyondWrite,
+    /// Close the connection in the middle of a Data-In.
+    TruncatedPdu,
+}
+
+/// The embedded target's configuration.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    /// Target IQN.
+    pub iqn: String,
+    /// LUN number.
+    pub lun: u8,
+    /// Size of the RAM LUN in bytes (a multiple of `block_len`).
+    pub size: u64,
+    /// Logical block length.
+    pub block_len: u32,
+    /// CHAP user and secret the initiator must present.
+    pub chap: Option<(String, Vec<u8>)>,
+    /// Propose un-offered session keys with T=0 and omit the answer to InitialR2T=Yes (LIO).
+    pub propose_keys: bool,
+    /// Answer the first command with UNIT ATTENTION (tgtd).
+    pub unit_attention: bool,
+    /// The target's MaxRecvDataSegmentLength (tgtd: 8192).
+    pub max_recv_data_segment_len: u32,
+    /// Largest MaxBurstLength accepted.
+    pub max_burst_len: u32,
+    /// Largest FirstBurstLength accepted.
+    pub first_burst_len: u32,
+    /// The target's InitialR2T (OR with the initiator's).
+    pub initial_r2t: bool,
+    /// The target's ImmediateData (AND with the initiator's).
+    pub immediate_data: bool,
+    /// Deliberate violations.
+    pub misbehave: Misbehave,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        Self {
+            iqn: "iqn.2024-01.io.ulp-ddp:embedded".into(),
+            lun: 0,
+            size: 16 << 20,
+            block_len: 512,
+            chap: None,
+            propose_keys: false,
+            unit_attention: true,
+            max_recv_data_segment_len: 8192,
+            max_burst_len: 262_144,
+            first_burst_len: 65536,
+            initial_r2t: false,
+            immediate_data: true,
+            misbehave: Misbehave::None,
+        }
+    }
+}
+
+/// A running embedded target; stopped (threads joined) on drop.
+#[derive(Debug)]
+pub struct Target {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    disk: Arc<Mutex<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+    iqn: String,
+    lun: u8,
+}
+
+impl Target {
+    /// Starts a target on 127.0.0.1 with an ephemeral port.
+    ///
+    /// # Errors
+    ///
+    /// If the listener cannot be bound.
+    pub fn start(config: TargetConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let len = usize::try_from(config.size).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let disk = Arc::new(Mutex::new(vec![0u8; len]));
+        let (iqn, lun) = (config.iqn.clone(), config.lun);
+        let config = Arc::new(config);
+        let thread = {
+            let (stop, disk) = (Arc::clone(&stop), Arc::clone(&disk));
+            std::thread::spawn(move || accept_loop(&listener, addr, &stop, &disk, &config))
+        };
+        Ok(Self {
+            addr,
+            stop,
+            disk,
+            thread: Some(thread),
+            iqn,
+            lun,
+        })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The target IQN.
+    pub fn iqn(&self) -> &str {
+        &self.iqn
+    }
+
+    /// `iscsi://127.0.0.1:PORT/IQN/LUN`.
+    pub fn url(&self) -> String {
+        format!("iscsi://{}/{}/{}", self.addr, self.iqn, self.lun)
+    }
+
+    /// A copy of `len` bytes of the LUN at `offset` (empty if out of range).
+    pub fn contents(&self, offset: usize, len: usize) -> Vec<u8> {
+        let d = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+        d.get(offset..offset.saturating_add(len))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    disk: &Arc<Mutex<Vec<u8>>>,
+    config: &Arc<TargetConfig>,
+) {
+    let mut workers = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let (stop, disk, config) = (Arc::clone(stop), Arc::clone(disk), Arc::clone(config));
+                workers.push(std::thread::spawn(move || {
+                    let mut s = Session::new(stream, addr, &config, &disk, &stop);
+                    let _ = s.run();
+                }));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+}
