@@ -121,6 +121,7 @@ impl SgBuffer {
 
     /// The longest contiguous mutable slice starting at command offset `offset`, at most `max`
     /// bytes long. Empty when `offset` is at or past the end.
+    #[inline]
     pub fn contiguous_mut(&mut self, offset: u64, max: usize) -> &mut [u8] {
         let Some((index, start)) = self.locate(offset) else {
             return &mut [];
@@ -224,7 +225,12 @@ impl SgBuffer {
     }
 
     /// Segment index and offset within it of command offset `offset`, skipping empty segments.
+    #[inline]
     fn locate(&self, offset: u64) -> Option<(usize, usize)> {
+        if let [end] = self.ends[..] {
+            // One segment, the common case: no search.
+            return (offset < end).then_some((0, offset as usize));
+        }
         // First segment whose end lies beyond `offset`.
         let index = self.ends.partition_point(|&end| end <= offset);
         let end = *self.ends.get(index)?;

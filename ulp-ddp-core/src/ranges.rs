@@ -26,8 +26,16 @@ pub(crate) enum Refused {
 impl RangeSet {
     /// Inserts `start..end` unless it overlaps a range already present or would make more than
     /// [`MAX_RANGES`] separate ranges.
+    #[inline]
     pub(crate) fn insert_disjoint(&mut self, start: u64, end: u64) -> Result<(), Refused> {
         if start >= end {
+            return Ok(());
+        }
+        // In order: the data continues the last range (the common case, O(1)).
+        if let Some(last) = self.ranges.last_mut()
+            && last.1 == start
+        {
+            last.1 = end;
             return Ok(());
         }
         // First range that ends after `start`.

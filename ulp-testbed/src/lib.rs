@@ -8,7 +8,7 @@
 //!   on purpose ([`iscsi::Misbehave`], the hostile-peer fixtures);
 //! - [`pcap`]: the pcap writer, so that Wireshark checks captured traffic;
 //! - [`toy`]: the toy protocol the core's tests, the conformance runs and the demo use;
-//! - [`peers`]: starting and checking real peers (tgtd, istgt, tshark) on 127.0.0.1;
+//! - [`peers`]: starting and checking real peers (tgtd, tshark) on 127.0.0.1;
 //! - [`vm`]: the Linux target VM (nvmet-tcp and LIO) for real-peer tests.
 //!
 //! ```

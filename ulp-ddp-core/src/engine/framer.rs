@@ -60,10 +60,15 @@ impl<H> Pdu<H> {
     /// buffer when earlier bytes were skipped because the backend had vouched for them (the
     /// fallback the kernel also takes: a second pass, only when the device's verdict turns out
     /// incomplete).
+    #[inline]
     fn ensure_crc(&mut self, crc: &mut Crc32c, buffer: &SgBuffer) {
-        if self.crc_complete {
-            return;
+        if !self.crc_complete {
+            self.recompute_crc(crc, buffer);
         }
+    }
+
+    #[cold]
+    fn recompute_crc(&mut self, crc: &mut Crc32c, buffer: &SgBuffer) {
         crc.reset();
         let start = self.layout.placement.map_or(0, |p| p.offset);
         let _ = buffer.read_with(start, u64::from(self.data_done), |p| crc.update(p));
@@ -139,7 +144,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     ) -> Result<(), Error<P::Error>> {
         while !data.is_empty() {
             let n = match self.framer.stage {
-                Stage::Header => self.take_header(data)?,
+                Stage::Header => self.take_header(data, digest_ok)?,
                 Stage::Gap => {
                     let n = data.len().min(self.framer.stage_left as usize);
                     self.framer.stage_left -= n as u32;
@@ -182,7 +187,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
 
     /// Takes header bytes. A header that lies whole in `data` is framed, checked and parsed
     /// where it is; one split across pieces is collected first.
-    fn take_header(&mut self, data: &[u8]) -> Result<usize, Error<P::Error>> {
+    fn take_header(&mut self, data: &[u8], digest_ok: bool) -> Result<usize, Error<P::Error>> {
         if !self.framer.started {
             self.framer.started = true;
             self.on_pdu_start();
@@ -192,7 +197,8 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             let frame = self.frame(&data[..prefix])?;
             if data.len() >= frame.len {
                 self.on_header(&data[..frame.len], frame)?;
-                return Ok(frame.len);
+                let rest = self.take_whole_rest(&data[frame.len..], digest_ok);
+                return Ok(frame.len + rest);
             }
         }
         let need = self.framer.frame.map_or(prefix, |f| f.len);
@@ -214,6 +220,42 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.framer.header = header;
         self.framer.header.clear();
         result.map(|()| n)
+    }
+
+    /// Just after a header taken whole from a piece: when the rest of the PDU (gap, data, pad,
+    /// digest) lies in `rest` too, takes it in one go and finishes the PDU, without going
+    /// through the stages one call at a time (the common case for small PDUs arriving in large
+    /// pieces). Returns the bytes taken: all of the PDU's rest, or none.
+    fn take_whole_rest(&mut self, rest: &[u8], digest_ok: bool) -> usize {
+        let Some(pdu) = &self.framer.pdu else {
+            return 0;
+        };
+        let l = pdu.layout;
+        let gap = self.framer.stage_left as usize;
+        let (data, pad) = (l.data_len as usize, l.data_pad as usize);
+        let digest = if l.data_digest { 4 } else { 0 };
+        let need = gap + data + pad + digest;
+        if rest.len() < need {
+            return 0;
+        }
+        let mut at = gap;
+        self.framer.stage = Stage::Data;
+        self.framer.stage_left = l.data_len;
+        if data > 0 {
+            at += self.take_data(&rest[at..at + data], digest_ok);
+        }
+        if pad > 0 {
+            self.framer.stage = Stage::Pad;
+            self.framer.stage_left = l.data_pad;
+            at += self.take_pad(&rest[at..at + pad], digest_ok);
+        }
+        if digest > 0 {
+            self.framer.stage = Stage::Digest;
+            self.framer.stage_left = 0;
+            at += self.take_digest(&rest[at..at + digest], digest_ok);
+        }
+        self.finish_pdu();
+        at
     }
 
     /// Frames a header from its prefix, once per PDU, and checks the length it claims.

@@ -67,6 +67,7 @@ impl Tags {
     /// Admits `len` data bytes at `placement`: the tag is registered and not finished, the
     /// range lies within its buffer and overlaps nothing received. Returns whether the backend
     /// mapped the buffer.
+    #[inline]
     pub(super) fn admit(&mut self, placement: Placement, len: u32) -> Result<bool, DataError> {
         let Placement { tag, offset } = placement;
         let entry = self.map.get_mut(&tag).ok_or(DataError::UnknownTag(tag))?;

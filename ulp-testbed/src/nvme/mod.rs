@@ -1,5 +1,4 @@
-//! A strict embedded NVMe/TCP target with a RAM namespace (feature `target`), for tests, the
-//! CLI and benches: nothing needs to be installed to exercise the host.
+//! A strict embedded NVMe/TCP target with a RAM namespace, for tests and the CLI: nothing needs to be installed to exercise the host.
 //!
 //! It listens on a `TcpListener` (normally `127.0.0.1:0`), serves each connection on its own
 //! threads (a reader that parses and checks every PDU and writes small answers itself while
