@@ -5,6 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::SansIo;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
 use ulp_iscsi::wire::{Digests, Itt, Lun};

@@ -5,6 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::SansIo;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_nvme_tcp::wire::{IcRespRepr, Pda};
 use ulp_nvme_tcp::{Connection, ConnectionConfig, Data, Event, nvme};

@@ -44,6 +44,32 @@ impl Socket for TcpStream {
     }
 }
 
+/// A peer that went silent: nothing came from it for `waited` while a driver waited for
+/// `what`. Both protocols' blocking errors carry it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Timeout {
+    /// The peer, in words ("controller", "target").
+    pub peer: &'static str,
+    /// How long it was silent.
+    pub waited: Duration,
+    /// What the driver was waiting for, in words.
+    pub what: String,
+}
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no answer from the {} in {:.1} s while waiting for {}",
+            self.peer,
+            self.waited.as_secs_f64(),
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for Timeout {}
+
 /// What one [`Driver::turn`] did.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Turn {

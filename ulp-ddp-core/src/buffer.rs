@@ -28,6 +28,42 @@ pub struct SgBuffer {
     ends: SmallVec<[u64; 2]>,
 }
 
+/// A command's data transfer, with its buffer: what both protocols' connections take with a
+/// command, and hand back (the same allocations) in its completion.
+#[derive(Debug)]
+pub enum Data {
+    /// No data.
+    None,
+    /// Data from the peer lands in this buffer (registered with the receive engine until the
+    /// command completes).
+    Read(SgBuffer),
+    /// Data to the peer, sent from this buffer without copying.
+    Write(SgBuffer),
+}
+
+impl Data {
+    /// The buffer, if any.
+    pub fn into_buffer(self) -> Option<SgBuffer> {
+        match self {
+            Self::None => None,
+            Self::Read(b) | Self::Write(b) => Some(b),
+        }
+    }
+
+    /// Bytes to transfer.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::None => 0,
+            Self::Read(b) | Self::Write(b) => b.len(),
+        }
+    }
+
+    /// Whether there is nothing to transfer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// An access outside a buffer's `0..len()`.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct OutOfRange {

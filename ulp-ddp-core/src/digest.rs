@@ -57,6 +57,22 @@ impl fmt::Display for Digests {
     }
 }
 
+/// CRC32C of `parts`, in order, as the four bytes sent on the wire: the data digest of a
+/// payload sent from a scatter-gather buffer (pad bytes, if covered, are one more part).
+///
+/// ```
+/// use ulp_ddp_core::digest::{crc32c, parts_digest};
+///
+/// assert_eq!(parts_digest(&[b"1234", b"", b"56789"]), crc32c(b"123456789").to_le_bytes());
+/// ```
+pub fn parts_digest(parts: &[&[u8]]) -> [u8; 4] {
+    let mut crc = Crc32c::new();
+    for part in parts {
+        crc.update(part);
+    }
+    crc.to_wire()
+}
+
 /// A running CRC32C over data that arrives in pieces.
 ///
 /// ```

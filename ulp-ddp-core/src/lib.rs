@@ -85,6 +85,7 @@
 pub mod backend;
 pub mod blocking;
 pub mod buffer;
+mod codes;
 pub mod config;
 pub mod digest;
 pub mod engine;
@@ -102,7 +103,7 @@ pub mod transmit;
 pub mod types;
 
 pub use backend::{BackendEvent, DdpBackend, DdpIo, NoOffload, Shared};
-pub use buffer::{OutOfRange, SgBuffer};
+pub use buffer::{Data, OutOfRange, SgBuffer};
 pub use config::QueueConfig;
 pub use digest::Digests;
 pub use engine::{DigestStatus, Engine, EngineOptions, Event, Piece, ReadTarget, SetupOutcome};

@@ -45,6 +45,16 @@ pub trait SansIo {
     /// write buffer). `None` when nothing can be sent now.
     fn poll_transmit(&mut self) -> Option<Transmit<'_>>;
 
+    /// Appends every PDU ready to send, whole, to `out`: a copy, for tests and captures
+    /// (drivers use [`poll_transmit`](Self::poll_transmit), which copies no payload).
+    fn transmit_all(&mut self, out: &mut Vec<u8>) {
+        while let Some(t) = self.poll_transmit() {
+            for part in t.parts() {
+                out.extend_from_slice(part);
+            }
+        }
+    }
+
     /// Received bytes, any split (the copy path: payload is copied into command buffers).
     fn handle_bytes(&mut self, bytes: &[u8]);
 

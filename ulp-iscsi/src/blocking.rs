@@ -17,8 +17,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ulp_ddp_core::blocking::{Driver, Socket, Turn};
-use ulp_ddp_core::{DdpBackend, NoOffload, SgBuffer, SocketReader};
+use ulp_ddp_core::blocking::{Driver, Socket, Timeout, Turn};
+use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
 
 use crate::connection::{
     Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError, Data,
@@ -36,7 +36,7 @@ pub enum Direction {
     FromTarget,
 }
 
-/// Driver settings.
+/// Driver settings (start from `Options::default()` and set fields).
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Options {
@@ -59,35 +59,14 @@ impl Default for Options {
     }
 }
 
-impl Options {
-    /// The same options with `timeout`.
-    #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The same options, capturing every byte (see [`Session::capture`]).
-    #[must_use]
-    pub fn with_capture(mut self, capture: bool) -> Self {
-        self.capture = capture;
-        self
-    }
-}
-
 /// Why a blocking operation failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The socket failed.
     Io(io::Error),
-    /// The target sent nothing for `waited` while the initiator waited for `what`.
-    Timeout {
-        /// How long the target was silent.
-        waited: Duration,
-        /// What the initiator was waiting for, in words.
-        what: String,
-    },
+    /// The target sent nothing for a while: what the initiator waited for, and how long.
+    Timeout(Timeout),
     /// The connection ended (or the call was refused in its state).
     Connection(ConnectionError),
     /// The command did not complete at the target (or its data did not all arrive).
@@ -114,11 +93,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io(e) => write!(f, "socket: {e}"),
-            Self::Timeout { waited, what } => write!(
-                f,
-                "the target sent nothing for {:.1} s while the initiator waited for {what}",
-                waited.as_secs_f64()
-            ),
+            Self::Timeout(t) => write!(f, "{t}"),
             Self::Connection(e) => write!(f, "connection: {e}"),
             Self::Command { error, .. } => write!(f, "command: {error}"),
             Self::Status { status, sense, .. } => {
@@ -141,6 +116,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io(e) => Some(e),
+            Self::Timeout(t) => Some(t),
             Self::Connection(e) => Some(e),
             Self::Command { error, .. } => Some(error),
             _ => None,
@@ -168,6 +144,15 @@ impl From<ConnectionError> for Error {
     fn from(e: ConnectionError) -> Self {
         Self::Connection(e)
     }
+}
+
+/// The target did not answer within `waited`.
+fn timed_out(waited: Duration, what: String) -> Error {
+    Error::Timeout(Timeout {
+        peer: "target",
+        waited,
+        what,
+    })
 }
 
 /// A TCP stream that keeps a copy of what crosses it, when asked.
@@ -329,10 +314,10 @@ impl<B: DdpBackend> Session<B> {
                     break;
                 }
                 Err(e) if ulp_ddp_core::blocking::is_timeout(&e) => {
-                    return Err(Error::Timeout {
-                        waited: options.timeout,
-                        what: format!("the TCP connection to {a}"),
-                    });
+                    return Err(timed_out(
+                        options.timeout,
+                        format!("the TCP connection to {a}"),
+                    ));
                 }
                 Err(e) => last = e,
             }
@@ -456,10 +441,7 @@ impl<B: DdpBackend> Session<B> {
                 Turn::Closed => {}
                 Turn::Woken => {
                     if Instant::now() >= silent_until {
-                        return Err(Error::Timeout {
-                            waited: self.options.timeout,
-                            what: what.to_string(),
-                        });
+                        return Err(timed_out(self.options.timeout, what.to_string()));
                     }
                 }
             }

@@ -5,7 +5,7 @@
 //!   framed, digest-checked and decoded once into a [`TargetPdu`]; Data-In payload goes to the
 //!   command's buffer by Initiator Task Tag and Buffer Offset; the data digest covers the pad.
 //! - [`Connection`]: the sans-IO initiator side of one connection, speaking the workspace's
-//!   [`SansIo`](ulp_ddp_core::SansIo) verbs: login (security, operational, full feature;
+//!   [`SansIo`] verbs: login (security, operational, full feature;
 //!   multi-round, CHAP), CmdSN window, StatSN, SCSI commands with Data-In placement, immediate
 //!   and unsolicited data and R2T, NOP (and NOP-Out pings as a timer), SendTargets, logout, and
 //!   the protocol's answer to a hostile target (drop the connection, typed [`Violation`]s).
@@ -34,4 +34,4 @@ pub use connection::{
     Data, Event, ScsiOutcome, Violation,
 };
 pub use plugin::{ISCSI, IscsiInitiator, TargetPdu};
-pub use ulp_ddp_core::{Digests, NoOffload, SgBuffer};
+pub use ulp_ddp_core::{Digests, NoOffload, SansIo, SgBuffer};

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::SansIo;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_iscsi::connection::{Phase, Residual};
 use ulp_iscsi::wire::data_in::{DataInRepr, DataInStatus};

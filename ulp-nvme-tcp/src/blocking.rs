@@ -18,9 +18,9 @@ use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ulp_ddp_core::blocking::{Driver, Turn};
+use ulp_ddp_core::blocking::{Driver, Timeout, Turn};
 use ulp_ddp_core::timer::earliest;
-use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SgBuffer, SocketReader};
+use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SansIo, SgBuffer, SocketReader};
 
 use crate::connection::{Completion, ConnectionConfig, ConnectionError, Data, Event, SubmitError};
 use crate::nvme::{self, ControllerInfo, NamespaceInfo, Status};
@@ -33,13 +33,8 @@ use crate::wire::capsule_cmd::SQE_LEN;
 pub enum Error {
     /// The socket failed.
     Io(io::Error),
-    /// The controller sent nothing for `waited` while the host waited for `what`.
-    Timeout {
-        /// How long the controller was silent.
-        waited: Duration,
-        /// What the host was waiting for, in words.
-        what: String,
-    },
+    /// The controller sent nothing for a while: what the host waited for, and how long.
+    Timeout(Timeout),
     /// The connection ended.
     Connection(ConnectionError),
     /// The queue refused the command.
@@ -73,11 +68,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io(e) => write!(f, "socket: {e}"),
-            Self::Timeout { waited, what } => write!(
-                f,
-                "the controller sent nothing for {:.1} s while the host waited for {what}",
-                waited.as_secs_f64()
-            ),
+            Self::Timeout(t) => write!(f, "{t}"),
             Self::Connection(e) => write!(f, "{e}"),
             Self::Submit(e) => write!(f, "submit: {e}"),
             Self::Status {
@@ -95,6 +86,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io(e) => Some(e),
+            Self::Timeout(t) => Some(t),
             Self::Connection(e) => Some(e),
             Self::Submit(e) => Some(e),
             _ => None,
@@ -140,10 +132,7 @@ impl<B: DdpBackend> Connection<B> {
     ) -> Result<Self, Error> {
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
             if ulp_ddp_core::blocking::is_timeout(&e) {
-                Error::Timeout {
-                    waited: timeout,
-                    what: format!("the TCP connection to {addr}"),
-                }
+                timed_out(timeout, format!("the TCP connection to {addr}"))
             } else {
                 Error::Io(e)
             }
@@ -328,10 +317,7 @@ impl<B: DdpBackend> Connection<B> {
                         o.poll()?;
                     }
                     if now >= silent_until {
-                        return Err(Error::Timeout {
-                            waited: self.timeout,
-                            what: self.waited_for(want),
-                        });
+                        return Err(timed_out(self.timeout, self.waited_for(want)));
                     }
                 }
             }
@@ -354,6 +340,15 @@ impl<B: DdpBackend> Connection<B> {
             },
         }
     }
+}
+
+/// The controller did not answer within `waited`.
+fn timed_out(waited: Duration, what: String) -> Error {
+    Error::Timeout(Timeout {
+        peer: "controller",
+        waited,
+        what,
+    })
 }
 
 /// The completion a wait for one returns (a wait for a completion ends only with one).
@@ -502,10 +497,7 @@ impl<B: DdpBackend> Controller<B> {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout {
-                    waited: t,
-                    what: "CSTS.RDY after setting CC.EN".into(),
-                });
+                return Err(timed_out(t, "CSTS.RDY after setting CC.EN".into()));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -6,7 +6,7 @@
 //!   framed, digest-checked and decoded once into a [`ControllerPdu`] (C2HData placed by CCCID
 //!   and DATAO).
 //! - [`Connection`]: the sans-IO host side of one queue, speaking the workspace's
-//!   [`SansIo`](ulp_ddp_core::SansIo) verbs (ICReq negotiation, commands, R2T and H2CData,
+//!   [`SansIo`] verbs (ICReq negotiation, commands, R2T and H2CData,
 //!   C2HData through the engine, completions after teardown, Keep Alive as a timer,
 //!   hostile-peer handling).
 //! - [`nvme`]: the NVMe and Fabrics commands a host sends, and status codes by name.
@@ -30,4 +30,4 @@ pub use connection::{
 };
 pub use nvme::Status;
 pub use plugin::{ControllerPdu, NVME_TCP, NvmeTcpHost};
-pub use ulp_ddp_core::{Digests, NoOffload, SgBuffer};
+pub use ulp_ddp_core::{Digests, NoOffload, SansIo, SgBuffer};

@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::SansIo;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_nvme_tcp::nvme;
 use ulp_nvme_tcp::wire::{

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use ulp_ddp_core::SansIo;
 use ulp_ddp_core::{NoOffload, QueueId};
 use ulp_nvme_tcp::wire::{CapsuleCmdRepr, CapsuleRespRepr, Cqe, Digests, IcRespRepr, Pda};
 use ulp_nvme_tcp::{Connection, ConnectionConfig, Event};

@@ -228,17 +228,6 @@ impl<B: DdpBackend> Connection<B> {
         &self.engine
     }
 
-    /// The receive engine, for the reader path ([`Engine::read_target`] and
-    /// [`Engine::commit_in_place`], or [`ulp_ddp_core::SocketReader`]); call
-    /// [`handle_received`](Connection::handle_received) after feeding it. Do not set up or tear
-    /// down tags directly. Use it in full feature phase only ([`SansIo::reader_path`]): during
-    /// login, feed bytes with [`handle_bytes`](Connection::handle_bytes), which applies the
-    /// negotiated digests and MaxRecvDataSegmentLength exactly at the PDU after the final
-    /// Login Response.
-    pub fn engine_mut(&mut self) -> &mut Engine<IscsiInitiator, B> {
-        &mut self.engine
-    }
-
     /// Tasks outstanding (commands, pings, text, logout) plus commands waiting for the window.
     pub fn outstanding(&self) -> usize {
         self.tasks.len() + self.queued.len()
@@ -270,53 +259,7 @@ impl<B: DdpBackend> Connection<B> {
         )
     }
 
-    /// Whether the connection is over (failed, or logged out).
-    pub fn is_closed(&self) -> bool {
-        matches!(self.phase, Phase::Failed | Phase::Closed)
-    }
-
     // ----- output -----
-
-    /// The next PDU to send: its header, the payload (borrowed from the command's write
-    /// buffer, or the connection's own text) and the trailer (pad, data digest).
-    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
-        loop {
-            let pdu = self.tx.pop_front()?;
-            if let TxPayload::Write { tag, .. } = pdu.payload
-                && self.write_of(tag).is_none()
-            {
-                // The task finished before its Data-Out went out (the target answered early).
-                continue;
-            }
-            self.current = Some(pdu);
-            break;
-        }
-        let this = &*self;
-        let pdu = this.current.as_ref()?;
-        let header = &pdu.header[..usize::from(pdu.header_len)];
-        let trailer = &pdu.trailer[..usize::from(pdu.trailer_len)];
-        Some(match &pdu.payload {
-            TxPayload::None => Transmit::new(header, [], trailer),
-            TxPayload::Owned(data) => Transmit::new(header, [&data[..]], trailer),
-            TxPayload::Write { tag, offset, len } => {
-                let slices = this
-                    .write_of(*tag)
-                    .and_then(|w| w.slices(*offset, *len).ok())
-                    .unwrap_or_default();
-                Transmit::new(header, slices, trailer)
-            }
-        })
-    }
-
-    /// Appends every PDU ready to send, whole, to `out` (copies payload: for tests and
-    /// captures; drivers use [`poll_transmit`](Self::poll_transmit)).
-    pub fn transmit_all(&mut self, out: &mut Vec<u8>) {
-        while let Some(t) = self.poll_transmit() {
-            for part in t.parts() {
-                out.extend_from_slice(part);
-            }
-        }
-    }
 
     /// The write buffer of SCSI task `tag`, if it has one.
     fn write_of(&self, tag: u32) -> Option<&SgBuffer> {
@@ -336,49 +279,12 @@ impl<B: DdpBackend> Connection<B> {
 
     // ----- input -----
 
-    /// Feeds received bytes (the copy path) and processes what they completed.
-    ///
-    /// During login the bytes go to the engine one PDU at a time and each PDU is processed
-    /// before the next is framed: the digests and MaxRecvDataSegmentLength negotiated by the
-    /// final Login Response apply from the very next PDU, even one in the same `data`.
-    pub fn handle_bytes(&mut self, mut data: &[u8]) {
-        while self.phase == Phase::Login && !data.is_empty() {
-            let n = self.login_framer.take(data);
-            let (now, rest) = data.split_at(n);
-            self.feed(now);
-            data = rest;
-        }
-        if !data.is_empty() {
-            self.feed(data);
-        }
-    }
-
     fn feed(&mut self, data: &[u8]) {
         if self.is_closed() {
             return;
         }
         if let Err(e) = self.engine.receive(Piece::bytes(data)) {
             self.fail(engine_error(e));
-        }
-        self.handle_events();
-    }
-
-    /// Processes what the reader path fed the engine: `Ok(0)` is the end of the stream,
-    /// `Ok(n)` that `n` bytes went in, `Err` a fatal engine error.
-    pub fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error<wire::Error>>) {
-        match result {
-            Ok(0) => {
-                self.handle_events();
-                if !self.is_closed() {
-                    self.fail(ConnectionError::PeerClosed);
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if !self.is_closed() {
-                    self.fail(engine_error(e));
-                }
-            }
         }
         self.handle_events();
     }
@@ -426,51 +332,6 @@ impl<B: DdpBackend> Connection<B> {
     }
 
     // ----- time -----
-
-    /// Time passes: in full feature phase, a NOP-Out ping goes out when nothing arrived from
-    /// the target for the ping interval, and a ping unanswered for the ping timeout fails the
-    /// connection ([`ConnectionError::PingTimeout`]).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
-        if self.phase != Phase::FullFeature {
-            return;
-        }
-        if self.ping_deadline.expire(now) {
-            return self.fail(ConnectionError::PingTimeout {
-                waited: self.config.noop_timeout,
-            });
-        }
-        let Some(interval) = self.config.noop_interval else {
-            return;
-        };
-        if !self.ping_timer.is_armed() {
-            self.ping_timer.start(interval);
-        }
-        if self.ping_timer.expire(now) {
-            self.ping_timer.set(now + interval);
-            if core::mem::take(&mut self.rx_seen) || self.ping_deadline.is_armed() {
-                return;
-            }
-            if self.send_ping(Vec::new(), true).is_ok() {
-                self.ping_deadline.set(now + self.config.noop_timeout);
-            }
-        }
-    }
-
-    /// When [`handle_timeout`](Self::handle_timeout) should run next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
-            return None;
-        }
-        if !self.ping_timer.is_armed() {
-            // Full feature phase began since the last handle_timeout: start the timer now.
-            return self.now;
-        }
-        earliest([
-            self.ping_timer.deadline(self.now),
-            self.ping_deadline.deadline(self.now),
-        ])
-    }
 
     // ----- ending -----
 
@@ -556,36 +417,137 @@ impl<B: DdpBackend> SansIo for Connection<B> {
     type Protocol = IscsiInitiator;
     type Backend = B;
 
+    /// Time passes: in full feature phase, a NOP-Out ping goes out when nothing arrived from
+    /// the target for the ping interval, and a ping unanswered for the ping timeout fails the
+    /// connection ([`ConnectionError::PingTimeout`]).
     fn handle_timeout(&mut self, now: Instant) {
-        Self::handle_timeout(self, now);
+        self.now = Some(now);
+        if self.phase != Phase::FullFeature {
+            return;
+        }
+        if self.ping_deadline.expire(now) {
+            return self.fail(ConnectionError::PingTimeout {
+                waited: self.config.noop_timeout,
+            });
+        }
+        let Some(interval) = self.config.noop_interval else {
+            return;
+        };
+        if !self.ping_timer.is_armed() {
+            self.ping_timer.start(interval);
+        }
+        if self.ping_timer.expire(now) {
+            self.ping_timer.set(now + interval);
+            if core::mem::take(&mut self.rx_seen) || self.ping_deadline.is_armed() {
+                return;
+            }
+            if self.send_ping(Vec::new(), true).is_ok() {
+                self.ping_deadline.set(now + self.config.noop_timeout);
+            }
+        }
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) should run next.
     fn poll_timeout(&self) -> Option<Instant> {
-        Self::poll_timeout(self)
+        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
+            return None;
+        }
+        if !self.ping_timer.is_armed() {
+            // Full feature phase began since the last handle_timeout: start the timer now.
+            return self.now;
+        }
+        earliest([
+            self.ping_timer.deadline(self.now),
+            self.ping_deadline.deadline(self.now),
+        ])
     }
 
+    /// The next PDU to send: its header, the payload (borrowed from the command's write
+    /// buffer, or the connection's own text) and the trailer (pad, data digest).
     fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
-        Self::poll_transmit(self)
+        loop {
+            let pdu = self.tx.pop_front()?;
+            if let TxPayload::Write { tag, .. } = pdu.payload
+                && self.write_of(tag).is_none()
+            {
+                // The task finished before its Data-Out went out (the target answered early).
+                continue;
+            }
+            self.current = Some(pdu);
+            break;
+        }
+        let this = &*self;
+        let pdu = this.current.as_ref()?;
+        let header = &pdu.header[..usize::from(pdu.header_len)];
+        let trailer = &pdu.trailer[..usize::from(pdu.trailer_len)];
+        Some(match &pdu.payload {
+            TxPayload::None => Transmit::new(header, [], trailer),
+            TxPayload::Owned(data) => Transmit::new(header, [&data[..]], trailer),
+            TxPayload::Write { tag, offset, len } => {
+                let slices = this
+                    .write_of(*tag)
+                    .and_then(|w| w.slices(*offset, *len).ok())
+                    .unwrap_or_default();
+                Transmit::new(header, slices, trailer)
+            }
+        })
     }
 
-    fn handle_bytes(&mut self, bytes: &[u8]) {
-        Self::handle_bytes(self, bytes);
+    /// Feeds received bytes (the copy path) and processes what they completed.
+    ///
+    /// During login the bytes go to the engine one PDU at a time and each PDU is processed
+    /// before the next is framed: the digests and MaxRecvDataSegmentLength negotiated by the
+    /// final Login Response apply from the very next PDU, even one in the same `data`.
+    fn handle_bytes(&mut self, mut data: &[u8]) {
+        while self.phase == Phase::Login && !data.is_empty() {
+            let n = self.login_framer.take(data);
+            let (now, rest) = data.split_at(n);
+            self.feed(now);
+            data = rest;
+        }
+        if !data.is_empty() {
+            self.feed(data);
+        }
     }
 
     fn reader_path(&self) -> bool {
         self.phase != Phase::Login && self.phase != Phase::Idle
     }
 
+    /// The receive engine, for the reader path ([`Engine::read_target`] and
+    /// [`Engine::commit_in_place`], or [`ulp_ddp_core::SocketReader`]); call
+    /// [`handle_received`](Connection::handle_received) after feeding it. Do not set up or tear
+    /// down tags directly. Use it in full feature phase only ([`SansIo::reader_path`]): during
+    /// login, feed bytes with [`handle_bytes`](Connection::handle_bytes), which applies the
+    /// negotiated digests and MaxRecvDataSegmentLength exactly at the PDU after the final
+    /// Login Response.
     fn engine_mut(&mut self) -> &mut Engine<IscsiInitiator, B> {
         &mut self.engine
     }
 
+    /// Processes what the reader path fed the engine: `Ok(0)` is the end of the stream,
+    /// `Ok(n)` that `n` bytes went in, `Err` a fatal engine error.
     fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error<wire::Error>>) {
-        Self::handle_received(self, result);
+        match result {
+            Ok(0) => {
+                self.handle_events();
+                if !self.is_closed() {
+                    self.fail(ConnectionError::PeerClosed);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !self.is_closed() {
+                    self.fail(engine_error(e));
+                }
+            }
+        }
+        self.handle_events();
     }
 
+    /// Whether the connection is over (failed, or logged out).
     fn is_closed(&self) -> bool {
-        Self::is_closed(self)
+        matches!(self.phase, Phase::Failed | Phase::Closed)
     }
 }
 

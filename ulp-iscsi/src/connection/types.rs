@@ -77,27 +77,9 @@ impl ConnectionConfig {
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq, PartialOrd, Ord)]
 pub struct CommandId(pub u64);
 
-/// A SCSI command's data transfer.
-#[derive(Debug)]
-pub enum Data {
-    /// No data.
-    None,
-    /// Data-In into this buffer (its length is the Expected Data Transfer Length). The engine
-    /// owns it from submission until the command completes.
-    Read(SgBuffer),
-    /// Data-Out from this buffer, sent without copying; handed back at completion.
-    Write(SgBuffer),
-}
-
-impl Data {
-    /// The buffer, if any.
-    pub fn into_buffer(self) -> Option<SgBuffer> {
-        match self {
-            Self::None => None,
-            Self::Read(b) | Self::Write(b) => Some(b),
-        }
-    }
-}
+/// A SCSI command's data transfer: the core's [`Data`](ulp_ddp_core::Data), shared with
+/// NVMe/TCP. A read buffer's length is the Expected Data Transfer Length.
+pub use ulp_ddp_core::Data;
 
 /// A SCSI command to submit.
 #[derive(Debug)]
@@ -178,7 +160,9 @@ pub enum CommandError {
 impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Rejected(r) => write!(f, "rejected by the target: {r}"),
+            Self::Rejected(r) => {
+                write!(f, "rejected by the target: {r} (reason {:#04x})", r.code())
+            }
             Self::TargetFailure(r) => write!(f, "target failure (iSCSI response {r:#04x})"),
             Self::ConnectionLost => f.write_str("connection lost"),
             Self::Invalid(why) => write!(f, "invalid command: {why}"),
@@ -571,7 +555,9 @@ impl fmt::Display for ConnectionError {
             ),
             Self::Negotiation(e) => write!(f, "negotiation: {e}"),
             Self::Chap(what) => write!(f, "CHAP: {what}"),
-            Self::Rejected(r) => write!(f, "the target sent Reject: {r}"),
+            Self::Rejected(r) => {
+                write!(f, "the target sent Reject: {r} (reason {:#04x})", r.code())
+            }
             Self::PingTimeout { waited } => write!(
                 f,
                 "the target did not answer a NOP-Out ping within {:.1} s",

@@ -14,68 +14,34 @@
 use super::bhs::{FINAL_BIT, Packet};
 use super::{Body, Error, Itt, Opcode, Result, impl_pdu, no_ahs, no_data, reserved_bits};
 
-/// Logout reason codes (byte 1 mask 0x7F).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum LogoutReason {
-    /// Close the session.
-    CloseSession = 0,
-    /// Close the connection.
-    CloseConnection = 1,
-    /// Remove the connection for recovery.
-    RemoveForRecovery = 2,
-}
-
-impl TryFrom<u8> for LogoutReason {
-    type Error = Error;
-
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            0 => Self::CloseSession,
-            1 => Self::CloseConnection,
-            2 => Self::RemoveForRecovery,
-            _ => return Err(Error::InvalidValue { offset: 1 }),
-        })
+ulp_ddp_core::wire_codes! {
+    /// Logout reason codes (byte 1 mask 0x7F).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum LogoutReason: u8 {
+        /// Close the session.
+        CloseSession = 0 => "close the session",
+        /// Close the connection.
+        CloseConnection = 1 => "close the connection",
+        /// Remove the connection for recovery.
+        RemoveForRecovery = 2 => "remove the connection for recovery",
     }
+    unknown(raw) -> Error => Error::InvalidValue { offset: 1 };
 }
 
-/// Logout response codes (byte 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum LogoutResponse {
-    /// Connection or session closed successfully.
-    Success = 0,
-    /// CID not found.
-    CidNotFound = 1,
-    /// Connection recovery is not supported.
-    RecoveryUnsupported = 2,
-    /// Cleanup failed for various reasons.
-    CleanupFailed = 3,
-}
-
-impl core::fmt::Display for LogoutResponse {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            Self::Success => "closed successfully",
-            Self::CidNotFound => "CID not found",
-            Self::RecoveryUnsupported => "connection recovery is not supported",
-            Self::CleanupFailed => "cleanup failed",
-        })
+ulp_ddp_core::wire_codes! {
+    /// Logout response codes (byte 2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum LogoutResponse: u8 {
+        /// Connection or session closed successfully.
+        Success = 0 => "closed successfully",
+        /// CID not found.
+        CidNotFound = 1 => "CID not found",
+        /// Connection recovery is not supported.
+        RecoveryUnsupported = 2 => "connection recovery is not supported",
+        /// Cleanup failed for various reasons.
+        CleanupFailed = 3 => "cleanup failed",
     }
-}
-
-impl TryFrom<u8> for LogoutResponse {
-    type Error = Error;
-
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            0 => Self::Success,
-            1 => Self::CidNotFound,
-            2 => Self::RecoveryUnsupported,
-            3 => Self::CleanupFailed,
-            _ => return Err(Error::InvalidValue { offset: 2 }),
-        })
-    }
+    unknown(raw) -> Error => Error::InvalidValue { offset: 2 };
 }
 
 /// A Logout Request.

@@ -176,111 +176,54 @@ impl From<text::TextError> for Error {
     }
 }
 
-/// iSCSI opcodes (RFC 7143 §11.2.1.2), the low six bits of BHS byte 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Opcode {
-    /// NOP-Out (initiator).
-    NopOut = 0x00,
-    /// SCSI Command (initiator).
-    ScsiCommand = 0x01,
-    /// Task Management Function Request (initiator).
-    TaskMgmtRequest = 0x02,
-    /// Login Request (initiator).
-    LoginRequest = 0x03,
-    /// Text Request (initiator).
-    TextRequest = 0x04,
-    /// SCSI Data-Out (initiator).
-    DataOut = 0x05,
-    /// Logout Request (initiator).
-    LogoutRequest = 0x06,
-    /// SNACK Request (initiator).
-    SnackRequest = 0x10,
-    /// NOP-In (target).
-    NopIn = 0x20,
-    /// SCSI Response (target).
-    ScsiResponse = 0x21,
-    /// Task Management Function Response (target).
-    TaskMgmtResponse = 0x22,
-    /// Login Response (target).
-    LoginResponse = 0x23,
-    /// Text Response (target).
-    TextResponse = 0x24,
-    /// SCSI Data-In (target).
-    DataIn = 0x25,
-    /// Logout Response (target).
-    LogoutResponse = 0x26,
-    /// Ready To Transfer (target).
-    R2t = 0x31,
-    /// Asynchronous Message (target).
-    AsyncMessage = 0x32,
-    /// Reject (target).
-    Reject = 0x3F,
+ulp_ddp_core::wire_codes! {
+    /// iSCSI opcodes (RFC 7143 §11.2.1.2), the low six bits of BHS byte 0.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Opcode: u8 {
+        /// NOP-Out (initiator).
+        NopOut = 0x00 => "NOP-Out",
+        /// SCSI Command (initiator).
+        ScsiCommand = 0x01 => "SCSI Command",
+        /// Task Management Function Request (initiator).
+        TaskMgmtRequest = 0x02 => "Task Management Function Request",
+        /// Login Request (initiator).
+        LoginRequest = 0x03 => "Login Request",
+        /// Text Request (initiator).
+        TextRequest = 0x04 => "Text Request",
+        /// SCSI Data-Out (initiator).
+        DataOut = 0x05 => "SCSI Data-Out",
+        /// Logout Request (initiator).
+        LogoutRequest = 0x06 => "Logout Request",
+        /// SNACK Request (initiator).
+        SnackRequest = 0x10 => "SNACK Request",
+        /// NOP-In (target).
+        NopIn = 0x20 => "NOP-In",
+        /// SCSI Response (target).
+        ScsiResponse = 0x21 => "SCSI Response",
+        /// Task Management Function Response (target).
+        TaskMgmtResponse = 0x22 => "Task Management Function Response",
+        /// Login Response (target).
+        LoginResponse = 0x23 => "Login Response",
+        /// Text Response (target).
+        TextResponse = 0x24 => "Text Response",
+        /// SCSI Data-In (target).
+        DataIn = 0x25 => "SCSI Data-In",
+        /// Logout Response (target).
+        LogoutResponse = 0x26 => "Logout Response",
+        /// Ready To Transfer (target).
+        R2t = 0x31 => "R2T",
+        /// Asynchronous Message (target).
+        AsyncMessage = 0x32 => "Asynchronous Message",
+        /// Reject (target).
+        Reject = 0x3F => "Reject",
+    }
+    unknown(raw) -> Error => Error::UnknownOpcode(raw);
 }
 
 impl Opcode {
-    /// The opcode's name in RFC 7143.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::NopOut => "NOP-Out",
-            Self::ScsiCommand => "SCSI Command",
-            Self::TaskMgmtRequest => "Task Management Function Request",
-            Self::LoginRequest => "Login Request",
-            Self::TextRequest => "Text Request",
-            Self::DataOut => "SCSI Data-Out",
-            Self::LogoutRequest => "Logout Request",
-            Self::SnackRequest => "SNACK Request",
-            Self::NopIn => "NOP-In",
-            Self::ScsiResponse => "SCSI Response",
-            Self::TaskMgmtResponse => "Task Management Function Response",
-            Self::LoginResponse => "Login Response",
-            Self::TextResponse => "Text Response",
-            Self::DataIn => "SCSI Data-In",
-            Self::LogoutResponse => "Logout Response",
-            Self::R2t => "R2T",
-            Self::AsyncMessage => "Asynchronous Message",
-            Self::Reject => "Reject",
-        }
-    }
-
     /// Whether an initiator sends this opcode (else a target does).
     pub const fn from_initiator(self) -> bool {
         (self as u8) < 0x20
-    }
-}
-
-impl TryFrom<u8> for Opcode {
-    type Error = Error;
-
-    /// Decodes the six opcode bits; bits 0xC0 must already be masked off.
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            0x00 => Self::NopOut,
-            0x01 => Self::ScsiCommand,
-            0x02 => Self::TaskMgmtRequest,
-            0x03 => Self::LoginRequest,
-            0x04 => Self::TextRequest,
-            0x05 => Self::DataOut,
-            0x06 => Self::LogoutRequest,
-            0x10 => Self::SnackRequest,
-            0x20 => Self::NopIn,
-            0x21 => Self::ScsiResponse,
-            0x22 => Self::TaskMgmtResponse,
-            0x23 => Self::LoginResponse,
-            0x24 => Self::TextResponse,
-            0x25 => Self::DataIn,
-            0x26 => Self::LogoutResponse,
-            0x31 => Self::R2t,
-            0x32 => Self::AsyncMessage,
-            0x3F => Self::Reject,
-            other => return Err(Error::UnknownOpcode(other)),
-        })
-    }
-}
-
-impl From<Opcode> for u8 {
-    fn from(op: Opcode) -> Self {
-        op as Self
     }
 }
 
@@ -512,6 +455,7 @@ pub(crate) fn emit_header_parts<'a, B: Body<'a>>(
         digest_buf.copy_from_slice(&crc.to_wire());
     }
     let data_digest = if has_dd {
+        // The data digest covers the pad too.
         let mut crc = Crc32c::new();
         parts.iter().for_each(|p| crc.update(p));
         crc.update(&PAD[..pad]);

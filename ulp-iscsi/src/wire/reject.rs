@@ -15,76 +15,36 @@
 use super::bhs::{BHS_LEN, FINAL_BIT, Packet};
 use super::{Body, Error, Itt, Opcode, Result, impl_pdu, no_ahs, reserved_bits};
 
-/// Reject reasons (byte 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum RejectReason {
-    /// Reserved (0x01).
-    Reserved = 0x01,
-    /// Data (payload) digest error.
-    DataDigestError = 0x02,
-    /// SNACK reject.
-    SnackReject = 0x03,
-    /// Protocol error.
-    ProtocolError = 0x04,
-    /// Command not supported.
-    CommandNotSupported = 0x05,
-    /// Immediate command reject (too many immediate commands).
-    ImmediateCommandReject = 0x06,
-    /// Task in progress.
-    TaskInProgress = 0x07,
-    /// Invalid data ack.
-    InvalidDataAck = 0x08,
-    /// Invalid PDU field.
-    InvalidPduField = 0x09,
-    /// Long operation reject (out of resources for a TTT).
-    LongOperationReject = 0x0A,
-    /// Deprecated (RFC 3720 "Negotiation Reset").
-    NegotiationReset = 0x0B,
-    /// Waiting for Logout.
-    WaitingForLogout = 0x0C,
-}
-
-impl core::fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let name = match self {
-            Self::Reserved => "reserved reason",
-            Self::DataDigestError => "data digest error",
-            Self::SnackReject => "SNACK reject",
-            Self::ProtocolError => "protocol error",
-            Self::CommandNotSupported => "command not supported",
-            Self::ImmediateCommandReject => "immediate command reject",
-            Self::TaskInProgress => "task in progress",
-            Self::InvalidDataAck => "invalid data ack",
-            Self::InvalidPduField => "invalid PDU field",
-            Self::LongOperationReject => "long operation reject",
-            Self::NegotiationReset => "negotiation reset",
-            Self::WaitingForLogout => "waiting for logout",
-        };
-        write!(f, "{name} (reason {:#04x})", *self as u8)
+ulp_ddp_core::wire_codes! {
+    /// Reject reasons (byte 2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RejectReason: u8 {
+        /// Reserved (0x01).
+        Reserved = 0x01 => "reserved reason",
+        /// Data (payload) digest error.
+        DataDigestError = 0x02 => "data digest error",
+        /// SNACK reject.
+        SnackReject = 0x03 => "SNACK reject",
+        /// Protocol error.
+        ProtocolError = 0x04 => "protocol error",
+        /// Command not supported.
+        CommandNotSupported = 0x05 => "command not supported",
+        /// Immediate command reject (too many immediate commands).
+        ImmediateCommandReject = 0x06 => "immediate command reject",
+        /// Task in progress.
+        TaskInProgress = 0x07 => "task in progress",
+        /// Invalid data ack.
+        InvalidDataAck = 0x08 => "invalid data ack",
+        /// Invalid PDU field.
+        InvalidPduField = 0x09 => "invalid PDU field",
+        /// Long operation reject (out of resources for a TTT).
+        LongOperationReject = 0x0A => "long operation reject",
+        /// Deprecated (RFC 3720 "Negotiation Reset").
+        NegotiationReset = 0x0B => "negotiation reset",
+        /// Waiting for Logout.
+        WaitingForLogout = 0x0C => "waiting for logout",
     }
-}
-
-impl TryFrom<u8> for RejectReason {
-    type Error = Error;
-
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            0x01 => Self::Reserved,
-            0x02 => Self::DataDigestError,
-            0x03 => Self::SnackReject,
-            0x04 => Self::ProtocolError,
-            0x05 => Self::CommandNotSupported,
-            0x06 => Self::ImmediateCommandReject,
-            0x07 => Self::TaskInProgress,
-            0x08 => Self::InvalidDataAck,
-            0x09 => Self::InvalidPduField,
-            0x0A => Self::LongOperationReject,
-            0x0B => Self::NegotiationReset,
-            0x0C => Self::WaitingForLogout,
-            _ => return Err(Error::InvalidValue { offset: 2 }),
-        })
-    }
+    unknown(raw) -> Error => Error::InvalidValue { offset: 2 };
 }
 
 /// A Reject PDU.

@@ -25,35 +25,22 @@ pub const WRITE_BIT: u8 = 0x20;
 /// Byte 1: task attribute mask.
 pub const ATTR_MASK: u8 = 0x07;
 
-/// Task attributes (byte 1 mask 0x07).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum TaskAttr {
-    /// Untagged.
-    Untagged = 0,
-    /// Simple.
-    Simple = 1,
-    /// Ordered.
-    Ordered = 2,
-    /// Head of queue.
-    HeadOfQueue = 3,
-    /// ACA.
-    Aca = 4,
-}
-
-impl TryFrom<u8> for TaskAttr {
-    type Error = Error;
-
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            0 => Self::Untagged,
-            1 => Self::Simple,
-            2 => Self::Ordered,
-            3 => Self::HeadOfQueue,
-            4 => Self::Aca,
-            _ => return Err(Error::InvalidValue { offset: 1 }),
-        })
+ulp_ddp_core::wire_codes! {
+    /// Task attributes (byte 1 mask 0x07).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum TaskAttr: u8 {
+        /// Untagged.
+        Untagged = 0 => "untagged",
+        /// Simple.
+        Simple = 1 => "simple",
+        /// Ordered.
+        Ordered = 2 => "ordered",
+        /// Head of queue.
+        HeadOfQueue = 3 => "head of queue",
+        /// ACA.
+        Aca = 4 => "ACA",
     }
+    unknown(raw) -> Error => Error::InvalidValue { offset: 1 };
 }
 
 /// A SCSI Command PDU.

@@ -13,32 +13,20 @@
 use super::bhs::{FINAL_BIT, Packet};
 use super::{Body, Error, Itt, Lun, Opcode, Result, Ttt, impl_pdu, no_ahs, no_data, reserved_bits};
 
-/// SNACK types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum SnackType {
-    /// Data/R2T SNACK.
-    DataR2t = 0,
-    /// Status SNACK.
-    Status = 1,
-    /// DataACK.
-    DataAck = 2,
-    /// R-Data SNACK.
-    RData = 3,
-}
-
-impl TryFrom<u8> for SnackType {
-    type Error = Error;
-
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            0 => Self::DataR2t,
-            1 => Self::Status,
-            2 => Self::DataAck,
-            3 => Self::RData,
-            _ => return Err(Error::InvalidValue { offset: 1 }),
-        })
+ulp_ddp_core::wire_codes! {
+    /// SNACK types.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum SnackType: u8 {
+        /// Data/R2T SNACK.
+        DataR2t = 0 => "Data/R2T SNACK",
+        /// Status SNACK.
+        Status = 1 => "status SNACK",
+        /// DataACK.
+        DataAck = 2 => "DataACK",
+        /// R-Data SNACK.
+        RData = 3 => "R-Data SNACK",
     }
+    unknown(raw) -> Error => Error::InvalidValue { offset: 1 };
 }
 
 /// A SNACK Request.

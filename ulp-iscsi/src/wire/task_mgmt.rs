@@ -17,44 +17,28 @@
 use super::bhs::{FINAL_BIT, Packet};
 use super::{Body, Error, Itt, Lun, Opcode, Result, impl_pdu, no_ahs, no_data, reserved_bits};
 
-/// Task management functions (byte 1 mask 0x7F).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum TmfFunction {
-    /// ABORT TASK.
-    AbortTask = 1,
-    /// ABORT TASK SET.
-    AbortTaskSet = 2,
-    /// CLEAR ACA.
-    ClearAca = 3,
-    /// CLEAR TASK SET.
-    ClearTaskSet = 4,
-    /// LOGICAL UNIT RESET.
-    LogicalUnitReset = 5,
-    /// TARGET WARM RESET.
-    TargetWarmReset = 6,
-    /// TARGET COLD RESET.
-    TargetColdReset = 7,
-    /// TASK REASSIGN.
-    TaskReassign = 8,
-}
-
-impl TryFrom<u8> for TmfFunction {
-    type Error = Error;
-
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            1 => Self::AbortTask,
-            2 => Self::AbortTaskSet,
-            3 => Self::ClearAca,
-            4 => Self::ClearTaskSet,
-            5 => Self::LogicalUnitReset,
-            6 => Self::TargetWarmReset,
-            7 => Self::TargetColdReset,
-            8 => Self::TaskReassign,
-            _ => return Err(Error::InvalidValue { offset: 1 }),
-        })
+ulp_ddp_core::wire_codes! {
+    /// Task management functions (byte 1 mask 0x7F).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum TmfFunction: u8 {
+        /// ABORT TASK.
+        AbortTask = 1 => "ABORT TASK",
+        /// ABORT TASK SET.
+        AbortTaskSet = 2 => "ABORT TASK SET",
+        /// CLEAR ACA.
+        ClearAca = 3 => "CLEAR ACA",
+        /// CLEAR TASK SET.
+        ClearTaskSet = 4 => "CLEAR TASK SET",
+        /// LOGICAL UNIT RESET.
+        LogicalUnitReset = 5 => "LOGICAL UNIT RESET",
+        /// TARGET WARM RESET.
+        TargetWarmReset = 6 => "TARGET WARM RESET",
+        /// TARGET COLD RESET.
+        TargetColdReset = 7 => "TARGET COLD RESET",
+        /// TASK REASSIGN.
+        TaskReassign = 8 => "TASK REASSIGN",
     }
+    unknown(raw) -> Error => Error::InvalidValue { offset: 1 };
 }
 
 /// TMF response codes (byte 2 of the response).

@@ -46,7 +46,9 @@ pub fn write_read_sizes(c: &mut Session, lun: Lun) {
 }
 
 pub fn options(capture: bool) -> Options {
-    Options::default().with_capture(capture)
+    let mut o = Options::default();
+    o.capture = capture;
+    o
 }
 
 pub fn require_peers() -> bool {

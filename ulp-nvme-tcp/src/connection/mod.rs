@@ -176,11 +176,6 @@ impl<B: DdpBackend> Connection<B> {
         self.state == State::Ready
     }
 
-    /// Whether the connection is over (close the socket once nothing is left to transmit).
-    pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
-    }
-
     /// Whether the connection still takes input (it is not closed).
     pub fn is_open(&self) -> bool {
         self.state != State::Closed
@@ -205,16 +200,6 @@ impl<B: DdpBackend> Connection<B> {
     /// The receive engine.
     pub fn engine(&self) -> &Engine<NvmeTcpHost, B> {
         &self.engine
-    }
-
-    /// The receive engine, for a driver's reader path: it reads socket bytes where
-    /// [`Engine::read_target`] says (straight into a command's buffer for C2HData payload),
-    /// hands them over with [`Engine::receive`] or [`Engine::commit_in_place`] (for example
-    /// through [`ulp_ddp_core::SocketReader`]), then calls
-    /// [`handle_received`](Connection::handle_received). Do not set up or tear down tags
-    /// directly.
-    pub fn engine_mut(&mut self) -> &mut Engine<NvmeTcpHost, B> {
-        &mut self.engine
     }
 
     /// Keep Alive commands sent.
@@ -330,67 +315,7 @@ impl<B: DdpBackend> Connection<B> {
 
     // ----- input -----
 
-    /// Consumes received bytes (any split).
-    pub fn handle_bytes(&mut self, bytes: &[u8]) {
-        if self.state == State::Closed {
-            return;
-        }
-        if let Err(e) = self.engine.receive(Piece::bytes(bytes)) {
-            self.on_engine_fatal(e);
-        }
-        self.process();
-    }
-
-    /// Processes what the driver fed the engine through the reader path: `Ok(0)` is the end of
-    /// the stream, `Ok(n)` that `n` bytes went in, `Err` a fatal engine error (the connection
-    /// ends with the termination request the error calls for).
-    pub fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error<WireError>>) {
-        if self.state == State::Closed {
-            return;
-        }
-        match result {
-            Ok(0) => {
-                self.process();
-                self.handle_eof();
-            }
-            Ok(_) => {}
-            Err(e) => self.on_engine_fatal(e),
-        }
-        self.process();
-    }
-
     // ----- time -----
-
-    /// Time passes: sends Keep Alive when due (and none is outstanding), and starts the
-    /// keep-alive timer of a connection that came up since the last call.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
-        if self.state != State::Ready {
-            return;
-        }
-        let Some(interval) = self.config.keep_alive else {
-            return;
-        };
-        if self.keep_alive.expire(now) {
-            self.keep_alive.set(now + interval);
-            let pending = self.cmds.iter().flatten().any(|c| c.internal);
-            if !pending
-                && self
-                    .submit_inner(nvme::keep_alive(), Data::None, true)
-                    .is_ok()
-            {
-                self.keep_alives += 1;
-            }
-        }
-    }
-
-    /// When [`handle_timeout`](Self::handle_timeout) should run next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state != State::Ready {
-            return None;
-        }
-        self.keep_alive.deadline(self.now)
-    }
 
     // ----- output -----
 
@@ -441,49 +366,6 @@ impl<B: DdpBackend> Connection<B> {
     fn claimed(&mut self, cid: u16) {
         self.unclaimed = self.unclaimed.saturating_sub(1);
         self.free.push_back(cid);
-    }
-
-    /// The next PDU to send: its header, the payload borrowed from the command's write buffer
-    /// and the data digest. `None` when nothing can be sent now.
-    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
-        let payload = loop {
-            let ready = self.state == State::Ready;
-            let front = self.tx.front()?;
-            if !ready && !matches!(front, Tx::Raw(_)) {
-                return None;
-            }
-            let item = self.tx.pop_front()?;
-            if let Some(payload) = self.emit(item) {
-                break payload;
-            }
-        };
-        let ddgst_len = if payload.ddgst { 4 } else { 0 };
-        let this = &*self;
-        let slices = match payload.range {
-            Some((cid, range)) => this
-                .cmds
-                .get(usize::from(cid))
-                .and_then(Option::as_ref)
-                .and_then(|c| c.write.as_ref())
-                .and_then(|w| w.slices(range.start as u64, range.len() as u64).ok())
-                .unwrap_or_default(),
-            None => Default::default(),
-        };
-        Some(Transmit::new(
-            &this.tx_header,
-            slices,
-            &this.tx_ddgst[..ddgst_len],
-        ))
-    }
-
-    /// Appends every PDU ready to send, whole, to `out` (copies payload: for tests and
-    /// captures; drivers use [`poll_transmit`](Self::poll_transmit)).
-    pub fn transmit_all(&mut self, out: &mut Vec<u8>) {
-        while let Some(t) = self.poll_transmit() {
-            for part in t.parts() {
-                out.extend_from_slice(part);
-            }
-        }
     }
 
     /// Writes `item`'s header into `tx_header` (and its data digest into `tx_ddgst`); returns
@@ -578,31 +460,111 @@ impl<B: DdpBackend> SansIo for Connection<B> {
     type Protocol = NvmeTcpHost;
     type Backend = B;
 
+    /// Time passes: sends Keep Alive when due (and none is outstanding), and starts the
+    /// keep-alive timer of a connection that came up since the last call.
     fn handle_timeout(&mut self, now: Instant) {
-        Self::handle_timeout(self, now);
+        self.now = Some(now);
+        if self.state != State::Ready {
+            return;
+        }
+        let Some(interval) = self.config.keep_alive else {
+            return;
+        };
+        if self.keep_alive.expire(now) {
+            self.keep_alive.set(now + interval);
+            let pending = self.cmds.iter().flatten().any(|c| c.internal);
+            if !pending
+                && self
+                    .submit_inner(nvme::keep_alive(), Data::None, true)
+                    .is_ok()
+            {
+                self.keep_alives += 1;
+            }
+        }
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) should run next.
     fn poll_timeout(&self) -> Option<Instant> {
-        Self::poll_timeout(self)
+        if self.state != State::Ready {
+            return None;
+        }
+        self.keep_alive.deadline(self.now)
     }
 
+    /// The next PDU to send: its header, the payload borrowed from the command's write buffer
+    /// and the data digest. `None` when nothing can be sent now.
     fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
-        Self::poll_transmit(self)
+        let payload = loop {
+            let ready = self.state == State::Ready;
+            let front = self.tx.front()?;
+            if !ready && !matches!(front, Tx::Raw(_)) {
+                return None;
+            }
+            let item = self.tx.pop_front()?;
+            if let Some(payload) = self.emit(item) {
+                break payload;
+            }
+        };
+        let ddgst_len = if payload.ddgst { 4 } else { 0 };
+        let this = &*self;
+        let slices = match payload.range {
+            Some((cid, range)) => this
+                .cmds
+                .get(usize::from(cid))
+                .and_then(Option::as_ref)
+                .and_then(|c| c.write.as_ref())
+                .and_then(|w| w.slices(range.start as u64, range.len() as u64).ok())
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
+        Some(Transmit::new(
+            &this.tx_header,
+            slices,
+            &this.tx_ddgst[..ddgst_len],
+        ))
     }
 
+    /// Consumes received bytes (any split).
     fn handle_bytes(&mut self, bytes: &[u8]) {
-        Self::handle_bytes(self, bytes);
+        if self.state == State::Closed {
+            return;
+        }
+        if let Err(e) = self.engine.receive(Piece::bytes(bytes)) {
+            self.on_engine_fatal(e);
+        }
+        self.process();
     }
 
+    /// The receive engine, for a driver's reader path: it reads socket bytes where
+    /// [`Engine::read_target`] says (straight into a command's buffer for C2HData payload),
+    /// hands them over with [`Engine::receive`] or [`Engine::commit_in_place`] (for example
+    /// through [`ulp_ddp_core::SocketReader`]), then calls
+    /// [`handle_received`](Connection::handle_received). Do not set up or tear down tags
+    /// directly.
     fn engine_mut(&mut self) -> &mut Engine<NvmeTcpHost, B> {
         &mut self.engine
     }
 
+    /// Processes what the driver fed the engine through the reader path: `Ok(0)` is the end of
+    /// the stream, `Ok(n)` that `n` bytes went in, `Err` a fatal engine error (the connection
+    /// ends with the termination request the error calls for).
     fn handle_received(&mut self, result: Result<usize, ulp_ddp_core::Error<WireError>>) {
-        Self::handle_received(self, result);
+        if self.state == State::Closed {
+            return;
+        }
+        match result {
+            Ok(0) => {
+                self.process();
+                self.handle_eof();
+            }
+            Ok(_) => {}
+            Err(e) => self.on_engine_fatal(e),
+        }
+        self.process();
     }
 
+    /// Whether the connection is over (close the socket once nothing is left to transmit).
     fn is_closed(&self) -> bool {
-        Self::is_closed(self)
+        self.state == State::Closed
     }
 }

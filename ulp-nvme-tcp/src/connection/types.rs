@@ -86,28 +86,9 @@ pub struct Negotiated {
     pub maxh2cdata: u32,
 }
 
-/// Data of a command.
-#[derive(Debug)]
-pub enum Data {
-    /// No data.
-    None,
-    /// Data from the controller lands in this buffer (registered with the engine until the
-    /// command completes).
-    Read(SgBuffer),
-    /// Data to the controller (in the capsule or solicited by R2T), sent from this buffer
-    /// without copying.
-    Write(SgBuffer),
-}
-
-impl Data {
-    /// The buffer, if any.
-    pub fn into_buffer(self) -> Option<SgBuffer> {
-        match self {
-            Self::None => None,
-            Self::Read(b) | Self::Write(b) => Some(b),
-        }
-    }
-}
+/// Data of a command: the core's [`Data`](ulp_ddp_core::Data), shared with iSCSI. A write
+/// goes in the capsule or is solicited by R2T.
+pub use ulp_ddp_core::Data;
 
 /// A finished command. Its buffer is the caller's again.
 #[derive(Debug)]

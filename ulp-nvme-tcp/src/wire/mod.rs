@@ -322,28 +322,30 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
-/// NVMe/TCP PDU types, in specification order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum PduType {
-    /// Initialize Connection Request (host to controller).
-    IcReq = 0x00,
-    /// Initialize Connection Response (controller to host).
-    IcResp = 0x01,
-    /// Host-to-controller Terminate Connection Request.
-    H2cTermReq = 0x02,
-    /// Controller-to-host Terminate Connection Request.
-    C2hTermReq = 0x03,
-    /// Command capsule (SQE plus optional in-capsule data).
-    CapsuleCmd = 0x04,
-    /// Response capsule (CQE).
-    CapsuleResp = 0x05,
-    /// Host-to-controller data (write data solicited by an R2T).
-    H2cData = 0x06,
-    /// Controller-to-host data (read data).
-    C2hData = 0x07,
-    /// Ready to Transfer.
-    R2t = 0x09,
+ulp_ddp_core::wire_codes! {
+    /// NVMe/TCP PDU types, in specification order.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum PduType: u8 {
+        /// Initialize Connection Request (host to controller).
+        IcReq = 0x00 => "ICReq",
+        /// Initialize Connection Response (controller to host).
+        IcResp = 0x01 => "ICResp",
+        /// Host-to-controller Terminate Connection Request.
+        H2cTermReq = 0x02 => "H2CTermReq",
+        /// Controller-to-host Terminate Connection Request.
+        C2hTermReq = 0x03 => "C2HTermReq",
+        /// Command capsule (SQE plus optional in-capsule data).
+        CapsuleCmd = 0x04 => "CapsuleCmd",
+        /// Response capsule (CQE).
+        CapsuleResp = 0x05 => "CapsuleResp",
+        /// Host-to-controller data (write data solicited by an R2T).
+        H2cData = 0x06 => "H2CData",
+        /// Controller-to-host data (read data).
+        C2hData = 0x07 => "C2HData",
+        /// Ready to Transfer.
+        R2t = 0x09 => "R2T",
+    }
+    unknown(raw) -> Error => Error::UnknownPduType(raw);
 }
 
 /// How a PDU type carries data.
@@ -360,21 +362,6 @@ pub(crate) enum DataKind {
 }
 
 impl PduType {
-    /// The PDU type's name in the specification.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::IcReq => "ICReq",
-            Self::IcResp => "ICResp",
-            Self::H2cTermReq => "H2CTermReq",
-            Self::C2hTermReq => "C2HTermReq",
-            Self::CapsuleCmd => "CapsuleCmd",
-            Self::CapsuleResp => "CapsuleResp",
-            Self::H2cData => "H2CData",
-            Self::C2hData => "C2HData",
-            Self::R2t => "R2T",
-        }
-    }
-
     /// Whether a host sends this type (else a controller does).
     pub const fn from_host(self) -> bool {
         matches!(
@@ -428,31 +415,6 @@ impl PduType {
             Self::CapsuleCmd => DataKind::Optional,
             Self::H2cData | Self::C2hData => DataKind::Required,
         }
-    }
-}
-
-impl TryFrom<u8> for PduType {
-    type Error = Error;
-
-    fn try_from(value: u8) -> Result<Self, Error> {
-        Ok(match value {
-            0x00 => Self::IcReq,
-            0x01 => Self::IcResp,
-            0x02 => Self::H2cTermReq,
-            0x03 => Self::C2hTermReq,
-            0x04 => Self::CapsuleCmd,
-            0x05 => Self::CapsuleResp,
-            0x06 => Self::H2cData,
-            0x07 => Self::C2hData,
-            0x09 => Self::R2t,
-            other => return Err(Error::UnknownPduType(other)),
-        })
-    }
-}
-
-impl From<PduType> for u8 {
-    fn from(t: PduType) -> Self {
-        t as Self
     }
 }
 

@@ -10,8 +10,6 @@
 //! | 14 | 10 | reserved |
 //! | 24 | ≤ 128 | error data: a copy of the offending PDU header |
 
-use core::fmt;
-
 use super::common::{self, Emitted, Layout};
 use super::{Digests, Error, Pda, PduType, le_fields, view_common};
 
@@ -38,57 +36,24 @@ le_fields! { Packet;
     fei / set_fei: u32 = field::FEI;
 }
 
-/// Fatal Error Status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum FatalErrorStatus {
-    /// Invalid PDU Header Field; FEI is the byte offset of the field.
-    InvalidHeaderField = 0x01,
-    /// PDU Sequence Error.
-    PduSequenceError = 0x02,
-    /// Header Digest Error; FEI is the received header digest.
-    HeaderDigestError = 0x03,
-    /// Data Transfer Out Of Range.
-    DataTransferOutOfRange = 0x04,
-    /// Data Transfer Limit Exceeded (R2T Limit Exceeded in NVMe/TCP 1.0).
-    DataTransferLimitExceeded = 0x05,
-    /// Unsupported Parameter; FEI is the byte offset of the field.
-    UnsupportedParameter = 0x06,
-}
-
-impl TryFrom<u16> for FatalErrorStatus {
-    type Error = Error;
-
-    fn try_from(value: u16) -> Result<Self, Error> {
-        Ok(match value {
-            0x01 => Self::InvalidHeaderField,
-            0x02 => Self::PduSequenceError,
-            0x03 => Self::HeaderDigestError,
-            0x04 => Self::DataTransferOutOfRange,
-            0x05 => Self::DataTransferLimitExceeded,
-            0x06 => Self::UnsupportedParameter,
-            other => return Err(Error::UnknownFes(other)),
-        })
+ulp_ddp_core::wire_codes! {
+    /// Fatal Error Status codes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum FatalErrorStatus: u16 {
+        /// Invalid PDU Header Field; FEI is the byte offset of the field.
+        InvalidHeaderField = 0x01 => "invalid PDU header field",
+        /// PDU Sequence Error.
+        PduSequenceError = 0x02 => "PDU sequence error",
+        /// Header Digest Error; FEI is the received header digest.
+        HeaderDigestError = 0x03 => "header digest error",
+        /// Data Transfer Out Of Range.
+        DataTransferOutOfRange = 0x04 => "data transfer out of range",
+        /// Data Transfer Limit Exceeded (R2T Limit Exceeded in NVMe/TCP 1.0).
+        DataTransferLimitExceeded = 0x05 => "data transfer limit exceeded",
+        /// Unsupported Parameter; FEI is the byte offset of the field.
+        UnsupportedParameter = 0x06 => "unsupported parameter",
     }
-}
-
-impl From<FatalErrorStatus> for u16 {
-    fn from(f: FatalErrorStatus) -> Self {
-        f as Self
-    }
-}
-
-impl fmt::Display for FatalErrorStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::InvalidHeaderField => "invalid PDU header field",
-            Self::PduSequenceError => "PDU sequence error",
-            Self::HeaderDigestError => "header digest error",
-            Self::DataTransferOutOfRange => "data transfer out of range",
-            Self::DataTransferLimitExceeded => "data transfer limit exceeded",
-            Self::UnsupportedParameter => "unsupported parameter",
-        })
-    }
+    unknown(raw) -> Error => Error::UnknownFes(raw);
 }
 
 impl Error {

@@ -535,13 +535,10 @@ pub(crate) fn emit_header_parts(
 ) -> Result<Emitted, Error> {
     let len = parts.iter().map(|p| p.len()).sum();
     let mut e = emit_header_sized(buf, pdu_type, flags, digests, pda, len, fill_psh)?;
-    e.ddgst = e.layout.ddgst.then(|| {
-        let mut crc = ulp_ddp_core::digest::Crc32c::new();
-        for part in parts {
-            crc.update(part);
-        }
-        crc.to_wire()
-    });
+    e.ddgst = e
+        .layout
+        .ddgst
+        .then(|| ulp_ddp_core::digest::parts_digest(parts));
     Ok(e)
 }
 
