@@ -59,9 +59,10 @@ impl<E> From<Error<E>> for RecvError<E> {
 /// payload through the receive buffer, so the placement counters show
 /// [`bytes_read_in_place`](crate::Stats::bytes_read_in_place) for every payload byte and
 /// no [`bytes_copied`](crate::Stats::bytes_copied); a payload window that ends the
-/// PDU's data is read together with what follows it (data digest, next header) in one
-/// vectored read ([`Engine::after_payload`]). That still costs a system call or two per PDU,
-/// which dominates small commands; with
+/// PDU's data is read together with what follows it (data digest, the header-only response
+/// the plugin expects ([`Protocol::expected_after`]), the next header) in one vectored read
+/// ([`Engine::after_payload`]). That still costs a system call per PDU, which dominates
+/// small commands; with
 /// [`copy_small_payloads`](Self::copy_small_payloads), while every outstanding command expects
 /// less than a threshold, the reader instead fills its whole receive buffer with each read
 /// (headers and payloads of many PDUs at once) and the engine copies those small payloads

@@ -113,6 +113,8 @@ impl TargetPdu {
 pub struct IscsiInitiator {
     digests: Digests,
     max_recv_data_segment_len: u32,
+    /// Header bytes of the SCSI Response expected after the PDU parsed last (0: none).
+    response_after: usize,
 }
 
 impl Default for IscsiInitiator {
@@ -127,6 +129,7 @@ impl IscsiInitiator {
         Self {
             digests: Digests::NONE,
             max_recv_data_segment_len: DEFAULT_MAX_RECV_DATA_SEGMENT_LEN,
+            response_after: 0,
         }
     }
 
@@ -196,6 +199,10 @@ impl Protocol for IscsiInitiator {
         MAX_HEADER
     }
 
+    fn expected_after(&self) -> usize {
+        self.response_after
+    }
+
     fn frame(&mut self, prefix: &[u8]) -> wire::Result<HeaderFrame> {
         let pkt = Packet::new_checked(prefix)?;
         if pkt.byte(0) & 0xC0 != 0 {
@@ -241,8 +248,15 @@ impl Protocol for IscsiInitiator {
                 tag: Tag(r.itt.0),
                 offset: u64::from(r.buffer_offset),
             });
+            // A final Data-In without status is followed by the command's SCSI Response.
+            self.response_after = if r.final_ && r.status.is_none() {
+                self.typical_header_len()
+            } else {
+                0
+            };
             TargetPdu::DataIn(r)
         } else {
+            self.response_after = 0;
             let mut bytes = [0u8; BHS_LEN];
             bytes.copy_from_slice(&header[..BHS_LEN]);
             TargetPdu::Control(Bhs { bytes, opcode: op })
@@ -312,6 +326,26 @@ mod tests {
             })
         );
         assert_eq!(l.total_len(52).unwrap(), pdu.len() as u64);
+    }
+
+    #[test]
+    fn a_final_data_in_without_status_expects_the_scsi_response() {
+        let mut p = IscsiInitiator::with_digests(Digests::BOTH);
+        let with_status = data_in(7, 0, &[1; 8], Digests::BOTH);
+        p.parse(&with_status[..48]).unwrap();
+        assert_eq!(
+            p.expected_after(),
+            0,
+            "status in the Data-In: no response follows"
+        );
+        let mut without = with_status.clone();
+        without[1] = 0x80; // F, no S
+        p.parse(&without[..48]).unwrap();
+        assert_eq!(p.expected_after(), 52, "a SCSI Response BHS and its digest");
+        let mut not_final = without;
+        not_final[1] = 0x00;
+        p.parse(&not_final[..48]).unwrap();
+        assert_eq!(p.expected_after(), 0, "more Data-In follows, with payload");
     }
 
     #[test]

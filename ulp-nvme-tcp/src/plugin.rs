@@ -83,6 +83,8 @@ pub struct NvmeTcpHost {
     digests: Digests,
     /// The layout [`Protocol::frame`] validated for the PDU being received.
     framed: Option<Layout>,
+    /// Header bytes of the CapsuleResp expected after the PDU parsed last (0: none expected).
+    resp_after: usize,
 }
 
 impl NvmeTcpHost {
@@ -96,6 +98,7 @@ impl NvmeTcpHost {
         Self {
             digests,
             framed: None,
+            resp_after: 0,
         }
     }
 
@@ -138,6 +141,10 @@ impl Protocol for NvmeTcpHost {
         24 + if self.digests.header { 4 } else { 0 }
     }
 
+    fn expected_after(&self) -> usize {
+        self.resp_after
+    }
+
     fn frame(&mut self, prefix: &[u8]) -> Result<HeaderFrame, Error> {
         let layout = Layout::parse(prefix, self.digests)?;
         if layout.pdu_type.from_host() {
@@ -166,6 +173,12 @@ impl Protocol for NvmeTcpHost {
             other => return Err(Error::WrongDirection(other)),
         };
         let t = layout.pdu_type;
+        // The controller answers a command's last C2HData with a CapsuleResp unless SUCCESS
+        // says it will not.
+        self.resp_after = match pdu {
+            ControllerPdu::C2hData(r) if r.last_pdu && !r.success => self.typical_header_len(),
+            _ => 0,
+        };
         let placement = match pdu {
             ControllerPdu::C2hData(r) => Some(Placement {
                 tag: Tag(u32::from(r.cccid)),

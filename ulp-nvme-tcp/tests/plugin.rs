@@ -2,10 +2,10 @@
 //! verdicts, hostile headers, and the conformance kit with NVMe/TCP framing.
 
 use ulp_backend_sw::SwBackend;
-use ulp_ddp_core::testkit;
 use ulp_ddp_core::{
     DigestStatus, Engine, EngineOptions, Error, Event, Piece, QueueConfig, QueueId, SgBuffer, Tag,
 };
+use ulp_ddp_core::{SocketReader, testkit};
 use ulp_nvme_tcp::wire::{
     C2hDataRepr, CapsuleRespRepr, Cqe, Digests, Error as WireError, FatalErrorStatus, Pda, PduType,
 };
@@ -93,6 +93,88 @@ fn c2h_data_lands_by_cccid_and_datao() {
             panic!()
         };
         assert_eq!(buffer.into_vec(), data);
+    }
+}
+
+fn resp(cid: u16, digests: Digests) -> Vec<u8> {
+    let mut out = Vec::new();
+    CapsuleRespRepr {
+        cqe: Cqe {
+            cid,
+            ..Cqe::default()
+        },
+    }
+    .emit(&mut out, digests)
+    .unwrap();
+    out
+}
+
+/// Reads `stream` through the reader path until it ends; returns the reads it took.
+fn read_through(e: &mut Engine<NvmeTcpHost, SwBackend>, mut stream: &[u8]) -> usize {
+    let mut reader = SocketReader::new(4096);
+    let mut reads = 0;
+    while reader.read_once(e, &mut stream).unwrap() > 0 {
+        reads += 1;
+        assert!(reads < 10_000, "the reader makes progress");
+    }
+    reads
+}
+
+/// A CapsuleResp after a command's last C2HData is read with the end of its payload and the
+/// next command's header: one read per command, and still no payload byte copied.
+#[test]
+fn reader_path_takes_the_response_with_the_data_one_read_per_command() {
+    for digests in [Digests::NONE, Digests::BOTH] {
+        let mut e = engine(digests);
+        let mut stream = Vec::new();
+        for cid in 0..8u16 {
+            e.setup(Tag(u32::from(cid)), SgBuffer::zeroed(4096))
+                .unwrap();
+            stream.extend(c2h(cid, 0, &[cid as u8; 4096], true, digests));
+            stream.extend(resp(cid, digests));
+        }
+        let reads = read_through(&mut e, &stream);
+        // The first header, then one read per command (its payload, its response, the next
+        // header); reading the response separately took two per command.
+        assert_eq!(reads, 1 + 8, "{digests:?}");
+        let s = e.stats();
+        assert_eq!((s.bytes_copied, s.bytes_read_in_place), (0, 8 * 4096));
+        let completions = std::iter::from_fn(|| e.poll_event())
+            .filter(|ev| matches!(ev, Event::Control { .. }))
+            .count();
+        assert_eq!(completions, 8);
+    }
+}
+
+/// When the expected response does not come next (another command's data does), the hint
+/// costs at most a response's length of copying, and every byte still lands where it belongs.
+#[test]
+fn reader_path_survives_a_response_that_comes_later() {
+    let digests = Digests::NONE;
+    let mut e = engine(digests);
+    e.setup(Tag(1), SgBuffer::zeroed(4096)).unwrap();
+    e.setup(Tag(2), SgBuffer::zeroed(4096)).unwrap();
+    let mut stream = c2h(1, 0, &[1; 4096], true, digests);
+    stream.extend(c2h(2, 0, &[2; 4096], true, digests));
+    stream.extend(resp(1, digests));
+    stream.extend(resp(2, digests));
+    read_through(&mut e, &stream);
+    let s = e.stats();
+    assert!(s.bytes_copied <= 24, "{} bytes copied", s.bytes_copied);
+    assert_eq!(s.bytes_copied + s.bytes_read_in_place, 2 * 4096);
+    let mut buffers = Vec::new();
+    while let Some(ev) = e.poll_event() {
+        if let Event::Data { tag, .. } = ev {
+            buffers.push(tag);
+        }
+    }
+    assert_eq!(buffers, [Tag(1), Tag(2)]);
+    for (tag, byte) in [(Tag(1), 1u8), (Tag(2), 2)] {
+        e.teardown(tag).unwrap();
+        let Some(Event::Released { buffer, .. }) = e.poll_event() else {
+            panic!("{tag:?} released")
+        };
+        assert_eq!(buffer.into_vec(), vec![byte; 4096], "{tag:?}");
     }
 }
 

@@ -576,6 +576,8 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                 need
             };
         };
+        // After this PDU: the header-only PDUs the plugin expects, then the next header.
+        let next_header = next_header + self.protocol.expected_after();
         let l = pdu.layout;
         let digest = if l.data_digest { 4 } else { 0 };
         let placeable = matches!(pdu.sink, Sink::Place { .. }) && l.data_len > 0;

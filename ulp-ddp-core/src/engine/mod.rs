@@ -157,7 +157,9 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     /// For the reader path, while a PDU's data is being received: the data bytes it has left,
     /// and how many bytes after them a read may take into a receive buffer (for
     /// [`receive`](Self::receive)) without pulling the next PDU's payload through it (the pad
-    /// and data digest, and the next PDU's typical header). `None` outside PDU data. When the
+    /// and data digest, the header-only PDUs the plugin expects next
+    /// ([`Protocol::expected_after`]), and the next PDU's typical header). `None` outside
+    /// PDU data. When the
     /// in-place window from [`read_target`](Self::read_target) covers all the data left, one
     /// vectored read into the window and a receive buffer saves the separate read of what
     /// follows the payload.
