@@ -1,5 +1,40 @@
 //! # ulp-iscsi: an iSCSI initiator on the direct data placement contract (RFC 7143)
 //!
+//! A blocking read, the data landing straight in the caller's buffer:
+//!
+//! ```no_run
+//! use ulp_iscsi::blocking::{Options, Session};
+//! use ulp_iscsi::wire::Lun;
+//! use ulp_iscsi::{ConnectionConfig, SgBuffer};
+//!
+//! let config = ConnectionConfig::normal("iqn.2024-01.io.example:host", "iqn.2024-01.io.example:disk");
+//! let mut session = Session::connect("127.0.0.1:3260", config, Options::default())?;
+//! let buffer = session.read(Lun::single_level(0), 0, SgBuffer::zeroed(4096))?; // LBA 0
+//! assert_eq!(buffer.len(), 4096);
+//! # Ok::<(), ulp_iscsi::blocking::Error>(())
+//! ```
+//!
+//! The same initiator without I/O: bytes, commands and time in; transmits, events and the
+//! next deadline out.
+//!
+//! ```
+//! use std::time::Instant;
+//! use ulp_iscsi::{Connection, ConnectionConfig, NoOffload, SansIo};
+//!
+//! let config = ConnectionConfig::normal("iqn.2024-01.io.example:host", "iqn.2024-01.io.example:disk");
+//! let mut conn = Connection::new(config, NoOffload);
+//! conn.start_login()?;
+//! {
+//!     let login = conn.poll_transmit().expect("the Login Request opens the connection");
+//!     assert_eq!(login.parts()[0][0] & 0x3F, 0x03); // opcode 0x03: Login Request
+//! } // a transmit borrows the connection until it is written
+//! // Write it to the socket, feed what comes back to `handle_bytes` (or the reader path),
+//! // sleep no later than `poll_timeout()`, then tell the time:
+//! conn.handle_timeout(Instant::now());
+//! assert!(conn.poll_event().is_none(), "nothing happened yet");
+//! # Ok::<(), ulp_iscsi::ConnectionError>(())
+//! ```
+//!
 //! - [`wire`]: the PDU codec (typed views and `Repr`s for every PDU an initiator handles).
 //! - [`IscsiInitiator`]: the [`ulp_ddp_core::Protocol`] plugin: each header a target sends is
 //!   framed, digest-checked and decoded once into a [`TargetPdu`]; Data-In payload goes to the

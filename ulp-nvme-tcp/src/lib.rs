@@ -1,5 +1,37 @@
 //! NVMe/TCP for the ULP DDP workspace: a complete host on the DDP contract.
 //!
+//! A blocking read, the data landing straight in the caller's buffer:
+//!
+//! ```no_run
+//! use ulp_nvme_tcp::SgBuffer;
+//! use ulp_nvme_tcp::blocking::{Controller, Options};
+//!
+//! let options = Options::new("nqn.2024-01.io.example:disk");
+//! let mut ctrl = Controller::connect("127.0.0.1:4420", &options)?;
+//! let buffer = ctrl.read(0, SgBuffer::zeroed(4096))?; // LBA 0, the buffer comes back
+//! assert_eq!(buffer.len(), 4096);
+//! # Ok::<(), ulp_nvme_tcp::blocking::Error>(())
+//! ```
+//!
+//! The same host without I/O: bytes, commands and time in; transmits, events and the next
+//! deadline out.
+//!
+//! ```
+//! use std::time::Instant;
+//! use ulp_ddp_core::QueueId;
+//! use ulp_nvme_tcp::{Connection, ConnectionConfig, Digests, NoOffload, SansIo};
+//!
+//! let mut conn = Connection::new(ConnectionConfig::admin(QueueId(0), Digests::NONE), NoOffload);
+//! {
+//!     let icreq = conn.poll_transmit().expect("the ICReq opens the connection");
+//!     assert_eq!((icreq.len(), icreq.parts()[0][0]), (128, 0x00)); // PDU type 0: ICReq
+//! } // a transmit borrows the connection until it is written
+//! // Write it to the socket, feed what comes back to `handle_bytes` (or the reader path),
+//! // sleep no later than `poll_timeout()`, then tell the time:
+//! conn.handle_timeout(Instant::now());
+//! assert!(conn.poll_event().is_none(), "nothing happened yet");
+//! ```
+//!
 //! - [`wire`]: typed views over NVMe/TCP PDU bytes, validated `Repr` values that parse and emit
 //!   them, stream framing helpers and the CRC32C header and data digests.
 //! - [`NvmeTcpHost`]: the receive engine's protocol plugin; each header a controller sends is
