@@ -185,13 +185,14 @@ pub trait Protocol {
         self.prefix_len()
     }
 
-    /// Bytes of header-only PDUs the plugin expects right after the PDU it parsed last (the
-    /// response that follows a command's last data PDU: NVMe/TCP's CapsuleResp after a
+    /// Bytes of header-only PDUs the plugin expects right after the PDU it parsed last when
+    /// that PDU carries a command's last data (the response: NVMe/TCP's CapsuleResp after a
     /// C2HData with LAST_PDU and without SUCCESS, iSCSI's SCSI Response after a final Data-In
-    /// without status). The reader path reads them, and the next header, together with the end
-    /// of that PDU's payload: one `read` per command instead of two. Only a hint: if something
-    /// else follows, at most this many of its bytes go through the receive buffer. Defaults
-    /// to 0.
+    /// without status). The engine uses it only for a data PDU that completes its command's
+    /// buffer; the reader path then reads the response, and the next header, together with
+    /// the end of the payload: one `read` per command instead of two. Only a hint: if
+    /// something else follows, at most this many of its bytes go through the receive buffer.
+    /// Defaults to 0.
     fn expected_after(&self) -> usize {
         0
     }

@@ -275,10 +275,15 @@ mod tests {
     use crate::wire::{Lun, Ttt};
 
     fn data_in(itt: u32, offset: u32, data: &[u8], d: Digests) -> Vec<u8> {
+        data_in_with(itt, offset, data, d, true)
+    }
+
+    /// A final Data-In, with the command's status in it or not.
+    fn data_in_with(itt: u32, offset: u32, data: &[u8], d: Digests, status: bool) -> Vec<u8> {
         let r = DataInRepr {
             final_: true,
             ack: false,
-            status: Some(DataInStatus {
+            status: status.then_some(DataInStatus {
                 status: 0,
                 stat_sn: 1,
                 overflow: false,
@@ -346,6 +351,33 @@ mod tests {
         not_final[1] = 0x00;
         p.parse(&not_final[..48]).unwrap();
         assert_eq!(p.expected_after(), 0, "more Data-In follows, with payload");
+    }
+
+    /// A target that ends each MaxBurstLength sequence with F and no status (LIO does) sends
+    /// more Data-In, not a response: the reader must not read ahead into that payload.
+    #[test]
+    fn reader_path_reads_no_payload_ahead_at_a_sequence_end() {
+        use ulp_ddp_core::{
+            Engine, EngineOptions, NoOffload, QueueConfig, QueueId, SgBuffer, SocketReader,
+        };
+        let mut e = Engine::new(
+            IscsiInitiator::new(),
+            NoOffload,
+            QueueConfig::new(ISCSI, QueueId(1)),
+            EngineOptions::default(),
+        );
+        e.setup(Tag(7), SgBuffer::zeroed(8192)).unwrap();
+        let mut stream = data_in_with(7, 0, &[1; 4096], Digests::NONE, false);
+        stream.extend(data_in_with(7, 4096, &[2; 4096], Digests::NONE, true));
+        let mut src = stream.as_slice();
+        let mut reader = SocketReader::new(4096);
+        for _ in 0..100 {
+            if reader.read_once(&mut e, &mut src).unwrap() == 0 {
+                break;
+            }
+        }
+        let s = e.stats();
+        assert_eq!((s.bytes_copied, s.bytes_read_in_place), (0, 8192));
     }
 
     #[test]

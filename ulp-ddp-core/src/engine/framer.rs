@@ -22,8 +22,12 @@ pub(super) enum Stage {
 
 #[derive(Debug)]
 pub(super) enum Sink {
-    /// Data goes to a registered buffer.
-    Place { tag: Tag, offloaded: bool },
+    /// Data goes to a registered buffer; `completes`: it is the command's last data.
+    Place {
+        tag: Tag,
+        offloaded: bool,
+        completes: bool,
+    },
     /// Data is buffered for a control event.
     Control(Vec<u8>),
     /// Data is discarded (the error was reported when the header arrived).
@@ -303,9 +307,10 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.stats.pdus += 1;
         let sink = match layout.placement {
             Some(placement) => match self.tags.admit(placement, layout.data_len) {
-                Ok(offloaded) => Sink::Place {
+                Ok(a) => Sink::Place {
                     tag: placement.tag,
-                    offloaded,
+                    offloaded: a.offloaded,
+                    completes: a.completes,
                 },
                 Err(error) => {
                     self.stats.errors += 1;
@@ -435,7 +440,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             pdu.all_ok &= digest_ok;
         }
         match pdu.sink {
-            Sink::Place { tag, offloaded } => {
+            Sink::Place { tag, offloaded, .. } => {
                 if !offloaded && !read {
                     return Err(Error::BackendViolation(
                         "placed bytes for an unmapped command",
@@ -576,8 +581,14 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                 need
             };
         };
-        // After this PDU: the header-only PDUs the plugin expects, then the next header.
-        let next_header = next_header + self.protocol.expected_after();
+        // After a command's last data: the header-only PDUs the plugin expects (its response),
+        // then the next header.
+        let next_header = match pdu.sink {
+            Sink::Place {
+                completes: true, ..
+            } => next_header + self.protocol.expected_after(),
+            _ => next_header,
+        };
         let l = pdu.layout;
         let digest = if l.data_digest { 4 } else { 0 };
         let placeable = matches!(pdu.sink, Sink::Place { .. }) && l.data_len > 0;

@@ -27,6 +27,15 @@ pub(super) struct Tags {
     pub(super) retry: Vec<Tag>,
 }
 
+/// A data PDU the tag table admitted.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Admitted {
+    /// The backend mapped the tag (a device may place the data).
+    pub(super) offloaded: bool,
+    /// With this PDU's data, the command's buffer is whole: it is the command's last data.
+    pub(super) completes: bool,
+}
+
 impl Tags {
     pub(super) fn len(&self) -> usize {
         self.map.len()
@@ -68,7 +77,7 @@ impl Tags {
     /// range lies within its buffer and overlaps nothing received. Returns whether the backend
     /// mapped the buffer.
     #[inline]
-    pub(super) fn admit(&mut self, placement: Placement, len: u32) -> Result<bool, DataError> {
+    pub(super) fn admit(&mut self, placement: Placement, len: u32) -> Result<Admitted, DataError> {
         let Placement { tag, offset } = placement;
         let entry = self.map.get_mut(&tag).ok_or(DataError::UnknownTag(tag))?;
         if entry.finished {
@@ -88,7 +97,10 @@ impl Tags {
         {
             Err(Refused::Overlap) => Err(DataError::Duplicate { tag, offset, len }),
             Err(Refused::TooMany) => Err(DataError::TooFragmented { tag }),
-            Ok(()) => Ok(entry.offloaded),
+            Ok(()) => Ok(Admitted {
+                offloaded: entry.offloaded,
+                completes: entry.received.is_whole(entry.buffer.len()),
+            }),
         }
     }
 
