@@ -266,12 +266,15 @@ pub fn run_pieces<P: Protocol, B: DdpBackend>(
 ///
 /// On any difference.
 pub fn assert_matches_reference(workload: &Workload, out: &Outcome) {
-    assert!(out.errors.is_empty(), "unexpected errors: {:?}", out.errors);
-    assert!(
-        out.fatal.is_none(),
-        "unexpected fatal error: {:?}",
-        out.fatal
-    );
+    if let Some(e) = out.errors.first() {
+        panic!(
+            "{} unexpected data errors, the first: {e}",
+            out.errors.len()
+        );
+    }
+    if let Some(fatal) = &out.fatal {
+        panic!("unexpected fatal error: {fatal}");
+    }
     assert_eq!(
         out.buffers.len(),
         workload.commands.len(),

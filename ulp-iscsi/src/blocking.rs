@@ -390,7 +390,20 @@ impl<B: DdpBackend> Session<B> {
     fn turn(&mut self, deadline: Instant) -> Result<Turn, Error> {
         let turn = self.driver.turn(&mut self.conn, Some(deadline));
         self.collect();
-        let turn = turn?;
+        // Reads that time out are wake-ups; a write that times out is a target that stopped
+        // reading.
+        let turn = turn.map_err(|e| {
+            if ulp_ddp_core::blocking::is_timeout(&e) {
+                timed_out(
+                    self.options.timeout,
+                    "the target to read what the initiator sends (its TCP receive window \
+                     stayed full)"
+                        .to_string(),
+                )
+            } else {
+                Error::Io(e)
+            }
+        })?;
         if let Some(e) = self.closed() {
             if e == ConnectionError::LoggedOut {
                 return Ok(Turn::Closed);

@@ -191,7 +191,9 @@ impl<B: DdpBackend> Connection<B> {
     ///
     /// Socket errors.
     pub fn flush(&mut self) -> Result<(), Error> {
-        self.driver.flush(&mut self.conn)?;
+        if let Err(e) = self.driver.flush(&mut self.conn) {
+            return Err(self.socket_error(e));
+        }
         if self.conn.is_closed() {
             let _ = self.driver.socket().shutdown(std::net::Shutdown::Both);
         }
@@ -206,7 +208,9 @@ impl<B: DdpBackend> Connection<B> {
     ///
     /// Socket errors, or the connection's error if it ended.
     pub fn poll(&mut self) -> Result<(), Error> {
-        self.driver.poll(&mut self.conn)?;
+        if let Err(e) = self.driver.poll(&mut self.conn) {
+            return Err(self.socket_error(e));
+        }
         self.note_end();
         match self.error {
             Some(e) => Err(Error::Connection(e)),
@@ -303,10 +307,10 @@ impl<B: DdpBackend> Connection<B> {
             }
             let silent_until = last_rx + self.timeout;
             let other_due = other.as_ref().and_then(|o| o.poll_timeout());
-            match self
+            let turn = self
                 .driver
-                .turn(&mut self.conn, earliest([Some(silent_until), other_due]))?
-            {
+                .turn(&mut self.conn, earliest([Some(silent_until), other_due]));
+            match turn.map_err(|e| self.socket_error(e))? {
                 Turn::Read(_) => last_rx = Instant::now(),
                 Turn::Closed => {}
                 Turn::Woken => {
@@ -324,13 +328,34 @@ impl<B: DdpBackend> Connection<B> {
         }
     }
 
-    /// What a wait is for, in words.
-    fn waited_for(&self, want: Want) -> String {
-        let queue = if self.conn.config().qid == 0 {
+    /// The queue, in words.
+    fn queue_name(&self) -> String {
+        if self.conn.config().qid == 0 {
             "the admin queue".to_string()
         } else {
             format!("I/O queue {}", self.conn.config().qid)
-        };
+        }
+    }
+
+    /// A socket error in words: a write that timed out is a controller that stopped reading.
+    fn socket_error(&self, e: io::Error) -> Error {
+        if ulp_ddp_core::blocking::is_timeout(&e) {
+            timed_out(
+                self.timeout,
+                format!(
+                    "the controller to read what the host sends on {} (its TCP receive window \
+                     stayed full)",
+                    self.queue_name()
+                ),
+            )
+        } else {
+            Error::Io(e)
+        }
+    }
+
+    /// What a wait is for, in words.
+    fn waited_for(&self, want: Want) -> String {
+        let queue = self.queue_name();
         match want {
             Want::Connected => format!("ICResp on {queue}"),
             Want::Any => format!("a completion on {queue}"),

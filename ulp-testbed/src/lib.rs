@@ -9,6 +9,7 @@
 //! - [`pcap`]: the pcap writer, so that Wireshark checks captured traffic;
 //! - [`toy`]: the toy protocol the core's tests, the conformance runs and the demo use;
 //! - [`peers`]: starting and checking real peers (tgtd, tshark) on 127.0.0.1;
+//! - [`scripted::ScriptedPeer`]: a peer that follows a script (silent, or stops reading);
 //! - [`vm`]: the Linux target VM (nvmet-tcp and LIO) for real-peer tests.
 //!
 //! ```
@@ -24,5 +25,6 @@ pub mod iscsi;
 pub mod nvme;
 pub mod pcap;
 pub mod peers;
+pub mod scripted;
 pub mod toy;
 pub mod vm;
