@@ -73,20 +73,28 @@ impl std::error::Error for Timeout {}
 /// What one [`Driver::turn`] did.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Turn {
-    /// Bytes were read and handed to the connection (0: the peer closed the stream).
+    /// Bytes were read and handed to the connection (0: the peer closed the stream; bytes
+    /// that made the engine fail count as 1).
     Read(usize),
     /// Woken without bytes: a timer of the connection or the caller's deadline is due.
     Woken,
-    /// The connection is over; nothing more to read.
+    /// The connection is over; nothing more to read. Every further turn returns it at once:
+    /// the caller stops turning.
     Closed,
 }
 
-/// How late a wake-up may be, so that the socket's read timeout is not set before every read:
-/// it is set again only when the one in force would wake the driver later than this past the
-/// next deadline.
+/// How far a wake-up may miss the next deadline, so that the socket's read timeout is not set
+/// before every read: it is set again only when the one in force would wake the driver more
+/// than this before or after the deadline.
 const WAKE_SLACK: Duration = Duration::from_millis(20);
 
 /// A blocking driver's I/O half: the socket, the reader path and the transmit writer.
+///
+/// Reads wait no longer than the connection's next timer or the caller's deadline (a turn with
+/// neither waits for bytes however long they take). Writes block until the peer takes the
+/// bytes: give the socket a write timeout (both protocol crates do), so that a peer that stops
+/// reading fails [`flush`](Self::flush) with a timeout error ([`is_timeout`]) instead of
+/// blocking forever.
 #[derive(Debug)]
 pub struct Driver<S> {
     socket: S,
@@ -113,11 +121,6 @@ impl<S: Socket> Driver<S> {
     /// The socket.
     pub fn socket(&self) -> &S {
         &self.socket
-    }
-
-    /// The socket, e.g. to shut it down.
-    pub fn socket_mut(&mut self) -> &mut S {
-        &mut self.socket
     }
 
     /// Replaces the reader (for [`SocketReader::copy_small_payloads`]).
@@ -248,7 +251,7 @@ impl<S: Socket> Driver<S> {
     }
 }
 
-/// Whether a read failed because its timeout passed.
+/// Whether a read or a write failed because the socket's timeout passed.
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),

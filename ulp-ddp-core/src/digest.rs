@@ -63,9 +63,10 @@ impl fmt::Display for Digests {
 /// ```
 /// use ulp_ddp_core::digest::{crc32c, parts_digest};
 ///
-/// assert_eq!(parts_digest(&[b"1234", b"", b"56789"]), crc32c(b"123456789").to_le_bytes());
+/// let parts: [&[u8]; 3] = [b"1234", b"", b"56789"];
+/// assert_eq!(parts_digest(parts), crc32c(b"123456789").to_le_bytes());
 /// ```
-pub fn parts_digest(parts: &[&[u8]]) -> [u8; 4] {
+pub fn parts_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 4] {
     let mut crc = Crc32c::new();
     for part in parts {
         crc.update(part);

@@ -7,7 +7,9 @@
 //! every byte a device did not place). It is the kernel's ULP DDP layer ("nvme-tcp receive
 //! offloads") made protocol-agnostic, backend-pluggable and usable from userspace.
 //!
-//! It contains no networking code, no clocks, no threads and names no protocol.
+//! It names no protocol. Everything but two modules is sans-IO (no sockets, clocks or
+//! threads): [`reader`] reads from any `std::io::Read`, and [`blocking`] is the one loop that
+//! drives a sans-IO connection over a blocking socket, reading the clock for its timers.
 //!
 //! ## Layers
 //!
@@ -109,7 +111,9 @@ pub use digest::Digests;
 pub use engine::{DigestStatus, Engine, EngineOptions, Event, Piece, ReadTarget, SetupOutcome};
 pub use error::{BackendError, DataError, Error};
 pub use limits::{Decline, DigestOffload, Limits, TagRange};
-pub use protocol::{HeaderError, HeaderFrame, LayoutError, Parsed, PduLayout, Placement, Protocol};
+pub use protocol::{
+    HeaderError, HeaderFrame, LayoutError, MAX_PAD, Parsed, PduLayout, Placement, Protocol,
+};
 pub use reader::{RecvError, SocketReader};
 pub use sansio::SansIo;
 pub use stats::Stats;

@@ -44,7 +44,7 @@ pub struct PduLayout {
     pub data_offset: u32,
     /// Data bytes.
     pub data_len: u32,
-    /// Pad bytes after the data.
+    /// Pad bytes after the data (at most [`MAX_PAD`]).
     pub data_pad: u32,
     /// A 4-byte CRC32C follows the data (and pad). Protocols omit it when there is no data.
     pub data_digest: bool,
@@ -73,13 +73,17 @@ impl PduLayout {
     ///
     /// # Errors
     ///
-    /// [`LayoutError`] if the data starts inside the header.
+    /// [`LayoutError`] if the data starts inside the header or the pad is longer than
+    /// 3 bytes.
     pub fn total_len(&self, header_len: usize) -> Result<u64, LayoutError> {
         if (self.data_offset as usize) < header_len {
-            return Err(LayoutError {
+            return Err(LayoutError::DataInsideHeader {
                 header_len,
                 data_offset: self.data_offset,
             });
+        }
+        if self.data_pad > MAX_PAD {
+            return Err(LayoutError::PadTooLong { pad: self.data_pad });
         }
         let digest = if self.data_digest { 4 } else { 0 };
         Ok(u64::from(self.data_offset)
@@ -89,22 +93,43 @@ impl PduLayout {
     }
 }
 
-/// A [`PduLayout`] whose data starts inside the header.
+/// The longest pad a [`PduLayout`] may have: data is padded to a multiple of 4 bytes.
+pub const MAX_PAD: u32 = 3;
+
+/// A [`PduLayout`] the engine cannot frame.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub struct LayoutError {
-    /// The header's length, digest included.
-    pub header_len: usize,
-    /// Where the layout says data starts.
-    pub data_offset: u32,
+pub enum LayoutError {
+    /// The data starts inside the header.
+    DataInsideHeader {
+        /// The header's length, digest included.
+        header_len: usize,
+        /// Where the layout says data starts.
+        data_offset: u32,
+    },
+    /// The pad is longer than [`MAX_PAD`] bytes.
+    PadTooLong {
+        /// The pad's length.
+        pad: u32,
+    },
 }
 
 impl fmt::Display for LayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "data offset {} lies inside the {}-byte header",
-            self.data_offset, self.header_len
-        )
+        match self {
+            Self::DataInsideHeader {
+                header_len,
+                data_offset,
+            } => write!(
+                f,
+                "data offset {data_offset} lies inside the {header_len}-byte header"
+            ),
+            Self::PadTooLong { pad } => {
+                write!(
+                    f,
+                    "a pad of {pad} bytes (data is padded to 4 bytes: at most 3)"
+                )
+            }
+        }
     }
 }
 
@@ -241,7 +266,7 @@ mod tests {
         let err = layout.total_len(24).unwrap_err();
         assert_eq!(
             err,
-            LayoutError {
+            LayoutError::DataInsideHeader {
                 header_len: 24,
                 data_offset: 8
             }
@@ -249,6 +274,15 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "data offset 8 lies inside the 24-byte header"
+        );
+        let long_pad = PduLayout {
+            data_len: 5,
+            data_pad: 4,
+            ..PduLayout::header_only(24)
+        };
+        assert_eq!(
+            long_pad.total_len(24),
+            Err(LayoutError::PadTooLong { pad: 4 })
         );
     }
 }

@@ -60,12 +60,12 @@ impl RangeSet {
         Ok(())
     }
 
-    /// Total bytes covered.
     /// Whether the set is exactly `0..len`: every byte of a `len`-byte buffer received.
     pub(crate) fn is_whole(&self, len: u64) -> bool {
         self.ranges.as_slice() == [(0, len)]
     }
 
+    /// Total bytes covered.
     pub(crate) fn covered(&self) -> u64 {
         self.ranges.iter().map(|&(s, e)| e - s).sum()
     }

@@ -270,6 +270,37 @@ fn invalid_headers_are_fatal_typed_errors() {
     ));
 }
 
+/// Data the tag table refuses is discarded undigested: it has no verdict and counts as
+/// neither a computed nor a failed digest, however good its digest is.
+#[test]
+fn refused_data_is_no_digest_failure() {
+    let toy = Toy::new(false, true);
+    let mut e = sw(false, true);
+    e.setup(Tag(1), SgBuffer::zeroed(8)).unwrap();
+    let mut s = toy.encode_data(Tag(9), 0, b"unknown tag");
+    s.extend(toy.encode_data(Tag(1), 4, b"too long for the buffer"));
+    s.extend(toy.encode_data(Tag(1), 0, b"fits"));
+    e.receive(Piece::bytes(&s)).unwrap();
+    let evs = events(&mut e);
+    assert!(matches!(
+        evs[0],
+        Event::Error(DataError::UnknownTag(Tag(9)))
+    ));
+    assert!(matches!(
+        evs[1],
+        Event::Error(DataError::OutOfRange { tag: Tag(1), .. })
+    ));
+    assert!(matches!(
+        evs[2],
+        Event::Data {
+            digest: DigestStatus::Computed,
+            ..
+        }
+    ));
+    let st = e.stats();
+    assert_eq!((st.digests_computed, st.digests_failed), (1, 0));
+}
+
 #[test]
 fn hostile_data_with_overflowing_lengths_touches_nothing() {
     let toy = Toy::new(false, false);

@@ -180,7 +180,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             let n = len.min(self.framer.stage_left);
             self.take_placed(n, digest_ok, at)?;
             if let Some((_, offset)) = &mut at {
-                *offset += u64::from(n);
+                *offset = offset.wrapping_add(u64::from(n));
             }
             len -= n;
             self.framer.stream_pos += u64::from(n);
@@ -235,13 +235,18 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             return 0;
         };
         let l = pdu.layout;
-        let gap = self.framer.stage_left as usize;
-        let (data, pad) = (l.data_len as usize, l.data_pad as usize);
         let digest = if l.data_digest { 4 } else { 0 };
-        let need = gap + data + pad + digest;
-        if rest.len() < need {
+        // In u64: a hostile length must not wrap a 32-bit usize.
+        let need = u64::from(self.framer.stage_left)
+            + u64::from(l.data_len)
+            + u64::from(l.data_pad)
+            + digest;
+        if (rest.len() as u64) < need {
             return 0;
         }
+        // All of it lies in `rest`, so each part fits a usize.
+        let gap = self.framer.stage_left as usize;
+        let (data, pad, digest) = (l.data_len as usize, l.data_pad as usize, digest as usize);
         let mut at = gap;
         self.framer.stage = Stage::Data;
         self.framer.stage_left = l.data_len;
@@ -477,7 +482,9 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.framer.stage_left -= n as u32;
         let Framer { pdu, crc, .. } = &mut self.framer;
         if let Some(pdu) = pdu.as_mut() {
-            let digest = pdu.layout.data_digest && pdu.layout.digest_covers_pad;
+            let digest = pdu.layout.data_digest
+                && pdu.layout.digest_covers_pad
+                && !matches!(pdu.sink, Sink::Discard);
             for &b in &data[..n] {
                 if let Some(slot) = pdu.pad.get_mut(pdu.pad_done as usize) {
                     *slot = b;
@@ -513,6 +520,11 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.framer.stage = Stage::Header;
         self.framer.stage_left = 0;
         self.framer.started = false;
+        if matches!(pdu.sink, Sink::Discard) {
+            // Refused data (reported when its header arrived): none of it was digested, so it
+            // has no verdict and counts in no digest statistic.
+            return;
+        }
         let verdict = if !pdu.layout.data_digest {
             DigestStatus::Absent
         } else if pdu.all_ok {
@@ -596,9 +608,12 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         match f.stage {
             Stage::Header => 0,
             Stage::Gap if placeable => f.stage_left as usize,
-            Stage::Gap => {
-                f.stage_left as usize + l.data_len as usize + rest_after_data + next_header
-            }
+            // Saturating: a hostile data length must not wrap a 32-bit usize (a read is capped
+            // by the receive buffer anyway).
+            Stage::Gap => (f.stage_left as usize)
+                .saturating_add(l.data_len as usize)
+                .saturating_add(rest_after_data)
+                .saturating_add(next_header),
             Stage::Data => f.stage_left as usize + rest_after_data + next_header,
             Stage::Pad => f.stage_left as usize + digest as usize + next_header,
             Stage::Digest => (4 - pdu.digest_done as usize) + next_header,

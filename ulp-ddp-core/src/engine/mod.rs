@@ -154,15 +154,14 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.current_payload().max(self.tags.max_outstanding())
     }
 
-    /// For the reader path, while a PDU's data is being received: the data bytes it has left,
-    /// and how many bytes after them a read may take into a receive buffer (for
-    /// [`receive`](Self::receive)) without pulling the next PDU's payload through it (the pad
-    /// and data digest, the header-only PDUs the plugin expects next
-    /// ([`Protocol::expected_after`]), and the next PDU's typical header). `None` outside
-    /// PDU data. When the
-    /// in-place window from [`read_target`](Self::read_target) covers all the data left, one
-    /// vectored read into the window and a receive buffer saves the separate read of what
-    /// follows the payload.
+    /// For the reader path, while a PDU's data is being received (placed, collected for a
+    /// control event, or discarded): the data bytes it has left, and how many bytes after them
+    /// a read may take into a receive buffer (for [`receive`](Self::receive)) without pulling
+    /// the next PDU's payload through it (the pad and data digest, the header-only PDUs the
+    /// plugin expects after a command's last data ([`Protocol::expected_after`]), and the next
+    /// PDU's typical header). `None` outside PDU data. When the in-place window from
+    /// [`read_target`](Self::read_target) covers all the data left, one vectored read into the
+    /// window and a receive buffer saves the separate read of what follows the payload.
     pub fn after_payload(&self) -> Option<(usize, usize)> {
         match (&self.framer.pdu, self.framer.stage) {
             (Some(_), framer::Stage::Data) => {
@@ -221,13 +220,15 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                 digest_ok,
             } => self.receive_placed(len, digest_ok, Some((tag, offset))),
         };
-        if let Err(error) = result {
-            self.failed = true;
-            self.stats.errors += 1;
-            self.stats.drops += 1;
-            return Err(error);
-        }
-        Ok(())
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// A fatal error: the engine takes no more input, and the PDU it was in is dropped.
+    fn fail(&mut self, error: Error<P::Error>) -> Error<P::Error> {
+        self.failed = true;
+        self.stats.errors += 1;
+        self.stats.drops += 1;
+        error
     }
 
     /// Where the next socket bytes should be read to: straight into a command's buffer when the
@@ -235,6 +236,8 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
     /// reader path: payload never passes through an intermediate buffer.
     pub fn read_target(&mut self) -> ReadTarget<'_> {
         let window = self.framer.at_payload();
+        // Computed up front (a few arithmetic operations): the in-place branch borrows the
+        // tag table until it returns.
         let bytes = self.bytes_to_next_payload();
         let left = self.framer.stage_left as usize;
         self.offered = None;
@@ -272,12 +275,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                 "commit beyond the window read_target offered",
             )),
         };
-        if let Err(error) = result {
-            self.failed = true;
-            self.stats.errors += 1;
-            return Err(error);
-        }
-        Ok(())
+        result.map_err(|e| self.fail(e))
     }
 
     // ----- commands -----

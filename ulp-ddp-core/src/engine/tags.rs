@@ -75,7 +75,7 @@ impl Tags {
 
     /// Admits `len` data bytes at `placement`: the tag is registered and not finished, the
     /// range lies within its buffer and overlaps nothing received. Returns whether the backend
-    /// mapped the buffer.
+    /// mapped the buffer and whether this data completes it.
     #[inline]
     pub(super) fn admit(&mut self, placement: Placement, len: u32) -> Result<Admitted, DataError> {
         let Placement { tag, offset } = placement;
