@@ -18,7 +18,8 @@ use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ulp_ddp_core::blocking::{Driver, Timeout, Turn};
+pub use ulp_ddp_core::blocking::Timeout;
+use ulp_ddp_core::blocking::{Driver, Turn};
 use ulp_ddp_core::timer::earliest;
 use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SansIo, SgBuffer, SocketReader};
 
@@ -76,7 +77,11 @@ impl fmt::Display for Error {
                 cid,
                 status,
                 ..
-            } => write!(f, "{command} (CID {cid}) failed: {status}"),
+            } => write!(
+                f,
+                "{command} (CID {cid}) failed: {}",
+                status.describe(command)
+            ),
             Self::Setup(s) => f.write_str(s),
         }
     }

@@ -137,8 +137,9 @@ impl Status {
 }
 
 impl Status {
-    /// The status's name in the NVMe Base and Fabrics specifications, when it is one a host
-    /// meets on fabrics.
+    /// The status's name in the NVMe Base and Fabrics specifications, when it is a generic,
+    /// media or path status a host meets on fabrics. Command-specific statuses (SCT 1h) mean
+    /// different things for different commands: see [`name_for`](Self::name_for).
     pub const fn name(self) -> Option<&'static str> {
         Some(match (self.sct, self.sc) {
             (0, 0x00) => "Successful Completion",
@@ -164,11 +165,6 @@ impl Status {
             (0, 0x81) => "Capacity Exceeded",
             (0, 0x82) => "Namespace Not Ready",
             (0, 0x83) => "Reservation Conflict",
-            (1, 0x80) => "Connect: Incompatible Format",
-            (1, 0x81) => "Connect: Controller Busy",
-            (1, 0x82) => "Connect: Invalid Parameters",
-            (1, 0x83) => "Connect: Restart Discovery",
-            (1, 0x84) => "Connect: Invalid Host",
             (2, 0x80) => "Write Fault",
             (2, 0x81) => "Unrecovered Read Error",
             (2, 0x82) => "End-to-end Guard Check Error",
@@ -188,19 +184,57 @@ impl Status {
     }
 }
 
-impl core::fmt::Display for Status {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if let Some(name) = self.name() {
-            write!(f, "{name} (")?;
+impl Status {
+    /// The status's name when `command` (a name from [`command_name`]) returned it: the
+    /// command-specific statuses of Connect by name, the others as [`name`](Self::name).
+    pub fn name_for(self, command: &str) -> Option<&'static str> {
+        match (self.sct, self.sc, command) {
+            (1, 0x80, "Connect") => Some("Incompatible Format"),
+            (1, 0x81, "Connect") => Some("Controller Busy"),
+            (1, 0x82, "Connect") => Some("Connect Invalid Parameters"),
+            (1, 0x83, "Connect") => Some("Connect Restart Discovery"),
+            (1, 0x84, "Connect") => Some("Connect Invalid Host"),
+            _ => self.name(),
         }
-        write!(f, "SCT {:#x} SC {:#04x}", self.sct, self.sc)?;
-        if self.dnr {
+    }
+
+    /// The status in words for `command`: its name when known, with its codes.
+    pub fn describe(self, command: &str) -> impl core::fmt::Display {
+        Described {
+            status: self,
+            name: self.name_for(command),
+        }
+    }
+}
+
+struct Described {
+    status: Status,
+    name: Option<&'static str>,
+}
+
+impl core::fmt::Display for Described {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let s = self.status;
+        match self.name {
+            Some(name) => write!(f, "{name} (")?,
+            None if s.sct == 1 => f.write_str("command-specific status (")?,
+            None => f.write_str("status (")?,
+        }
+        write!(f, "SCT {:#x} SC {:#04x}", s.sct, s.sc)?;
+        if s.dnr {
             f.write_str(" DNR")?;
         }
-        if self.name().is_some() {
-            f.write_str(")")?;
+        f.write_str(")")
+    }
+}
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        Described {
+            status: *self,
+            name: self.name(),
         }
-        Ok(())
+        .fmt(f)
     }
 }
 
@@ -421,6 +455,37 @@ mod tests {
         assert_eq!(Status::from_cqe(0x0001), Status::SUCCESS);
         assert!(Status::from_cqe(1).is_success());
         assert_eq!(Status::DATA_TRANSFER_ERROR.to_cqe(), 0x0008);
+    }
+
+    #[test]
+    fn statuses_in_words() {
+        let lba = Status::generic(SC_LBA_OUT_OF_RANGE);
+        assert_eq!(lba.to_string(), "LBA Out of Range (SCT 0x0 SC 0x80 DNR)");
+        assert_eq!(
+            lba.describe("Read").to_string(),
+            "LBA Out of Range (SCT 0x0 SC 0x80 DNR)"
+        );
+        // Command-specific: named for the command whose codes they are, and only for it.
+        let cs = Status {
+            sct: 1,
+            sc: 0x82,
+            dnr: false,
+        };
+        assert_eq!(
+            cs.describe("Connect").to_string(),
+            "Connect Invalid Parameters (SCT 0x1 SC 0x82)"
+        );
+        assert_eq!(
+            cs.describe("Write").to_string(),
+            "command-specific status (SCT 0x1 SC 0x82)"
+        );
+        assert_eq!(cs.to_string(), "command-specific status (SCT 0x1 SC 0x82)");
+        let unknown = Status {
+            sct: 0,
+            sc: 0x7F,
+            dnr: false,
+        };
+        assert_eq!(unknown.to_string(), "status (SCT 0x0 SC 0x7f)");
     }
 
     #[test]

@@ -216,7 +216,23 @@ fn digest_flag_must_match_negotiation() {
     let mut e = engine(Digests::BOTH);
     e.setup(Tag(1), SgBuffer::zeroed(4)).unwrap();
     let pdu = c2h(1, 0, b"abcd", true, Digests::NONE);
-    assert!(e.receive(Piece::bytes(&pdu)).unwrap_err().is_fatal());
+    let err = e.receive(Piece::bytes(&pdu)).unwrap_err();
+    assert!(err.is_fatal());
+    assert!(
+        matches!(
+            err,
+            Error::Protocol(WireError::DigestFlag {
+                pdu_type: 0x07,
+                negotiated: true,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "bad PDU header: C2HData (PDU type 0x07): header digest flag clear but digest negotiated"
+    );
 }
 
 #[test]

@@ -309,7 +309,7 @@ impl<B: DdpBackend> Connection<B> {
     }
 
     /// Reports that the peer closed the connection.
-    pub fn handle_eof(&mut self) {
+    pub(crate) fn handle_eof(&mut self) {
         self.fail(ConnectionError::PeerClosed, None, None);
     }
 

@@ -254,7 +254,8 @@ impl fmt::Display for Error {
                 expected,
             } => write!(
                 f,
-                "PDU type {pdu_type:#04x}: HLEN {hlen}, expected {expected}"
+                "{}: HLEN {hlen}, expected {expected}",
+                type_name(pdu_type)
             ),
             Self::BadPdo {
                 pdu_type,
@@ -262,7 +263,8 @@ impl fmt::Display for Error {
                 header_len,
             } => write!(
                 f,
-                "PDU type {pdu_type:#04x}: bad PDO {pdo} (header plus digest is {header_len})"
+                "{}: bad PDO {pdo} (header plus digest is {header_len})",
+                type_name(pdu_type)
             ),
             Self::MisalignedPdo { pdo, alignment } => {
                 write!(f, "PDO {pdo} is not a multiple of {alignment}")
@@ -274,10 +276,11 @@ impl fmt::Display for Error {
                 max,
             } => write!(
                 f,
-                "PDU type {pdu_type:#04x}: PLEN {plen} outside {min}..={max}"
+                "{}: PLEN {plen} outside {min}..={max}",
+                type_name(pdu_type)
             ),
             Self::InvalidFlags { pdu_type, flags } => {
-                write!(f, "PDU type {pdu_type:#04x}: invalid FLAGS {flags:#04x}")
+                write!(f, "{}: invalid FLAGS {flags:#04x}", type_name(pdu_type))
             }
             Self::DigestFlag {
                 pdu_type,
@@ -285,7 +288,8 @@ impl fmt::Display for Error {
                 negotiated,
             } => write!(
                 f,
-                "PDU type {pdu_type:#04x}: {which:?} digest flag {} but digest {}negotiated",
+                "{}: {which} digest flag {} but digest {}negotiated",
+                type_name(pdu_type),
                 if negotiated { "clear" } else { "set" },
                 if negotiated { "" } else { "not " },
             ),
@@ -311,7 +315,7 @@ impl fmt::Display for Error {
             }
             Self::UnknownFes(fes) => write!(f, "unknown fatal error status {fes:#06x}"),
             Self::BadDataLen { pdu_type, len } => {
-                write!(f, "PDU type {pdu_type:#04x} cannot carry {len} data bytes")
+                write!(f, "{} cannot carry {len} data bytes", type_name(pdu_type))
             }
             Self::BufferTooSmall { need, have } => {
                 write!(f, "output buffer too small: need {need} bytes, have {have}")
@@ -321,6 +325,23 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+/// A PDU type in words: its name and code ("C2HData (PDU type 0x07)"), or the code alone.
+fn type_name(pdu_type: u8) -> String {
+    match PduType::try_from(pdu_type) {
+        Ok(t) => format!("{t} (PDU type {pdu_type:#04x})"),
+        Err(_) => format!("PDU type {pdu_type:#04x}"),
+    }
+}
+
+impl fmt::Display for DigestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Header => "header",
+            Self::Data => "data",
+        })
+    }
+}
 
 ulp_ddp_core::wire_codes! {
     /// NVMe/TCP PDU types, in specification order.

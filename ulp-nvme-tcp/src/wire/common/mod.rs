@@ -538,7 +538,7 @@ pub(crate) fn emit_header_parts(
     e.ddgst = e
         .layout
         .ddgst
-        .then(|| ulp_ddp_core::digest::parts_digest(parts));
+        .then(|| ulp_ddp_core::digest::parts_digest(parts.iter().copied()));
     Ok(e)
 }
 
