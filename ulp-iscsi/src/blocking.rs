@@ -17,7 +17,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ulp_ddp_core::blocking::{Driver, Socket, Timeout, Turn};
+pub use ulp_ddp_core::blocking::Timeout;
+use ulp_ddp_core::blocking::{Driver, Socket, Turn};
 use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
 
 use crate::connection::{

@@ -166,11 +166,6 @@ impl IscsiInitiator {
     }
 }
 
-/// Whether `op` is one a target sends.
-pub fn is_target_opcode(op: Opcode) -> bool {
-    !op.from_initiator()
-}
-
 /// Decodes the fields of a Data-In BHS without its data segment: every flag and reserved field
 /// is checked as the codec checks a whole PDU.
 fn decode_data_in(pkt: &Packet<&[u8]>) -> wire::Result<DataInRepr<'static>> {

@@ -552,3 +552,148 @@ fn queue_config_carries_required_digests() {
     let c = Connection::new(self::config(), SwBackend::new());
     assert!(!c.engine().config().header_digest);
 }
+
+/// A target may answer a write with its status before taking all the data it asked for (a
+/// CHECK CONDITION, say). The Data-Out PDUs still queued for that write must not go out: its
+/// task tag is free again, and the next command that takes it would send them with its own
+/// buffer, breaking the byte stream.
+#[test]
+fn no_data_out_after_the_write_completed() {
+    // One task tag, so the next command takes the write's.
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(0),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    let id = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::write_10(0, 128),
+        data: Data::Write(SgBuffer::from_vec(vec![0x5A; 64 * 1024])),
+    });
+    let header = c.poll_transmit().expect("SCSI Command").parts()[0].to_vec();
+    assert_eq!(header[0] & 0x3F, 0x01);
+    let itt = u32::from_be_bytes(header[16..20].try_into().unwrap());
+    while c.poll_transmit().is_some() {}
+    // The target asks for the whole write, then answers before taking any of it.
+    let r2t = ulp_iscsi::wire::r2t::R2tRepr {
+        lun: Lun::default(),
+        itt: Itt(itt),
+        ttt: Ttt(9),
+        stat_sn: 101,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 50,
+        r2t_sn: 0,
+        buffer_offset: 0,
+        desired_len: 64 * 1024,
+    };
+    let mut b = vec![0; 48];
+    r2t.emit(&mut b, Digests::NONE).unwrap();
+    receive(&mut c, &b).unwrap();
+    receive(&mut c, &scsi_response(itt, 101, None)).unwrap();
+    let done = completion(&mut c);
+    assert_eq!(done.id, id);
+    assert_eq!(
+        done.buffer.map(|b| b.len()),
+        Some(64 * 1024),
+        "the buffer comes back"
+    );
+    // A new write takes the tag; no Data-Out of the finished write goes out with its buffer.
+    c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::write_10(0, 1),
+        data: Data::Write(SgBuffer::from_vec(vec![0xA5; 512])),
+    });
+    let mut opcodes = Vec::new();
+    while let Some(t) = c.poll_transmit() {
+        opcodes.push(t.parts()[0][0] & 0x3F);
+    }
+    assert_eq!(
+        opcodes,
+        [0x01],
+        "only the new SCSI Command (its data immediate)"
+    );
+    assert_eq!(c.phase(), Phase::FullFeature);
+}
+
+/// A NOP-In answering the NOP-Out `ping` (its ITT, StatSN `stat_sn`).
+fn nop_in(itt: u32, stat_sn: u32) -> Vec<u8> {
+    let nop = NopInRepr {
+        lun: Lun::default(),
+        itt: Itt(itt),
+        ttt: Ttt::RESERVED,
+        stat_sn,
+        exp_cmd_sn: 1,
+        max_cmd_sn: 100,
+        data: &[],
+    };
+    let mut b = vec![0; 48];
+    nop.emit(&mut b, Digests::NONE).unwrap();
+    b
+}
+
+/// NOP-Out pings are a timer of the state machine, driven only by `handle_timeout(now)`: the
+/// first goes out one interval after full feature phase began, none while the target talks,
+/// and one unanswered for the ping timeout fails the connection.
+#[test]
+fn nop_out_pings_are_timers() {
+    use std::time::{Duration, Instant};
+    let interval = Duration::from_secs(5);
+    let mut c = logged_in(100);
+    let t0 = Instant::now();
+    c.handle_timeout(t0);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(t0 + interval),
+        "armed at full feature phase"
+    );
+    c.handle_timeout(t0 + interval / 2);
+    assert!(c.poll_transmit().is_none(), "nothing before the interval");
+    // The first interval passes in silence: a ping.
+    c.handle_timeout(t0 + interval);
+    let (opcode, itt, ttt) = {
+        let t = c.poll_transmit().expect("a NOP-Out");
+        let h = t.parts()[0];
+        (
+            h[0] & 0x3F,
+            u32::from_be_bytes(h[16..20].try_into().unwrap()),
+            u32::from_be_bytes(h[20..24].try_into().unwrap()),
+        )
+    };
+    assert_eq!(
+        (opcode, ttt),
+        (0x00, 0xFFFF_FFFF),
+        "a NOP-Out asking for an answer"
+    );
+    assert_ne!(itt, 0xFFFF_FFFF);
+    // Its answer comes; the next interval has traffic (the answer), so no ping follows it.
+    receive(&mut c, &nop_in(itt, 101)).unwrap();
+    assert!(
+        c.poll_event().is_none(),
+        "the connection's own ping is no event"
+    );
+    c.handle_timeout(t0 + 2 * interval);
+    assert!(
+        c.poll_transmit().is_none(),
+        "the target spoke in the last interval"
+    );
+    // Silence again: a ping, and no answer for the ping timeout (5 s): the connection fails.
+    c.handle_timeout(t0 + 3 * interval);
+    assert!(c.poll_transmit().is_some(), "a second NOP-Out");
+    assert_eq!(c.poll_timeout(), Some(t0 + 4 * interval));
+    c.handle_timeout(t0 + 4 * interval);
+    assert!(c.is_closed());
+    let closed = std::iter::from_fn(|| c.poll_event())
+        .find_map(|e| match e {
+            Event::Closed(e) => Some(e),
+            _ => None,
+        })
+        .expect("Closed");
+    assert!(
+        matches!(closed, ConnectionError::PingTimeout { waited } if waited == interval),
+        "{closed}"
+    );
+    assert_eq!(
+        closed.to_string(),
+        "the target did not answer a NOP-Out ping within 5.0 s"
+    );
+}

@@ -434,7 +434,9 @@ impl<B: DdpBackend> SansIo for Connection<B> {
             return;
         };
         if !self.ping_timer.is_armed() {
+            // The first interval starts now: what arrived before (the login) does not count.
             self.ping_timer.start(interval);
+            self.rx_seen = false;
         }
         if self.ping_timer.expire(now) {
             self.ping_timer.set(now + interval);
@@ -470,7 +472,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
             if let TxPayload::Write { tag, .. } = pdu.payload
                 && self.write_of(tag).is_none()
             {
-                // The task finished before its Data-Out went out (the target answered early).
+                // Not reached: a task's queued Data-Outs leave the queue when it completes.
                 continue;
             }
             self.current = Some(pdu);

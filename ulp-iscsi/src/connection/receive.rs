@@ -390,6 +390,10 @@ impl<B: DdpBackend> Connection<B> {
         let Some(task) = self.tasks.remove(&tag) else {
             return;
         };
+        // Data-Outs still queued for the task must not go out: the tag is free again, and the
+        // next write that takes it would send them with its own buffer.
+        self.tx
+            .retain(|p| !matches!(p.payload, TxPayload::Write { tag: t, .. } if t == tag));
         self.free_tags.push_back(tag);
         if let TaskKind::Scsi(t) = task.kind {
             self.events.push_back(Event::Completed(Completion {

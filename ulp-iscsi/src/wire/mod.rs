@@ -36,7 +36,7 @@ pub mod snack;
 pub mod task_mgmt;
 pub mod text;
 
-use ulp_ddp_core::digest::Crc32c;
+use ulp_ddp_core::digest::{Crc32c, parts_digest};
 
 use self::bhs::{BHS_LEN, Packet};
 
@@ -135,9 +135,14 @@ impl fmt::Display for Error {
                     "target to initiator"
                 }
             ),
-            Self::UnexpectedOpcode { expected, found } => {
-                write!(f, "expected opcode {expected:?}, found {found:?}")
-            }
+            Self::UnexpectedOpcode { expected, found } => write!(
+                f,
+                "expected {} (opcode {:#04x}), found {} (opcode {:#04x})",
+                expected.name(),
+                expected.code(),
+                found.name(),
+                found.code()
+            ),
             Self::BadDataSegmentLength => f.write_str("invalid DataSegmentLength"),
             Self::BadAhs => f.write_str("invalid additional header segment"),
             Self::Reserved { offset } => write!(f, "reserved field non-zero at offset {offset}"),
@@ -449,20 +454,10 @@ pub(crate) fn emit_header_parts<'a, B: Body<'a>>(
     let (ahs_buf, digest_buf) = rest.split_at_mut(ahs_len);
     body.emit_ahs(ahs_buf);
     if digests.header {
-        let mut crc = Crc32c::new();
-        crc.update(bhs_buf);
-        crc.update(ahs_buf);
-        digest_buf.copy_from_slice(&crc.to_wire());
+        digest_buf.copy_from_slice(&parts_digest([&*bhs_buf, &*ahs_buf]));
     }
-    let data_digest = if has_dd {
-        // The data digest covers the pad too.
-        let mut crc = Crc32c::new();
-        parts.iter().for_each(|p| crc.update(p));
-        crc.update(&PAD[..pad]);
-        Some(crc.to_wire())
-    } else {
-        None
-    };
+    // The data digest covers the pad too.
+    let data_digest = has_dd.then(|| parts_digest(parts.iter().copied().chain([&PAD[..pad]])));
     Ok(EmittedHeader {
         header_len,
         data_len,

@@ -50,7 +50,3 @@ pub fn options(capture: bool) -> Options {
     o.capture = capture;
     o
 }
-
-pub fn require_peers() -> bool {
-    std::env::var("ULP_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-}
