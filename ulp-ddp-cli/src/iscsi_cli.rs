@@ -121,7 +121,8 @@ fn open(
     let (target, url) = match url {
         Some(u) => (None, IscsiUrl::parse(u)?),
         None => {
-            let t = Target::start(TargetConfig::default())?;
+            let t = Target::start(TargetConfig::default())
+                .map_err(|e| format!("embedded target: {e}"))?;
             if verbose {
                 println!("embedded target: {}", t.url());
             }
@@ -141,7 +142,9 @@ fn open(
             secret: url.password.clone().unwrap_or_default().into_bytes(),
         });
     }
-    let mut c = Session::connect_with(url.addr(), config, SwBackend::new(), Options::default())?;
+    let addr = url.addr();
+    let mut c = Session::connect_with(addr.clone(), config, SwBackend::new(), Options::default())
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let p = c.connection().params().clone();
     if verbose {
         println!(
@@ -208,12 +211,12 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 ulp_ddp_core::digest::crc32c(&data)
             );
             if let Some(out) = &a.output {
-                std::fs::write(out, &data)?;
+                std::fs::write(out, &data).map_err(|e| format!("write {out}: {e}"))?;
             }
         }
         "write" => {
             let mut data = match &a.input {
-                Some(f) => std::fs::read(f)?,
+                Some(f) => std::fs::read(f).map_err(|e| format!("read {f}: {e}"))?,
                 None => (0..a.len)
                     .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
                     .collect(),
@@ -383,27 +386,9 @@ fn perf_main(args: &[String]) -> ExitCode {
         }
         Ok((spec, url, initiator))
     });
-    let (spec, url, initiator) = match parsed {
-        Ok(r) => r,
-        Err(msg) => {
-            let usage = format!("{USAGE}\n{}", crate::perf::FLAGS);
-            return crate::usage_exit("ulp-ddp iscsi", &msg, &usage);
-        }
-    };
-    match perf_as(&spec, url.as_deref(), &initiator) {
-        Ok(r) => {
-            r.print(spec.json);
-            if r.errors > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("ulp-ddp iscsi: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let json = parsed.as_ref().is_ok_and(|(spec, ..)| spec.json);
+    let outcome = parsed.map(|(spec, url, initiator)| perf_as(&spec, url.as_deref(), &initiator));
+    crate::perf::finish("ulp-ddp iscsi", USAGE, json, outcome)
 }
 
 #[cfg(test)]

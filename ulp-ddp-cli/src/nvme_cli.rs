@@ -1,4 +1,4 @@
-//! `ulp-ddp nvme read|write|perf [nvme-tcp://HOST:PORT/NQN/NSID] [options]`: the NVMe/TCP host
+//! `ulp-ddp nvme read|write|verify|perf [nvme-tcp://HOST:PORT/NQN/NSID] [options]`: the NVMe/TCP host
 //! on a real target, or on the embedded one when no URL is given.
 
 use std::io::Write as _;
@@ -34,7 +34,7 @@ usage: ulp-ddp nvme read|write|verify [nvme-tcp://HOST:PORT/NQN/NSID] [options]
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
-    /// `read`, `write` or `perf`.
+    /// `read`, `write` or `verify`.
     pub op: String,
     /// Host, port, subsystem NQN and namespace, or `None` for the embedded target.
     pub url: Option<(String, u16, String, u32)>,
@@ -126,7 +126,7 @@ pub struct PhaseResult {
     pub elapsed: Duration,
     /// Commands that failed.
     pub errors: usize,
-    /// Reads whose data did not match what was written (perf only).
+    /// Reads whose data did not match what was written (`verify` only).
     pub mismatches: usize,
 }
 
@@ -393,7 +393,6 @@ pub fn perf(
 }
 
 fn perf_main(args: &[String]) -> std::process::ExitCode {
-    use std::process::ExitCode;
     let parsed = PerfSpec::parse(args).and_then(|(spec, rest)| {
         let mut url = None;
         for a in &rest {
@@ -406,27 +405,9 @@ fn perf_main(args: &[String]) -> std::process::ExitCode {
         }
         Ok((spec, url))
     });
-    let (spec, url) = match parsed {
-        Ok(r) => r,
-        Err(msg) => {
-            let usage = format!("{USAGE}\n{}", crate::perf::FLAGS);
-            return crate::usage_exit("ulp-ddp nvme", &msg, &usage);
-        }
-    };
-    match perf(&spec, url.as_ref()) {
-        Ok(r) => {
-            r.print(spec.json);
-            if r.errors > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("ulp-ddp nvme: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let json = parsed.as_ref().is_ok_and(|(spec, _)| spec.json);
+    let outcome = parsed.map(|(spec, url)| perf(&spec, url.as_ref()));
+    crate::perf::finish("ulp-ddp nvme", USAGE, json, outcome)
 }
 
 /// The `nvme` subcommand: parses `args` (after `nvme`), runs, prints the result table.

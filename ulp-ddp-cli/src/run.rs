@@ -5,7 +5,8 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ulp_backend_sw::{SocketReader, SwBackend};
+use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::SocketReader;
 use ulp_ddp_core::testkit::{self, Outcome, Rng, Workload};
 use ulp_ddp_core::{Engine, EngineOptions, Piece, QueueConfig, QueueId, SgBuffer, Stats};
 

@@ -17,8 +17,9 @@ pub use report::{PerfResult, table_header};
 pub use spec::{Limit, PerfSpec};
 pub use tcp::{TCP_REQUEST_LEN, TcpBaseline, tcp_main, tcp_perf};
 
-/// Bytes of the embedded targets' namespace and LUN in perf runs (larger than this machine's
-/// 32 MiB L3, so reads come from memory, as a target's would), and the TCP baseline's source.
+/// Bytes of the embedded NVMe/TCP namespace in perf runs (larger than this machine's 32 MiB L3,
+/// so reads come from memory, as a target's would), and the TCP baseline's source. (The
+/// embedded iSCSI target keeps its default 16 MiB LUN.)
 pub const EMBEDDED_BYTES: usize = 64 << 20;
 
 /// Usage text of the flags every `perf` mode takes.
@@ -36,3 +37,29 @@ perf flags (the same for tcp, nvme and iscsi):
   --json          one JSON object instead of the table
   --no-progress   no progress bar (it is only drawn on a terminal anyway)
 ";
+
+/// The end of a `perf` subcommand: a parse error gives the usage (with the perf flags); a run
+/// prints its result, and the exit code says whether the run or any of its commands failed.
+pub fn finish<E: std::fmt::Display>(
+    command: &str,
+    usage: &str,
+    json: bool,
+    outcome: Result<Result<PerfResult, E>, String>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    match outcome {
+        Err(msg) => crate::usage_exit(command, &msg, &format!("{usage}\n{FLAGS}")),
+        Ok(Ok(r)) => {
+            r.print(json);
+            if r.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Ok(Err(e)) => {
+            eprintln!("{command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -260,9 +260,8 @@ pub fn tcp_main(args: &[String]) -> std::process::ExitCode {
         .as_slice()
     {
         ["perf"] => {}
-        ["-h" | "--help"] => {
-            print!("{usage}");
-            return ExitCode::SUCCESS;
+        ["-h" | "--help"] | ["perf", "-h" | "--help"] => {
+            return crate::usage_exit("ulp-ddp tcp", "", &usage);
         }
         _ => {
             eprintln!("ulp-ddp tcp: expected `perf` and flags\n{usage}");
