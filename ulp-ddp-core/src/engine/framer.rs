@@ -22,12 +22,8 @@ pub(super) enum Stage {
 
 #[derive(Debug)]
 pub(super) enum Sink {
-    /// Data goes to a registered buffer; `completes`: it is the command's last data.
-    Place {
-        tag: Tag,
-        offloaded: bool,
-        completes: bool,
-    },
+    /// Data goes to a registered buffer.
+    Place { tag: Tag, offloaded: bool },
     /// Data is buffered for a control event.
     Control(Vec<u8>),
     /// Data is discarded (the error was reported when the header arrived).
@@ -312,10 +308,9 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
         self.stats.pdus += 1;
         let sink = match layout.placement {
             Some(placement) => match self.tags.admit(placement, layout.data_len) {
-                Ok(a) => Sink::Place {
+                Ok(offloaded) => Sink::Place {
                     tag: placement.tag,
-                    offloaded: a.offloaded,
-                    completes: a.completes,
+                    offloaded,
                 },
                 Err(error) => {
                     self.stats.errors += 1;
@@ -445,7 +440,7 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
             pdu.all_ok &= digest_ok;
         }
         match pdu.sink {
-            Sink::Place { tag, offloaded, .. } => {
+            Sink::Place { tag, offloaded } => {
                 if !offloaded && !read {
                     return Err(Error::BackendViolation(
                         "placed bytes for an unmapped command",
@@ -593,12 +588,14 @@ impl<P: Protocol, B: DdpBackend> Engine<P, B> {
                 need
             };
         };
-        // After a command's last data: the header-only PDUs the plugin expects (its response),
-        // then the next header.
+        // After a command's last data (its buffer is whole once this PDU's data is in): the
+        // header-only PDUs the plugin expects (its response), then the next header. Asked
+        // here, once per read on the reader path, rather than per PDU.
+        let expected = self.protocol.expected_after();
         let next_header = match pdu.sink {
-            Sink::Place {
-                completes: true, ..
-            } => next_header + self.protocol.expected_after(),
+            Sink::Place { tag, .. } if expected > 0 && self.tags.is_whole(tag) => {
+                next_header + expected
+            }
             _ => next_header,
         };
         let l = pdu.layout;

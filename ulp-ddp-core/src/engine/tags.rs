@@ -27,15 +27,6 @@ pub(super) struct Tags {
     pub(super) retry: Vec<Tag>,
 }
 
-/// A data PDU the tag table admitted.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Admitted {
-    /// The backend mapped the tag (a device may place the data).
-    pub(super) offloaded: bool,
-    /// With this PDU's data, the command's buffer is whole: it is the command's last data.
-    pub(super) completes: bool,
-}
-
 impl Tags {
     pub(super) fn len(&self) -> usize {
         self.map.len()
@@ -75,9 +66,9 @@ impl Tags {
 
     /// Admits `len` data bytes at `placement`: the tag is registered and not finished, the
     /// range lies within its buffer and overlaps nothing received. Returns whether the backend
-    /// mapped the buffer and whether this data completes it.
+    /// mapped the buffer.
     #[inline]
-    pub(super) fn admit(&mut self, placement: Placement, len: u32) -> Result<Admitted, DataError> {
+    pub(super) fn admit(&mut self, placement: Placement, len: u32) -> Result<bool, DataError> {
         let Placement { tag, offset } = placement;
         let entry = self.map.get_mut(&tag).ok_or(DataError::UnknownTag(tag))?;
         if entry.finished {
@@ -97,11 +88,16 @@ impl Tags {
         {
             Err(Refused::Overlap) => Err(DataError::Duplicate { tag, offset, len }),
             Err(Refused::TooMany) => Err(DataError::TooFragmented { tag }),
-            Ok(()) => Ok(Admitted {
-                offloaded: entry.offloaded,
-                completes: entry.received.is_whole(entry.buffer.len()),
-            }),
+            Ok(()) => Ok(entry.offloaded),
         }
+    }
+
+    /// Whether every byte of `tag`'s buffer was admitted (the PDU that did it carries the
+    /// command's last data).
+    pub(super) fn is_whole(&self, tag: Tag) -> bool {
+        self.map
+            .get(&tag)
+            .is_some_and(|e| e.received.is_whole(e.buffer.len()))
     }
 
     /// The most payload bytes a command not yet torn down may still receive.
