@@ -117,5 +117,5 @@ pub use protocol::{
 pub use reader::{RecvError, SocketReader};
 pub use sansio::SansIo;
 pub use stats::Stats;
-pub use transmit::{Transmit, TransmitWriter};
+pub use transmit::{BufferTooSmall, Transmit, TransmitWriter};
 pub use types::{ProtocolId, QueueId, Tag, TcpSeq};

@@ -134,9 +134,79 @@ pub fn write_all_vectored<W: Write + ?Sized>(w: &mut W, parts: &[&[u8]]) -> io::
     Ok(())
 }
 
+/// An output buffer shorter than what an emitter must write into it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct BufferTooSmall {
+    /// Bytes needed.
+    pub need: usize,
+    /// Bytes the buffer has.
+    pub have: usize,
+}
+
+impl std::fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "output buffer too small: need {} bytes, have {}",
+            self.need, self.have
+        )
+    }
+}
+
+impl std::error::Error for BufferTooSmall {}
+
+/// The first `need` bytes of `buf`, zeroed: where a protocol's emitter writes a PDU header
+/// (its reserved fields zero). Both protocols' codecs start their headers here.
+///
+/// # Errors
+///
+/// [`BufferTooSmall`] if `buf` is shorter than `need`.
+pub fn header_space(buf: &mut [u8], need: usize) -> Result<&mut [u8], BufferTooSmall> {
+    let have = buf.len();
+    let out = buf.get_mut(..need).ok_or(BufferTooSmall { need, have })?;
+    out.fill(0);
+    Ok(out)
+}
+
+/// Checks that `buf` holds at least `need` bytes, before an emitter writes a whole PDU.
+///
+/// # Errors
+///
+/// [`BufferTooSmall`] if it does not.
+pub fn check_space(buf: &[u8], need: usize) -> Result<(), BufferTooSmall> {
+    if buf.len() < need {
+        return Err(BufferTooSmall {
+            need,
+            have: buf.len(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_space_is_zeroed_and_checked() {
+        let mut buf = [0xFFu8; 8];
+        assert_eq!(
+            header_space(&mut buf, 5).map(|h| h.to_vec()),
+            Ok(vec![0; 5])
+        );
+        assert_eq!(buf[5..], [0xFF; 3], "only the header's bytes are zeroed");
+        let err = header_space(&mut buf, 9).unwrap_err();
+        assert_eq!(err, BufferTooSmall { need: 9, have: 8 });
+        assert_eq!(
+            err.to_string(),
+            "output buffer too small: need 9 bytes, have 8"
+        );
+        assert_eq!(check_space(&buf, 8), Ok(()));
+        assert_eq!(
+            check_space(&buf, 9),
+            Err(BufferTooSmall { need: 9, have: 8 })
+        );
+    }
 
     /// A writer that takes at most `chunk` bytes per call and records calls.
     struct Slow {

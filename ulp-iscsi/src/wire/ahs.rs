@@ -175,13 +175,7 @@ impl<'a> CommandAhs<'a> {
     /// [`check`](Self::check).
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         self.check()?;
-        let need = self.len();
-        if buf.len() < need {
-            return Err(Error::BufferTooSmall {
-                need,
-                have: buf.len(),
-            });
-        }
+        ulp_ddp_core::transmit::check_space(buf, self.len())?;
         let mut at = 0;
         if !self.ext_cdb.is_empty() {
             // Bounded by check(): at most 245.

@@ -181,6 +181,15 @@ impl From<text::TextError> for Error {
     }
 }
 
+impl From<ulp_ddp_core::BufferTooSmall> for Error {
+    fn from(e: ulp_ddp_core::BufferTooSmall) -> Self {
+        Self::BufferTooSmall {
+            need: e.need,
+            have: e.have,
+        }
+    }
+}
+
 ulp_ddp_core::wire_codes! {
     /// iSCSI opcodes (RFC 7143 §11.2.1.2), the low six bits of BHS byte 0.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -435,12 +444,7 @@ pub(crate) fn emit_header_parts<'a, B: Body<'a>>(
     let header_len = BHS_LEN + ahs_len + if digests.header { 4 } else { 0 };
     let has_dd = digests.data && data_len > 0;
     let total_len = header_len + data_len + pad + if has_dd { 4 } else { 0 };
-    let have = buf.len();
-    let out = buf.get_mut(..header_len).ok_or(Error::BufferTooSmall {
-        need: header_len,
-        have,
-    })?;
-    out.fill(0);
+    let out = ulp_ddp_core::transmit::header_space(buf, header_len)?;
     let (bhs_buf, rest) = out.split_at_mut(BHS_LEN);
     {
         let mut pkt = Packet::new_unchecked(&mut *bhs_buf);
@@ -473,13 +477,7 @@ pub(crate) fn emit_pdu<'a, B: Body<'a>>(
     buf: &mut [u8],
     digests: Digests,
 ) -> Result<usize> {
-    let need = buffer_len(body, digests);
-    if buf.len() < need {
-        return Err(Error::BufferTooSmall {
-            need,
-            have: buf.len(),
-        });
-    }
+    ulp_ddp_core::transmit::check_space(buf, buffer_len(body, digests))?;
     let h = emit_header(body, buf, digests)?;
     let mut at = h.header_len;
     body.with_data(|parts| {

@@ -326,6 +326,15 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
+impl From<ulp_ddp_core::BufferTooSmall> for Error {
+    fn from(e: ulp_ddp_core::BufferTooSmall) -> Self {
+        Self::BufferTooSmall {
+            need: e.need,
+            have: e.have,
+        }
+    }
+}
+
 /// A PDU type in words: its name and code ("C2HData (PDU type 0x07)"), or the code alone.
 fn type_name(pdu_type: u8) -> String {
     match PduType::try_from(pdu_type) {

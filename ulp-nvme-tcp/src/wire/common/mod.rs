@@ -559,12 +559,7 @@ pub(crate) fn emit_header_sized(
     } else {
         layout.data_offset
     };
-    let have = buf.len();
-    let out = buf.get_mut(..header_len).ok_or(Error::BufferTooSmall {
-        need: header_len,
-        have,
-    })?;
-    out.fill(0);
+    let out = ulp_ddp_core::transmit::header_space(buf, header_len)?;
     let mut flags = flags & !(HDGSTF | DDGSTF);
     if layout.hdgst {
         flags |= HDGSTF;
