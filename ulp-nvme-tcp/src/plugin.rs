@@ -81,6 +81,8 @@ impl ControllerPdu {
 #[derive(Clone, Debug, Default)]
 pub struct NvmeTcpHost {
     digests: Digests,
+    /// The C2HData alignment the host asked for in ICReq.
+    hpda: Pda,
     /// The layout [`Protocol::frame`] validated for the PDU being received.
     framed: Option<Layout>,
     /// Header bytes of the CapsuleResp expected after the PDU parsed last (0: none expected).
@@ -97,6 +99,7 @@ impl NvmeTcpHost {
     pub fn with_digests(digests: Digests) -> Self {
         Self {
             digests,
+            hpda: Pda::ZERO,
             framed: None,
             resp_after: 0,
         }
@@ -110,6 +113,12 @@ impl NvmeTcpHost {
     /// The negotiated digests.
     pub fn digests(&self) -> Digests {
         self.digests
+    }
+
+    /// Sets the C2HData alignment the host asked for (ICReq HPDA): a C2HData whose PDO is not
+    /// a multiple of it is refused ([`Error::MisalignedPdo`]).
+    pub fn set_hpda(&mut self, hpda: Pda) {
+        self.hpda = hpda;
     }
 }
 
@@ -163,7 +172,10 @@ impl Protocol for NvmeTcpHost {
             None => Layout::parse(header, self.digests)?,
         };
         let pdu = match layout.pdu_type {
-            PduType::C2hData => ControllerPdu::C2hData(C2hDataRepr::decode(header, &layout)?),
+            PduType::C2hData => {
+                layout.check_alignment(self.hpda)?;
+                ControllerPdu::C2hData(C2hDataRepr::decode(header, &layout)?)
+            }
             PduType::CapsuleResp => {
                 ControllerPdu::CapsuleResp(CapsuleRespRepr::decode(header, &layout)?)
             }

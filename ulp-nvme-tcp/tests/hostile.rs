@@ -661,10 +661,12 @@ fn cid_is_reused_only_after_its_completion_is_taken() {
         vec![cids[2] as u8; LEN]
     );
     assert_eq!((q.free_slots(), q.outstanding()), (1, 3));
+    let again = submit_read(&mut q);
+    assert_eq!(again & 0x0FFF, cids[2], "the one slot taken back is reused");
     assert_eq!(
-        submit_read(&mut q),
-        cids[2],
-        "the one CID taken back is reused"
+        again,
+        cids[2] | 0x1000,
+        "under the slot's next generation, so a stale PDU cannot reach it"
     );
     let mut rest = Vec::new();
     while let Some(e) = q.poll_event() {

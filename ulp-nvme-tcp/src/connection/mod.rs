@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ulp_ddp_core::timer::Timer;
 use ulp_ddp_core::{
@@ -33,8 +33,17 @@ mod receive;
 mod types;
 
 pub use types::{
-    Completion, ConnectionConfig, ConnectionError, Data, Event, Negotiated, SubmitError, Violation,
+    Completion, ConnectionConfig, ConnectionError, DEFAULT_ADMIN_TIMEOUT, DEFAULT_IO_TIMEOUT, Data,
+    Event, Negotiated, SubmitError, Violation,
 };
+
+/// A CID's low 12 bits index a command slot; the high 4 count the slot's uses (Linux's
+/// `nvme_cid` generation counter), so a stale or duplicated PDU never reaches the command that
+/// uses the slot next. Backends that map only tags below the queue depth (ConnectX-7) get
+/// CIDs without generation bits.
+const GEN_SHIFT: u32 = 12;
+/// Most command slots a queue has with generation bits.
+pub const MAX_SLOTS: u16 = 1 << GEN_SHIFT;
 
 /// A PDU waiting to be sent.
 #[derive(Debug)]
@@ -62,8 +71,17 @@ enum State {
 
 #[derive(Debug)]
 struct Cmd {
+    /// The CID on the wire (slot and generation).
+    cid: u16,
     sqe: [u8; SQE_LEN],
     write: Option<SgBuffer>,
+    /// A read's buffer until the capsule goes out (then it is registered with the engine).
+    read: Option<SgBuffer>,
+    /// The capsule went out: PDUs for the command are accepted from now on.
+    sent: bool,
+    /// When the command times out (set when sent; `None` until the time is known).
+    deadline: Option<Instant>,
+    timed_out: bool,
     in_capsule: bool,
     read_len: Option<u64>,
     received: u64,
@@ -82,8 +100,14 @@ pub struct Connection<B: DdpBackend> {
     config: ConnectionConfig,
     state: State,
     negotiated: Option<Negotiated>,
+    /// Command slots, indexed by the CID's low bits.
     cmds: Vec<Option<Cmd>>,
+    /// Free slots.
     free: VecDeque<u16>,
+    /// Each slot's next generation.
+    gens: Vec<u8>,
+    /// Whether CIDs carry generation bits.
+    generations: bool,
     /// Completions queued as events and not yet taken (their CIDs are not free yet).
     unclaimed: usize,
     tx: VecDeque<Tx>,
@@ -96,6 +120,8 @@ pub struct Connection<B: DdpBackend> {
     now: Option<Instant>,
     keep_alive: Timer,
     keep_alives: u64,
+    /// When the next command may time out (the earliest deadline of the sent commands).
+    deadlines: Timer,
 }
 
 impl<B: DdpBackend> fmt::Debug for Connection<B> {
@@ -113,18 +139,23 @@ impl<B: DdpBackend> Connection<B> {
     /// A connection about to start: its first transmit is the ICReq. The engine offers the
     /// queue to `backend` with the requested digests.
     pub fn new(config: ConnectionConfig, backend: B) -> Self {
-        let depth = config.queue_depth.max(1);
+        let depth = config.queue_depth.clamp(1, MAX_SLOTS);
         let mut qc = QueueConfig::new(NVME_TCP, config.queue_id);
         qc.header_digest = config.digests.header;
         qc.data_digest = config.digests.data;
         qc.data_alignment = config.hpda.alignment() as u32;
         qc.queue_depth = u32::from(depth);
-        let engine = Engine::new(NvmeTcpHost::new(), backend, qc, EngineOptions::default());
-        // CIDs 0..depth, no generation bits; only those the backend can map when it offloads.
+        let mut plugin = NvmeTcpHost::new();
+        plugin.set_hpda(config.hpda);
+        let engine = Engine::new(plugin, backend, qc, EngineOptions::default());
+        // Slots 0..depth; when the backend offloads, only CIDs it can map, and generation bits
+        // only if it maps every 16-bit CID.
         let range = engine
             .limits()
             .filter(|_| engine.is_offloaded())
             .map(|l| l.tag_range);
+        let generations =
+            range.is_none_or(|r| r.admits(Tag(u32::from(u16::MAX)), u32::from(depth)));
         let mut free: VecDeque<u16> = (0..depth)
             .filter(|&c| range.is_none_or(|r| r.admits(Tag(u32::from(c)), u32::from(depth))))
             .collect();
@@ -148,6 +179,8 @@ impl<B: DdpBackend> Connection<B> {
             negotiated: None,
             cmds: (0..depth).map(|_| None).collect(),
             free,
+            gens: vec![0; usize::from(depth)],
+            generations,
             unclaimed: 0,
             tx,
             tx_header: Vec::with_capacity(MAX_HEADER_SPACE),
@@ -156,6 +189,7 @@ impl<B: DdpBackend> Connection<B> {
             now: None,
             keep_alive: Timer::default(),
             keep_alives: 0,
+            deadlines: Timer::default(),
         }
     }
 
@@ -209,8 +243,47 @@ impl<B: DdpBackend> Connection<B> {
 
     /// The name of outstanding command `cid` (for messages), if any.
     pub fn command_name(&self, cid: u16) -> Option<&'static str> {
-        let cmd = self.cmds.get(usize::from(cid))?.as_ref()?;
+        let cmd = self.cmd(cid)?;
         Some(nvme::command_name(&cmd.sqe, self.config.qid == 0))
+    }
+
+    /// The submission entry of outstanding command `cid` (with its CID and data pointer as
+    /// sent), if any: what a caller re-issues after a reconnect.
+    pub fn command_sqe(&self, cid: u16) -> Option<[u8; SQE_LEN]> {
+        self.cmd(cid).map(|c| c.sqe)
+    }
+
+    /// Whether command `cid`'s capsule went out.
+    pub fn is_sent(&self, cid: u16) -> bool {
+        self.cmd(cid).is_some_and(|c| c.sent)
+    }
+
+    /// Whether CIDs carry generation bits (the backend maps every 16-bit CID).
+    pub fn has_generations(&self) -> bool {
+        self.generations
+    }
+
+    /// The slot a CID names.
+    fn slot(&self, cid: u16) -> usize {
+        if self.generations {
+            usize::from(cid & (MAX_SLOTS - 1))
+        } else {
+            usize::from(cid)
+        }
+    }
+
+    /// The command `cid` names (slot and generation), finished or not.
+    fn cmd(&self, cid: u16) -> Option<&Cmd> {
+        self.cmds
+            .get(self.slot(cid))?
+            .as_ref()
+            .filter(|c| c.cid == cid)
+    }
+
+    /// As [`cmd`](Self::cmd), mutable.
+    fn cmd_entry(&mut self, cid: u16) -> Option<&mut Cmd> {
+        let slot = self.slot(cid);
+        self.cmds.get_mut(slot)?.as_mut().filter(|c| c.cid == cid)
     }
 
     /// Sets the in-capsule write limit (from Identify Controller's IOCCSZ).
@@ -247,13 +320,26 @@ impl<B: DdpBackend> Connection<B> {
         let Ok(len32) = u32::try_from(len) else {
             return Err((SubmitError::TooLarge, data));
         };
-        let Some(cid) = self.free.pop_front() else {
+        let Some(slot) = self.free.pop_front() else {
             return Err((SubmitError::QueueFull, data));
+        };
+        let cid = if self.generations {
+            let g = &mut self.gens[usize::from(slot)];
+            let cid = (u16::from(*g) << GEN_SHIFT) | slot;
+            *g = (*g + 1) & 0x0F;
+            cid
+        } else {
+            slot
         };
         let fabrics = sqe[0] == nvme::OPC_FABRICS;
         let mut cmd = Cmd {
+            cid,
             sqe,
             write: None,
+            read: None,
+            sent: false,
+            deadline: None,
+            timed_out: false,
             in_capsule: false,
             read_len: None,
             received: 0,
@@ -267,12 +353,8 @@ impl<B: DdpBackend> Connection<B> {
         let id = match data {
             Data::None => SGL_ID_TRANSPORT_DATA_BLOCK,
             Data::Read(buffer) => {
-                if let Err((_, buffer)) = self.engine.setup(Tag(u32::from(cid)), buffer) {
-                    // A CID is free only after its buffer was released, so this is unreachable;
-                    // give the data back rather than lose it.
-                    self.free.push_back(cid);
-                    return Err((SubmitError::QueueFull, Data::Read(buffer)));
-                }
+                // Registered with the engine when the capsule goes out.
+                cmd.read = Some(buffer);
                 cmd.read_len = Some(len);
                 SGL_ID_TRANSPORT_DATA_BLOCK
             }
@@ -296,7 +378,7 @@ impl<B: DdpBackend> Connection<B> {
             });
         }
         cmd.sqe = sqe;
-        self.cmds[usize::from(cid)] = Some(cmd);
+        self.cmds[usize::from(slot)] = Some(cmd);
         self.tx.push_back(Tx::Capsule(cid));
         Ok(cid)
     }
@@ -365,14 +447,120 @@ impl<B: DdpBackend> Connection<B> {
     /// The caller took `cid`'s completion: the CID is free again.
     fn claimed(&mut self, cid: u16) {
         self.unclaimed = self.unclaimed.saturating_sub(1);
-        self.free.push_back(cid);
+        let slot = self.slot(cid) as u16;
+        self.free.push_back(slot);
+    }
+
+    /// The capsule of `cid` goes out: a read's buffer is registered with the engine (setup
+    /// before send, the hardware contract) and the command's deadline starts.
+    fn mark_sent(&mut self, cid: u16) -> bool {
+        let timeout = self.timeout_of(cid);
+        let now = self.now;
+        let slot = self.slot(cid);
+        let Some(cmd) = self.cmds.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        if cmd.cid != cid || cmd.done.is_some() {
+            return false;
+        }
+        if let Some(buffer) = cmd.read.take()
+            && let Err((_, buffer)) = self.engine.setup(Tag(u32::from(cid)), buffer)
+        {
+            // A CID is registered only while its command is outstanding, so this cannot
+            // happen; keep the buffer and send nothing rather than lose it.
+            cmd.read = Some(buffer);
+            return false;
+        }
+        cmd.sent = true;
+        if let Some(timeout) = timeout {
+            match now {
+                Some(now) => {
+                    let at = now + timeout;
+                    cmd.deadline = Some(at);
+                    match self.deadlines.deadline(None) {
+                        Some(d) if d <= at => {}
+                        // Pending: fires at the next time learnt, which recomputes it.
+                        None if self.deadlines.is_armed() => {}
+                        _ => self.deadlines.set(at),
+                    }
+                }
+                // The deadline is fixed at the next time learnt.
+                None => self.deadlines.start(Duration::ZERO),
+            }
+        }
+        true
+    }
+
+    /// How long command `cid` may stay unanswered: the keep-alive timeout for Keep Alive, the
+    /// configured command timeout for the others.
+    fn timeout_of(&self, cid: u16) -> Option<Duration> {
+        let cmd = self.cmd(cid)?;
+        if cmd.internal {
+            self.config.keep_alive.map(|i| i * 2)
+        } else {
+            self.config.command_timeout
+        }
+    }
+
+    /// Finds the commands whose deadline passed: a user command is reported once with
+    /// [`Event::TimedOut`]; an unanswered Keep Alive ends the connection.
+    fn check_deadlines(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for slot in 0..self.cmds.len() {
+            let Some(cmd) = self.cmds[slot].as_ref() else {
+                continue;
+            };
+            if !cmd.sent || cmd.done.is_some() || cmd.timed_out {
+                continue;
+            }
+            let cid = cmd.cid;
+            let Some(timeout) = self.timeout_of(cid) else {
+                continue;
+            };
+            let Some(cmd) = self.cmds[slot].as_mut() else {
+                continue;
+            };
+            let at = *cmd.deadline.get_or_insert(now + timeout);
+            if at <= now {
+                cmd.timed_out = true;
+                expired.push((cid, cmd.internal, timeout));
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        match next {
+            Some(at) => self.deadlines.set(at),
+            None => self.deadlines.stop(),
+        }
+        for (cid, internal, waited) in expired {
+            if internal {
+                return self.fail(ConnectionError::KeepAliveTimedOut { waited }, None, None);
+            }
+            let command = self.command_name(cid).unwrap_or("command");
+            self.events.push_back(Event::TimedOut {
+                cid,
+                command,
+                waited,
+            });
+        }
     }
 
     /// Writes `item`'s header into `tx_header` (and its data digest into `tx_ddgst`); returns
     /// what follows the header, or `None` if the item has nothing to send any more.
     fn emit(&mut self, item: Tx) -> Option<Payload> {
+        if let Tx::Capsule(cid) = item
+            && !self.mark_sent(cid)
+        {
+            return None;
+        }
         let digests = self.negotiated.map_or(Digests::NONE, |n| n.digests);
         let cpda = self.negotiated.map_or(Pda::ZERO, |n| n.cpda);
+        let slot_mask = if self.generations {
+            MAX_SLOTS - 1
+        } else {
+            u16::MAX
+        };
         let out = &mut self.tx_header;
         out.clear();
         out.resize(MAX_HEADER_SPACE, 0);
@@ -386,7 +574,11 @@ impl<B: DdpBackend> Connection<B> {
                 });
             }
             Tx::Capsule(cid) => {
-                let cmd = self.cmds.get(usize::from(cid))?.as_ref()?;
+                let cmd = self
+                    .cmds
+                    .get(usize::from(cid & slot_mask))?
+                    .as_ref()
+                    .filter(|c| c.cid == cid)?;
                 let (parts, len) = match (&cmd.write, cmd.in_capsule) {
                     (Some(w), true) => (w.slices(0, w.len()).ok()?, w.len() as usize),
                     _ => (Default::default(), 0),
@@ -404,8 +596,8 @@ impl<B: DdpBackend> Connection<B> {
                 len,
                 last,
             } => {
-                let cmd = self.cmds.get_mut(usize::from(cid))?.as_mut()?;
-                if cmd.done.is_some() {
+                let cmd = self.cmds.get_mut(usize::from(cid & slot_mask))?.as_mut()?;
+                if cmd.cid != cid || cmd.done.is_some() {
                     return None;
                 }
                 if last {
@@ -467,6 +659,12 @@ impl<B: DdpBackend> SansIo for Connection<B> {
         if self.state != State::Ready {
             return;
         }
+        if self.deadlines.expire(now) {
+            self.check_deadlines(now);
+            if self.state != State::Ready {
+                return;
+            }
+        }
         let Some(interval) = self.config.keep_alive else {
             return;
         };
@@ -488,7 +686,10 @@ impl<B: DdpBackend> SansIo for Connection<B> {
         if self.state != State::Ready {
             return None;
         }
-        self.keep_alive.deadline(self.now)
+        ulp_ddp_core::timer::earliest([
+            self.keep_alive.deadline(self.now),
+            self.deadlines.deadline(self.now),
+        ])
     }
 
     /// The next PDU to send: its header, the payload borrowed from the command's write buffer
@@ -509,9 +710,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
         let this = &*self;
         let slices = match payload.range {
             Some((cid, range)) => this
-                .cmds
-                .get(usize::from(cid))
-                .and_then(Option::as_ref)
+                .cmd(cid)
                 .and_then(|c| c.write.as_ref())
                 .and_then(|w| w.slices(range.start as u64, range.len() as u64).ok())
                 .unwrap_or_default(),

@@ -47,7 +47,17 @@ impl<B: DdpBackend> Connection<B> {
                         DataError::OutOfRange { .. } => Violation::DataOutOfRange(cid),
                         DataError::Duplicate { .. } => Violation::DuplicateData(cid),
                         DataError::TooFragmented { .. } => Violation::TooFragmented(cid),
-                        _ => Violation::UnknownCid(cid),
+                        // No buffer registered under this CID: say why.
+                        _ => match self.cmd(cid) {
+                            Some(c) if c.done.is_none() && !c.sent => Violation::NotSent {
+                                pdu: "C2HData",
+                                cid,
+                            },
+                            Some(c) if c.done.is_none() && c.read_len.is_none() => {
+                                Violation::DataForNonRead(cid)
+                            }
+                            _ => Violation::UnknownCid(cid),
+                        },
                     };
                     self.violation(v, None);
                 }
@@ -109,17 +119,18 @@ impl<B: DdpBackend> Connection<B> {
                 self.tx.push_back(Tx::Raw(pdu));
             }
         }
-        for cid in 0..self.cmds.len() {
-            let Some(cmd) = self.cmds[cid].as_mut() else {
+        for slot in 0..self.cmds.len() {
+            let Some(cmd) = self.cmds[slot].as_mut() else {
                 continue;
             };
             if cmd.done.is_none() {
                 cmd.done = Some((Status::ABORTED, 0, false));
-                if cmd.read_len.is_some() {
+                let cid = cmd.cid;
+                if cmd.is_registered() {
                     // Registered, not finished: the teardown succeeds.
-                    let _ = self.engine.teardown(Tag(cid as u32));
+                    let _ = self.engine.teardown(Tag(u32::from(cid)));
                 } else {
-                    self.finish(cid as u16, None, false);
+                    self.finish(cid, None, false);
                 }
             }
         }
@@ -171,18 +182,30 @@ impl<B: DdpBackend> Connection<B> {
         }
     }
 
+    /// The unfinished command `cid` names.
     fn cmd_mut(&mut self, cid: u16) -> Option<&mut Cmd> {
-        self.cmds
-            .get_mut(usize::from(cid))?
-            .as_mut()
-            .filter(|c| c.done.is_none())
+        self.cmd_entry(cid).filter(|c| c.done.is_none())
+    }
+
+    /// The command a controller PDU names: outstanding and sent, or the violation it is.
+    fn answered(&mut self, cid: u16, pdu: &'static str) -> Result<&mut Cmd, Violation> {
+        match self.cmd_mut(cid) {
+            None => Err(Violation::UnknownCid(cid)),
+            Some(c) if !c.sent => Err(Violation::NotSent { pdu, cid }),
+            Some(c) => Ok(c),
+        }
     }
 
     fn on_response(&mut self, cqe: Cqe, pdu: &ControllerPdu) {
-        let Some(cmd) = self.cmd_mut(cqe.cid) else {
-            return self.violation(Violation::UnknownCid(cqe.cid), Some(pdu));
+        let cmd = match self.answered(cqe.cid, "CapsuleResp") {
+            Ok(cmd) => cmd,
+            Err(v) => return self.violation(v, Some(pdu)),
         };
         let mut status = Status::from_cqe(cqe.status);
+        if cmd.internal && !status.is_success() {
+            // Linux resets the controller when Keep Alive fails.
+            return self.fail(ConnectionError::KeepAliveFailed(status), None, None);
+        }
         if status.is_success() && cmd.digest_error {
             status = Status::DATA_TRANSFER_ERROR;
         }
@@ -197,8 +220,9 @@ impl<B: DdpBackend> Connection<B> {
     fn on_r2t(&mut self, r: R2tRepr, pdu: &ControllerPdu) {
         let cid = r.cccid;
         let maxh2c = self.negotiated.map_or(4096, |n| n.maxh2cdata).max(4);
-        let Some(cmd) = self.cmd_mut(cid) else {
-            return self.violation(Violation::UnknownCid(cid), Some(pdu));
+        let cmd = match self.answered(cid, "R2T") {
+            Ok(cmd) => cmd,
+            Err(v) => return self.violation(v, Some(pdu)),
         };
         let Some(total) = cmd
             .write
@@ -253,9 +277,13 @@ impl<B: DdpBackend> Connection<B> {
             // The plugin places only C2HData.
             return self.violation(Violation::UnexpectedPdu(pdu.pdu_type().into()), Some(&pdu));
         };
-        let Some(cmd) = self.cmd_mut(cid) else {
-            return self.violation(Violation::UnknownCid(cid), Some(&pdu));
+        let cmd = match self.answered(cid, "C2HData") {
+            Ok(cmd) => cmd,
+            Err(v) => return self.violation(v, Some(&pdu)),
         };
+        if cmd.read_len.is_none() {
+            return self.violation(Violation::DataForNonRead(cid), Some(&pdu));
+        }
         if cmd.last_seen {
             return self.violation(Violation::DataAfterLast(cid), Some(&pdu));
         }
@@ -283,7 +311,7 @@ impl<B: DdpBackend> Connection<B> {
             .retain(|t| !matches!(t, Tx::H2c { cid: c, .. } if *c == cid));
         let Some(cmd) = self.cmd_mut(cid) else { return };
         cmd.done = Some((status, result, by_success));
-        if cmd.read_len.is_some() {
+        if cmd.is_registered() {
             // The tag is registered and not finished (done was None), so this succeeds; the
             // release event completes the command.
             let _ = self.engine.teardown(Tag(u32::from(cid)));
@@ -294,18 +322,22 @@ impl<B: DdpBackend> Connection<B> {
 
     fn release(&mut self, tag: Tag, buffer: SgBuffer, offloaded: bool) {
         let cid = tag.0 as u16;
-        if self.cmds.get(usize::from(cid)).is_some_and(Option::is_some) {
+        if self.cmd(cid).is_some() {
             self.finish(cid, Some(buffer), offloaded);
         }
     }
 
     fn finish(&mut self, cid: u16, buffer: Option<SgBuffer>, offloaded: bool) {
-        let Some(cmd) = self.cmds.get_mut(usize::from(cid)).and_then(Option::take) else {
+        if self.cmd(cid).is_none() {
+            return;
+        }
+        let slot = self.slot(cid);
+        let Some(cmd) = self.cmds[slot].take() else {
             return;
         };
         let (status, result, by_success_flag) = cmd.done.unwrap_or((Status::ABORTED, 0, false));
         if cmd.internal {
-            self.free.push_back(cid);
+            self.free.push_back(slot as u16);
             return;
         }
         // The CID stays taken until the caller takes this event.
@@ -314,9 +346,17 @@ impl<B: DdpBackend> Connection<B> {
             cid,
             status,
             result,
-            buffer: buffer.or(cmd.write),
+            buffer: buffer.or(cmd.write).or(cmd.read),
             offloaded,
             by_success_flag,
         }));
+    }
+}
+
+impl Cmd {
+    /// The command's read buffer is registered with the engine (it went out and has not been
+    /// released).
+    fn is_registered(&self) -> bool {
+        self.read_len.is_some() && self.read.is_none() && self.sent
     }
 }

@@ -29,9 +29,20 @@ pub struct ConnectionConfig {
     pub in_capsule_limit: usize,
     /// Send Keep Alive this often once connected (the admin queue; half the KATO given to
     /// Connect). A timer of the state machine: it fires from `handle_timeout` whatever the
-    /// caller is doing.
+    /// caller is doing. A Keep Alive not answered within twice this (the KATO), or answered
+    /// with an error, ends the connection ([`ConnectionError::KeepAliveTimedOut`],
+    /// [`ConnectionError::KeepAliveFailed`]), as Linux resets the controller then.
     pub keep_alive: Option<Duration>,
+    /// How long a command may stay unanswered once its capsule went out before it is reported
+    /// with [`Event::TimedOut`] (`None`: never). Linux's defaults: 30 s for I/O queues
+    /// (`io_timeout`), 60 s for the admin queue (`admin_timeout`).
+    pub command_timeout: Option<Duration>,
 }
+
+/// Linux's `nvme_core.io_timeout`: 30 s.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Linux's `nvme_core.admin_timeout`: 60 s.
+pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ConnectionConfig {
     /// An admin queue configuration (qid 0, depth 32, 8 KiB in-capsule like Linux).
@@ -44,6 +55,7 @@ impl ConnectionConfig {
             hpda: Pda::ZERO,
             in_capsule_limit: 8192,
             keep_alive: None,
+            command_timeout: Some(DEFAULT_ADMIN_TIMEOUT),
         }
     }
 
@@ -57,6 +69,7 @@ impl ConnectionConfig {
             hpda: Pda::ZERO,
             in_capsule_limit: 0,
             keep_alive: None,
+            command_timeout: Some(DEFAULT_IO_TIMEOUT),
         }
     }
 
@@ -64,6 +77,13 @@ impl ConnectionConfig {
     #[must_use]
     pub fn with_keep_alive(mut self, interval: Option<Duration>) -> Self {
         self.keep_alive = interval;
+        self
+    }
+
+    /// The same configuration with commands reported as timed out after `timeout`.
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.command_timeout = timeout;
         self
     }
 
@@ -116,6 +136,18 @@ pub enum Event {
     Connected(Negotiated),
     /// A command finished.
     Completed(Completion),
+    /// A command's capsule went out `waited` ago and nothing finished it. It stays
+    /// outstanding (its buffer still belongs to the connection): the caller aborts it (Abort on
+    /// the admin queue) or gives up on the connection ([`Connection::close`](super::Connection::close)),
+    /// which completes it with [`Status::ABORTED`]. Reported once per command.
+    TimedOut {
+        /// The command's CID.
+        cid: u16,
+        /// The command, by name.
+        command: &'static str,
+        /// How long it has been outstanding.
+        waited: Duration,
+    },
     /// The connection is over: close the socket once `poll_transmit` returns `None` (it may
     /// still have an H2CTermReq to send). Outstanding commands complete with
     /// [`Status::ABORTED`] first.
@@ -135,8 +167,18 @@ pub enum Violation {
         /// Enabled by the controller.
         enabled: Digests,
     },
-    /// A PDU names a CID with no outstanding command (or one already finished).
+    /// A PDU names a CID with no outstanding command: a stale CID (an earlier generation of a
+    /// command slot), one already finished, or one never issued.
     UnknownCid(u16),
+    /// A PDU answers a command whose capsule has not been sent yet.
+    NotSent {
+        /// The PDU type's name.
+        pdu: &'static str,
+        /// The command's CID.
+        cid: u16,
+    },
+    /// C2HData for a command that reads nothing (a write, or a command without data).
+    DataForNonRead(u16),
     /// R2T for a command that has no data to solicit.
     NotAWrite(u16),
     /// A second R2T while one is in progress (MAXR2T is 0).
@@ -171,7 +213,10 @@ impl Violation {
         match self {
             Self::UnexpectedPdu(_) | Self::DataAfterLast(_) => (PduSequenceError, 0),
             Self::DigestsRefused { .. } => (UnsupportedParameter, 11),
-            Self::UnknownCid(_) | Self::NotAWrite(_) => (InvalidHeaderField, 8),
+            Self::UnknownCid(_) | Self::NotAWrite(_) | Self::DataForNonRead(_) => {
+                (InvalidHeaderField, 8)
+            }
+            Self::NotSent { .. } => (PduSequenceError, 0),
             Self::R2tLimit(_) => (DataTransferLimitExceeded, 0),
             Self::EmptyR2t(_) => (InvalidHeaderField, 16),
             Self::R2tOffset { .. } | Self::DuplicateData(_) | Self::TooFragmented(_) => {
@@ -193,7 +238,17 @@ impl fmt::Display for Violation {
                 f,
                 "ICResp enabled {enabled} where the host asked for {requested}"
             ),
-            Self::UnknownCid(cid) => write!(f, "a PDU names CID {cid}, which is not outstanding"),
+            Self::UnknownCid(cid) => write!(
+                f,
+                "a PDU names CID {cid}, which is not outstanding (stale, finished or never issued)"
+            ),
+            Self::NotSent { pdu, cid } => write!(
+                f,
+                "{pdu} for CID {cid}, whose command capsule the host has not sent yet"
+            ),
+            Self::DataForNonRead(cid) => {
+                write!(f, "C2HData for CID {cid}, a command that reads no data")
+            }
             Self::NotAWrite(cid) => write!(f, "R2T for CID {cid}, which has no data to send"),
             Self::R2tLimit(cid) => write!(
                 f,
@@ -248,6 +303,13 @@ pub enum ConnectionError {
     PeerClosed,
     /// The host closed the connection ([`Connection::close`](super::Connection::close)).
     LocallyClosed,
+    /// A Keep Alive went unanswered for the keep-alive timeout (KATO).
+    KeepAliveTimedOut {
+        /// How long the host waited.
+        waited: Duration,
+    },
+    /// The controller answered Keep Alive with an error.
+    KeepAliveFailed(Status),
 }
 
 impl fmt::Display for ConnectionError {
@@ -266,6 +328,16 @@ impl fmt::Display for ConnectionError {
             }
             Self::PeerClosed => f.write_str("the controller closed the connection"),
             Self::LocallyClosed => f.write_str("the connection was closed by the host"),
+            Self::KeepAliveTimedOut { waited } => write!(
+                f,
+                "the controller did not answer Keep Alive in {:.1} s (the keep-alive timeout)",
+                waited.as_secs_f64()
+            ),
+            Self::KeepAliveFailed(status) => write!(
+                f,
+                "the controller failed Keep Alive: {}",
+                status.describe("Keep Alive")
+            ),
         }
     }
 }

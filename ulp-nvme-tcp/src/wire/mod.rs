@@ -267,7 +267,11 @@ impl fmt::Display for Error {
                 type_name(pdu_type)
             ),
             Self::MisalignedPdo { pdo, alignment } => {
-                write!(f, "PDO {pdo} is not a multiple of {alignment}")
+                write!(
+                    f,
+                    "PDO {pdo} is not a multiple of the {alignment}-byte data alignment (PDA) \
+                     the receiver asked for"
+                )
             }
             Self::BadPlen {
                 pdu_type,
