@@ -121,6 +121,69 @@ impl SgBuffer {
         self.segments.iter().map(Vec::as_slice)
     }
 
+    /// Cuts the buffer into consecutive buffers of `chunk` bytes (the last may be shorter), for
+    /// a transfer larger than one command may carry. Whole segments move without copying; a
+    /// segment that straddles a cut is split: with `keep_contents` its tail is copied into a new
+    /// allocation (data to send), without it the tail becomes a new zeroed allocation (a read's
+    /// destination, whose old contents do not matter). A buffer given as segments of at most
+    /// `chunk` bytes, cut at multiples of `chunk`, is never copied. `chunk` 0 is taken as 1.
+    pub fn split(self, chunk: u64, keep_contents: bool) -> Vec<SgBuffer> {
+        let chunk = chunk.max(1);
+        let mut out = Vec::new();
+        let mut current: Vec<Vec<u8>> = Vec::new();
+        let mut room = chunk;
+        for mut segment in self.segments {
+            loop {
+                let len = segment.len() as u64;
+                if len <= room {
+                    room -= len;
+                    current.push(segment);
+                    break;
+                }
+                let cut = room as usize;
+                let tail = if keep_contents {
+                    segment.split_off(cut)
+                } else {
+                    let tail = vec![0; segment.len() - cut];
+                    segment.truncate(cut);
+                    tail
+                };
+                current.push(segment);
+                out.push(SgBuffer::from_segments(std::mem::take(&mut current)));
+                room = chunk;
+                segment = tail;
+            }
+            if room == 0 {
+                out.push(SgBuffer::from_segments(std::mem::take(&mut current)));
+                room = chunk;
+            }
+        }
+        let tail_len: usize = current.iter().map(Vec::len).sum();
+        match out.last_mut() {
+            // Trailing empty segments stay with the last part.
+            Some(last) if tail_len == 0 => {
+                for segment in current {
+                    let end = last.len();
+                    last.segments.push(segment);
+                    last.ends.push(end);
+                }
+            }
+            _ if current.is_empty() => {}
+            _ => out.push(SgBuffer::from_segments(current)),
+        }
+        out
+    }
+
+    /// Joins buffers end to end (their segments, without copying): the inverse of
+    /// [`split`](Self::split).
+    pub fn join(parts: impl IntoIterator<Item = SgBuffer>) -> SgBuffer {
+        let segments: Vec<Vec<u8>> = parts
+            .into_iter()
+            .flat_map(|p| p.segments.into_iter())
+            .collect();
+        SgBuffer::from_segments(segments)
+    }
+
     /// Takes the segments back.
     pub fn into_segments(self) -> Vec<Vec<u8>> {
         self.segments.into_vec()
@@ -305,6 +368,36 @@ impl std::error::Error for OutOfRange {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_moves_whole_segments_and_cuts_straddling_ones() {
+        let data: Vec<u8> = (0..=255).cycle().take(10_000).collect();
+        for keep in [true, false] {
+            let buf = SgBuffer::from_segments(vec![
+                data[..4096].to_vec(),
+                data[4096..9000].to_vec(),
+                vec![],
+                data[9000..].to_vec(),
+            ]);
+            let parts = buf.split(4096, keep);
+            let lens: Vec<u64> = parts.iter().map(SgBuffer::len).collect();
+            assert_eq!(lens, vec![4096, 4096, 1808]);
+            let joined = SgBuffer::join(parts);
+            assert_eq!(joined.len(), 10_000);
+            if keep {
+                assert_eq!(joined.to_vec(), data);
+            }
+        }
+        // Segments already at the cut are moved, not copied: the first part is the very
+        // allocation given.
+        let first = vec![1u8; 8];
+        let ptr = first.as_ptr();
+        let parts = SgBuffer::from_segments(vec![first, vec![2; 8]]).split(8, true);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].segments().next().map(<[u8]>::as_ptr), Some(ptr));
+        assert_eq!(SgBuffer::zeroed(5).split(0, true).len(), 5, "chunk 0 is 1");
+        assert!(SgBuffer::default().split(4, true).is_empty());
+    }
 
     #[test]
     fn write_across_segments_and_empty_ones() {

@@ -13,6 +13,8 @@ use crate::wire::capsule_cmd::{SQE_FLAGS_SGL, SQE_LEN};
 pub const OPC_GET_LOG_PAGE: u8 = 0x02;
 /// Admin opcode: Identify.
 pub const OPC_IDENTIFY: u8 = 0x06;
+/// Admin opcode: Abort.
+pub const OPC_ABORT: u8 = 0x08;
 /// Admin opcode: Set Features.
 pub const OPC_SET_FEATURES: u8 = 0x09;
 /// Admin opcode: Keep Alive.
@@ -44,6 +46,12 @@ pub const REG_CSTS: u32 = 0x1C;
 
 /// CC value that enables the controller: IOCQES 4, IOSQES 6, EN 1 (what Linux writes).
 pub const CC_ENABLE: u32 = 0x0046_0001;
+/// CC with a normal shutdown notification (CC.SHN = 01b) on top of [`CC_ENABLE`].
+pub const CC_SHUTDOWN: u32 = CC_ENABLE | (1 << 14);
+/// CSTS.SHST: the shutdown status field (bits 3:2).
+pub const CSTS_SHST_MASK: u64 = 0b11 << 2;
+/// CSTS.SHST = 10b: shutdown processing complete.
+pub const CSTS_SHST_COMPLETE: u64 = 0b10 << 2;
 
 /// Identify CNS: namespace.
 pub const CNS_NAMESPACE: u8 = 0x00;
@@ -220,7 +228,8 @@ impl core::fmt::Display for Described {
             None if s.sct == 1 => f.write_str("command-specific status (")?,
             None => f.write_str("status (")?,
         }
-        write!(f, "SCT {:#x} SC {:#04x}", s.sct, s.sc)?;
+        // The specification's notation: hexadecimal with an h suffix.
+        write!(f, "SCT {:X}h SC {:02X}h", s.sct, s.sc)?;
         if s.dnr {
             f.write_str(" DNR")?;
         }
@@ -249,6 +258,7 @@ pub fn command_name(sqe: &[u8; SQE_LEN], admin: bool) -> &'static str {
         },
         (OPC_GET_LOG_PAGE, true) => "Get Log Page",
         (OPC_IDENTIFY, true) => "Identify",
+        (OPC_ABORT, true) => "Abort",
         (OPC_SET_FEATURES, true) => "Set Features",
         (OPC_KEEP_ALIVE, true) => "Keep Alive",
         (_, true) => "admin command",
@@ -328,6 +338,14 @@ pub fn identify(cns: u8, nsid: u32) -> [u8; SQE_LEN] {
 /// Keep Alive.
 pub fn keep_alive() -> [u8; SQE_LEN] {
     sqe(OPC_KEEP_ALIVE)
+}
+
+/// Abort of command `cid` on submission queue `sqid`. Its completion's DW0 bit 0 is 0 when
+/// the command was aborted (it then completes with Command Abort Requested), 1 when not.
+pub fn abort(sqid: u16, cid: u16) -> [u8; SQE_LEN] {
+    let mut b = sqe(OPC_ABORT);
+    Sqe::new_unchecked(&mut b[..]).set_cdw10(u32::from(sqid) | (u32::from(cid) << 16));
+    b
 }
 
 fn rw(opcode: u8, nsid: u32, slba: u64, blocks: u32) -> [u8; SQE_LEN] {
@@ -410,6 +428,13 @@ impl ControllerInfo {
     }
 
     /// Bytes of write data that fit in an I/O command capsule.
+    /// The most data one command may transfer (MDTS, in units of the controller's minimum
+    /// memory page size `2^(12 + CAP.MPSMIN)`), or `None` when MDTS is 0 (no limit).
+    pub fn max_transfer(&self, cap: u64) -> Option<u64> {
+        let mpsmin = (cap >> 48) & 0xF;
+        (self.mdts != 0).then(|| 1u64 << (12 + mpsmin + u64::from(self.mdts)).min(63))
+    }
+
     pub fn in_capsule_limit(&self) -> usize {
         (self.ioccsz as usize * 16).saturating_sub(SQE_LEN)
     }
@@ -440,11 +465,147 @@ impl NamespaceInfo {
         };
         Self { nsze, block_size }
     }
+
+    /// Parses Identify Namespace data and checks it can be used: NSZE nonzero, FLBAS selecting
+    /// one of the NLBAF + 1 formats, LBADS giving a block size of 512 B to 64 KiB.
+    ///
+    /// # Errors
+    ///
+    /// [`IdentifyError`], naming the field.
+    pub fn check(d: &[u8]) -> Result<Self, IdentifyError> {
+        if d.len() < 192 {
+            return Err(IdentifyError::Truncated(d.len()));
+        }
+        let nsze = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
+        if nsze == 0 {
+            return Err(IdentifyError::EmptyNamespace);
+        }
+        let nlbaf = d[25];
+        let flbas = d[26];
+        let index = (flbas & 0x0F) | ((flbas >> 1) & 0x30);
+        if index > nlbaf || usize::from(index) >= 64 {
+            return Err(IdentifyError::FormatOutOfRange { index, nlbaf });
+        }
+        let lbads = d
+            .get(128 + 4 * usize::from(index) + 2)
+            .copied()
+            .unwrap_or(0);
+        if !(9..=16).contains(&lbads) {
+            return Err(IdentifyError::BadBlockSize { index, lbads });
+        }
+        Ok(Self {
+            nsze,
+            block_size: 1 << lbads,
+        })
+    }
 }
+
+/// Identify data a host cannot use.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum IdentifyError {
+    /// Fewer bytes than the fields read.
+    Truncated(usize),
+    /// NSZE is 0.
+    EmptyNamespace,
+    /// FLBAS selects a format beyond NLBAF.
+    FormatOutOfRange {
+        /// The format FLBAS selects.
+        index: u8,
+        /// NLBAF (0's based: formats 0..=nlbaf exist).
+        nlbaf: u8,
+    },
+    /// The selected format's LBADS is not a block size of 512 B to 64 KiB.
+    BadBlockSize {
+        /// The format FLBAS selects.
+        index: u8,
+        /// Its LBADS (the block size is 2^LBADS).
+        lbads: u8,
+    },
+}
+
+impl core::fmt::Display for IdentifyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Truncated(n) => write!(f, "Identify Namespace data is {n} bytes, too short"),
+            Self::EmptyNamespace => f.write_str("Identify Namespace: NSZE is 0 (no blocks)"),
+            Self::FormatOutOfRange { index, nlbaf } => write!(
+                f,
+                "Identify Namespace: FLBAS selects LBA format {index}, but NLBAF says only \
+                 formats 0 to {nlbaf} exist"
+            ),
+            Self::BadBlockSize { index, lbads } => write!(
+                f,
+                "Identify Namespace: LBA format {index} has LBADS {lbads}, not a block size of \
+                 512 B to 64 KiB (LBADS 9 to 16)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IdentifyError {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identify_namespace_is_checked() {
+        let mut d = vec![0u8; 4096];
+        d[..8].copy_from_slice(&1000u64.to_le_bytes());
+        d[25] = 1; // two formats
+        d[128 + 2] = 9;
+        d[132 + 2] = 12;
+        d[26] = 1;
+        assert_eq!(
+            NamespaceInfo::check(&d),
+            Ok(NamespaceInfo {
+                nsze: 1000,
+                block_size: 4096
+            })
+        );
+        d[26] = 2;
+        let e = NamespaceInfo::check(&d).unwrap_err();
+        assert_eq!(e, IdentifyError::FormatOutOfRange { index: 2, nlbaf: 1 });
+        assert!(e.to_string().contains("FLBAS selects LBA format 2"), "{e}");
+        d[26] = 0;
+        d[128 + 2] = 8;
+        assert_eq!(
+            NamespaceInfo::check(&d),
+            Err(IdentifyError::BadBlockSize { index: 0, lbads: 8 })
+        );
+        d[128 + 2] = 9;
+        d[..8].fill(0);
+        assert_eq!(NamespaceInfo::check(&d), Err(IdentifyError::EmptyNamespace));
+        assert_eq!(
+            NamespaceInfo::check(&d[..100]),
+            Err(IdentifyError::Truncated(100))
+        );
+    }
+
+    #[test]
+    fn mdts_is_in_units_of_the_minimum_page_size() {
+        let mut info = ControllerInfo::default();
+        assert_eq!(info.max_transfer(0), None, "MDTS 0: no limit");
+        info.mdts = 5;
+        assert_eq!(info.max_transfer(0), Some(128 * 1024));
+        assert_eq!(
+            info.max_transfer(1 << 48),
+            Some(256 * 1024),
+            "MPSMIN 1: 8 KiB pages"
+        );
+    }
+
+    #[test]
+    fn abort_names_queue_and_command() {
+        let b = abort(1, 0x1234);
+        assert_eq!(b[0], OPC_ABORT);
+        assert_eq!(
+            u32::from_le_bytes([b[40], b[41], b[42], b[43]]),
+            0x1234_0001
+        );
+        assert_eq!(command_name(&b, true), "Abort");
+    }
 
     #[test]
     fn status_round_trip() {
@@ -460,10 +621,10 @@ mod tests {
     #[test]
     fn statuses_in_words() {
         let lba = Status::generic(SC_LBA_OUT_OF_RANGE);
-        assert_eq!(lba.to_string(), "LBA Out of Range (SCT 0x0 SC 0x80 DNR)");
+        assert_eq!(lba.to_string(), "LBA Out of Range (SCT 0h SC 80h DNR)");
         assert_eq!(
             lba.describe("Read").to_string(),
-            "LBA Out of Range (SCT 0x0 SC 0x80 DNR)"
+            "LBA Out of Range (SCT 0h SC 80h DNR)"
         );
         // Command-specific: named for the command whose codes they are, and only for it.
         let cs = Status {
@@ -473,19 +634,19 @@ mod tests {
         };
         assert_eq!(
             cs.describe("Connect").to_string(),
-            "Connect Invalid Parameters (SCT 0x1 SC 0x82)"
+            "Connect Invalid Parameters (SCT 1h SC 82h)"
         );
         assert_eq!(
             cs.describe("Write").to_string(),
-            "command-specific status (SCT 0x1 SC 0x82)"
+            "command-specific status (SCT 1h SC 82h)"
         );
-        assert_eq!(cs.to_string(), "command-specific status (SCT 0x1 SC 0x82)");
+        assert_eq!(cs.to_string(), "command-specific status (SCT 1h SC 82h)");
         let unknown = Status {
             sct: 0,
             sc: 0x7F,
             dnr: false,
         };
-        assert_eq!(unknown.to_string(), "status (SCT 0x0 SC 0x7f)");
+        assert_eq!(unknown.to_string(), "status (SCT 0h SC 7Fh)");
     }
 
     #[test]
