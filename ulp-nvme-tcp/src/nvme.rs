@@ -427,7 +427,6 @@ impl ControllerInfo {
         }
     }
 
-    /// Bytes of write data that fit in an I/O command capsule.
     /// The most data one command may transfer (MDTS, in units of the controller's minimum
     /// memory page size `2^(12 + CAP.MPSMIN)`), or `None` when MDTS is 0 (no limit).
     pub fn max_transfer(&self, cap: u64) -> Option<u64> {
@@ -435,6 +434,7 @@ impl ControllerInfo {
         (self.mdts != 0).then(|| 1u64 << (12 + mpsmin + u64::from(self.mdts)).min(63))
     }
 
+    /// Bytes of write data that fit in an I/O command capsule.
     pub fn in_capsule_limit(&self) -> usize {
         (self.ioccsz as usize * 16).saturating_sub(SQE_LEN)
     }

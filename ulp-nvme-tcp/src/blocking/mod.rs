@@ -15,18 +15,24 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use ulp_ddp_core::blocking::Timeout;
 use ulp_ddp_core::blocking::{Driver, Turn};
 use ulp_ddp_core::timer::earliest;
-use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SansIo, SgBuffer, SocketReader};
+use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
 
 use crate::connection::{Completion, ConnectionConfig, ConnectionError, Data, Event, SubmitError};
-use crate::nvme::{self, ControllerInfo, NamespaceInfo, Status};
-use crate::wire::Digests;
+use crate::nvme::Status;
 use crate::wire::capsule_cmd::SQE_LEN;
+
+mod controller;
+
+pub use controller::{
+    CommandId, Controller, ControllerEvent, Io, IoCompletion, IoError, Options,
+    TRANSPORT_MAX_TRANSFER,
+};
 
 /// Why a blocking operation failed.
 #[derive(Debug)]
@@ -53,6 +59,9 @@ pub enum Error {
     },
     /// Something else during bring-up, or a request the controller cannot serve.
     Setup(String),
+    /// The controller was lost: it could not be reached again within the controller loss
+    /// timeout, and commands fail from now on.
+    Lost(String),
 }
 
 impl Error {
@@ -83,6 +92,7 @@ impl fmt::Display for Error {
                 status.describe(command)
             ),
             Self::Setup(s) => f.write_str(s),
+            Self::Lost(s) => write!(f, "controller lost: {s}"),
         }
     }
 }
@@ -110,8 +120,29 @@ impl From<io::Error> for Error {
 pub struct Connection<B: DdpBackend = NoOffload> {
     conn: crate::Connection<B>,
     driver: Driver<TcpStream>,
-    timeout: Duration,
+    /// How long the controller may stay silent while the host waits (`None`: the state
+    /// machine's command deadlines and Keep Alive decide).
+    silence: Option<Duration>,
     error: Option<ConnectionError>,
+    /// Commands the state machine reported timed out, not yet handed to the caller.
+    timed_out: std::collections::VecDeque<(u16, &'static str, Duration)>,
+}
+
+/// What [`Connection::next_event`] returns.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QueueEvent {
+    /// A command completed.
+    Completed(Completion),
+    /// A command passed its deadline ([`Event::TimedOut`]); it is still outstanding.
+    TimedOut {
+        /// Its CID.
+        cid: u16,
+        /// Its name.
+        command: &'static str,
+        /// How long it has been outstanding.
+        waited: Duration,
+    },
 }
 
 /// What a wait is for.
@@ -147,8 +178,9 @@ impl<B: DdpBackend> Connection<B> {
         let mut c = Self {
             conn: crate::Connection::new(config, backend),
             driver: Driver::new(stream),
-            timeout,
+            silence: Some(timeout),
             error: None,
+            timed_out: Default::default(),
         };
         c.wait_for(Want::Connected, None)?;
         Ok(c)
@@ -165,6 +197,13 @@ impl<B: DdpBackend> Connection<B> {
         } else {
             SocketReader::new(64 * 1024).copy_small_payloads(threshold)
         });
+    }
+
+    /// Sets how long the controller may stay silent while the host waits before the wait fails
+    /// with [`Error::Timeout`]; `None` leaves it to the state machine's timers (command
+    /// deadlines, Keep Alive), which is what a controller's queues do once they are up.
+    pub fn set_silence_limit(&mut self, limit: Option<Duration>) {
+        self.silence = limit;
     }
 
     /// The sans-IO connection.
@@ -232,8 +271,14 @@ impl<B: DdpBackend> Connection<B> {
     /// that a CID is not reused while its completion is still unclaimed.
     fn note_end(&mut self) {
         while let Some(event) = self.conn.poll_other_event() {
-            if let Event::Closed(e) = event {
-                self.error = Some(e);
+            match event {
+                Event::Closed(e) => self.error = Some(e),
+                Event::TimedOut {
+                    cid,
+                    command,
+                    waited,
+                } => self.timed_out.push_back((cid, command, waited)),
+                _ => {}
             }
         }
     }
@@ -281,40 +326,82 @@ impl<B: DdpBackend> Connection<B> {
         self.wait(cid)
     }
 
+    /// Waits for the next completion or command timeout of this queue (running `other`'s
+    /// timers meanwhile, as [`wait_keeping`](Self::wait_keeping)), or until `until` passes
+    /// (`Ok(None)`).
+    ///
+    /// # Errors
+    ///
+    /// Socket errors, the silence limit, the connection's end, and `other`'s errors.
+    pub fn next_event(
+        &mut self,
+        other: Option<&mut Self>,
+        until: Option<Instant>,
+    ) -> Result<Option<QueueEvent>, Error> {
+        self.pump(Want::Any, other, until)
+    }
+
     /// The one wait loop: turns of the blocking driver until what is wanted arrives, the
-    /// connection ends, or the controller stays silent for the timeout.
+    /// connection ends, the command waited for passes its deadline, or the controller stays
+    /// silent for the silence limit.
     fn wait_for(
         &mut self,
         want: Want,
-        mut other: Option<&mut Self>,
+        other: Option<&mut Self>,
     ) -> Result<Option<Completion>, Error> {
+        match self.pump(want, other, None)? {
+            Some(QueueEvent::Completed(c)) => Ok(Some(c)),
+            Some(QueueEvent::TimedOut { cid, waited, .. }) => {
+                Err(timed_out(waited, self.waited_for(Want::Cid(cid))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn pump(
+        &mut self,
+        want: Want,
+        mut other: Option<&mut Self>,
+        until: Option<Instant>,
+    ) -> Result<Option<QueueEvent>, Error> {
         let mut last_rx = Instant::now();
         loop {
-            match want {
+            let completion = match want {
                 Want::Connected if self.conn.is_connected() => return Ok(None),
-                Want::Any => {
-                    if let Some(c) = self.conn.poll_completion(None) {
-                        return Ok(Some(c));
-                    }
-                }
-                Want::Cid(cid) => {
-                    if let Some(c) = self.conn.poll_completion(Some(cid)) {
-                        return Ok(Some(c));
-                    }
-                }
-                Want::Connected => {}
+                Want::Connected => None,
+                Want::Any => self.conn.poll_completion(None),
+                Want::Cid(cid) => self.conn.poll_completion(Some(cid)),
+            };
+            if let Some(c) = completion {
+                return Ok(Some(QueueEvent::Completed(c)));
             }
             self.note_end();
+            let due = self.timed_out.iter().position(|&(cid, ..)| match want {
+                Want::Any => true,
+                Want::Cid(c) => c == cid,
+                Want::Connected => false,
+            });
+            if let Some((cid, command, waited)) = due.and_then(|i| self.timed_out.remove(i)) {
+                return Ok(Some(QueueEvent::TimedOut {
+                    cid,
+                    command,
+                    waited,
+                }));
+            }
             if let Some(e) = self.error {
                 let _ = self.driver.flush(&mut self.conn);
                 let _ = self.driver.socket().shutdown(std::net::Shutdown::Both);
                 return Err(Error::Connection(e));
             }
-            let silent_until = last_rx + self.timeout;
+            let now = Instant::now();
+            if until.is_some_and(|u| now >= u) {
+                return Ok(None);
+            }
+            let silent_until = self.silence.map(|t| last_rx + t);
             let other_due = other.as_ref().and_then(|o| o.poll_timeout());
             let turn = self
                 .driver
-                .turn(&mut self.conn, earliest([Some(silent_until), other_due]));
+                .turn(&mut self.conn, earliest([silent_until, other_due, until]));
             match turn.map_err(|e| self.socket_error(e))? {
                 Turn::Read(_) => last_rx = Instant::now(),
                 Turn::Closed => {}
@@ -325,8 +412,11 @@ impl<B: DdpBackend> Connection<B> {
                     {
                         o.poll()?;
                     }
-                    if now >= silent_until {
-                        return Err(timed_out(self.timeout, self.waited_for(want)));
+                    if let Some(s) = silent_until
+                        && now >= s
+                    {
+                        let waited = self.silence.unwrap_or_default();
+                        return Err(timed_out(waited, self.waited_for(want)));
                     }
                 }
             }
@@ -345,8 +435,15 @@ impl<B: DdpBackend> Connection<B> {
     /// A socket error in words: a write that timed out is a controller that stopped reading.
     fn socket_error(&self, e: io::Error) -> Error {
         if ulp_ddp_core::blocking::is_timeout(&e) {
+            let waited = self
+                .driver
+                .socket()
+                .write_timeout()
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             timed_out(
-                self.timeout,
+                waited,
                 format!(
                     "the controller to read what the host sends on {} (its TCP receive window \
                      stayed full)",
@@ -390,296 +487,4 @@ impl<B: DdpBackend> Drop for Connection<B> {
     fn drop(&mut self) {
         let _ = self.driver.socket().shutdown(std::net::Shutdown::Both);
     }
-}
-
-/// How to reach and set up a controller.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Options {
-    /// Subsystem NQN.
-    pub subnqn: String,
-    /// Host NQN.
-    pub hostnqn: String,
-    /// Namespace for I/O.
-    pub nsid: u32,
-    /// Digests on both queues.
-    pub digests: Digests,
-    /// I/O queue depth.
-    pub queue_depth: u16,
-    /// Keep-alive timeout given to Connect (zero: none). Keep Alive goes out every half of it,
-    /// from the admin queue's timer.
-    pub kato: Duration,
-    /// How long the controller may stay silent while the host waits for it (also the limit
-    /// for CSTS.RDY).
-    pub timeout: Duration,
-}
-
-impl Options {
-    /// Options for `subnqn`, namespace 1, digests off, depth 32, no keep-alive, 10 s timeout.
-    pub fn new(subnqn: &str) -> Self {
-        Self {
-            subnqn: subnqn.to_string(),
-            hostnqn: "nqn.2014-08.org.nvmexpress:uuid:0c0f7e1d-ulp-ddp-host".to_string(),
-            nsid: 1,
-            digests: Digests::NONE,
-            queue_depth: 32,
-            kato: Duration::ZERO,
-            timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// A controller: admin queue (enabled, identified) and one I/O queue.
-#[derive(Debug)]
-pub struct Controller<B: DdpBackend = NoOffload> {
-    admin: Connection<B>,
-    io: Connection<B>,
-    info: ControllerInfo,
-    ns: NamespaceInfo,
-    nsid: u32,
-    cntlid: u16,
-}
-
-fn check(command: &'static str, c: Completion) -> Result<Completion, Error> {
-    if c.status.is_success() {
-        Ok(c)
-    } else {
-        Err(Error::Status {
-            command,
-            cid: c.cid,
-            status: c.status,
-            buffer: c.buffer,
-        })
-    }
-}
-
-fn identify<B: DdpBackend>(
-    admin: &mut Connection<B>,
-    cns: u8,
-    nsid: u32,
-) -> Result<Vec<u8>, Error> {
-    let c = admin.run(
-        nvme::identify(cns, nsid),
-        Data::Read(SgBuffer::zeroed(nvme::IDENTIFY_LEN)),
-    )?;
-    let c = check("Identify", c)?;
-    Ok(c.buffer.map(SgBuffer::into_vec).unwrap_or_default())
-}
-
-impl Controller<NoOffload> {
-    /// Connects with the default backend ([`NoOffload`]: payload still read in place).
-    ///
-    /// # Errors
-    ///
-    /// As [`connect_with`](Self::connect_with).
-    pub fn connect(addr: impl ToSocketAddrs, options: &Options) -> Result<Self, Error> {
-        Self::connect_with(addr, options, |_| NoOffload)
-    }
-}
-
-impl<B: DdpBackend> Controller<B> {
-    /// Connects the admin queue (ICReq, Connect, enable through CC.EN and CSTS.RDY, Identify
-    /// Controller and Namespace) and one I/O queue (ICReq, Connect). `backend` makes each
-    /// queue's backend handle (called with the queue's backend id).
-    ///
-    /// # Errors
-    ///
-    /// Any step's failure.
-    pub fn connect_with(
-        addr: impl ToSocketAddrs,
-        options: &Options,
-        mut backend: impl FnMut(QueueId) -> B,
-    ) -> Result<Self, Error> {
-        let addr = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| Error::Setup("the address resolves to nothing".into()))?;
-        let t = options.timeout;
-        let hostid = host_id(&options.hostnqn);
-        let kato_ms = u32::try_from(options.kato.as_millis()).unwrap_or(u32::MAX);
-        let admin_cfg = ConnectionConfig::admin(QueueId(0), options.digests)
-            .with_keep_alive((kato_ms > 0).then(|| options.kato / 2));
-        let mut admin = Connection::connect(addr, backend(QueueId(0)), admin_cfg, t)?;
-        let data = nvme::connect_data(hostid, 0xFFFF, &options.subnqn, &options.hostnqn);
-        let c = admin.run(
-            nvme::connect(0, 32, kato_ms, 0),
-            Data::Write(SgBuffer::from_vec(data)),
-        )?;
-        let cntlid = check("admin Connect", c)?.result as u16;
-        let c = admin.run(nvme::property_get(nvme::REG_CAP, true), Data::None)?;
-        let cap = check("Property Get CAP", c)?.result;
-        let mqes = (cap & 0xFFFF) as u16;
-        let c = admin.run(
-            nvme::property_set(nvme::REG_CC, nvme::CC_ENABLE),
-            Data::None,
-        )?;
-        check("Property Set CC", c)?;
-        let deadline = Instant::now() + t;
-        loop {
-            let c = admin.run(nvme::property_get(nvme::REG_CSTS, false), Data::None)?;
-            let csts = check("Property Get CSTS", c)?.result;
-            if csts & 2 != 0 {
-                return Err(Error::Setup(
-                    "the controller reports a fatal status (CSTS.CFS) after enabling".into(),
-                ));
-            }
-            if csts & 1 != 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(timed_out(t, "CSTS.RDY after setting CC.EN".into()));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let info = ControllerInfo::parse(&identify(&mut admin, nvme::CNS_CONTROLLER, 0)?);
-        let ns = NamespaceInfo::parse(&identify(&mut admin, nvme::CNS_NAMESPACE, options.nsid)?);
-        if ns.block_size == 0 || ns.nsze == 0 {
-            return Err(Error::Setup(format!(
-                "namespace {} is not usable (size 0 or block size 0)",
-                options.nsid
-            )));
-        }
-        let depth = options.queue_depth.clamp(2, mqes.saturating_add(1).max(2));
-        let io_cfg = ConnectionConfig::io(QueueId(1), 1, depth, options.digests);
-        let mut io = Connection::connect(addr, backend(QueueId(1)), io_cfg, t)?;
-        let data = nvme::connect_data(hostid, cntlid, &options.subnqn, &options.hostnqn);
-        let c = io.run(
-            nvme::connect(1, depth, 0, 0),
-            Data::Write(SgBuffer::from_vec(data)),
-        )?;
-        check("I/O Connect", c)?;
-        io.connection_mut()
-            .set_in_capsule_limit(info.in_capsule_limit());
-        Ok(Self {
-            admin,
-            io,
-            info,
-            ns,
-            nsid: options.nsid,
-            cntlid,
-        })
-    }
-
-    /// Identify Controller, as parsed.
-    pub fn info(&self) -> &ControllerInfo {
-        &self.info
-    }
-
-    /// The I/O namespace.
-    pub fn namespace(&self) -> NamespaceInfo {
-        self.ns
-    }
-
-    /// The controller id the admin Connect returned.
-    pub fn cntlid(&self) -> u16 {
-        self.cntlid
-    }
-
-    /// The admin queue.
-    pub fn admin(&mut self) -> &mut Connection<B> {
-        &mut self.admin
-    }
-
-    /// The I/O queue (for pipelined commands; wait with [`Controller::wait_io`] to keep the
-    /// admin queue alive meanwhile).
-    pub fn io(&mut self) -> &mut Connection<B> {
-        &mut self.io
-    }
-
-    /// Waits for the completion of I/O command `cid` (or of any, with `None`), running the
-    /// admin queue's timers (Keep Alive) whenever they are due.
-    ///
-    /// # Errors
-    ///
-    /// Socket errors, the timeout, either queue's end.
-    pub fn wait_io(&mut self, cid: Option<u16>) -> Result<Completion, Error> {
-        self.io.wait_keeping(cid, &mut self.admin)
-    }
-
-    fn blocks(&self, len: u64) -> Result<u32, Error> {
-        let bs = u64::from(self.ns.block_size.max(1));
-        if len == 0 || !len.is_multiple_of(bs) || len / bs > 65536 {
-            return Err(Error::Setup(format!(
-                "{len} bytes is not 1..=65536 blocks of {bs} bytes"
-            )));
-        }
-        Ok((len / bs) as u32)
-    }
-
-    /// The Read command for `len` bytes at block `slba`.
-    ///
-    /// # Errors
-    ///
-    /// If `len` is not a whole number of blocks (1..=65536).
-    pub fn read_cmd(&self, slba: u64, len: u64) -> Result<[u8; SQE_LEN], Error> {
-        Ok(nvme::read(self.nsid, slba, self.blocks(len)?))
-    }
-
-    /// The Write command for `len` bytes at block `slba`.
-    ///
-    /// # Errors
-    ///
-    /// If `len` is not a whole number of blocks (1..=65536).
-    pub fn write_cmd(&self, slba: u64, len: u64) -> Result<[u8; SQE_LEN], Error> {
-        Ok(nvme::write(self.nsid, slba, self.blocks(len)?))
-    }
-
-    /// Keeps the association alive without waiting: the admin queue's Keep Alive is sent when
-    /// due and its completions are taken. Every wait of this controller does it too; a caller
-    /// idle for longer than half the keep-alive timeout calls it itself.
-    ///
-    /// # Errors
-    ///
-    /// Socket errors, or the admin queue's error.
-    pub fn keep_alive(&mut self) -> Result<(), Error> {
-        self.admin.poll()
-    }
-
-    /// Reads `buffer.len()` bytes at block `slba` into `buffer`, and hands it back with the
-    /// data in it.
-    ///
-    /// # Errors
-    ///
-    /// Bad length, connection failure, or a failed status ([`Error::Status`] hands the buffer
-    /// back too).
-    pub fn read(&mut self, slba: u64, buffer: SgBuffer) -> Result<SgBuffer, Error> {
-        let sqe = self.read_cmd(slba, buffer.len())?;
-        let cid = self.io.submit(sqe, Data::Read(buffer))?;
-        let c = check("Read", self.wait_io(Some(cid))?)?;
-        Ok(c.buffer.unwrap_or_default())
-    }
-
-    /// Writes `data` at block `slba` and hands the buffer back.
-    ///
-    /// # Errors
-    ///
-    /// Bad length, connection failure, or a failed status ([`Error::Status`] hands the buffer
-    /// back too).
-    pub fn write(&mut self, slba: u64, data: SgBuffer) -> Result<SgBuffer, Error> {
-        let sqe = self.write_cmd(slba, data.len())?;
-        let cid = self.io.submit(sqe, Data::Write(data))?;
-        let c = check("Write", self.wait_io(Some(cid))?)?;
-        Ok(c.buffer.unwrap_or_default())
-    }
-
-    /// Flushes the namespace.
-    ///
-    /// # Errors
-    ///
-    /// Connection failure or a failed status.
-    pub fn flush(&mut self) -> Result<(), Error> {
-        let cid = self.io.submit(nvme::flush(self.nsid), Data::None)?;
-        check("Flush", self.wait_io(Some(cid))?).map(|_| ())
-    }
-}
-
-/// A stable host identifier derived from the host NQN.
-fn host_id(hostnqn: &str) -> [u8; 16] {
-    let a = ulp_ddp_core::digest::crc32c(hostnqn.as_bytes());
-    let b = ulp_ddp_core::digest::crc32c(&a.to_le_bytes());
-    let mut id = [0u8; 16];
-    for (i, chunk) in id.chunks_mut(4).enumerate() {
-        chunk.copy_from_slice(&(a ^ b.rotate_left(i as u32 * 8)).to_le_bytes());
-    }
-    id
 }

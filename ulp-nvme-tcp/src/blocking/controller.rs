@@ -1,0 +1,1003 @@
+//! [`Controller`]: an admin queue and an I/O queue over blocking sockets, with the recovery
+//! ladder Linux's NVMe/TCP host uses.
+//!
+//! Commands go in with [`Controller::submit`] and come out with [`Controller::wait`] as
+//! [`IoCompletion`]s, keyed by a [`CommandId`] that survives reconnects. Transfers larger than
+//! the controller takes in one command (MDTS, or [`TRANSPORT_MAX_TRANSFER`] when MDTS is 0)
+//! are split into several commands and completed as one.
+//!
+//! When things go wrong over time:
+//!
+//! | trigger | step | default |
+//! |---|---|---|
+//! | a command outstanding for `io_timeout` | Abort on the admin queue; if the controller does not abort it, or it still does not complete, a controller reset | 30 s |
+//! | Keep Alive unanswered for the KATO, or failed | controller reset | KATO 5 s, Keep Alive every 2.5 s |
+//! | the connection breaks (reset by the peer, a protocol violation, C2HTermReq) | controller reset | |
+//! | controller reset | every queue torn down (every buffer back through the engine's release), reconnect after `reconnect_delay`, again every `reconnect_delay` | 10 s |
+//! | reconnected | the commands that were not completed and may be retried (no DNR, fewer than `max_retries` tries) are issued again | 5 retries |
+//! | `ctrl_loss_tmo` passed without a reconnect | every outstanding command fails with [`IoError::Lost`], its buffer handed back | 600 s |
+//!
+//! [`Controller::close`] shuts the controller down cleanly (CC.SHN, then CSTS.SHST).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SgBuffer};
+
+use super::{Connection, Error, QueueEvent, timed_out};
+use crate::connection::{
+    Completion, ConnectionConfig, DEFAULT_ADMIN_TIMEOUT, DEFAULT_IO_TIMEOUT, Data,
+};
+use crate::nvme::{self, ControllerInfo, NamespaceInfo, Status};
+use crate::wire::Digests;
+use crate::wire::capsule_cmd::SQE_LEN;
+
+/// The most data one command carries when the controller reports no limit (MDTS 0): 1 MiB,
+/// below the 1280 KiB the Linux block layer sends per request by default (`max_sectors_kb`).
+/// Linux's nvmet-tcp fails larger commands with Data SGL Length Invalid.
+pub const TRANSPORT_MAX_TRANSFER: u64 = 1 << 20;
+
+/// How to reach and set up a controller, and how to recover it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// Subsystem NQN.
+    pub subnqn: String,
+    /// Host NQN.
+    pub hostnqn: String,
+    /// Namespace for I/O.
+    pub nsid: u32,
+    /// Digests on both queues.
+    pub digests: Digests,
+    /// I/O queue depth.
+    pub queue_depth: u16,
+    /// Keep-alive timeout given to Connect (zero: none). Keep Alive goes out every half of it,
+    /// from the admin queue's timer; one unanswered for the KATO resets the controller.
+    /// Default 5 s, as Linux (`NVME_DEFAULT_KATO`).
+    pub kato: Duration,
+    /// How long the controller may stay silent during bring-up (ICResp, Connect, CSTS.RDY,
+    /// Identify) and on the admin queue.
+    pub timeout: Duration,
+    /// How long an I/O command may stay outstanding before it is aborted (Linux's
+    /// `io_timeout`, 30 s).
+    pub io_timeout: Duration,
+    /// How long an admin command may stay outstanding (Linux's `admin_timeout`, 60 s).
+    pub admin_timeout: Duration,
+    /// Wait between losing the controller and each reconnect attempt (Linux's
+    /// `reconnect_delay`, 10 s).
+    pub reconnect_delay: Duration,
+    /// Give up reconnecting, and fail every outstanding command, this long after the
+    /// controller was lost (Linux's `ctrl_loss_tmo`, 600 s).
+    pub ctrl_loss_tmo: Duration,
+    /// Most times a command is issued again after a retryable failure (Linux's
+    /// `nvme_core.max_retries`, 5).
+    pub max_retries: u8,
+}
+
+impl Options {
+    /// Options for `subnqn`: namespace 1, digests off, depth 32, Linux's defaults for time
+    /// (KATO 5 s, io_timeout 30 s, admin_timeout 60 s, reconnect_delay 10 s, ctrl_loss_tmo
+    /// 600 s, 5 retries) and 10 s for bring-up.
+    pub fn new(subnqn: &str) -> Self {
+        Self {
+            subnqn: subnqn.to_string(),
+            hostnqn: "nqn.2014-08.org.nvmexpress:uuid:0c0f7e1d-ulp-ddp-host".to_string(),
+            nsid: 1,
+            digests: Digests::NONE,
+            queue_depth: 32,
+            kato: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            admin_timeout: DEFAULT_ADMIN_TIMEOUT,
+            reconnect_delay: Duration::from_secs(10),
+            ctrl_loss_tmo: Duration::from_secs(600),
+            max_retries: 5,
+        }
+    }
+}
+
+/// A transfer for the I/O queue.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Io {
+    /// Read `buffer.len()` bytes at block `slba` into `buffer`.
+    Read {
+        /// First block.
+        slba: u64,
+        /// Destination; handed back in the completion.
+        buffer: SgBuffer,
+    },
+    /// Write `data` at block `slba`.
+    Write {
+        /// First block.
+        slba: u64,
+        /// Source; handed back in the completion.
+        data: SgBuffer,
+    },
+    /// Flush the namespace.
+    Flush,
+}
+
+/// Names a command given to [`Controller::submit`]; it stays the same when the command is
+/// issued again after a reconnect or split into several NVMe commands.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Hash, PartialOrd, Ord)]
+pub struct CommandId(pub u64);
+
+/// Why a command failed.
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum IoError {
+    /// The controller completed it (or one of its parts) with an error status.
+    Status {
+        /// The CID of the failing NVMe command.
+        cid: u16,
+        /// Its status.
+        status: Status,
+    },
+    /// The controller was lost, or the command failed as often as it may be retried.
+    Lost(String),
+}
+
+/// A finished [`Io`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct IoCompletion {
+    /// The command.
+    pub id: CommandId,
+    /// Its name ("Read", "Write", "Flush").
+    pub command: &'static str,
+    /// Its first block.
+    pub slba: u64,
+    /// Its bytes.
+    pub len: u64,
+    /// Its buffer, the caller's again (a read's with the data in it).
+    pub buffer: Option<SgBuffer>,
+    /// Success, or why it failed.
+    pub result: Result<(), IoError>,
+}
+
+impl IoCompletion {
+    /// Whether it succeeded.
+    pub fn is_success(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// Why it failed, in words naming the command (`None` on success).
+    pub fn error_message(&self) -> Option<String> {
+        let e = self.result.as_ref().err()?;
+        let what = format!(
+            "{} of {} bytes at LBA {}",
+            self.command, self.len, self.slba
+        );
+        Some(match e {
+            IoError::Status { cid, status } => format!(
+                "{what} failed: {}, CID {cid}",
+                status.describe(self.command)
+            ),
+            IoError::Lost(reason) => format!("{what} failed: {reason}"),
+        })
+    }
+}
+
+/// What the controller's recovery did, for the caller to log ([`Controller::take_events`]).
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum ControllerEvent {
+    /// A command passed `io_timeout`.
+    TimedOut {
+        /// Its name.
+        command: &'static str,
+        /// Its CID.
+        cid: u16,
+        /// How long it had been outstanding.
+        waited: Duration,
+    },
+    /// The controller aborted a timed-out command at the host's request.
+    Aborted {
+        /// Its CID.
+        cid: u16,
+    },
+    /// The association was torn down; reconnecting.
+    Reset {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Reconnected after a reset.
+    Reconnected {
+        /// Attempts it took.
+        attempts: u32,
+        /// Time from the loss to the reconnect.
+        after: Duration,
+        /// Commands issued again.
+        reissued: usize,
+    },
+    /// Gave up: the controller was not back within `ctrl_loss_tmo`.
+    Lost {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ControllerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut {
+                command,
+                cid,
+                waited,
+            } => write!(
+                f,
+                "{command} (CID {cid}) timed out after {:.1} s; aborting it",
+                waited.as_secs_f64()
+            ),
+            Self::Aborted { cid } => write!(f, "the controller aborted CID {cid}"),
+            Self::Reset { reason } => write!(f, "resetting the controller: {reason}"),
+            Self::Reconnected {
+                attempts,
+                after,
+                reissued,
+            } => write!(
+                f,
+                "reconnected after {:.1} s ({attempts} attempt{}); {reissued} command{} issued again",
+                after.as_secs_f64(),
+                if *attempts == 1 { "" } else { "s" },
+                if *reissued == 1 { "" } else { "s" },
+            ),
+            Self::Lost { reason } => write!(f, "controller lost: {reason}"),
+        }
+    }
+}
+
+/// One NVMe command of an [`Io`].
+#[derive(Debug)]
+struct Part {
+    id: u64,
+    index: usize,
+    sqe: [u8; SQE_LEN],
+    kind: Kind,
+    tries: u8,
+}
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Kind {
+    Read,
+    Write,
+    None,
+}
+
+impl Kind {
+    fn data(self, buffer: Option<SgBuffer>) -> Data {
+        match (self, buffer) {
+            (Self::Read, Some(b)) => Data::Read(b),
+            (Self::Write, Some(b)) => Data::Write(b),
+            _ => Data::None,
+        }
+    }
+}
+
+/// An [`Io`] in flight: its parts' buffers as they come back.
+#[derive(Debug)]
+struct Pending {
+    command: &'static str,
+    slba: u64,
+    len: u64,
+    buffers: Vec<Option<SgBuffer>>,
+    left: usize,
+    error: Option<IoError>,
+}
+
+/// The queues of one association.
+#[derive(Debug)]
+struct Queues<B: DdpBackend> {
+    admin: Connection<B>,
+    io: Connection<B>,
+    info: ControllerInfo,
+    ns: NamespaceInfo,
+    cntlid: u16,
+    cap: u64,
+}
+
+/// A controller: admin queue (enabled, identified) and one I/O queue, with recovery. See the
+/// [module documentation](self).
+pub struct Controller<B: DdpBackend = NoOffload> {
+    addr: SocketAddr,
+    options: Options,
+    backend: Box<dyn FnMut(QueueId) -> B>,
+    q: Queues<B>,
+    /// Parts issued on the current I/O connection, by CID.
+    inflight: HashMap<u16, Part>,
+    /// Parts waiting for a free CID (or for the reconnect), with their data.
+    backlog: VecDeque<(Part, Data)>,
+    pending: HashMap<u64, Pending>,
+    /// Finished commands not taken yet.
+    ready: VecDeque<IoCompletion>,
+    next_id: u64,
+    events: Vec<ControllerEvent>,
+    reconnects: u64,
+    lost: Option<String>,
+}
+
+impl<B: DdpBackend> fmt::Debug for Controller<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field("addr", &self.addr)
+            .field("cntlid", &self.q.cntlid)
+            .field("outstanding", &self.pending.len())
+            .field("reconnects", &self.reconnects)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check(command: &'static str, c: Completion) -> Result<Completion, Error> {
+    if c.status.is_success() {
+        Ok(c)
+    } else {
+        Err(Error::Status {
+            command,
+            cid: c.cid,
+            status: c.status,
+            buffer: c.buffer,
+        })
+    }
+}
+
+fn identify<B: DdpBackend>(
+    admin: &mut Connection<B>,
+    cns: u8,
+    nsid: u32,
+) -> Result<Vec<u8>, Error> {
+    let c = admin.run(
+        nvme::identify(cns, nsid),
+        Data::Read(SgBuffer::zeroed(nvme::IDENTIFY_LEN)),
+    )?;
+    let c = check("Identify", c)?;
+    Ok(c.buffer.map(SgBuffer::into_vec).unwrap_or_default())
+}
+
+/// Connects an association: the admin queue (ICReq, Connect, CC.EN and CSTS.RDY, Identify
+/// Controller and Namespace) and one I/O queue (ICReq, Connect).
+fn bring_up<B: DdpBackend>(
+    addr: SocketAddr,
+    options: &Options,
+    backend: &mut dyn FnMut(QueueId) -> B,
+) -> Result<Queues<B>, Error> {
+    let t = options.timeout;
+    let hostid = host_id(&options.hostnqn);
+    let kato_ms = u32::try_from(options.kato.as_millis()).unwrap_or(u32::MAX);
+    let admin_cfg = ConnectionConfig::admin(QueueId(0), options.digests)
+        .with_keep_alive((kato_ms > 0).then(|| options.kato / 2))
+        .with_command_timeout(Some(options.admin_timeout));
+    let mut admin = Connection::connect(addr, backend(QueueId(0)), admin_cfg, t)?;
+    let data = nvme::connect_data(hostid, 0xFFFF, &options.subnqn, &options.hostnqn);
+    let c = admin.run(
+        nvme::connect(0, 32, kato_ms, 0),
+        Data::Write(SgBuffer::from_vec(data)),
+    )?;
+    let cntlid = check("admin Connect", c)?.result as u16;
+    let c = admin.run(nvme::property_get(nvme::REG_CAP, true), Data::None)?;
+    let cap = check("Property Get CAP", c)?.result;
+    let mqes = (cap & 0xFFFF) as u16;
+    let c = admin.run(
+        nvme::property_set(nvme::REG_CC, nvme::CC_ENABLE),
+        Data::None,
+    )?;
+    check("Property Set CC", c)?;
+    let deadline = Instant::now() + t;
+    loop {
+        let c = admin.run(nvme::property_get(nvme::REG_CSTS, false), Data::None)?;
+        let csts = check("Property Get CSTS", c)?.result;
+        if csts & 2 != 0 {
+            return Err(Error::Setup(
+                "the controller reports a fatal status (CSTS.CFS) after enabling".into(),
+            ));
+        }
+        if csts & 1 != 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out(t, "CSTS.RDY after setting CC.EN".into()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let info = ControllerInfo::parse(&identify(&mut admin, nvme::CNS_CONTROLLER, 0)?);
+    let ns = NamespaceInfo::check(&identify(&mut admin, nvme::CNS_NAMESPACE, options.nsid)?)
+        .map_err(|e| Error::Setup(format!("namespace {}: {e}", options.nsid)))?;
+    let depth = options.queue_depth.clamp(2, mqes.saturating_add(1).max(2));
+    let io_cfg = ConnectionConfig::io(QueueId(1), 1, depth, options.digests)
+        .with_command_timeout((!options.io_timeout.is_zero()).then_some(options.io_timeout));
+    let mut io = Connection::connect(addr, backend(QueueId(1)), io_cfg, t)?;
+    let data = nvme::connect_data(hostid, cntlid, &options.subnqn, &options.hostnqn);
+    let c = io.run(
+        nvme::connect(1, depth, 0, 0),
+        Data::Write(SgBuffer::from_vec(data)),
+    )?;
+    check("I/O Connect", c)?;
+    io.connection_mut()
+        .set_in_capsule_limit(info.in_capsule_limit());
+    if !options.io_timeout.is_zero() {
+        // Up: command deadlines and Keep Alive decide from now on, not silence.
+        io.set_silence_limit(None);
+    }
+    Ok(Queues {
+        admin,
+        io,
+        info,
+        ns,
+        cntlid,
+        cap,
+    })
+}
+
+impl Controller<NoOffload> {
+    /// Connects with the default backend ([`NoOffload`]: payload still read in place).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_with`](Self::connect_with).
+    pub fn connect(addr: impl ToSocketAddrs, options: &Options) -> Result<Self, Error> {
+        Self::connect_with(addr, options, |_| NoOffload)
+    }
+}
+
+impl<B: DdpBackend> Controller<B> {
+    /// Connects the admin queue (ICReq, Connect, enable through CC.EN and CSTS.RDY, Identify
+    /// Controller and Namespace, checked) and one I/O queue (ICReq, Connect). `backend` makes
+    /// each queue's backend handle (called with the queue's backend id), again on every
+    /// reconnect.
+    ///
+    /// # Errors
+    ///
+    /// Any step's failure.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        options: &Options,
+        backend: impl FnMut(QueueId) -> B + 'static,
+    ) -> Result<Self, Error> {
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| Error::Setup("the address resolves to nothing".into()))?;
+        let mut backend: Box<dyn FnMut(QueueId) -> B> = Box::new(backend);
+        let q = bring_up(addr, options, &mut *backend)?;
+        Ok(Self {
+            addr,
+            options: options.clone(),
+            backend,
+            q,
+            inflight: HashMap::new(),
+            backlog: VecDeque::new(),
+            pending: HashMap::new(),
+            ready: VecDeque::new(),
+            next_id: 0,
+            events: Vec::new(),
+            reconnects: 0,
+            lost: None,
+        })
+    }
+
+    /// Identify Controller, as parsed.
+    pub fn info(&self) -> &ControllerInfo {
+        &self.q.info
+    }
+
+    /// The I/O namespace.
+    pub fn namespace(&self) -> NamespaceInfo {
+        self.q.ns
+    }
+
+    /// The controller id the admin Connect returned.
+    pub fn cntlid(&self) -> u16 {
+        self.q.cntlid
+    }
+
+    /// The admin queue.
+    pub fn admin(&mut self) -> &mut Connection<B> {
+        &mut self.q.admin
+    }
+
+    /// The I/O queue, for its counters or raw commands (raw commands get no recovery; do not
+    /// mix them with [`submit`](Self::submit)).
+    pub fn io(&mut self) -> &mut Connection<B> {
+        &mut self.q.io
+    }
+
+    /// How many times the controller was reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// What recovery did since the last call, for the caller to log.
+    pub fn take_events(&mut self) -> Vec<ControllerEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The most bytes one NVMe command carries: MDTS, or [`TRANSPORT_MAX_TRANSFER`] when the
+    /// controller sets none, and never more than 65536 blocks (NLB is 16 bits).
+    pub fn max_transfer(&self) -> u64 {
+        let bs = u64::from(self.q.ns.block_size.max(1));
+        let limit = self
+            .q
+            .info
+            .max_transfer(self.q.cap)
+            .unwrap_or(TRANSPORT_MAX_TRANSFER)
+            .min(TRANSPORT_MAX_TRANSFER.max(bs))
+            .min(65536 * bs);
+        (limit / bs).max(1) * bs
+    }
+
+    /// Commands submitted and not yet taken with [`wait`](Self::wait).
+    pub fn outstanding(&self) -> usize {
+        self.pending.len() + self.ready.len()
+    }
+
+    /// Waits for the completion of I/O command `cid` (or of any, with `None`) on the raw I/O
+    /// queue ([`io`](Self::io)), running the admin queue's timers (Keep Alive) whenever they
+    /// are due. No recovery: see [`wait`](Self::wait).
+    ///
+    /// # Errors
+    ///
+    /// Socket errors, the timeout, either queue's end.
+    pub fn wait_io(&mut self, cid: Option<u16>) -> Result<Completion, Error> {
+        self.q.io.wait_keeping(cid, &mut self.q.admin)
+    }
+
+    fn blocks(&self, len: u64) -> Result<u32, Error> {
+        let bs = u64::from(self.q.ns.block_size.max(1));
+        if len == 0 || !len.is_multiple_of(bs) || len / bs > 65536 {
+            return Err(Error::Setup(format!(
+                "{len} bytes is not 1..=65536 blocks of {bs} bytes"
+            )));
+        }
+        Ok((len / bs) as u32)
+    }
+
+    /// The Read command for `len` bytes at block `slba` (one NVMe command, for [`io`](Self::io)).
+    ///
+    /// # Errors
+    ///
+    /// If `len` is not a whole number of blocks (1..=65536).
+    pub fn read_cmd(&self, slba: u64, len: u64) -> Result<[u8; SQE_LEN], Error> {
+        Ok(nvme::read(self.options.nsid, slba, self.blocks(len)?))
+    }
+
+    /// The Write command for `len` bytes at block `slba` (one NVMe command, for
+    /// [`io`](Self::io)).
+    ///
+    /// # Errors
+    ///
+    /// If `len` is not a whole number of blocks (1..=65536).
+    pub fn write_cmd(&self, slba: u64, len: u64) -> Result<[u8; SQE_LEN], Error> {
+        Ok(nvme::write(self.options.nsid, slba, self.blocks(len)?))
+    }
+
+    /// Queues a transfer; larger than [`max_transfer`](Self::max_transfer), it is split into
+    /// several commands (whole buffer segments move without copying, see
+    /// [`SgBuffer::split`]). It goes out at the next wait.
+    ///
+    /// # Errors
+    ///
+    /// A length that is not a whole number of blocks, or a lost controller; the buffer is
+    /// dropped with the error. A range beyond the namespace is the controller's to refuse
+    /// (LBA Out of Range, with the buffer handed back in the completion).
+    pub fn submit(&mut self, io: Io) -> Result<CommandId, Error> {
+        if let Some(reason) = &self.lost {
+            return Err(Error::Lost(reason.clone()));
+        }
+        let bs = u64::from(self.q.ns.block_size.max(1));
+        let (command, slba, kind, buffer) = match io {
+            Io::Read { slba, buffer } => ("Read", slba, Kind::Read, Some(buffer)),
+            Io::Write { slba, data } => ("Write", slba, Kind::Write, Some(data)),
+            Io::Flush => ("Flush", 0, Kind::None, None),
+        };
+        let len = buffer.as_ref().map_or(0, SgBuffer::len);
+        if kind != Kind::None && (len == 0 || !len.is_multiple_of(bs)) {
+            return Err(Error::Setup(format!(
+                "{command} of {len} bytes: not a whole number of {bs}-byte blocks"
+            )));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let nsid = self.options.nsid;
+        let pieces: Vec<Option<SgBuffer>> = match buffer {
+            Some(b) => b
+                .split(self.max_transfer(), kind == Kind::Write)
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => vec![None],
+        };
+        let mut lba = slba;
+        for (index, piece) in pieces.into_iter().enumerate() {
+            let blocks = piece.as_ref().map_or(0, |p| (p.len() / bs) as u32);
+            let sqe = match kind {
+                Kind::Read => nvme::read(nsid, lba, blocks),
+                Kind::Write => nvme::write(nsid, lba, blocks),
+                Kind::None => nvme::flush(nsid),
+            };
+            lba += u64::from(blocks);
+            let part = Part {
+                id,
+                index,
+                sqe,
+                kind,
+                tries: 0,
+            };
+            self.backlog.push_back((part, kind.data(piece)));
+        }
+        let parts = self.backlog.iter().filter(|(p, _)| p.id == id).count();
+        self.pending.insert(
+            id,
+            Pending {
+                command,
+                slba,
+                len,
+                buffers: (0..parts).map(|_| None).collect(),
+                left: parts,
+                error: None,
+            },
+        );
+        self.issue();
+        Ok(CommandId(id))
+    }
+
+    /// Issues backlogged parts while the I/O queue has free CIDs.
+    fn issue(&mut self) {
+        while self.q.io.connection().free_slots() > 0 {
+            let Some((part, data)) = self.backlog.pop_front() else {
+                break;
+            };
+            match self.q.io.connection_mut().submit(part.sqe, data) {
+                Ok(cid) => {
+                    self.inflight.insert(cid, part);
+                }
+                Err((_, data)) => {
+                    self.backlog.push_front((part, data));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Waits for command `id` (or any, with `None`) to finish, recovering the controller on
+    /// the way when it must (see the [module documentation](self)). A command that fails
+    /// comes back as an [`IoCompletion`] with the error, not as `Err`.
+    ///
+    /// # Errors
+    ///
+    /// Nothing outstanding (or `id` unknown), or the admin queue failing during an Abort in a
+    /// way recovery does not cover.
+    pub fn wait(&mut self, id: Option<CommandId>) -> Result<IoCompletion, Error> {
+        loop {
+            let found = self
+                .ready
+                .iter()
+                .position(|c| id.is_none_or(|id| c.id == id));
+            if let Some(c) = found.and_then(|i| self.ready.remove(i)) {
+                return Ok(c);
+            }
+            match id {
+                Some(CommandId(i)) if !self.pending.contains_key(&i) => {
+                    return Err(Error::Setup(format!("command {i} is not outstanding")));
+                }
+                None if self.pending.is_empty() => {
+                    return Err(Error::Setup("no command is outstanding".into()));
+                }
+                _ => {}
+            }
+            self.issue();
+            let q = &mut self.q;
+            match q.io.next_event(Some(&mut q.admin), None) {
+                Ok(Some(QueueEvent::Completed(c))) => self.on_completion(c),
+                Ok(Some(QueueEvent::TimedOut {
+                    cid,
+                    command,
+                    waited,
+                })) => self.on_timeout(cid, command, waited),
+                Ok(None) => {}
+                Err(e) => self.reset(e.to_string()),
+            }
+        }
+    }
+
+    fn on_completion(&mut self, c: Completion) {
+        let Some(part) = self.inflight.remove(&c.cid) else {
+            return;
+        };
+        let status = c.status;
+        if !status.is_success() && !status.dnr && part.tries < self.options.max_retries {
+            // Linux retries every status without DNR, up to max_retries.
+            let mut part = part;
+            part.tries += 1;
+            let data = part.kind.data(c.buffer);
+            self.backlog.push_back((part, data));
+            return;
+        }
+        let error = (!status.is_success()).then_some(IoError::Status { cid: c.cid, status });
+        self.part_done(part, c.buffer, error);
+    }
+
+    fn part_done(&mut self, part: Part, buffer: Option<SgBuffer>, error: Option<IoError>) {
+        let Some(p) = self.pending.get_mut(&part.id) else {
+            return;
+        };
+        if let Some(slot) = p.buffers.get_mut(part.index) {
+            *slot = buffer;
+        }
+        if p.error.is_none() {
+            p.error = error;
+        }
+        p.left = p.left.saturating_sub(1);
+        if p.left == 0
+            && let Some(p) = self.pending.remove(&part.id)
+        {
+            let buffers: Vec<SgBuffer> = p.buffers.into_iter().flatten().collect();
+            let buffer = (!buffers.is_empty()).then(|| SgBuffer::join(buffers));
+            self.ready.push_back(IoCompletion {
+                id: CommandId(part.id),
+                command: p.command,
+                slba: p.slba,
+                len: p.len,
+                buffer,
+                result: p.error.map_or(Ok(()), Err),
+            });
+        }
+    }
+
+    /// A command passed its deadline: Abort it on the admin queue; if the controller does not
+    /// abort it, or it does not complete within the admin timeout after the Abort, reset.
+    fn on_timeout(&mut self, cid: u16, command: &'static str, waited: Duration) {
+        self.events.push(ControllerEvent::TimedOut {
+            command,
+            cid,
+            waited,
+        });
+        let qid = self.q.io.connection().config().qid;
+        let aborted = match self.q.admin.run(nvme::abort(qid, cid), Data::None) {
+            Ok(c) if c.status.is_success() && c.result & 1 == 0 => true,
+            Ok(c) if c.status.is_success() => {
+                return self.reset(format!(
+                    "{command} (CID {cid}) timed out after {:.1} s and the controller did not \
+                     abort it",
+                    waited.as_secs_f64()
+                ));
+            }
+            Ok(c) => {
+                return self.reset(format!(
+                    "{command} (CID {cid}) timed out after {:.1} s and Abort failed: {}",
+                    waited.as_secs_f64(),
+                    c.status.describe("Abort")
+                ));
+            }
+            Err(e) => {
+                return self.reset(format!(
+                    "{command} (CID {cid}) timed out after {:.1} s and Abort failed: {e}",
+                    waited.as_secs_f64()
+                ));
+            }
+        };
+        if aborted {
+            self.events.push(ControllerEvent::Aborted { cid });
+        }
+        // The aborted command's completion follows on the I/O queue.
+        let until = Instant::now() + self.options.timeout;
+        loop {
+            if !self.inflight.contains_key(&cid) {
+                return;
+            }
+            let q = &mut self.q;
+            match q.io.next_event(Some(&mut q.admin), Some(until)) {
+                Ok(Some(QueueEvent::Completed(c))) => self.on_completion(c),
+                Ok(Some(QueueEvent::TimedOut { .. })) => {}
+                Ok(None) => {
+                    return self.reset(format!(
+                        "{command} (CID {cid}) did not complete {:.1} s after the controller \
+                         aborted it",
+                        self.options.timeout.as_secs_f64()
+                    ));
+                }
+                Err(e) => return self.reset(e.to_string()),
+            }
+        }
+    }
+
+    /// Tears the association down (every buffer back), reconnects every `reconnect_delay`
+    /// until `ctrl_loss_tmo`, and issues again what may be retried; or fails everything.
+    fn reset(&mut self, reason: String) {
+        let lost_at = Instant::now();
+        self.events.push(ControllerEvent::Reset {
+            reason: reason.clone(),
+        });
+        self.collect_aborted();
+        let mut attempts = 0u32;
+        let mut last = reason;
+        loop {
+            let next = Instant::now() + self.options.reconnect_delay;
+            if next.duration_since(lost_at) > self.options.ctrl_loss_tmo {
+                return self.give_up(format!(
+                    "not reachable again within ctrl_loss_tmo {:.1} s (last: {last})",
+                    self.options.ctrl_loss_tmo.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(self.options.reconnect_delay);
+            attempts += 1;
+            match bring_up(self.addr, &self.options, &mut *self.backend) {
+                Ok(q) => {
+                    if q.ns != self.q.ns {
+                        return self.give_up(format!(
+                            "namespace {} changed across the reconnect ({} x {} B, was {} x {} B)",
+                            self.options.nsid,
+                            q.ns.nsze,
+                            q.ns.block_size,
+                            self.q.ns.nsze,
+                            self.q.ns.block_size
+                        ));
+                    }
+                    self.q = q;
+                    self.reconnects += 1;
+                    let reissued = self.backlog.len();
+                    self.events.push(ControllerEvent::Reconnected {
+                        attempts,
+                        after: lost_at.elapsed(),
+                        reissued,
+                    });
+                    self.issue();
+                    return;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+    }
+
+    /// Closes both queues and takes every outstanding part back into the backlog (those that
+    /// may be retried) or fails it.
+    fn collect_aborted(&mut self) {
+        self.q.io.connection_mut().close();
+        self.q.admin.connection_mut().close();
+        let mut back = Vec::new();
+        while let Some(c) = self.q.io.connection_mut().poll_completion(None) {
+            if let Some(part) = self.inflight.remove(&c.cid) {
+                back.push((part, c.buffer));
+            }
+        }
+        back.sort_by_key(|(p, _)| (p.id, p.index));
+        for (mut part, buffer) in back.into_iter().rev() {
+            if part.tries < self.options.max_retries {
+                part.tries += 1;
+                let data = part.kind.data(buffer);
+                self.backlog.push_front((part, data));
+            } else {
+                let reason = format!(
+                    "failed {} times, each time the connection was lost",
+                    part.tries + 1
+                );
+                self.part_done(part, buffer, Some(IoError::Lost(reason)));
+            }
+        }
+        // Anything left in flight had no completion (cannot happen: close completes all).
+        for (_, part) in std::mem::take(&mut self.inflight) {
+            self.part_done(part, None, Some(IoError::Lost("no completion".into())));
+        }
+    }
+
+    fn give_up(&mut self, reason: String) {
+        self.events.push(ControllerEvent::Lost {
+            reason: reason.clone(),
+        });
+        for (part, data) in std::mem::take(&mut self.backlog) {
+            self.part_done(
+                part,
+                data.into_buffer(),
+                Some(IoError::Lost(reason.clone())),
+            );
+        }
+        self.lost = Some(reason);
+    }
+
+    /// Reads `buffer.len()` bytes at block `slba` into `buffer`, and hands it back with the
+    /// data in it (split into several commands when larger than
+    /// [`max_transfer`](Self::max_transfer)).
+    ///
+    /// # Errors
+    ///
+    /// Bad length, a lost controller, or a failed status ([`Error::Status`] hands the buffer
+    /// back too).
+    pub fn read(&mut self, slba: u64, buffer: SgBuffer) -> Result<SgBuffer, Error> {
+        let id = self.submit(Io::Read { slba, buffer })?;
+        finish(self.wait(Some(id))?)
+    }
+
+    /// Writes `data` at block `slba` and hands the buffer back.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub fn write(&mut self, slba: u64, data: SgBuffer) -> Result<SgBuffer, Error> {
+        let id = self.submit(Io::Write { slba, data })?;
+        finish(self.wait(Some(id))?)
+    }
+
+    /// Flushes the namespace.
+    ///
+    /// # Errors
+    ///
+    /// A lost controller or a failed status.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let id = self.submit(Io::Flush)?;
+        finish(self.wait(Some(id))?).map(|_| ())
+    }
+
+    /// Keeps the association alive without waiting: the admin queue's Keep Alive is sent when
+    /// due and its completions are taken. Every wait of this controller does it too; a caller
+    /// idle for longer than half the keep-alive timeout calls it itself.
+    ///
+    /// # Errors
+    ///
+    /// Socket errors, or the admin queue's error.
+    pub fn keep_alive(&mut self) -> Result<(), Error> {
+        self.q.admin.poll()
+    }
+
+    /// Shuts the controller down cleanly: outstanding commands are waited for, then CC.SHN
+    /// (normal shutdown) and CSTS.SHST polled until the controller reports shutdown complete
+    /// (at most the bring-up timeout), as Linux does when a controller is deleted.
+    ///
+    /// # Errors
+    ///
+    /// The admin queue's failures, or a controller that does not finish its shutdown in time.
+    pub fn close(mut self) -> Result<(), Error> {
+        while !self.pending.is_empty() {
+            self.wait(None)?;
+        }
+        if self.lost.is_some() {
+            return Ok(());
+        }
+        let admin = &mut self.q.admin;
+        let c = admin.run(
+            nvme::property_set(nvme::REG_CC, nvme::CC_SHUTDOWN),
+            Data::None,
+        )?;
+        check("Property Set CC (shutdown)", c)?;
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            let c = admin.run(nvme::property_get(nvme::REG_CSTS, false), Data::None)?;
+            let csts = check("Property Get CSTS", c)?.result;
+            if csts & nvme::CSTS_SHST_MASK == nvme::CSTS_SHST_COMPLETE {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(timed_out(
+                    self.options.timeout,
+                    "CSTS.SHST to report shutdown complete after CC.SHN".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A finished transfer's buffer, or its failure as an [`Error`].
+fn finish(c: IoCompletion) -> Result<SgBuffer, Error> {
+    match c.result {
+        Ok(()) => Ok(c.buffer.unwrap_or_default()),
+        Err(IoError::Status { cid, status }) => Err(Error::Status {
+            command: c.command,
+            cid,
+            status,
+            buffer: c.buffer,
+        }),
+        Err(IoError::Lost(reason)) => Err(Error::Lost(reason)),
+    }
+}
+
+/// A stable host identifier derived from the host NQN.
+fn host_id(hostnqn: &str) -> [u8; 16] {
+    let a = ulp_ddp_core::digest::crc32c(hostnqn.as_bytes());
+    let b = ulp_ddp_core::digest::crc32c(&a.to_le_bytes());
+    let mut id = [0u8; 16];
+    for (i, chunk) in id.chunks_mut(4).enumerate() {
+        chunk.copy_from_slice(&(a ^ b.rotate_left(i as u32 * 8)).to_le_bytes());
+    }
+    id
+}
