@@ -127,7 +127,7 @@ impl SgBuffer {
     /// allocation (data to send), without it the tail becomes a new zeroed allocation (a read's
     /// destination, whose old contents do not matter). A buffer given as segments of at most
     /// `chunk` bytes, cut at multiples of `chunk`, is never copied. `chunk` 0 is taken as 1.
-    pub fn split(self, chunk: u64, keep_contents: bool) -> Vec<SgBuffer> {
+    pub fn split(self, chunk: u64, keep_contents: bool) -> Vec<Self> {
         let chunk = chunk.max(1);
         let mut out = Vec::new();
         let mut current: Vec<Vec<u8>> = Vec::new();
@@ -149,12 +149,12 @@ impl SgBuffer {
                     tail
                 };
                 current.push(segment);
-                out.push(SgBuffer::from_segments(std::mem::take(&mut current)));
+                out.push(Self::from_segments(std::mem::take(&mut current)));
                 room = chunk;
                 segment = tail;
             }
             if room == 0 {
-                out.push(SgBuffer::from_segments(std::mem::take(&mut current)));
+                out.push(Self::from_segments(std::mem::take(&mut current)));
                 room = chunk;
             }
         }
@@ -169,19 +169,19 @@ impl SgBuffer {
                 }
             }
             _ if current.is_empty() => {}
-            _ => out.push(SgBuffer::from_segments(current)),
+            _ => out.push(Self::from_segments(current)),
         }
         out
     }
 
     /// Joins buffers end to end (their segments, without copying): the inverse of
     /// [`split`](Self::split).
-    pub fn join(parts: impl IntoIterator<Item = SgBuffer>) -> SgBuffer {
+    pub fn join(parts: impl IntoIterator<Item = Self>) -> Self {
         let segments: Vec<Vec<u8>> = parts
             .into_iter()
             .flat_map(|p| p.segments.into_iter())
             .collect();
-        SgBuffer::from_segments(segments)
+        Self::from_segments(segments)
     }
 
     /// Takes the segments back.
