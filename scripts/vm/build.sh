@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Linux target VM (kernel + initramfs) from Debian packages, into $VM_DIR/out
 # (default: <repo>/.vm/out, gitignored). Nothing is installed: `apt-get download` + `dpkg-deb -x`.
-# Skips the work when the output is newer than this script and ./init. Safe to run from several
+# Skips the work when the output is newer than this script, ./init and ./ctl. Safe to run from several
 # processes at once (flock). Needs: apt-get, dpkg-deb, cpio, gzip (and busybox-static's .deb,
 # downloaded here).
 # env: VM_DIR  cache and output directory
@@ -14,7 +14,8 @@ mkdir -p "$VM_DIR"
 exec 9>"$VM_DIR/build.lock"
 flock 9
 if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] \
-   && [ "$OUT/initramfs.cpio.gz" -nt "$HERE/init" ] && [ "$OUT/initramfs.cpio.gz" -nt "$HERE/build.sh" ]; then
+   && [ "$OUT/initramfs.cpio.gz" -nt "$HERE/init" ] && [ "$OUT/initramfs.cpio.gz" -nt "$HERE/ctl" ] \
+   && [ "$OUT/initramfs.cpio.gz" -nt "$HERE/build.sh" ]; then
   echo "up to date: $(cat "$OUT/VERSIONS" 2>/dev/null)"
   exit 0
 fi
@@ -38,9 +39,10 @@ dpkg-deb -x "$DEBS/$(ls busybox-static_*.deb | tail -1)" "$W/bb"
 KVER=$(ls "$W/kroot/lib/modules")
 MD=$W/kroot/lib/modules/$KVER
 R=$W/initramfs
-mkdir -p "$R"/bin "$R"/dev "$R"/proc "$R"/sys "$R"/modules "$R"/tmp
+mkdir -p "$R"/bin "$R"/dev "$R"/etc "$R"/proc "$R"/sys "$R"/modules "$R"/tmp
 cp "$W/bb/bin/busybox" "$R/bin/busybox"
 cp "$HERE/init" "$R/init"; chmod 755 "$R/init"
+cp "$HERE/ctl" "$R/bin/ctl"; chmod 755 "$R/bin/ctl"
 
 # Modules and their dependencies (the .deb has no modules.dep: read `depends=` from each .ko),
 # dependencies first.

@@ -5,16 +5,20 @@
 #      RUN_DIR   this instance's files (default $VM_DIR/run); one directory per running VM
 #      NVME_PORT, ISCSI_PORT  host ports (default: free ones picked here)
 #      WAIT_S    boot timeout in seconds (default 120); MEM (512M); APPEND (extra kernel args)
-# writes $RUN_DIR/ports (NVME_PORT=, ISCSI_PORT=, NQN=, IQN=), $RUN_DIR/qemu.pid,
-#        $RUN_DIR/console.log. Stop it with: kill "$(cat "$RUN_DIR/qemu.pid")"
+# writes $RUN_DIR/ports (NVME_PORT=, ISCSI_PORT=, NQN=, IQN=, CTL_SOCK=), $RUN_DIR/qemu.pid,
+#        $RUN_DIR/console.log, and $RUN_DIR/ctl.sock: the control channel (the guest's ttyS1; see
+#        ./ctl for the protocol). Stop it with: kill "$(cat "$RUN_DIR/qemu.pid")"
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 VM_DIR=${VM_DIR:-$(cd "$HERE/../.." && pwd)/.vm}
 OUT=$VM_DIR/out
 RUN_DIR=${RUN_DIR:-$VM_DIR/run}
 mkdir -p "$RUN_DIR"
-LOG=$RUN_DIR/console.log; PIDF=$RUN_DIR/qemu.pid
-rm -f "$LOG" "$PIDF" "$RUN_DIR/ports"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+LOG=$RUN_DIR/console.log; PIDF=$RUN_DIR/qemu.pid; CTL=$RUN_DIR/ctl.sock
+rm -f "$LOG" "$PIDF" "$RUN_DIR/ports" "$CTL"
+# sun_path holds 107 bytes and a NUL.
+(( ${#CTL} <= 107 )) || { echo "$CTL: too long for a unix socket path (max 107 bytes)" >&2; exit 1; }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 free_port() {
   local p
@@ -31,7 +35,8 @@ for attempt in 1 2 3 4 5; do
       -append "console=ttyS0 quiet panic=-1 ${APPEND:-}" \
       -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$NP-:4420,hostfwd=tcp:127.0.0.1:$IP-:3260" \
       -device virtio-net-pci,netdev=n0 \
-      -display none -serial file:"$LOG" -no-reboot \
+      -chardev socket,id=ctl,path="$CTL",server=on,wait=off \
+      -display none -serial file:"$LOG" -serial chardev:ctl -no-reboot \
       -daemonize -pidfile "$PIDF" 2>"$RUN_DIR/qemu.err"; then
     break
   fi
@@ -51,5 +56,6 @@ while :; do
   fi
   sleep 0.1
 done
-printf 'NVME_PORT=%s\nISCSI_PORT=%s\nNQN=%s\nIQN=%s\n' "$NP" "$IP" "$NQN" "$IQN" > "$RUN_DIR/ports"
+printf 'NVME_PORT=%s\nISCSI_PORT=%s\nNQN=%s\nIQN=%s\nCTL_SOCK=%s\n' "$NP" "$IP" "$NQN" "$IQN" "$CTL" \
+  > "$RUN_DIR/ports"
 echo "qemu pid $(cat "$PIDF"); boot-to-READY $(( $(ms) - start )) ms; NVME_PORT=$NP ISCSI_PORT=$IP"

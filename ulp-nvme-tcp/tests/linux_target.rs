@@ -3,7 +3,10 @@
 //! binary, killed at the end by a guard (also on failure).
 //!
 //! The host connects, identifies, writes and reads back 4 KiB, 128 KiB and 1 MiB with digests
-//! off and with header and data digests on, with zero CPU copies of C2HData payload.
+//! off and with header and data digests on, with zero CPU copies of C2HData payload. Then,
+//! through the VM's control channel, it unlinks the subsystem from the nvmet port while a
+//! controller is connected (the connected controller's I/O fails, a new connection is refused),
+//! links it again, and connects and reads again.
 //!
 //! If the VM cannot be built or booted (qemu, cpio or apt-get missing), the test prints why and
 //! passes, unless `ULP_REQUIRE_PEERS=1`, when it fails.
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::SgBuffer;
-use ulp_nvme_tcp::blocking::{Controller, Options};
+use ulp_nvme_tcp::blocking::{Controller, Error, Options};
 use ulp_nvme_tcp::wire::Digests;
 
 use ulp_testbed::vm::{self, Vm};
@@ -81,6 +84,113 @@ fn scenario(vm: &Vm, digests: Digests) {
     }
 }
 
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The control channel runs commands; disabling the nvmet port ends the connected controller
+/// and refuses new ones; enabling it lets a host connect and read again.
+fn port_disable_enable(vm: &Vm) {
+    let t = Instant::now();
+    let (status, out) = vm.run("echo hi", Duration::from_secs(10)).expect("echo hi");
+    assert_eq!((status, out.as_str()), (0, "hi\n"));
+    println!("control channel: `echo hi` in {:.0} ms", ms(t));
+    let (status, out) = vm
+        .run(
+            "printf 'a\\nb'; echo err >&2; exit 3",
+            Duration::from_secs(10),
+        )
+        .expect("exit 3");
+    assert_eq!((status, out.as_str()), (3, "a\nberr\n"));
+    assert!(vm.run("one\ntwo", Duration::from_secs(1)).is_err());
+    let t = Instant::now();
+    let err = vm
+        .run("sleep 30", Duration::from_secs(1))
+        .expect_err("sleep 30 within 1 s");
+    println!(
+        "  `sleep 30` with a 1 s limit: error after {:.0} ms: {err}",
+        ms(t)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The guest killed it; the channel answers the next command (the stale answer is skipped).
+    let (status, out) = vm
+        .run("nvme_port_state", Duration::from_secs(10))
+        .expect("state");
+    assert_eq!((status, out.as_str()), (0, "enabled\n"));
+
+    let nqn = vm.value("NQN").expect("NQN").to_string();
+    let port = vm.port("NVME_PORT").expect("NVME_PORT");
+    let addr = ("127.0.0.1", port);
+    let mut o = Options::new(&nqn);
+    o.timeout = Duration::from_secs(3);
+    let data = pattern(4096, 0x5a);
+    let mut c = Controller::connect(addr, &o).expect("connect before disabling");
+    let slba = (16u64 << 20) / u64::from(c.namespace().block_size);
+    c.write(slba, SgBuffer::from_vec(data.clone()))
+        .expect("write before disabling");
+
+    let sockets = "netstat -tn | grep ':4420 ' || true";
+    let (_, before) = vm.run(sockets, Duration::from_secs(10)).expect("netstat");
+    print!("  guest TCP on 4420 before disabling:\n{before}");
+    let t = Instant::now();
+    let said = vm.nvme_port_disable().expect("nvme_port_disable");
+    println!("nvme_port_disable in {:.0} ms: {}", ms(t), said.trim());
+    let (_, after) = vm
+        .run(
+            &format!("nvme_port_disable; {sockets}"),
+            Duration::from_secs(10),
+        )
+        .expect("netstat");
+    print!("  guest TCP on 4420 right after (and disabling again):\n{after}");
+    assert!(after.contains("already unlinked"), "{after}");
+    assert!(!after.contains("ESTABLISHED"), "{after}");
+    assert_eq!(
+        vm.run("nvme_port_state", Duration::from_secs(10))
+            .expect("state"),
+        (0, "disabled\n".to_string())
+    );
+    // The controller connected before: nvmet deleted it with the link and reset its
+    // connections, so the read fails at once (the status this crate gives commands outstanding
+    // when the connection ends).
+    let t = Instant::now();
+    let r = c.read(slba, SgBuffer::zeroed(4096));
+    println!(
+        "  read on the controller connected before: {} after {:.0} ms",
+        match &r {
+            Ok(_) => "succeeded".to_string(),
+            Err(e) => format!("failed: {e}"),
+        },
+        ms(t)
+    );
+    assert!(r.is_err(), "I/O on a controller of an unlinked port");
+    drop(c);
+    // A new host: accepted by qemu's forwarding, then reset (nvmet no longer listens).
+    let t = Instant::now();
+    let r = Controller::connect(addr, &o);
+    let e = r.as_ref().err().map(Error::to_string);
+    println!(
+        "  connect while disabled: {} after {:.0} ms",
+        e.as_deref().unwrap_or("succeeded"),
+        ms(t)
+    );
+    assert!(r.is_err(), "connect while the port is unlinked");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    let t = Instant::now();
+    let said = vm.nvme_port_enable().expect("nvme_port_enable");
+    println!("nvme_port_enable in {:.0} ms: {}", ms(t), said.trim());
+    let t = Instant::now();
+    let mut c = Controller::connect(addr, &o).expect("connect after enabling");
+    let back = c
+        .read(slba, SgBuffer::zeroed(4096))
+        .expect("read after enabling");
+    assert!(back.into_vec() == data, "4 KiB read back after enabling");
+    println!(
+        "  connect + 4 KiB read after enabling: {:.0} ms, data as written before",
+        ms(t)
+    );
+}
+
 #[test]
 fn linux_nvmet_tcp() {
     let vm = match vm::boot(&vm::repo_root(), "nvme") {
@@ -89,4 +199,5 @@ fn linux_nvmet_tcp() {
     };
     scenario(&vm, Digests::NONE);
     scenario(&vm, Digests::BOTH);
+    port_disable_enable(&vm);
 }
