@@ -41,7 +41,11 @@
 //!   [`SansIo`] verbs (ICReq negotiation, commands, R2T and H2CData,
 //!   C2HData through the engine, completions after teardown, Keep Alive as a timer,
 //!   hostile-peer handling).
-//! - [`nvme`]: the NVMe and Fabrics commands a host sends, and status codes by name.
+//! - [`nvme`]: the NVMe and Fabrics commands a host sends, status codes by name, and
+//!   asynchronous events ([`nvme::AsyncEvent`]) in words.
+//! - [`discovery`]: the NVMe over Fabrics Discovery Log Page, parsed and checked, shown as
+//!   `nvme discover` shows it, and the header / page / header reading the specification asks
+//!   for ([`discovery::LogReader`]).
 //! - [`blocking`]: the blocking driver over `std::net::TcpStream`, and
 //!   [`blocking::Controller`] (admin queue bring-up and one I/O queue). Its default backend is
 //!   [`NoOffload`]: payload is still read from the socket straight into the command's buffer.
@@ -52,6 +56,7 @@
 
 pub mod blocking;
 pub mod connection;
+pub mod discovery;
 pub mod nvme;
 pub mod plugin;
 pub mod wire;

@@ -1,5 +1,7 @@
 //! NVMe commands a host sends over fabrics: submission queue entries for Fabrics Connect,
-//! Property Get/Set, Identify, Keep Alive, Read, Write and Flush, and the status codes it reads.
+//! Property Get/Set, Identify, Get Log Page, Set Features (Asynchronous Event Configuration),
+//! Asynchronous Event Request, Keep Alive, Read, Write and Flush, the status codes it reads,
+//! and the decoding of an asynchronous event ([`AsyncEvent`]).
 //!
 //! Builders return a 64-byte SQE without CID and data pointer: the [`Connection`] fills those
 //! in when it sends the command.
@@ -17,6 +19,8 @@ pub const OPC_IDENTIFY: u8 = 0x06;
 pub const OPC_ABORT: u8 = 0x08;
 /// Admin opcode: Set Features.
 pub const OPC_SET_FEATURES: u8 = 0x09;
+/// Admin opcode: Asynchronous Event Request.
+pub const OPC_ASYNC_EVENT_REQUEST: u8 = 0x0C;
 /// Admin opcode: Keep Alive.
 pub const OPC_KEEP_ALIVE: u8 = 0x18;
 /// Opcode of every Fabrics command.
@@ -60,6 +64,40 @@ pub const CNS_CONTROLLER: u8 = 0x01;
 /// Identify CNS: active namespace list.
 pub const CNS_ACTIVE_NS_LIST: u8 = 0x02;
 
+/// Identify Controller CNTRLTYPE: I/O controller.
+pub const CNTRLTYPE_IO: u8 = 1;
+/// Identify Controller CNTRLTYPE: discovery controller.
+pub const CNTRLTYPE_DISCOVERY: u8 = 2;
+/// Identify Controller CNTRLTYPE: administrative controller.
+pub const CNTRLTYPE_ADMIN: u8 = 3;
+
+/// Log page identifier: Changed Namespace List (what a Namespace Attribute Changed notice
+/// points to; reading it without RAE re-arms the notice).
+pub const LID_CHANGED_NS_LIST: u8 = 0x04;
+/// Log page identifier: Discovery (NVMe over Fabrics; read from a discovery controller,
+/// parsed by [`DiscoveryLog`](crate::discovery::DiscoveryLog)).
+pub const LID_DISCOVERY: u8 = 0x70;
+/// The well-known NQN of the discovery subsystem: an admin Connect that names it sets up an
+/// association with a discovery controller.
+pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+
+/// Feature identifier: Asynchronous Event Configuration.
+pub const FID_ASYNC_EVENT_CONFIG: u8 = 0x0B;
+/// Asynchronous Event Configuration bit: SMART / Health critical warnings (bits 7:0, one per
+/// warning).
+pub const AEC_SMART_WARNINGS: u32 = 0xFF;
+/// Asynchronous Event Configuration bit: Namespace Attribute Notices.
+pub const AEC_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
+/// Asynchronous Event Configuration bit: Firmware Activation Notices.
+pub const AEC_FIRMWARE_ACTIVATION: u32 = 1 << 9;
+/// Asynchronous Event Configuration bit: Telemetry Log Notices.
+pub const AEC_TELEMETRY_LOG: u32 = 1 << 10;
+/// Asynchronous Event Configuration bit: Asymmetric Namespace Access Change Notices.
+pub const AEC_ANA_CHANGE: u32 = 1 << 11;
+/// Asynchronous Event Configuration bit: Discovery Log Page Change Notices (discovery
+/// controllers).
+pub const AEC_DISCOVERY_LOG_CHANGE: u32 = 1 << 31;
+
 /// Length of the Connect command's data.
 pub const CONNECT_DATA_LEN: usize = 1024;
 /// Length of an Identify data structure.
@@ -81,6 +119,11 @@ pub const SC_SGL_INVALID: u16 = 0x0F;
 pub const SC_LBA_OUT_OF_RANGE: u16 = 0x80;
 /// Command-specific status type (1), Connect: Invalid Parameters.
 pub const SC_CONNECT_INVALID_PARAM: u16 = 0x82;
+/// Command-specific status type (1), Asynchronous Event Request: Asynchronous Event Request
+/// Limit Exceeded (more outstanding than Identify Controller AERL + 1).
+pub const SC_AER_LIMIT_EXCEEDED: u16 = 0x05;
+/// Command-specific status type (1), Get Log Page: Invalid Log Page.
+pub const SC_INVALID_LOG_PAGE: u16 = 0x09;
 
 /// A CQE status field (without the phase bit): status code type and status code.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Hash)]
@@ -194,7 +237,8 @@ impl Status {
 
 impl Status {
     /// The status's name when `command` (a name from [`command_name`]) returned it: the
-    /// command-specific statuses of Connect by name, the others as [`name`](Self::name).
+    /// command-specific statuses of Connect, Asynchronous Event Request, Get Log Page and Set
+    /// Features by name, the others as [`name`](Self::name).
     pub fn name_for(self, command: &str) -> Option<&'static str> {
         match (self.sct, self.sc, command) {
             (1, 0x80, "Connect") => Some("Incompatible Format"),
@@ -202,6 +246,13 @@ impl Status {
             (1, 0x82, "Connect") => Some("Connect Invalid Parameters"),
             (1, 0x83, "Connect") => Some("Connect Restart Discovery"),
             (1, 0x84, "Connect") => Some("Connect Invalid Host"),
+            (1, 0x05, "Asynchronous Event Request") => {
+                Some("Asynchronous Event Request Limit Exceeded")
+            }
+            (1, 0x09, "Get Log Page") => Some("Invalid Log Page"),
+            (1, 0x0D, "Set Features") => Some("Feature Identifier Not Saveable"),
+            (1, 0x0E, "Set Features") => Some("Feature Not Changeable"),
+            (1, 0x0F, "Set Features") => Some("Feature Not Namespace Specific"),
             _ => self.name(),
         }
     }
@@ -260,6 +311,7 @@ pub fn command_name(sqe: &[u8; SQE_LEN], admin: bool) -> &'static str {
         (OPC_IDENTIFY, true) => "Identify",
         (OPC_ABORT, true) => "Abort",
         (OPC_SET_FEATURES, true) => "Set Features",
+        (OPC_ASYNC_EVENT_REQUEST, true) => "Asynchronous Event Request",
         (OPC_KEEP_ALIVE, true) => "Keep Alive",
         (_, true) => "admin command",
         (OPC_FLUSH, false) => "Flush",
@@ -348,6 +400,47 @@ pub fn abort(sqid: u16, cid: u16) -> [u8; SQE_LEN] {
     b
 }
 
+/// Get Log Page of log `lid` for namespace `nsid` (`0xFFFF_FFFF`: all namespaces; 0 where the
+/// log is not namespace specific, as the discovery log), `len` bytes from byte `offset` of the
+/// log. Its data is a read of `len` bytes.
+///
+/// Fields (NVMe Base specification, Get Log Page): CDW10 bits 7:0 LID, 14:8 LSP (0), 15 RAE
+/// (0: reading the log re-arms the asynchronous event it answers), 31:16 NUMDL; CDW11 bits
+/// 15:0 NUMDU (NUMD, the number of dwords, is 0's based and split in two halves), 31:16 LSI
+/// (0); CDW12 LPOL and CDW13 LPOU, the byte offset. `len` should be a multiple of 4 (it is
+/// rounded up to whole dwords, at least one); `offset` must be one too, or the controller
+/// refuses the command with Invalid Field in Command.
+pub fn get_log_page(lid: u8, nsid: u32, len: u32, offset: u64) -> [u8; SQE_LEN] {
+    let numd = len.div_ceil(4).saturating_sub(1);
+    let mut b = sqe(OPC_GET_LOG_PAGE);
+    let mut s = Sqe::new_unchecked(&mut b[..]);
+    s.set_nsid(nsid);
+    s.set_cdw10(u32::from(lid) | ((numd & 0xFFFF) << 16));
+    s.set_cdw11(numd >> 16);
+    s.set_cdw12(offset as u32);
+    s.set_cdw13((offset >> 32) as u32);
+    b
+}
+
+/// Asynchronous Event Request: no data, completed by the controller only when an event
+/// occurs (decode its completion's DW0 with [`AsyncEvent::from_dw0`]). A controller holds at
+/// most Identify Controller AERL + 1 of them outstanding
+/// ([`ControllerInfo::aerl`]); one more fails with Asynchronous Event Request Limit Exceeded.
+pub fn async_event_request() -> [u8; SQE_LEN] {
+    sqe(OPC_ASYNC_EVENT_REQUEST)
+}
+
+/// Set Features, Asynchronous Event Configuration (FID 0Bh, not saved): CDW11 is `config`, the
+/// `AEC_*` bits of the events the controller may report (a controller refuses bits it does
+/// not support, per Identify Controller OAES, with Invalid Field in Command).
+pub fn set_async_event_config(config: u32) -> [u8; SQE_LEN] {
+    let mut b = sqe(OPC_SET_FEATURES);
+    let mut s = Sqe::new_unchecked(&mut b[..]);
+    s.set_cdw10(u32::from(FID_ASYNC_EVENT_CONFIG));
+    s.set_cdw11(config);
+    b
+}
+
 fn rw(opcode: u8, nsid: u32, slba: u64, blocks: u32) -> [u8; SQE_LEN] {
     let mut b = sqe(opcode);
     let mut s = Sqe::new_unchecked(&mut b[..]);
@@ -375,6 +468,169 @@ pub fn flush(nsid: u32) -> [u8; SQE_LEN] {
     b
 }
 
+/// Asynchronous Event Type (bits 2:0 of an Asynchronous Event Request's completion DW0).
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Hash)]
+pub enum AsyncEventType {
+    /// 0h: Error status.
+    Error,
+    /// 1h: SMART / Health status.
+    Smart,
+    /// 2h: Notice.
+    Notice,
+    /// 3h: Immediate.
+    Immediate,
+    /// 4h: One-Shot.
+    OneShot,
+    /// 6h: I/O Command specific status (of the I/O command set, e.g. NVM).
+    IoCommandSet,
+    /// 7h: Vendor specific.
+    Vendor,
+    /// A reserved type (5h).
+    Reserved(u8),
+}
+
+impl AsyncEventType {
+    /// The type of code `code` (its low three bits).
+    pub const fn from_code(code: u8) -> Self {
+        match code & 7 {
+            0 => Self::Error,
+            1 => Self::Smart,
+            2 => Self::Notice,
+            3 => Self::Immediate,
+            4 => Self::OneShot,
+            6 => Self::IoCommandSet,
+            7 => Self::Vendor,
+            other => Self::Reserved(other),
+        }
+    }
+
+    /// Its code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Error => 0,
+            Self::Smart => 1,
+            Self::Notice => 2,
+            Self::Immediate => 3,
+            Self::OneShot => 4,
+            Self::IoCommandSet => 6,
+            Self::Vendor => 7,
+            Self::Reserved(code) => code & 7,
+        }
+    }
+
+    /// Its name in the NVMe Base specification.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Error => "Error",
+            Self::Smart => "SMART / Health Status",
+            Self::Notice => "Notice",
+            Self::Immediate => "Immediate",
+            Self::OneShot => "One-Shot",
+            Self::IoCommandSet => "I/O Command Specific Status",
+            Self::Vendor => "Vendor Specific",
+            Self::Reserved(_) => "Reserved Event Type",
+        }
+    }
+}
+
+impl core::fmt::Display for AsyncEventType {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Reserved(code) => write!(f, "reserved event type {code}h"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// Asynchronous Event Information of a Notice: Namespace Attribute Changed (log page 04h).
+pub const AEI_NOTICE_NS_ATTRIBUTE_CHANGED: u8 = 0x00;
+/// Asynchronous Event Information of a Notice: Discovery Log Page Change (log page 70h).
+pub const AEI_NOTICE_DISCOVERY_LOG_CHANGE: u8 = 0xF0;
+
+/// An asynchronous event, as the completion of an Asynchronous Event Request reports it in
+/// DW0: bits 2:0 the type, 15:8 the information, 23:16 the log page to read (reading it
+/// without RAE re-arms events of that kind). Shown in words: `Notice: Namespace Attribute
+/// Changed (log page 04h)`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Hash)]
+pub struct AsyncEvent {
+    /// Asynchronous Event Type.
+    pub kind: AsyncEventType,
+    /// Asynchronous Event Information (its meaning depends on the type: [`info_name`](Self::info_name)).
+    pub info: u8,
+    /// Log Page Identifier of the log that says more.
+    pub log_page: u8,
+}
+
+impl AsyncEvent {
+    /// Notice: Namespace Attribute Changed (log page 04h, the Changed Namespace List).
+    pub const NAMESPACE_ATTRIBUTE_CHANGED: Self = Self {
+        kind: AsyncEventType::Notice,
+        info: AEI_NOTICE_NS_ATTRIBUTE_CHANGED,
+        log_page: LID_CHANGED_NS_LIST,
+    };
+    /// Notice: Discovery Log Page Change (log page 70h).
+    pub const DISCOVERY_LOG_CHANGE: Self = Self {
+        kind: AsyncEventType::Notice,
+        info: AEI_NOTICE_DISCOVERY_LOG_CHANGE,
+        log_page: LID_DISCOVERY,
+    };
+
+    /// Decodes an Asynchronous Event Request completion's DW0 (reserved bits ignored).
+    pub const fn from_dw0(dw0: u32) -> Self {
+        Self {
+            kind: AsyncEventType::from_code((dw0 & 7) as u8),
+            info: (dw0 >> 8) as u8,
+            log_page: (dw0 >> 16) as u8,
+        }
+    }
+
+    /// Encodes it as a completion's DW0 (what a controller sends).
+    pub const fn to_dw0(self) -> u32 {
+        self.kind.code() as u32 | ((self.info as u32) << 8) | ((self.log_page as u32) << 16)
+    }
+
+    /// The information's name in the NVMe Base specification (NVM command set for
+    /// I/O Command Specific Status), when it is defined for the type.
+    pub const fn info_name(self) -> Option<&'static str> {
+        Some(match (self.kind, self.info) {
+            (AsyncEventType::Error, 0x00) => "Write to Invalid Doorbell Register",
+            (AsyncEventType::Error, 0x01) => "Invalid Doorbell Write Value",
+            (AsyncEventType::Error, 0x02) => "Diagnostic Failure",
+            (AsyncEventType::Error, 0x03) => "Persistent Internal Error",
+            (AsyncEventType::Error, 0x04) => "Transient Internal Error",
+            (AsyncEventType::Error, 0x05) => "Firmware Image Load Error",
+            (AsyncEventType::Smart, 0x00) => "NVM Subsystem Reliability",
+            (AsyncEventType::Smart, 0x01) => "Temperature Threshold",
+            (AsyncEventType::Smart, 0x02) => "Spare Below Threshold",
+            (AsyncEventType::Notice, 0x00) => "Namespace Attribute Changed",
+            (AsyncEventType::Notice, 0x01) => "Firmware Activation Starting",
+            (AsyncEventType::Notice, 0x02) => "Telemetry Log Changed",
+            (AsyncEventType::Notice, 0x03) => "Asymmetric Namespace Access Change",
+            (AsyncEventType::Notice, 0x04) => "Predictable Latency Event Aggregate Log Change",
+            (AsyncEventType::Notice, 0x05) => "LBA Status Information Alert",
+            (AsyncEventType::Notice, 0x06) => "Endurance Group Event Aggregate Log Page Change",
+            (AsyncEventType::Notice, 0xF0) => "Discovery Log Page Change",
+            (AsyncEventType::IoCommandSet, 0x00) => "Reservation Log Page Available",
+            (AsyncEventType::IoCommandSet, 0x01) => "Sanitize Operation Completed",
+            (AsyncEventType::IoCommandSet, 0x02) => {
+                "Sanitize Operation Completed With Unexpected Deallocation"
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl core::fmt::Display for AsyncEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: ", self.kind)?;
+        match self.info_name() {
+            Some(name) => f.write_str(name)?,
+            None => write!(f, "information {:02X}h", self.info)?,
+        }
+        write!(f, " (log page {:02X}h)", self.log_page)
+    }
+}
+
 fn le32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
         .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
@@ -393,6 +649,16 @@ pub struct ControllerInfo {
     pub mdts: u8,
     /// Controller id.
     pub cntlid: u16,
+    /// Optional Asynchronous Events Supported (OAES; bit 8 Namespace Attribute Notices, bit
+    /// 31 Discovery Log Page Change Notices, ...).
+    pub oaes: u32,
+    /// Controller type (CNTRLTYPE: [`CNTRLTYPE_IO`], [`CNTRLTYPE_DISCOVERY`],
+    /// [`CNTRLTYPE_ADMIN`]; 0 when not reported, as before NVMe 1.4).
+    pub cntrltype: u8,
+    /// Asynchronous Event Request Limit (AERL, 0's based: AERL + 1 may be outstanding).
+    pub aerl: u8,
+    /// Log Page Attributes (LPA; bit 2: offsets and 32-bit lengths in Get Log Page).
+    pub lpa: u8,
     /// Number of namespaces.
     pub nn: u32,
     /// I/O command capsule size in 16-byte units (0 when not reported).
@@ -421,6 +687,10 @@ impl ControllerInfo {
             cntlid: d
                 .get(78..80)
                 .map_or(0, |s| u16::from_le_bytes([s[0], s[1]])),
+            oaes: le32(d, 92),
+            cntrltype: d.get(111).copied().unwrap_or(0),
+            aerl: d.get(259).copied().unwrap_or(0),
+            lpa: d.get(261).copied().unwrap_or(0),
             nn: le32(d, 516),
             ioccsz: le32(d, 1792),
             subnqn: text(768..1024),
@@ -671,12 +941,141 @@ mod tests {
     }
 
     #[test]
+    fn get_log_page_fields() {
+        // 4096 bytes: NUMD 1023 (0's based dwords), all in NUMDL.
+        let c = get_log_page(LID_DISCOVERY, 0, 4096, 0x1_0000_0400);
+        let s = Sqe::new_unchecked(&c[..]);
+        assert_eq!((s.opcode(), s.nsid()), (OPC_GET_LOG_PAGE, 0));
+        assert_eq!(s.cdw10(), 0x70 | (1023 << 16));
+        assert_eq!((s.cdw11(), s.cdw12(), s.cdw13()), (0, 0x400, 1));
+        assert_eq!((s.cdw14(), s.cdw15()), (0, 0));
+        // 1 MiB: NUMD 0x3FFFF splits into NUMDL 0xFFFF and NUMDU 3.
+        let c = get_log_page(LID_CHANGED_NS_LIST, 0xFFFF_FFFF, 1 << 20, 0);
+        let s = Sqe::new_unchecked(&c[..]);
+        assert_eq!((s.cdw10(), s.cdw11()), (0x04 | (0xFFFF << 16), 3));
+        // Lengths round up to whole dwords, at least one.
+        let dwords = |len| {
+            let c = get_log_page(2, 0, len, 0);
+            let s = Sqe::new_unchecked(&c[..]);
+            ((s.cdw11() & 0xFFFF) << 16 | s.cdw10() >> 16) + 1
+        };
+        assert_eq!((dwords(0), dwords(1), dwords(20), dwords(21)), (1, 1, 5, 6));
+        assert_eq!(dwords(u32::MAX), 1 << 30);
+        assert_eq!(command_name(&c, true), "Get Log Page");
+    }
+
+    #[test]
+    fn async_events() {
+        let c = async_event_request();
+        assert_eq!((c[0], &c[1..]), (0x0C, &sqe(0x0C)[1..]));
+        assert_eq!(command_name(&c, true), "Asynchronous Event Request");
+        // Notice (2), information 00h, log page 04h.
+        let e = AsyncEvent::from_dw0(0x0004_0002);
+        assert_eq!(e, AsyncEvent::NAMESPACE_ATTRIBUTE_CHANGED);
+        assert_eq!(
+            e.to_string(),
+            "Notice: Namespace Attribute Changed (log page 04h)"
+        );
+        assert_eq!(e.to_dw0(), 0x0004_0002);
+        assert_eq!(
+            AsyncEvent::from_dw0(0x0070_F002).to_string(),
+            "Notice: Discovery Log Page Change (log page 70h)"
+        );
+        assert_eq!(AsyncEvent::DISCOVERY_LOG_CHANGE.to_dw0(), 0x0070_F002);
+        assert_eq!(
+            AsyncEvent::from_dw0(0x0001_0300).to_string(),
+            "Error: Persistent Internal Error (log page 01h)"
+        );
+        assert_eq!(
+            AsyncEvent::from_dw0(0x0002_0101).to_string(),
+            "SMART / Health Status: Temperature Threshold (log page 02h)"
+        );
+        assert_eq!(
+            AsyncEvent::from_dw0(0x0081_0006).to_string(),
+            "I/O Command Specific Status: Reservation Log Page Available (log page 81h)"
+        );
+        assert_eq!(
+            AsyncEvent::from_dw0(0xFFC0_7707).to_string(),
+            "Vendor Specific: information 77h (log page C0h)"
+        );
+        assert_eq!(
+            AsyncEvent::from_dw0(5).to_string(),
+            "reserved event type 5h: information 00h (log page 00h)"
+        );
+        let infos: Vec<_> = [0u8, 1, 2, 3, 4, 5, 6, 0xF0]
+            .iter()
+            .map(|&info| {
+                AsyncEvent {
+                    kind: AsyncEventType::Notice,
+                    info,
+                    log_page: 0,
+                }
+                .info_name()
+                .unwrap_or("?")
+            })
+            .collect();
+        assert_eq!(
+            infos,
+            [
+                "Namespace Attribute Changed",
+                "Firmware Activation Starting",
+                "Telemetry Log Changed",
+                "Asymmetric Namespace Access Change",
+                "Predictable Latency Event Aggregate Log Change",
+                "LBA Status Information Alert",
+                "Endurance Group Event Aggregate Log Page Change",
+                "Discovery Log Page Change",
+            ]
+        );
+        for dw0 in [0u32, 1, 2, 3, 4, 5, 6, 7, 0x00FF_FF07] {
+            assert_eq!(AsyncEvent::from_dw0(dw0).to_dw0(), dw0);
+        }
+        let limit = Status {
+            sct: 1,
+            sc: SC_AER_LIMIT_EXCEEDED as u8,
+            dnr: true,
+        };
+        assert_eq!(
+            limit.describe("Asynchronous Event Request").to_string(),
+            "Asynchronous Event Request Limit Exceeded (SCT 0x1 SC 0x05 DNR)"
+        );
+        let lid = Status {
+            sct: 1,
+            sc: SC_INVALID_LOG_PAGE as u8,
+            dnr: true,
+        };
+        assert_eq!(
+            lid.describe("Get Log Page").to_string(),
+            "Invalid Log Page (SCT 0x1 SC 0x09 DNR)"
+        );
+    }
+
+    #[test]
+    fn async_event_configuration() {
+        let c = set_async_event_config(AEC_NAMESPACE_ATTRIBUTE | AEC_DISCOVERY_LOG_CHANGE);
+        let s = Sqe::new_unchecked(&c[..]);
+        assert_eq!(
+            (s.opcode(), s.cdw10(), s.cdw11()),
+            (0x09, 0x0B, 0x8000_0100)
+        );
+        assert_eq!(command_name(&c, true), "Set Features");
+    }
+
+    #[test]
     fn identify_parsing() {
         let mut d = vec![0u8; IDENTIFY_LEN];
         d[24..29].copy_from_slice(b"Linux");
         d[1792..1796].copy_from_slice(&1028u32.to_le_bytes());
+        d[92..96].copy_from_slice(&0x8000_0100u32.to_le_bytes());
+        d[111] = CNTRLTYPE_DISCOVERY;
+        d[259] = 3;
+        d[261] = 4;
         let c = ControllerInfo::parse(&d);
         assert_eq!((c.model.as_str(), c.in_capsule_limit()), ("Linux", 16384));
+        assert_eq!(
+            (c.oaes, c.cntrltype, c.aerl, c.lpa),
+            (0x8000_0100, CNTRLTYPE_DISCOVERY, 3, 4)
+        );
         let mut n = vec![0u8; IDENTIFY_LEN];
         n[..8].copy_from_slice(&100u64.to_le_bytes());
         n[130] = 12;

@@ -3,20 +3,25 @@
 //! binary, killed at the end by a guard (also on failure).
 //!
 //! The host connects, identifies, writes and reads back 4 KiB, 128 KiB and 1 MiB with digests
-//! off and with header and data digests on, with zero CPU copies of C2HData payload. Then,
-//! through the VM's control channel, it unlinks the subsystem from the nvmet port while a
+//! off and with header and data digests on, with zero CPU copies of C2HData payload; it reads
+//! the Discovery Log Page of Linux's discovery controller, which must list the VM's subsystem.
+//! Then, through the VM's control channel, it unlinks the subsystem from the nvmet port while a
 //! controller is connected (the connected controller's I/O fails, a new connection is refused),
 //! links it again, and connects and reads again.
 //!
 //! If the VM cannot be built or booted (qemu, cpio or apt-get missing), the test prints why and
 //! passes, unless `ULP_REQUIRE_PEERS=1`, when it fails.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
-use ulp_ddp_core::SgBuffer;
-use ulp_nvme_tcp::blocking::{Controller, Error, Options};
+use ulp_ddp_core::{QueueId, SgBuffer};
+use ulp_nvme_tcp::blocking::{Connection, Controller, Error, Io, Options};
+use ulp_nvme_tcp::discovery::{LogReader, ReadStep, SubsystemType, TransportType};
+use ulp_nvme_tcp::nvme::{self, ControllerInfo};
 use ulp_nvme_tcp::wire::Digests;
+use ulp_nvme_tcp::{ConnectionConfig, Data, NoOffload};
 
 use ulp_testbed::vm::{self, Vm};
 
@@ -123,6 +128,8 @@ fn port_disable_enable(vm: &Vm) {
     let addr = ("127.0.0.1", port);
     let mut o = Options::new(&nqn);
     o.timeout = Duration::from_secs(3);
+    o.reconnect_delay = Duration::from_millis(500);
+    o.ctrl_loss_tmo = Duration::from_secs(2);
     let data = pattern(4096, 0x5a);
     let mut c = Controller::connect(addr, &o).expect("connect before disabling");
     let slba = (16u64 << 20) / u64::from(c.namespace().block_size);
@@ -150,19 +157,47 @@ fn port_disable_enable(vm: &Vm) {
         (0, "disabled\n".to_string())
     );
     // The controller connected before: nvmet deleted it with the link and reset its
-    // connections, so the read fails at once (the status this crate gives commands outstanding
-    // when the connection ends).
+    // connections. The host resets and tries to reconnect every reconnect_delay; the port
+    // stays unlinked past ctrl_loss_tmo, so every outstanding command fails with the reason
+    // and its buffer comes back.
     let t = Instant::now();
-    let r = c.read(slba, SgBuffer::zeroed(4096));
+    let ids: Vec<_> = (0..32u64)
+        .map(|i| {
+            c.submit(Io::Read {
+                slba: slba + i * 8,
+                buffer: SgBuffer::zeroed(4096),
+            })
+            .expect("submit")
+        })
+        .collect();
+    let mut failed = 0;
+    for _ in &ids {
+        let done = c.wait(None).expect("a completion");
+        let msg = done.error_message().expect("failed");
+        assert!(msg.contains("ctrl_loss_tmo"), "{msg}");
+        assert_eq!(done.buffer.map(|b| b.len()), Some(4096), "buffer back");
+        failed += 1;
+    }
+    let events: Vec<String> = c.take_events().iter().map(ToString::to_string).collect();
     println!(
-        "  read on the controller connected before: {} after {:.0} ms",
-        match &r {
-            Ok(_) => "succeeded".to_string(),
-            Err(e) => format!("failed: {e}"),
-        },
-        ms(t)
+        "  32 reads on the controller connected before: {failed} failed after {:.0} ms; recovery: {}",
+        ms(t),
+        events.join("; ")
     );
-    assert!(r.is_err(), "I/O on a controller of an unlinked port");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("resetting the controller")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("controller lost")),
+        "{events:?}"
+    );
+    assert!(
+        c.submit(Io::Flush).is_err(),
+        "a lost controller takes no new command"
+    );
     drop(c);
     // A new host: accepted by qemu's forwarding, then reset (nvmet no longer listens).
     let t = Instant::now();
@@ -191,6 +226,86 @@ fn port_disable_enable(vm: &Vm) {
     );
 }
 
+/// Linux's discovery controller on the same port: Connect to the discovery NQN, enable,
+/// Identify, and the log read header / page / header; the VM's subsystem is listed.
+fn discovery(vm: &Vm) {
+    let nqn = vm.value("NQN").expect("NQN").to_string();
+    let port = vm.port("NVME_PORT").expect("NVME_PORT");
+    let timeout = Duration::from_secs(30);
+    let config = ConnectionConfig::admin(QueueId(0), Digests::NONE);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = Connection::connect(addr, NoOffload, config, timeout).expect("ICReq");
+    let hostnqn = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000000000d1";
+    let data = nvme::connect_data([0xD1; 16], 0xFFFF, nvme::DISCOVERY_NQN, hostnqn);
+    let done = c
+        .run(
+            nvme::connect(0, 32, 0, 0),
+            Data::Write(SgBuffer::from_vec(data)),
+        )
+        .expect("Connect");
+    assert!(
+        done.status.is_success(),
+        "discovery Connect: {}",
+        done.status
+    );
+    let done = c
+        .run(
+            nvme::property_set(nvme::REG_CC, nvme::CC_ENABLE),
+            Data::None,
+        )
+        .expect("Property Set CC");
+    assert!(done.status.is_success());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done = c
+            .run(nvme::property_get(nvme::REG_CSTS, false), Data::None)
+            .expect("Property Get CSTS");
+        if done.result & 1 != 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CSTS.RDY");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let done = c
+        .run(
+            nvme::identify(nvme::CNS_CONTROLLER, 0),
+            Data::Read(SgBuffer::zeroed(nvme::IDENTIFY_LEN)),
+        )
+        .expect("Identify");
+    let info = ControllerInfo::parse(&done.buffer.expect("data").into_vec());
+    assert_eq!(info.subnqn, nvme::DISCOVERY_NQN);
+    // CNTRLTYPE is reported by kernels since 5.18; 0 before.
+    assert!(
+        matches!(info.cntrltype, 0 | nvme::CNTRLTYPE_DISCOVERY),
+        "CNTRLTYPE {}",
+        info.cntrltype
+    );
+    let mut reader = LogReader::new(256);
+    let mut step = reader.start();
+    let log = loop {
+        match step {
+            ReadStep::Read { len, .. } => {
+                let sqe = step.command().expect("command");
+                let done = c
+                    .run(sqe, Data::Read(SgBuffer::zeroed(len as usize)))
+                    .expect("Get Log Page");
+                assert!(done.status.is_success(), "Get Log Page: {}", done.status);
+                step = reader
+                    .feed(&done.buffer.expect("data").into_vec())
+                    .expect("Linux's discovery log parses");
+            }
+            ReadStep::Done(log) => break log,
+        }
+    };
+    print!("Linux's discovery log, as nvme discover shows it:{log}");
+    let e = log
+        .entries
+        .iter()
+        .find(|e| e.subtype == SubsystemType::Nvm && e.subnqn == nqn)
+        .expect("the VM's subsystem is listed");
+    assert_eq!((e.trtype, e.trsvcid.as_str()), (TransportType::Tcp, "4420"));
+}
+
 #[test]
 fn linux_nvmet_tcp() {
     let vm = match vm::boot(&vm::repo_root(), "nvme") {
@@ -199,5 +314,6 @@ fn linux_nvmet_tcp() {
     };
     scenario(&vm, Digests::NONE);
     scenario(&vm, Digests::BOTH);
+    discovery(&vm);
     port_disable_enable(&vm);
 }

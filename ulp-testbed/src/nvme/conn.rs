@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use ulp_nvme_tcp::nvme::{self, Status};
@@ -27,8 +27,8 @@ pub(super) struct Fatal(pub(super) String);
 
 pub(super) struct Conn<'a> {
     pub(super) shared: &'a Shared,
-    conn: u32,
-    tx: Arc<Tx>,
+    pub(super) conn: u32,
+    pub(super) tx: Arc<Tx>,
     /// The reader's own handle for inline writes.
     wstream: TcpStream,
     /// What answering the current PDU produced (sent together by `flush`).
@@ -36,8 +36,12 @@ pub(super) struct Conn<'a> {
     pub(super) digests: Digests,
     pub(super) hpda: Pda,
     pub(super) qid: Option<u16>,
+    /// The controller this queue belongs to (from its Connect on).
+    pub(super) cntlid: Option<u16>,
     pub(super) sqsize: u16,
-    pub(super) sqhd: u16,
+    /// SQ head: advanced when a command's entry is consumed (shared with whoever completes an
+    /// Asynchronous Event Request later, from another thread).
+    pub(super) sq_head: Arc<AtomicU16>,
     pub(super) writes: HashMap<u16, WriteXfer>,
     pub(super) next_ttag: u16,
 }
@@ -63,14 +67,16 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, conn: u32) {
         digests: Digests::NONE,
         hpda: Pda::ZERO,
         qid: None,
+        cntlid: None,
         sqsize: 1,
-        sqhd: 0,
+        sq_head: Arc::new(AtomicU16::new(0)),
         writes: HashMap::new(),
         next_ttag: 1,
     };
     // Buffered: the capsules of a batch of commands come in with one read.
     let mut stream = BufReader::with_capacity(64 * 1024, stream);
     let result = c.run(&mut stream);
+    c.detach();
     if let Err(Fatal(v)) = result {
         lock(&shared.violations).push(format!("conn {conn}: {v}"));
     }
@@ -225,12 +231,19 @@ impl Conn<'_> {
         }
     }
 
+    /// Consumes a submission queue entry: the SQ head moves on; its new value.
+    pub(super) fn advance_sqhd(&self) -> u16 {
+        let next = (self.sq_head.load(Ordering::SeqCst) + 1) % self.sqsize.max(1);
+        self.sq_head.store(next, Ordering::SeqCst);
+        next
+    }
+
     pub(super) fn respond(&mut self, cid: u16, status: Status, result: u64) {
-        self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
+        let sqhd = self.advance_sqhd();
         let cqe = Cqe {
             dw0: result as u32,
             dw1: (result >> 32) as u32,
-            sqhd: self.sqhd,
+            sqhd,
             sqid: self.qid.unwrap_or(0),
             cid,
             status: status.to_cqe(),
@@ -253,7 +266,7 @@ impl Conn<'_> {
         if sqe.flags() & 0xC0 != SQE_FLAGS_SGL {
             return Err(Fatal(format!("cid {cid}: PSDT is not SGL")));
         }
-        if self.writes.contains_key(&cid) {
+        if self.writes.contains_key(&cid) || self.aer_outstanding(cid) {
             return Err(Fatal(format!("cid {cid} reused while outstanding")));
         }
         let sgl = sqe.dptr();
@@ -318,9 +331,11 @@ impl Conn<'_> {
                 Ok(())
             }
             (true, nvme::OPC_SET_FEATURES) => {
-                self.respond(cid, Status::SUCCESS, 0);
+                self.set_features(cid, &repr.sqe);
                 Ok(())
             }
+            (true, nvme::OPC_GET_LOG_PAGE) => self.get_log_page(cid, &repr.sqe),
+            (true, nvme::OPC_ASYNC_EVENT_REQUEST) => self.async_event_request(cid),
             (false, nvme::OPC_READ | nvme::OPC_WRITE) => self.rw(cid, &repr.sqe, data),
             (false, nvme::OPC_FLUSH) => {
                 let status = if sqe.nsid() == 1 {

@@ -10,22 +10,41 @@
 //! H2CData only as solicited by R2T (CCCID, TTAG, DATAO in order, DATAL within MAXH2CDATA,
 //! LAST_PDU exactly at the end of the R2T). Every violation is recorded
 //! ([`Target::violations`]) and closes the connection, as Linux does.
+//!
+//! It also serves the discovery subsystem: an admin Connect to
+//! [`DISCOVERY_NQN`](ulp_nvme_tcp::nvme::DISCOVERY_NQN) makes a discovery controller
+//! (Identify Controller CNTRLTYPE 2), whose Discovery Log Page (Get Log Page 70h, offset and
+//! length honoured) has one entry: this target's subsystem at its listening address (TCP,
+//! port id 1, dynamic controller model, ASQSZ 32). An I/O queue Connect to the discovery NQN is
+//! refused with Connect Invalid Parameters (the connection stays; nothing is recorded).
+//!
+//! Asynchronous events: each controller holds up to AERL + 1 = 4 Asynchronous Event Requests
+//! (Identify AERL 3; one more fails with Asynchronous Event Request Limit Exceeded).
+//! [`Target::notify_namespace_changed`] adds namespace 1 to every I/O controller's Changed
+//! Namespace List and reports a Notice, Namespace Attribute Changed (log page 04h): it
+//! completes an outstanding request, or waits for the next one. As on Linux's target the notice
+//! is enabled from the start (Set Features 0Bh, bit 8, turns it off) and, once reported, stays
+//! masked until the host reads log page 04h without RAE.
 
 mod admin;
 mod conn;
+mod ctrl;
 mod namespace;
 mod rw;
 mod writer;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ulp_nvme_tcp::nvme::{self, AsyncEvent};
 use ulp_nvme_tcp::wire::Pda;
 
+use ctrl::Ctrl;
 use namespace::Namespace;
 
 /// How the embedded target behaves.
@@ -81,18 +100,28 @@ pub struct CapturedPdu {
     pub bytes: Vec<u8>,
 }
 
-#[derive(Debug)]
 struct Shared {
     config: TargetConfig,
+    /// The listening address (what the discovery log names).
+    addr: SocketAddr,
     ns: Mutex<Namespace>,
     violations: Mutex<Vec<String>>,
     capture: Mutex<Vec<CapturedPdu>>,
-    cc: AtomicU32,
     next_cntlid: AtomicU16,
-    cntlids: Mutex<Vec<u16>>,
+    /// Every controller, by CNTLID (from its admin Connect on).
+    ctrls: Mutex<HashMap<u16, Ctrl>>,
     stop: AtomicBool,
     /// Answers the reader thread began writing itself and left to the writer thread.
     handed_off: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The running target; dropping it stops accepting (connections end when their host closes).
@@ -118,10 +147,10 @@ impl Target {
             config,
             ns: Mutex::new(ns),
             violations: Mutex::new(Vec::new()),
+            addr,
             capture: Mutex::new(Vec::new()),
-            cc: AtomicU32::new(0),
             next_cntlid: AtomicU16::new(1),
-            cntlids: Mutex::new(Vec::new()),
+            ctrls: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             handed_off: AtomicU64::new(0),
         });
@@ -165,6 +194,40 @@ impl Target {
     /// A copy of `len` namespace bytes at `offset` (clamped to the namespace).
     pub fn contents(&self, offset: usize, len: usize) -> Vec<u8> {
         lock(&self.shared.ns).copy(offset, len)
+    }
+
+    /// Namespace 1's attributes changed: adds it to the Changed Namespace List of every
+    /// connected I/O controller and reports a Notice, Namespace Attribute Changed (log page
+    /// 04h), to those that have it enabled and not masked (reported before, and log page 04h
+    /// not read since): the oldest outstanding Asynchronous Event Request completes with it,
+    /// or the next one will. Returns how many controllers it was reported to.
+    pub fn notify_namespace_changed(&self) -> usize {
+        let mut ctrls = lock(&self.shared.ctrls);
+        let mut reported = 0;
+        for ctrl in ctrls
+            .values_mut()
+            .filter(|c| !c.discovery && c.link.is_some())
+        {
+            if !ctrl.changed_ns.contains(&1) {
+                ctrl.changed_ns.push(1);
+            }
+            if ctrl.raise(
+                &self.shared,
+                nvme::AEC_NAMESPACE_ATTRIBUTE,
+                AsyncEvent::NAMESPACE_ATTRIBUTE_CHANGED,
+            ) {
+                reported += 1;
+            }
+        }
+        reported
+    }
+
+    /// Asynchronous Event Requests the target holds outstanding, over all controllers.
+    pub fn async_event_requests(&self) -> usize {
+        lock(&self.shared.ctrls)
+            .values()
+            .map(|c| c.aers.len())
+            .sum()
     }
 }
 

@@ -65,7 +65,7 @@ impl Conn<'_> {
         if !success || total == 0 {
             self.respond(cid, Status::SUCCESS, 0);
         } else {
-            self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
+            self.advance_sqhd();
         }
     }
 
