@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{SgBuffer, Stats};
-use ulp_nvme_tcp::blocking::{Controller, Options};
+use ulp_nvme_tcp::blocking::{CommandId, Controller, Io, Options};
 use ulp_nvme_tcp::wire::Digests;
-use ulp_nvme_tcp::{Data, Status};
 use ulp_testbed::nvme::{Target, TargetConfig};
 
 use crate::perf::{EMBEDDED_BYTES, PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
@@ -17,11 +16,14 @@ use crate::perf::{EMBEDDED_BYTES, PerfIo, PerfResult, PerfSpec, closed_loop, sta
 pub const USAGE: &str = "\
 usage: ulp-ddp nvme read|write|verify [nvme-tcp://HOST:PORT/NQN/NSID] [options]
        ulp-ddp nvme perf [nvme-tcp://HOST:PORT/NQN/NSID] [perf flags]
+       ulp-ddp nvme discover [nvme-tcp://HOST[:PORT]] [--digests]
 
   read    read --count commands of --size bytes at consecutive blocks
   write   write them (a pattern)
   verify  write, then read back and verify
   perf    the shared perf mode (reads, or writes with --write); see the perf flags below
+  discover  read the discovery controller's log and list its entries, as nvme discover does
+            (port 4420 unless given)
   With no URL an embedded NVMe/TCP target (64 MiB RAM namespace, filled before a read run) is
   started on 127.0.0.1.
 
@@ -29,6 +31,11 @@ usage: ulp-ddp nvme read|write|verify [nvme-tcp://HOST:PORT/NQN/NSID] [options]
   --count N      commands per phase (default 256)
   --qd N         commands outstanding at once (default 8)
   --digests      header and data digests on
+  Recovery (defaults as Linux's nvme-tcp host; seconds, fractions allowed):
+  --keep-alive-tmo S   KATO given to Connect, Keep Alive every S/2 (default 5; 0: none)
+  --io-timeout S       a command outstanding this long is aborted (default 30)
+  --reconnect-delay S  wait before each reconnect after losing the controller (default 10)
+  --ctrl-loss-tmo S    give up reconnecting, failing every command, after S (default 600)
 ";
 
 /// What to run.
@@ -46,6 +53,61 @@ pub struct Spec {
     pub qd: u16,
     /// Header and data digests.
     pub digests: bool,
+    /// Recovery settings given on the command line (`None`: the library's default).
+    pub recovery: Recovery,
+}
+
+/// Recovery settings from the command line; `None` keeps [`Options::new`]'s default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// `--keep-alive-tmo`.
+    pub kato: Option<Duration>,
+    /// `--io-timeout`.
+    pub io_timeout: Option<Duration>,
+    /// `--reconnect-delay`.
+    pub reconnect_delay: Option<Duration>,
+    /// `--ctrl-loss-tmo`.
+    pub ctrl_loss_tmo: Option<Duration>,
+}
+
+impl Recovery {
+    /// Parses one recovery flag and its value from `it`; `Ok(false)` when `arg` is not one.
+    fn parse<'a>(
+        &mut self,
+        arg: &str,
+        it: &mut impl Iterator<Item = &'a String>,
+    ) -> Result<bool, String> {
+        let slot = match arg {
+            "--keep-alive-tmo" => &mut self.kato,
+            "--io-timeout" => &mut self.io_timeout,
+            "--reconnect-delay" => &mut self.reconnect_delay,
+            "--ctrl-loss-tmo" => &mut self.ctrl_loss_tmo,
+            _ => return Ok(false),
+        };
+        let v = it.next().ok_or_else(|| format!("{arg} needs seconds"))?;
+        let secs: f64 = v.parse().map_err(|e| format!("{arg} {v:?}: {e}"))?;
+        if !(0.0..=1e7).contains(&secs) {
+            return Err(format!("{arg} {v}: seconds from 0 to 10000000"));
+        }
+        *slot = Some(Duration::from_secs_f64(secs));
+        Ok(true)
+    }
+
+    /// Applies the settings given to `o`.
+    fn apply(&self, o: &mut Options) {
+        if let Some(k) = self.kato {
+            o.kato = k;
+        }
+        if let Some(t) = self.io_timeout {
+            o.io_timeout = t;
+        }
+        if let Some(d) = self.reconnect_delay {
+            o.reconnect_delay = d;
+        }
+        if let Some(t) = self.ctrl_loss_tmo {
+            o.ctrl_loss_tmo = t;
+        }
+    }
 }
 
 /// Parses `nvme-tcp://HOST:PORT/NQN/NSID`.
@@ -68,6 +130,32 @@ pub fn parse_url(url: &str) -> Result<(String, u16, String, u32), String> {
     Ok((host.to_string(), port, nqn.to_string(), nsid))
 }
 
+/// Parses `nvme-tcp://HOST[:PORT][/]` (a discovery controller; port 4420 by default) into the
+/// URL tuple with the discovery NQN.
+///
+/// # Errors
+///
+/// A message saying what is wrong.
+pub fn parse_discovery_url(url: &str) -> Result<(String, u16, String, u32), String> {
+    let rest = url
+        .strip_prefix("nvme-tcp://")
+        .ok_or("the URL must start with nvme-tcp://")?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|e| format!("port: {e}"))?),
+        None => (hostport, 4420),
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    Ok((
+        host.to_string(),
+        port,
+        ulp_nvme_tcp::nvme::DISCOVERY_NQN.to_string(),
+        0,
+    ))
+}
+
 /// Parses the subcommand's arguments.
 ///
 /// # Errors
@@ -81,9 +169,13 @@ pub fn parse(args: &[String]) -> Result<Spec, String> {
         count: 256,
         qd: 8,
         digests: false,
+        recovery: Recovery::default(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        if spec.recovery.parse(arg, &mut it)? {
+            continue;
+        }
         let mut value = |name: &str| -> Result<usize, String> {
             it.next()
                 .ok_or_else(|| format!("{name} needs a value"))?
@@ -91,7 +183,12 @@ pub fn parse(args: &[String]) -> Result<Spec, String> {
                 .map_err(|e| format!("{name}: {e}"))
         };
         match arg.as_str() {
-            "read" | "write" | "verify" if spec.op.is_empty() => spec.op = arg.clone(),
+            "read" | "write" | "verify" | "discover" if spec.op.is_empty() => {
+                spec.op = arg.clone();
+            }
+            url if url.starts_with("nvme-tcp://") && spec.op == "discover" => {
+                spec.url = Some(parse_discovery_url(url)?);
+            }
             "--size" => spec.size = value("--size")?.max(1),
             "--count" => spec.count = value("--count")?.max(1),
             "--qd" => spec.qd = value("--qd")?.clamp(1, 1024) as u16,
@@ -102,7 +199,7 @@ pub fn parse(args: &[String]) -> Result<Spec, String> {
         }
     }
     if spec.op.is_empty() {
-        return Err("read, write, verify or perf?".into());
+        return Err("read, write, verify, discover or perf?".into());
     }
     Ok(spec)
 }
@@ -139,37 +236,46 @@ fn phase(
     let block = u64::from(c.namespace().block_size.max(1));
     let per_cmd = spec.size as u64 / block;
     let slots = (c.namespace().nsze / per_cmd.max(1)).max(1);
-    let mut outstanding = std::collections::HashMap::new();
     let start = Instant::now();
     let mut last_progress = start;
     let (mut next, mut done, mut errors, mut mismatches) = (0usize, 0usize, 0usize, 0usize);
+    let mut bytes = 0u64;
     while done < spec.count {
-        while next < spec.count && outstanding.len() < usize::from(spec.qd) {
+        while next < spec.count && c.outstanding() < usize::from(spec.qd) {
             let slba = (next as u64 % slots) * per_cmd;
-            let sqe = if write {
-                c.write_cmd(slba, spec.size as u64)
+            let io = if write {
+                Io::Write {
+                    slba,
+                    data: SgBuffer::from_vec(pattern(spec.size, slba)),
+                }
             } else {
-                c.read_cmd(slba, spec.size as u64)
-            }
-            .map_err(|e| e.to_string())?;
-            let data = if write {
-                Data::Write(SgBuffer::from_vec(pattern(spec.size, slba)))
-            } else {
-                Data::Read(SgBuffer::zeroed(spec.size))
+                Io::Read {
+                    slba,
+                    buffer: SgBuffer::zeroed(spec.size),
+                }
             };
-            let cid = c.io().submit(sqe, data).map_err(|e| e.to_string())?;
-            outstanding.insert(cid, slba);
+            c.submit(io).map_err(|e| e.to_string())?;
             next += 1;
         }
-        let completion = c.wait_io(None).map_err(|e| e.to_string())?;
-        let slba = outstanding.remove(&completion.cid).unwrap_or(0);
+        let completion = c.wait(None).map_err(|e| e.to_string())?;
+        for event in c.take_events() {
+            eprintln!("\n{event}");
+        }
         done += 1;
-        if completion.status != Status::SUCCESS {
+        if let Some(msg) = completion.error_message() {
             errors += 1;
-        } else if verify
+            if errors <= 10 {
+                eprintln!("\n{msg}");
+            } else if errors == 11 {
+                eprintln!("\n(further failed commands are counted, not listed)");
+            }
+            continue;
+        }
+        bytes += completion.len;
+        if verify
             && completion
                 .buffer
-                .is_some_and(|b| b.into_vec() != pattern(spec.size, slba))
+                .is_some_and(|b| b.into_vec() != pattern(spec.size, completion.slba))
         {
             mismatches += 1;
         }
@@ -180,7 +286,7 @@ fn phase(
                 "\r{} {done}/{} commands, {:.1} MiB/s   ",
                 if write { "write" } else { "read" },
                 spec.count,
-                (done * spec.size) as f64 / secs / (1 << 20) as f64
+                bytes as f64 / secs / (1 << 20) as f64
             );
             let _ = std::io::stderr().flush();
         }
@@ -190,8 +296,8 @@ fn phase(
     }
     Ok(PhaseResult {
         op: if write { "write" } else { "read" },
-        commands: done,
-        bytes: (done * spec.size) as u64,
+        commands: done - errors,
+        bytes,
         elapsed: start.elapsed(),
         errors,
         mismatches,
@@ -204,7 +310,8 @@ fn phase(
 ///
 /// Connection or set-up failures, as a message.
 pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
-    let (_embedded, mut c, target) = open(spec.url.as_ref(), spec.qd, spec.digests)?;
+    let (_embedded, mut c, target) =
+        open(spec.url.as_ref(), spec.qd, spec.digests, &spec.recovery)?;
     let ns = c.namespace();
     if !(spec.size as u64).is_multiple_of(u64::from(ns.block_size.max(1))) {
         return Err(format!("--size must be a multiple of {}", ns.block_size));
@@ -218,7 +325,44 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
             phases.push(phase(&mut c, spec, false, true)?);
         }
     }
-    Ok((phases, c.io().connection().stats(), target))
+    let stats = c.io().connection().stats();
+    let reconnects = c.reconnects();
+    c.close().map_err(|e| format!("shutdown: {e}"))?;
+    let target = if reconnects > 0 {
+        format!("{target}; reconnected {reconnects} time(s)")
+    } else {
+        target
+    };
+    Ok((phases, stats, target))
+}
+
+/// `nvme discover`: the discovery log of `spec.url` (or of a freshly started embedded target),
+/// as `nvme discover` prints it.
+///
+/// # Errors
+///
+/// Connection, set-up or log failures, as a message naming the address.
+pub fn discover(spec: &Spec) -> Result<String, String> {
+    let mut embedded = None;
+    let addr = match &spec.url {
+        Some((host, port, ..)) => format!("{host}:{port}"),
+        None => {
+            let t =
+                Target::start(embedded_config()).map_err(|e| format!("embedded target: {e}"))?;
+            let a = t.addr().to_string();
+            embedded = Some(t);
+            a
+        }
+    };
+    let mut o = Options::new(ulp_nvme_tcp::nvme::DISCOVERY_NQN);
+    spec.recovery.apply(&mut o);
+    if spec.digests {
+        o.digests = Digests::BOTH;
+    }
+    let log =
+        ulp_nvme_tcp::blocking::discover(addr.as_str(), &o).map_err(|e| format!("{addr}: {e}"))?;
+    drop(embedded);
+    Ok(log.to_string())
 }
 
 /// The embedded target's configuration for the CLI: an [`EMBEDDED_BYTES`] namespace, reads
@@ -238,6 +382,7 @@ fn open(
     url: Option<&(String, u16, String, u32)>,
     qd: u16,
     digests: bool,
+    recovery: &Recovery,
 ) -> Result<Opened, String> {
     let mut embedded = None;
     let (addr, nqn, nsid) = match url {
@@ -251,6 +396,7 @@ fn open(
         }
     };
     let mut o = Options::new(&nqn);
+    recovery.apply(&mut o);
     o.nsid = nsid;
     o.queue_depth = qd.saturating_add(1);
     o.digests = if digests {
@@ -279,51 +425,47 @@ struct NvmeIo<'a> {
     per_cmd: u64,
     slots: u64,
     next: u64,
-    bufs: Vec<Option<Data>>,
-    slot_of: Vec<usize>,
+    bufs: Vec<Option<SgBuffer>>,
+    slot_of: std::collections::HashMap<CommandId, usize>,
 }
 
 impl PerfIo for NvmeIo<'_> {
     fn submit(&mut self, slot: usize) -> Result<(), String> {
         let slba = (self.next % self.slots) * self.per_cmd;
         self.next += 1;
-        let len = self.bs as u64;
-        let (sqe, data) = if self.write {
-            let d = match self.bufs[slot].take() {
-                Some(Data::Write(w)) => w,
-                _ => SgBuffer::from_vec(pattern(self.bs, slot as u64)),
-            };
-            (self.c.write_cmd(slba, len), Data::Write(d))
+        let buffer = self.bufs[slot].take();
+        let io = if self.write {
+            Io::Write {
+                slba,
+                data: buffer.unwrap_or_else(|| SgBuffer::from_vec(pattern(self.bs, slot as u64))),
+            }
         } else {
-            let b = match self.bufs[slot].take() {
-                Some(Data::Read(b)) => b,
-                _ => SgBuffer::zeroed(self.bs),
-            };
-            (self.c.read_cmd(slba, len), Data::Read(b))
+            Io::Read {
+                slba,
+                buffer: buffer.unwrap_or_else(|| SgBuffer::zeroed(self.bs)),
+            }
         };
-        let sqe = sqe.map_err(|e| e.to_string())?;
-        let cid = self.c.io().submit(sqe, data).map_err(|e| e.to_string())?;
-        let cid = usize::from(cid);
-        if cid >= self.slot_of.len() {
-            self.slot_of.resize(cid + 1, usize::MAX);
-        }
-        self.slot_of[cid] = slot;
+        let id = self.c.submit(io).map_err(|e| e.to_string())?;
+        self.slot_of.insert(id, slot);
         Ok(())
     }
 
     fn wait(&mut self) -> Result<(usize, bool), String> {
-        let completion = self.c.wait_io(None).map_err(|e| e.to_string())?;
+        let completion = self.c.wait(None).map_err(|e| e.to_string())?;
+        for event in self.c.take_events() {
+            eprintln!("\n{event}");
+        }
         let slot = self
             .slot_of
-            .get(usize::from(completion.cid))
-            .copied()
+            .remove(&completion.id)
             .filter(|&s| s < self.bufs.len())
-            .ok_or_else(|| format!("completion for unknown CID {}", completion.cid))?;
-        let write = self.write;
-        self.bufs[slot] = completion
-            .buffer
-            .map(|b| if write { Data::Write(b) } else { Data::Read(b) });
-        Ok((slot, completion.status == Status::SUCCESS))
+            .ok_or_else(|| format!("completion of unknown command {}", completion.id.0))?;
+        if let Some(msg) = completion.error_message() {
+            eprintln!("\n{msg}");
+        }
+        let ok = completion.is_success();
+        self.bufs[slot] = completion.buffer;
+        Ok((slot, ok))
     }
 }
 
@@ -338,7 +480,7 @@ pub fn perf(
     url: Option<&(String, u16, String, u32)>,
 ) -> Result<PerfResult, String> {
     let qd = u16::try_from(spec.qd).unwrap_or(1024);
-    let (embedded, mut c, target) = open(url, qd, spec.digests)?;
+    let (embedded, mut c, target) = open(url, qd, spec.digests, &Recovery::default())?;
     c.io().copy_small_payloads(spec.copy_below);
     let ns = c.namespace();
     let block = u64::from(ns.block_size.max(1));
@@ -369,7 +511,7 @@ pub fn perf(
         slots,
         next: 0,
         bufs: (0..spec.qd).map(|_| None).collect(),
-        slot_of: Vec::new(),
+        slot_of: std::collections::HashMap::new(),
     };
     let run = closed_loop(&mut io, spec, "nvme-tcp")?;
     let stats = stats_delta(c.io().connection().stats(), before);
@@ -420,6 +562,18 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         Ok(s) => s,
         Err(msg) => return crate::usage_exit("ulp-ddp nvme", &msg, USAGE),
     };
+    if spec.op == "discover" {
+        return match discover(&spec) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ulp-ddp nvme discover: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (phases, stats, target) = match run(&spec) {
         Ok(r) => r,
         Err(e) => {
@@ -518,6 +672,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn discover_lists_the_embedded_subsystem() {
+        let spec = parse(&args("discover")).expect("spec");
+        let text = discover(&spec).expect("discover");
+        assert!(
+            text.starts_with("\nDiscovery Log Number of Records 1, Generation counter"),
+            "{text}"
+        );
+        assert!(text.contains("subtype: nvme subsystem"), "{text}");
+        assert!(text.contains("trtype:  tcp"), "{text}");
+        let url = parse(&args("discover nvme-tcp://10.0.0.1"))
+            .expect("url")
+            .url;
+        assert_eq!(
+            url,
+            Some((
+                "10.0.0.1".into(),
+                4420,
+                ulp_nvme_tcp::nvme::DISCOVERY_NQN.into(),
+                0
+            ))
+        );
+    }
+
+    #[test]
+    fn recovery_flags() {
+        let s = parse(&args(
+            "verify --reconnect-delay 0.5 --ctrl-loss-tmo 3 --keep-alive-tmo 0 --io-timeout 2",
+        ))
+        .expect("parse");
+        assert_eq!(
+            s.recovery,
+            Recovery {
+                kato: Some(Duration::ZERO),
+                io_timeout: Some(Duration::from_secs(2)),
+                reconnect_delay: Some(Duration::from_millis(500)),
+                ctrl_loss_tmo: Some(Duration::from_secs(3)),
+            }
+        );
+        assert!(parse(&args("verify --ctrl-loss-tmo -1")).is_err());
+        assert!(parse(&args("verify --reconnect-delay")).is_err());
     }
 
     #[test]

@@ -1001,3 +1001,83 @@ fn host_id(hostnqn: &str) -> [u8; 16] {
     }
     id
 }
+
+/// Reads the Discovery Log Page of the discovery controller at `addr`: an admin queue
+/// connected to [`nvme::DISCOVERY_NQN`] (no keep-alive, as Linux's one-shot `nvme discover`),
+/// enabled (CC.EN, CSTS.RDY), the log read as the specification asks
+/// ([`LogReader`](crate::discovery::LogReader): header, page, header again until the
+/// generation counter holds still), then a clean shutdown.
+///
+/// # Errors
+///
+/// Any step's failure; a log that does not parse, in words.
+pub fn discover(
+    addr: impl ToSocketAddrs,
+    options: &Options,
+) -> Result<crate::discovery::DiscoveryLog, Error> {
+    use crate::discovery::{LogReader, ReadStep};
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::Setup("the address resolves to nothing".into()))?;
+    let t = options.timeout;
+    let cfg = ConnectionConfig::admin(QueueId(0), options.digests)
+        .with_command_timeout(Some(options.admin_timeout));
+    let mut admin = Connection::connect(addr, NoOffload, cfg, t)?;
+    let data = nvme::connect_data(
+        host_id(&options.hostnqn),
+        0xFFFF,
+        nvme::DISCOVERY_NQN,
+        &options.hostnqn,
+    );
+    let c = admin.run(
+        nvme::connect(0, 32, 0, 0),
+        Data::Write(SgBuffer::from_vec(data)),
+    )?;
+    check("discovery Connect", c)?;
+    let c = admin.run(
+        nvme::property_set(nvme::REG_CC, nvme::CC_ENABLE),
+        Data::None,
+    )?;
+    check("Property Set CC", c)?;
+    let deadline = Instant::now() + t;
+    loop {
+        let c = admin.run(nvme::property_get(nvme::REG_CSTS, false), Data::None)?;
+        if check("Property Get CSTS", c)?.result & 1 != 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out(t, "CSTS.RDY of the discovery controller".into()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut reader = LogReader::new(1024);
+    let mut step = reader.start();
+    let log = loop {
+        match step {
+            ReadStep::Read { len, .. } => {
+                let sqe = step
+                    .command()
+                    .ok_or_else(|| Error::Setup("discovery log: no command to send".into()))?;
+                let c = admin.run(sqe, Data::Read(SgBuffer::zeroed(len as usize)))?;
+                let page = check("Get Log Page (discovery)", c)?
+                    .buffer
+                    .map(SgBuffer::into_vec)
+                    .unwrap_or_default();
+                step = reader
+                    .feed(&page)
+                    .map_err(|e| Error::Setup(format!("discovery log: {e}")))?;
+            }
+            ReadStep::Done(log) => break log,
+        }
+    };
+    // Best effort: the log is read; a controller that does not shut down cleanly changes
+    // nothing for the caller.
+    if let Ok(c) = admin.run(
+        nvme::property_set(nvme::REG_CC, nvme::CC_SHUTDOWN),
+        Data::None,
+    ) {
+        let _ = check("Property Set CC (shutdown)", c);
+    }
+    Ok(log)
+}

@@ -31,7 +31,7 @@ mod controller;
 
 pub use controller::{
     CommandId, Controller, ControllerEvent, Io, IoCompletion, IoError, Options,
-    TRANSPORT_MAX_TRANSFER,
+    TRANSPORT_MAX_TRANSFER, discover,
 };
 
 /// Why a blocking operation failed.

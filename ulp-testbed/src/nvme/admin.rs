@@ -154,7 +154,16 @@ impl Conn<'_> {
                     nvme::REG_CAP => 1023 | (1 << 16) | (15 << 24) | (1 << 37),
                     nvme::REG_VS => 0x0001_0300,
                     nvme::REG_CC => u64::from(cc),
-                    nvme::REG_CSTS => u64::from(cc & 1),
+                    // RDY follows CC.EN; a shutdown notification (CC.SHN) completes at once
+                    // (CSTS.SHST 10b).
+                    nvme::REG_CSTS => {
+                        u64::from(cc & 1)
+                            | if (cc >> 14) & 3 != 0 {
+                                nvme::CSTS_SHST_COMPLETE
+                            } else {
+                                0
+                            }
+                    }
                     _ => {
                         self.respond(cid, Status::generic(nvme::SC_INVALID_FIELD), 0);
                         return Ok(());
