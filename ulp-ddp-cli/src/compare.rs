@@ -67,7 +67,7 @@ pub fn compare_main(args: &[String]) -> std::process::ExitCode {
                     ..baseline
                 },
             ),
-            crate::nvme_cli::perf(&spec, None),
+            crate::nvme_cli::perf(&spec, None, 1),
             crate::iscsi_cli::perf(&spec, None),
         ];
         let (done, errors): (Vec<_>, Vec<_>) = round.into_iter().partition(Result::is_ok);

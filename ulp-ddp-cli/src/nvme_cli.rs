@@ -31,6 +31,8 @@ usage: ulp-ddp nvme read|write|verify [nvme-tcp://HOST:PORT/NQN/NSID] [options]
   --count N      commands per phase (default 256)
   --qd N         commands outstanding at once (default 8)
   --digests      header and data digests on
+  --queues N     I/O queues, each its own TCP connection (nvme-cli's --nr-io-queues, also
+                 accepted; default 1; also for perf)
   Recovery (defaults as Linux's nvme-tcp host; seconds, fractions allowed):
   --keep-alive-tmo S   KATO given to Connect, Keep Alive every S/2 (default 5; 0: none)
   --io-timeout S       a command outstanding this long is aborted (default 30)
@@ -55,6 +57,8 @@ pub struct Spec {
     pub digests: bool,
     /// Recovery settings given on the command line (`None`: the library's default).
     pub recovery: Recovery,
+    /// I/O queues.
+    pub queues: u16,
 }
 
 /// Recovery settings from the command line; `None` keeps [`Options::new`]'s default.
@@ -170,6 +174,7 @@ pub fn parse(args: &[String]) -> Result<Spec, String> {
         qd: 8,
         digests: false,
         recovery: Recovery::default(),
+        queues: 1,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -193,6 +198,7 @@ pub fn parse(args: &[String]) -> Result<Spec, String> {
             "--count" => spec.count = value("--count")?.max(1),
             "--qd" => spec.qd = value("--qd")?.clamp(1, 1024) as u16,
             "--digests" => spec.digests = true,
+            "--queues" | "--nr-io-queues" => spec.queues = value(arg)?.clamp(1, 64) as u16,
             "-h" | "--help" => return Err(String::new()),
             url if url.starts_with("nvme-tcp://") => spec.url = Some(parse_url(url)?),
             other => return Err(format!("unknown argument {other:?}")),
@@ -310,8 +316,13 @@ fn phase(
 ///
 /// Connection or set-up failures, as a message.
 pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
-    let (_embedded, mut c, target) =
-        open(spec.url.as_ref(), spec.qd, spec.digests, &spec.recovery)?;
+    let (_embedded, mut c, target) = open(
+        spec.url.as_ref(),
+        spec.qd,
+        spec.digests,
+        &spec.recovery,
+        spec.queues,
+    )?;
     let ns = c.namespace();
     if !(spec.size as u64).is_multiple_of(u64::from(ns.block_size.max(1))) {
         return Err(format!("--size must be a multiple of {}", ns.block_size));
@@ -325,7 +336,7 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
             phases.push(phase(&mut c, spec, false, true)?);
         }
     }
-    let stats = c.io().connection().stats();
+    let stats = c.stats();
     let reconnects = c.reconnects();
     c.close().map_err(|e| format!("shutdown: {e}"))?;
     let target = if reconnects > 0 {
@@ -383,6 +394,7 @@ fn open(
     qd: u16,
     digests: bool,
     recovery: &Recovery,
+    queues: u16,
 ) -> Result<Opened, String> {
     let mut embedded = None;
     let (addr, nqn, nsid) = match url {
@@ -397,6 +409,7 @@ fn open(
     };
     let mut o = Options::new(&nqn);
     recovery.apply(&mut o);
+    o.queues = queues;
     o.nsid = nsid;
     o.queue_depth = qd.saturating_add(1);
     o.digests = if digests {
@@ -478,10 +491,11 @@ impl PerfIo for NvmeIo<'_> {
 pub fn perf(
     spec: &PerfSpec,
     url: Option<&(String, u16, String, u32)>,
+    queues: u16,
 ) -> Result<PerfResult, String> {
     let qd = u16::try_from(spec.qd).unwrap_or(1024);
-    let (embedded, mut c, target) = open(url, qd, spec.digests, &Recovery::default())?;
-    c.io().copy_small_payloads(spec.copy_below);
+    let (embedded, mut c, target) = open(url, qd, spec.digests, &Recovery::default(), queues)?;
+    c.copy_small_payloads(spec.copy_below);
     let ns = c.namespace();
     let block = u64::from(ns.block_size.max(1));
     if !(spec.bs as u64).is_multiple_of(block) || spec.bs as u64 / block > 65536 {
@@ -502,7 +516,7 @@ pub fn perf(
                 .map_err(|e| e.to_string())?;
         }
     }
-    let before = c.io().connection().stats();
+    let before = c.stats();
     let mut io = NvmeIo {
         c: &mut c,
         write: spec.write,
@@ -514,7 +528,7 @@ pub fn perf(
         slot_of: std::collections::HashMap::new(),
     };
     let run = closed_loop(&mut io, spec, "nvme-tcp")?;
-    let stats = stats_delta(c.io().connection().stats(), before);
+    let stats = stats_delta(c.stats(), before);
     Ok(PerfResult {
         protocol: "nvme-tcp".into(),
         target: format!(
@@ -537,18 +551,27 @@ pub fn perf(
 fn perf_main(args: &[String]) -> std::process::ExitCode {
     let parsed = PerfSpec::parse(args).and_then(|(spec, rest)| {
         let mut url = None;
-        for a in &rest {
+        let mut queues = 1u16;
+        let mut it = rest.iter();
+        while let Some(a) = it.next() {
             match a.as_str() {
                 "perf" => {}
+                "--queues" | "--nr-io-queues" => {
+                    let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+                    queues = v
+                        .parse::<u16>()
+                        .map_err(|e| format!("{a} {v:?}: {e}"))?
+                        .clamp(1, 64);
+                }
                 u if u.starts_with("nvme-tcp://") => url = Some(parse_url(u)?),
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
-        Ok((spec, url))
+        Ok((spec, url, queues))
     });
-    let json = parsed.as_ref().is_ok_and(|(spec, _)| spec.json);
-    let outcome = parsed.map(|(spec, url)| perf(&spec, url.as_ref()));
+    let json = parsed.as_ref().is_ok_and(|(spec, ..)| spec.json);
+    let outcome = parsed.map(|(spec, url, queues)| perf(&spec, url.as_ref(), queues));
     crate::perf::finish("ulp-ddp nvme", USAGE, json, outcome)
 }
 
@@ -656,7 +679,7 @@ mod tests {
             )))
             .expect("spec");
             assert_eq!(rest, args("perf"));
-            let r = perf(&spec, None).expect("perf");
+            let r = perf(&spec, None, 1).expect("perf");
             assert_eq!((r.commands, r.errors), (40, 0), "{extra}");
             assert_eq!(r.latency.count(), 40);
             assert!(r.json().contains("\"protocol\":\"nvme-tcp\""));
@@ -696,6 +719,40 @@ mod tests {
                 0
             ))
         );
+    }
+
+    #[test]
+    fn verify_on_four_queues() {
+        let spec = parse(&args("verify --size 8192 --count 200 --qd 16 --queues 4")).expect("spec");
+        assert_eq!(spec.queues, 4);
+        let (embedded, mut c, _) = open(None, 17, false, &Recovery::default(), 4).expect("open");
+        assert_eq!(
+            c.io_queues().len(),
+            4,
+            "the embedded target grants 4 queues"
+        );
+        let mut ids = Vec::new();
+        for i in 0..64u64 {
+            let data = SgBuffer::from_vec(pattern(8192, i));
+            ids.push(c.submit(Io::Write { slba: i * 16, data }).expect("submit"));
+        }
+        for _ in &ids {
+            assert!(c.wait(None).expect("write").is_success());
+        }
+        let used = c
+            .io_queues()
+            .iter()
+            .filter(|q| q.connection().stats().pdus > 0)
+            .count();
+        assert_eq!(used, 4, "every queue carried commands");
+        c.close().expect("close");
+        drop(embedded);
+        let (phases, stats, _) = run(&spec).expect("run");
+        for p in &phases {
+            assert_eq!((p.commands, p.errors, p.mismatches), (200, 0, 0));
+        }
+        assert_eq!(stats.bytes_read_in_place, 200 * 8192);
+        assert_eq!(stats.bytes_copied, 0);
     }
 
     #[test]

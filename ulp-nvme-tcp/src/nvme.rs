@@ -392,6 +392,17 @@ pub fn keep_alive() -> [u8; SQE_LEN] {
     sqe(OPC_KEEP_ALIVE)
 }
 
+/// Set Features of feature `fid` (CDW10); the caller fills CDW11 (bytes 44..48) with the value.
+pub fn set_features(fid: u8) -> [u8; SQE_LEN] {
+    let mut b = sqe(OPC_SET_FEATURES);
+    Sqe::new_unchecked(&mut b[..]).set_cdw10(u32::from(fid));
+    b
+}
+
+/// Feature identifier: Number of Queues (NSQR in CDW11 bits 15:0, NCQR in 31:16, both 0's
+/// based; the completion's DW0 says how many were allocated, in the same form).
+pub const FID_NUMBER_OF_QUEUES: u8 = 0x07;
+
 /// Abort of command `cid` on submission queue `sqid`. Its completion's DW0 bit 0 is 0 when
 /// the command was aborted (it then completes with Command Abort Requested), 1 when not.
 pub fn abort(sqid: u16, cid: u16) -> [u8; SQE_LEN] {
@@ -1037,7 +1048,7 @@ mod tests {
         };
         assert_eq!(
             limit.describe("Asynchronous Event Request").to_string(),
-            "Asynchronous Event Request Limit Exceeded (SCT 0x1 SC 0x05 DNR)"
+            "Asynchronous Event Request Limit Exceeded (SCT 1h SC 05h DNR)"
         );
         let lid = Status {
             sct: 1,
@@ -1046,7 +1057,7 @@ mod tests {
         };
         assert_eq!(
             lid.describe("Get Log Page").to_string(),
-            "Invalid Log Page (SCT 0x1 SC 0x09 DNR)"
+            "Invalid Log Page (SCT 1h SC 09h DNR)"
         );
     }
 

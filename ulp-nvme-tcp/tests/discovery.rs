@@ -169,7 +169,7 @@ fn discover(digests: Digests) {
     .unwrap_err();
     assert_eq!(
         status_name(&err, "Get Log Page"),
-        "Invalid Field in Command (SCT 0x0 SC 0x02 DNR)"
+        "Invalid Field in Command (SCT 0h SC 02h DNR)"
     );
     let err = read(
         &mut c,
@@ -190,7 +190,7 @@ fn discover(digests: Digests) {
     .unwrap_err();
     assert_eq!(
         status_name(&err, "Get Log Page"),
-        "Invalid Log Page (SCT 0x1 SC 0x09 DNR)"
+        "Invalid Log Page (SCT 1h SC 09h DNR)"
     );
     // No asynchronous events to enable on a discovery controller (its log never changes).
     let done = c
@@ -213,7 +213,7 @@ fn discover(digests: Digests) {
         .expect("I/O Connect");
     assert_eq!(
         status_name(&done, "Connect"),
-        "Connect Invalid Parameters (SCT 0x1 SC 0x82 DNR)"
+        "Connect Invalid Parameters (SCT 1h SC 82h DNR)"
     );
     assert_eq!(done.result, 42, "IATTR 0, IPO: the QID field of the SQE");
     drop(io);
@@ -355,7 +355,7 @@ fn async_event_on_namespace_change() {
         .expect("Set Features");
     assert_eq!(
         status_name(&done, "Set Features"),
-        "Invalid Field in Command (SCT 0x0 SC 0x02 DNR)"
+        "Invalid Field in Command (SCT 0h SC 02h DNR)"
     );
     assert!(target.violations().is_empty(), "{:?}", target.violations());
 }
@@ -382,7 +382,7 @@ fn async_event_request_limit() {
         .expect("fifth AER");
     assert_eq!(
         status_name(&done, "Asynchronous Event Request"),
-        "Asynchronous Event Request Limit Exceeded (SCT 0x1 SC 0x05 DNR)"
+        "Asynchronous Event Request Limit Exceeded (SCT 1h SC 05h DNR)"
     );
     // The oldest completes first.
     assert_eq!(target.notify_namespace_changed(), 1);

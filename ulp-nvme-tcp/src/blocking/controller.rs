@@ -74,6 +74,10 @@ pub struct Options {
     /// Most times a command is issued again after a retryable failure (Linux's
     /// `nvme_core.max_retries`, 5).
     pub max_retries: u8,
+    /// I/O queues to create (nvme-cli's `nr-io-queues`), each its own TCP connection with
+    /// its own receive engine and DDP queue; the controller may grant fewer (Set Features
+    /// Number of Queues). Commands go to the queue with the most free CIDs. Default 1.
+    pub queues: u16,
 }
 
 impl Options {
@@ -94,6 +98,7 @@ impl Options {
             reconnect_delay: Duration::from_secs(10),
             ctrl_loss_tmo: Duration::from_secs(600),
             max_retries: 5,
+            queues: 1,
         }
     }
 }
@@ -292,7 +297,8 @@ struct Pending {
 #[derive(Debug)]
 struct Queues<B: DdpBackend> {
     admin: Connection<B>,
-    io: Connection<B>,
+    /// I/O queues 1..=n (index 0 is qid 1).
+    io: Vec<Connection<B>>,
     info: ControllerInfo,
     ns: NamespaceInfo,
     cntlid: u16,
@@ -306,8 +312,8 @@ pub struct Controller<B: DdpBackend = NoOffload> {
     options: Options,
     backend: Box<dyn FnMut(QueueId) -> B>,
     q: Queues<B>,
-    /// Parts issued on the current I/O connection, by CID.
-    inflight: HashMap<u16, Part>,
+    /// Parts issued on the current I/O queues, by queue index and CID.
+    inflight: HashMap<(usize, u16), Part>,
     /// Parts waiting for a free CID (or for the reconnect), with their data.
     backlog: VecDeque<(Part, Data)>,
     pending: HashMap<u64, Pending>,
@@ -405,20 +411,37 @@ fn bring_up<B: DdpBackend>(
     let ns = NamespaceInfo::check(&identify(&mut admin, nvme::CNS_NAMESPACE, options.nsid)?)
         .map_err(|e| Error::Setup(format!("namespace {}: {e}", options.nsid)))?;
     let depth = options.queue_depth.clamp(2, mqes.saturating_add(1).max(2));
-    let io_cfg = ConnectionConfig::io(QueueId(1), 1, depth, options.digests)
-        .with_command_timeout((!options.io_timeout.is_zero()).then_some(options.io_timeout));
-    let mut io = Connection::connect(addr, backend(QueueId(1)), io_cfg, t)?;
-    let data = nvme::connect_data(hostid, cntlid, &options.subnqn, &options.hostnqn);
-    let c = io.run(
-        nvme::connect(1, depth, 0, 0),
-        Data::Write(SgBuffer::from_vec(data)),
-    )?;
-    check("I/O Connect", c)?;
-    io.connection_mut()
-        .set_in_capsule_limit(info.in_capsule_limit());
-    if !options.io_timeout.is_zero() {
-        // Up: command deadlines and Keep Alive decide from now on, not silence.
-        io.set_silence_limit(None);
+    let mut queues = options.queues.max(1);
+    if queues > 1 {
+        // Set Features, Number of Queues (FID 07h): 0's based NSQR and NCQR; the controller
+        // answers with what it allocates.
+        let mut sqe = nvme::set_features(nvme::FID_NUMBER_OF_QUEUES);
+        let want = u32::from(queues - 1);
+        sqe[44..48].copy_from_slice(&(want | (want << 16)).to_le_bytes());
+        let c = admin.run(sqe, Data::None)?;
+        let granted = check("Set Features (Number of Queues)", c)?.result;
+        let nsqa = (granted & 0xFFFF) as u16;
+        let ncqa = ((granted >> 16) & 0xFFFF) as u16;
+        queues = queues.min(nsqa.min(ncqa).saturating_add(1));
+    }
+    let mut io = Vec::with_capacity(usize::from(queues));
+    for qid in 1..=queues {
+        let io_cfg = ConnectionConfig::io(QueueId(u32::from(qid)), qid, depth, options.digests)
+            .with_command_timeout((!options.io_timeout.is_zero()).then_some(options.io_timeout));
+        let mut q = Connection::connect(addr, backend(QueueId(u32::from(qid))), io_cfg, t)?;
+        let data = nvme::connect_data(hostid, cntlid, &options.subnqn, &options.hostnqn);
+        let c = q.run(
+            nvme::connect(qid, depth, 0, 0),
+            Data::Write(SgBuffer::from_vec(data)),
+        )?;
+        check("I/O Connect", c)?;
+        q.connection_mut()
+            .set_in_capsule_limit(info.in_capsule_limit());
+        if !options.io_timeout.is_zero() {
+            // Up: command deadlines and Keep Alive decide from now on, not silence.
+            q.set_silence_limit(None);
+        }
+        io.push(q);
     }
     Ok(Queues {
         admin,
@@ -497,10 +520,32 @@ impl<B: DdpBackend> Controller<B> {
         &mut self.q.admin
     }
 
-    /// The I/O queue, for its counters or raw commands (raw commands get no recovery; do not
-    /// mix them with [`submit`](Self::submit)).
+    /// The first I/O queue, for its counters or raw commands (raw commands get no recovery;
+    /// do not mix them with [`submit`](Self::submit)).
     pub fn io(&mut self) -> &mut Connection<B> {
-        &mut self.q.io
+        &mut self.q.io[0]
+    }
+
+    /// The I/O queues (as many as the controller granted of [`Options::queues`]).
+    pub fn io_queues(&self) -> &[Connection<B>] {
+        &self.q.io
+    }
+
+    /// Sets every I/O queue's small-payload policy
+    /// ([`Connection::copy_small_payloads`]).
+    pub fn copy_small_payloads(&mut self, threshold: u64) {
+        for q in &mut self.q.io {
+            q.copy_small_payloads(threshold);
+        }
+    }
+
+    /// The receive engines' counters, summed over the I/O queues.
+    pub fn stats(&self) -> ulp_ddp_core::Stats {
+        let mut total = ulp_ddp_core::Stats::default();
+        for q in &self.q.io {
+            total += q.connection().stats();
+        }
+        total
     }
 
     /// How many times the controller was reconnected.
@@ -540,7 +585,7 @@ impl<B: DdpBackend> Controller<B> {
     ///
     /// Socket errors, the timeout, either queue's end.
     pub fn wait_io(&mut self, cid: Option<u16>) -> Result<Completion, Error> {
-        self.q.io.wait_keeping(cid, &mut self.q.admin)
+        self.q.io[0].wait_keeping(cid, &mut self.q.admin)
     }
 
     fn blocks(&self, len: u64) -> Result<u32, Error> {
@@ -642,15 +687,27 @@ impl<B: DdpBackend> Controller<B> {
         Ok(CommandId(id))
     }
 
-    /// Issues backlogged parts while the I/O queue has free CIDs.
+    /// Issues backlogged parts while an I/O queue has free CIDs, each to the queue with the
+    /// most.
     fn issue(&mut self) {
-        while self.q.io.connection().free_slots() > 0 {
+        while !self.backlog.is_empty() {
+            let Some((i, _)) = self
+                .q
+                .io
+                .iter()
+                .enumerate()
+                .map(|(i, q)| (i, q.connection().free_slots()))
+                .filter(|&(_, free)| free > 0)
+                .max_by_key(|&(i, free)| (free, usize::MAX - i))
+            else {
+                break;
+            };
             let Some((part, data)) = self.backlog.pop_front() else {
                 break;
             };
-            match self.q.io.connection_mut().submit(part.sqe, data) {
+            match self.q.io[i].connection_mut().submit(part.sqe, data) {
                 Ok(cid) => {
-                    self.inflight.insert(cid, part);
+                    self.inflight.insert((i, cid), part);
                 }
                 Err((_, data)) => {
                     self.backlog.push_front((part, data));
@@ -687,22 +744,83 @@ impl<B: DdpBackend> Controller<B> {
                 _ => {}
             }
             self.issue();
-            let q = &mut self.q;
-            match q.io.next_event(Some(&mut q.admin), None) {
-                Ok(Some(QueueEvent::Completed(c))) => self.on_completion(c),
-                Ok(Some(QueueEvent::TimedOut {
-                    cid,
-                    command,
-                    waited,
-                })) => self.on_timeout(cid, command, waited),
+            match self.next_event() {
+                Ok(Some((i, QueueEvent::Completed(c)))) => self.on_completion(i, c),
+                Ok(Some((
+                    i,
+                    QueueEvent::TimedOut {
+                        cid,
+                        command,
+                        waited,
+                    },
+                ))) => self.on_timeout(i, cid, command, waited),
                 Ok(None) => {}
                 Err(e) => self.reset(e.to_string()),
             }
         }
     }
 
-    fn on_completion(&mut self, c: Completion) {
-        let Some(part) = self.inflight.remove(&c.cid) else {
+    /// The next event of any I/O queue, keeping the admin queue alive meanwhile: one queue
+    /// waits in its own blocking loop (payload read in place, no extra system call); several
+    /// wait together in poll(2), each drained without blocking when it is readable.
+    fn next_event(&mut self) -> Result<Option<(usize, QueueEvent)>, Error> {
+        let q = &mut self.q;
+        if q.io.len() == 1 {
+            return Ok(q.io[0]
+                .next_event(Some(&mut q.admin), None)?
+                .map(|e| (0, e)));
+        }
+        loop {
+            for (i, io) in q.io.iter_mut().enumerate() {
+                if let Some(e) = io.take_event() {
+                    return Ok(Some((i, e)));
+                }
+            }
+            for io in &mut q.io {
+                io.flush()?;
+            }
+            let now = Instant::now();
+            let due = ulp_ddp_core::timer::earliest(
+                q.io.iter()
+                    .map(Connection::poll_timeout)
+                    .chain([q.admin.poll_timeout()]),
+            );
+            let readable = {
+                use rustix::event::{PollFd, PollFlags, Timespec};
+                let mut fds: Vec<PollFd<'_>> =
+                    q.io.iter()
+                        .map(|c| PollFd::new(c.socket(), PollFlags::IN))
+                        .chain([PollFd::new(q.admin.socket(), PollFlags::IN)])
+                        .collect();
+                let wait = due.map(|d| {
+                    let left = d.saturating_duration_since(now);
+                    Timespec {
+                        tv_sec: left.as_secs() as _,
+                        tv_nsec: left.subsec_nanos().into(),
+                    }
+                });
+                match rustix::event::poll(&mut fds, wait.as_ref()) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(Error::Io(e.into())),
+                }
+                fds.iter()
+                    .map(|f| !f.revents().is_empty())
+                    .collect::<Vec<bool>>()
+            };
+            let now = Instant::now();
+            for (i, io) in q.io.iter_mut().enumerate() {
+                if readable[i] || io.poll_timeout().is_some_and(|t| t <= now) {
+                    io.poll()?;
+                }
+            }
+            if readable[q.io.len()] || q.admin.poll_timeout().is_some_and(|t| t <= now) {
+                q.admin.poll()?;
+            }
+        }
+    }
+
+    fn on_completion(&mut self, queue: usize, c: Completion) {
+        let Some(part) = self.inflight.remove(&(queue, c.cid)) else {
             return;
         };
         let status = c.status;
@@ -747,13 +865,13 @@ impl<B: DdpBackend> Controller<B> {
 
     /// A command passed its deadline: Abort it on the admin queue; if the controller does not
     /// abort it, or it does not complete within the admin timeout after the Abort, reset.
-    fn on_timeout(&mut self, cid: u16, command: &'static str, waited: Duration) {
+    fn on_timeout(&mut self, queue: usize, cid: u16, command: &'static str, waited: Duration) {
         self.events.push(ControllerEvent::TimedOut {
             command,
             cid,
             waited,
         });
-        let qid = self.q.io.connection().config().qid;
+        let qid = self.q.io[queue].connection().config().qid;
         let aborted = match self.q.admin.run(nvme::abort(qid, cid), Data::None) {
             Ok(c) if c.status.is_success() && c.result & 1 == 0 => true,
             Ok(c) if c.status.is_success() => {
@@ -783,12 +901,12 @@ impl<B: DdpBackend> Controller<B> {
         // The aborted command's completion follows on the I/O queue.
         let until = Instant::now() + self.options.timeout;
         loop {
-            if !self.inflight.contains_key(&cid) {
+            if !self.inflight.contains_key(&(queue, cid)) {
                 return;
             }
             let q = &mut self.q;
-            match q.io.next_event(Some(&mut q.admin), Some(until)) {
-                Ok(Some(QueueEvent::Completed(c))) => self.on_completion(c),
+            match q.io[queue].next_event(Some(&mut q.admin), Some(until)) {
+                Ok(Some(QueueEvent::Completed(c))) => self.on_completion(queue, c),
                 Ok(Some(QueueEvent::TimedOut { .. })) => {}
                 Ok(None) => {
                     return self.reset(format!(
@@ -853,12 +971,14 @@ impl<B: DdpBackend> Controller<B> {
     /// Closes both queues and takes every outstanding part back into the backlog (those that
     /// may be retried) or fails it.
     fn collect_aborted(&mut self) {
-        self.q.io.connection_mut().close();
         self.q.admin.connection_mut().close();
         let mut back = Vec::new();
-        while let Some(c) = self.q.io.connection_mut().poll_completion(None) {
-            if let Some(part) = self.inflight.remove(&c.cid) {
-                back.push((part, c.buffer));
+        for (i, io) in self.q.io.iter_mut().enumerate() {
+            io.connection_mut().close();
+            while let Some(c) = io.connection_mut().poll_completion(None) {
+                if let Some(part) = self.inflight.remove(&(i, c.cid)) {
+                    back.push((part, c.buffer));
+                }
             }
         }
         back.sort_by_key(|(p, _)| (p.id, p.index));

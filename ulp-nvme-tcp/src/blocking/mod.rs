@@ -199,6 +199,26 @@ impl<B: DdpBackend> Connection<B> {
         });
     }
 
+    /// The next completion or command timeout already received, without waiting.
+    pub fn take_event(&mut self) -> Option<QueueEvent> {
+        if let Some(c) = self.conn.poll_completion(None) {
+            return Some(QueueEvent::Completed(c));
+        }
+        self.note_end();
+        self.timed_out
+            .pop_front()
+            .map(|(cid, command, waited)| QueueEvent::TimedOut {
+                cid,
+                command,
+                waited,
+            })
+    }
+
+    /// The socket (to wait for it to become readable along with others).
+    pub fn socket(&self) -> &TcpStream {
+        self.driver.socket()
+    }
+
     /// Sets how long the controller may stay silent while the host waits before the wait fails
     /// with [`Error::Timeout`]; `None` leaves it to the state machine's timers (command
     /// deadlines, Keep Alive), which is what a controller's queues do once they are up.

@@ -309,6 +309,14 @@ impl Conn<'_> {
     /// are refused); other features are accepted and ignored.
     pub(super) fn set_features(&mut self, cid: u16, sqe: &[u8; 64]) {
         let s = Sqe::new_unchecked(&sqe[..]);
+        if s.cdw10() as u8 == nvme::FID_NUMBER_OF_QUEUES {
+            // Grants what is asked, up to 64 submission and completion queues.
+            let ask = s.cdw11();
+            let nsq = (ask & 0xFFFF).min(63);
+            let ncq = (ask >> 16).min(63);
+            self.respond(cid, Status::SUCCESS, u64::from(nsq | (ncq << 16)));
+            return;
+        }
         if s.cdw10() as u8 != nvme::FID_ASYNC_EVENT_CONFIG {
             self.respond(cid, Status::SUCCESS, 0);
             return;
