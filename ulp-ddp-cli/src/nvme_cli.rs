@@ -420,11 +420,14 @@ fn open(
     let c = Controller::connect_with(addr.as_str(), &o, |_| SwBackend::new())
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let ns = c.namespace();
+    let n = c.io_queues().len();
     let target = format!(
-        "{addr} {nqn} ns {nsid} ({} x {} B, MN {:?})",
+        "{addr} {nqn} ns {nsid} ({} x {} B, MN {}), {n} I/O queue{}, {} KiB per command at most",
         ns.nsze,
         ns.block_size,
-        c.info().model
+        c.info().model,
+        if n == 1 { "" } else { "s" },
+        c.max_transfer() / 1024
     );
     Ok((embedded, c, target))
 }
