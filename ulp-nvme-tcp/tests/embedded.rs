@@ -349,3 +349,49 @@ fn small_payload_policy_copies_only_small_reads() {
     assert_eq!(end.digests_failed, 0);
     assert!(target.violations().is_empty(), "{:?}", target.violations());
 }
+
+/// The controller keeps an Asynchronous Event Request outstanding and reports what completes
+/// it: a namespace change is seen, its log page read (which re-arms the notice), and a new
+/// request sent, so a second change is seen too.
+#[test]
+fn asynchronous_events_reach_the_caller() {
+    use ulp_nvme_tcp::blocking::ControllerEvent;
+    use ulp_nvme_tcp::nvme::AsyncEvent;
+    let target = Target::start(TargetConfig::default()).expect("target");
+    let mut c = connect(&target, Digests::NONE);
+    let held = |t: &Target| {
+        let start = Instant::now();
+        while t.async_event_requests() != 1 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t.async_event_requests()
+    };
+    assert_eq!(held(&target), 1, "one request outstanding after bring-up");
+    for round in 1..=2 {
+        assert_eq!(target.notify_namespace_changed(), 1, "round {round}");
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while seen.is_empty() && start.elapsed() < Duration::from_secs(5) {
+            c.keep_alive().expect("poll the admin queue");
+            seen.extend(
+                c.take_events()
+                    .into_iter()
+                    .filter(|e| matches!(e, ControllerEvent::AsyncEvent(_))),
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            seen,
+            vec![ControllerEvent::AsyncEvent(
+                AsyncEvent::NAMESPACE_ATTRIBUTE_CHANGED
+            )],
+            "round {round}"
+        );
+        assert_eq!(
+            seen[0].to_string(),
+            "asynchronous event: Notice: Namespace Attribute Changed (log page 04h)"
+        );
+        assert_eq!(held(&target), 1, "asked again after round {round}");
+    }
+    assert!(target.violations().is_empty(), "{:?}", target.violations());
+}

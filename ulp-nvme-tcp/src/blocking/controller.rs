@@ -223,6 +223,9 @@ pub enum ControllerEvent {
         /// Why, in words.
         reason: String,
     },
+    /// The controller reported an asynchronous event (an Asynchronous Event Request
+    /// completed); the host read the log page it names, which re-arms it, and asked again.
+    AsyncEvent(nvme::AsyncEvent),
 }
 
 impl fmt::Display for ControllerEvent {
@@ -251,6 +254,7 @@ impl fmt::Display for ControllerEvent {
                 if *reissued == 1 { "" } else { "s" },
             ),
             Self::Lost { reason } => write!(f, "controller lost: {reason}"),
+            Self::AsyncEvent(e) => write!(f, "asynchronous event: {e}"),
         }
     }
 }
@@ -303,6 +307,8 @@ struct Queues<B: DdpBackend> {
     ns: NamespaceInfo,
     cntlid: u16,
     cap: u64,
+    /// The outstanding Asynchronous Event Request's CID on the admin queue.
+    aer: Option<u16>,
 }
 
 /// A controller: admin queue (enabled, identified) and one I/O queue, with recovery. See the
@@ -443,6 +449,13 @@ fn bring_up<B: DdpBackend>(
         }
         io.push(q);
     }
+    // One Asynchronous Event Request kept outstanding, as Linux does (NVME_NR_AEN_COMMANDS);
+    // it has no deadline: the controller completes it only when something happens.
+    let aer = admin
+        .connection_mut()
+        .submit_untimed(nvme::async_event_request(), Data::None)
+        .ok();
+    admin.flush()?;
     Ok(Queues {
         admin,
         io,
@@ -450,6 +463,7 @@ fn bring_up<B: DdpBackend>(
         ns,
         cntlid,
         cap,
+        aer,
     })
 }
 
@@ -744,7 +758,9 @@ impl<B: DdpBackend> Controller<B> {
                 _ => {}
             }
             self.issue();
-            match self.next_event() {
+            let event = self.next_event();
+            self.admin_events();
+            match event {
                 Ok(Some((i, QueueEvent::Completed(c)))) => self.on_completion(i, c),
                 Ok(Some((
                     i,
@@ -816,6 +832,41 @@ impl<B: DdpBackend> Controller<B> {
             if readable[q.io.len()] || q.admin.poll_timeout().is_some_and(|t| t <= now) {
                 q.admin.poll()?;
             }
+        }
+    }
+
+    /// Takes what the admin queue received meanwhile: an asynchronous event is reported, its
+    /// log page read (which re-arms it), and a new request sent; stray admin completions
+    /// (an Abort answered late) are dropped.
+    fn admin_events(&mut self) {
+        while let Some(event) = self.q.admin.take_event() {
+            let QueueEvent::Completed(c) = event else {
+                continue;
+            };
+            if Some(c.cid) != self.q.aer {
+                continue;
+            }
+            self.q.aer = None;
+            if !c.status.is_success() {
+                // Refused (limit exceeded, or aborted by a teardown): do not ask again.
+                continue;
+            }
+            let e = nvme::AsyncEvent::from_dw0(c.result as u32);
+            self.events.push(ControllerEvent::AsyncEvent(e));
+            if e.log_page != 0 {
+                let read = Data::Read(SgBuffer::zeroed(4096));
+                let _ = self
+                    .q
+                    .admin
+                    .run(nvme::get_log_page(e.log_page, 0xFFFF_FFFF, 4096, 0), read);
+            }
+            self.q.aer = self
+                .q
+                .admin
+                .connection_mut()
+                .submit_untimed(nvme::async_event_request(), Data::None)
+                .ok();
+            let _ = self.q.admin.flush();
         }
     }
 
@@ -1056,7 +1107,9 @@ impl<B: DdpBackend> Controller<B> {
     ///
     /// Socket errors, or the admin queue's error.
     pub fn keep_alive(&mut self) -> Result<(), Error> {
-        self.q.admin.poll()
+        self.q.admin.poll()?;
+        self.admin_events();
+        Ok(())
     }
 
     /// Shuts the controller down cleanly: outstanding commands are waited for, then CC.SHN

@@ -90,6 +90,8 @@ struct Cmd {
     r2t_active: bool,
     next_r2to: u32,
     internal: bool,
+    /// The command has a deadline (not an Asynchronous Event Request).
+    timed: bool,
     /// Set once the command is finished and its buffer's teardown started.
     done: Option<(Status, u64, bool)>,
 }
@@ -301,7 +303,22 @@ impl<B: DdpBackend> Connection<B> {
     ///
     /// [`SubmitError`], with the data handed back.
     pub fn submit(&mut self, sqe: [u8; SQE_LEN], data: Data) -> Result<u16, (SubmitError, Data)> {
-        self.submit_inner(sqe, data, false)
+        self.submit_inner(sqe, data, false, true)
+    }
+
+    /// Queues a command that the controller may legitimately hold for as long as it likes
+    /// (an Asynchronous Event Request): it gets no deadline. Otherwise as
+    /// [`submit`](Self::submit).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError`], with the data handed back.
+    pub fn submit_untimed(
+        &mut self,
+        sqe: [u8; SQE_LEN],
+        data: Data,
+    ) -> Result<u16, (SubmitError, Data)> {
+        self.submit_inner(sqe, data, false, false)
     }
 
     fn submit_inner(
@@ -309,6 +326,7 @@ impl<B: DdpBackend> Connection<B> {
         mut sqe: [u8; SQE_LEN],
         data: Data,
         internal: bool,
+        timed: bool,
     ) -> Result<u16, (SubmitError, Data)> {
         if self.state == State::Closed {
             return Err((SubmitError::Closed, data));
@@ -348,6 +366,7 @@ impl<B: DdpBackend> Connection<B> {
             r2t_active: false,
             next_r2to: 0,
             internal,
+            timed,
             done: None,
         };
         let id = match data {
@@ -495,7 +514,9 @@ impl<B: DdpBackend> Connection<B> {
     /// configured command timeout for the others.
     fn timeout_of(&self, cid: u16) -> Option<Duration> {
         let cmd = self.cmd(cid)?;
-        if cmd.internal {
+        if !cmd.timed {
+            None
+        } else if cmd.internal {
             self.config.keep_alive.map(|i| i * 2)
         } else {
             self.config.command_timeout
@@ -673,7 +694,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
             let pending = self.cmds.iter().flatten().any(|c| c.internal);
             if !pending
                 && self
-                    .submit_inner(nvme::keep_alive(), Data::None, true)
+                    .submit_inner(nvme::keep_alive(), Data::None, true, true)
                     .is_ok()
             {
                 self.keep_alives += 1;
