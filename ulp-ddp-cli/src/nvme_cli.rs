@@ -442,7 +442,7 @@ struct NvmeIo<'a> {
     slots: u64,
     next: u64,
     bufs: Vec<Option<SgBuffer>>,
-    slot_of: std::collections::HashMap<CommandId, usize>,
+    slot_of: ulp_ddp_core::types::IdMap<CommandId, usize>,
 }
 
 impl PerfIo for NvmeIo<'_> {
@@ -528,7 +528,7 @@ pub fn perf(
         slots,
         next: 0,
         bufs: (0..spec.qd).map(|_| None).collect(),
-        slot_of: std::collections::HashMap::new(),
+        slot_of: ulp_ddp_core::types::IdMap::default(),
     };
     let run = closed_loop(&mut io, spec, "nvme-tcp")?;
     let stats = stats_delta(c.stats(), before);

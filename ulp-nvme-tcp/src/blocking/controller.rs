@@ -19,11 +19,12 @@
 //!
 //! [`Controller::close`] shuts the controller down cleanly (CC.SHN, then CSTS.SHST).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use ulp_ddp_core::types::IdMap;
 use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SgBuffer};
 
 use super::{Connection, Error, QueueEvent, timed_out};
@@ -292,7 +293,8 @@ struct Pending {
     command: &'static str,
     slba: u64,
     len: u64,
-    buffers: Vec<Option<SgBuffer>>,
+    /// One per part (one unless the transfer was split).
+    buffers: smallvec::SmallVec<[Option<SgBuffer>; 1]>,
     left: usize,
     error: Option<IoError>,
 }
@@ -318,11 +320,11 @@ pub struct Controller<B: DdpBackend = NoOffload> {
     options: Options,
     backend: Box<dyn FnMut(QueueId) -> B>,
     q: Queues<B>,
-    /// Parts issued on the current I/O queues, by queue index and CID.
-    inflight: HashMap<(usize, u16), Part>,
+    /// Parts issued on the current I/O queues, by [`flight_key`] (queue index and CID).
+    inflight: IdMap<u32, Part>,
     /// Parts waiting for a free CID (or for the reconnect), with their data.
     backlog: VecDeque<(Part, Data)>,
-    pending: HashMap<u64, Pending>,
+    pending: IdMap<u64, Pending>,
     /// Finished commands not taken yet.
     ready: VecDeque<IoCompletion>,
     next_id: u64,
@@ -503,9 +505,9 @@ impl<B: DdpBackend> Controller<B> {
             options: options.clone(),
             backend,
             q,
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
             backlog: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             ready: VecDeque::new(),
             next_id: 0,
             events: Vec::new(),
@@ -659,14 +661,16 @@ impl<B: DdpBackend> Controller<B> {
         let id = self.next_id;
         self.next_id += 1;
         let nsid = self.options.nsid;
-        let pieces: Vec<Option<SgBuffer>> = match buffer {
-            Some(b) => b
-                .split(self.max_transfer(), kind == Kind::Write)
+        let max = self.max_transfer();
+        let pieces: smallvec::SmallVec<[Option<SgBuffer>; 1]> = match buffer {
+            Some(b) if b.len() > max => b
+                .split(max, kind == Kind::Write)
                 .into_iter()
                 .map(Some)
                 .collect(),
-            None => vec![None],
+            one => smallvec::smallvec![one],
         };
+        let parts = pieces.len();
         let mut lba = slba;
         for (index, piece) in pieces.into_iter().enumerate() {
             let blocks = piece.as_ref().map_or(0, |p| (p.len() / bs) as u32);
@@ -685,7 +689,6 @@ impl<B: DdpBackend> Controller<B> {
             };
             self.backlog.push_back((part, kind.data(piece)));
         }
-        let parts = self.backlog.iter().filter(|(p, _)| p.id == id).count();
         self.pending.insert(
             id,
             Pending {
@@ -721,7 +724,7 @@ impl<B: DdpBackend> Controller<B> {
             };
             match self.q.io[i].connection_mut().submit(part.sqe, data) {
                 Ok(cid) => {
-                    self.inflight.insert((i, cid), part);
+                    self.inflight.insert(flight_key(i, cid), part);
                 }
                 Err((_, data)) => {
                     self.backlog.push_front((part, data));
@@ -839,6 +842,9 @@ impl<B: DdpBackend> Controller<B> {
     /// log page read (which re-arms it), and a new request sent; stray admin completions
     /// (an Abort answered late) are dropped.
     fn admin_events(&mut self) {
+        if !self.q.admin.has_event() {
+            return;
+        }
         while let Some(event) = self.q.admin.take_event() {
             let QueueEvent::Completed(c) = event else {
                 continue;
@@ -871,7 +877,7 @@ impl<B: DdpBackend> Controller<B> {
     }
 
     fn on_completion(&mut self, queue: usize, c: Completion) {
-        let Some(part) = self.inflight.remove(&(queue, c.cid)) else {
+        let Some(part) = self.inflight.remove(&flight_key(queue, c.cid)) else {
             return;
         };
         let status = c.status;
@@ -901,8 +907,13 @@ impl<B: DdpBackend> Controller<B> {
         if p.left == 0
             && let Some(p) = self.pending.remove(&part.id)
         {
-            let buffers: Vec<SgBuffer> = p.buffers.into_iter().flatten().collect();
-            let buffer = (!buffers.is_empty()).then(|| SgBuffer::join(buffers));
+            let mut buffers = p.buffers;
+            let buffer = if buffers.len() == 1 {
+                buffers.pop().flatten()
+            } else {
+                let parts: Vec<SgBuffer> = buffers.into_iter().flatten().collect();
+                (!parts.is_empty()).then(|| SgBuffer::join(parts))
+            };
             self.ready.push_back(IoCompletion {
                 id: CommandId(part.id),
                 command: p.command,
@@ -952,7 +963,7 @@ impl<B: DdpBackend> Controller<B> {
         // The aborted command's completion follows on the I/O queue.
         let until = Instant::now() + self.options.timeout;
         loop {
-            if !self.inflight.contains_key(&(queue, cid)) {
+            if !self.inflight.contains_key(&flight_key(queue, cid)) {
                 return;
             }
             let q = &mut self.q;
@@ -1027,7 +1038,7 @@ impl<B: DdpBackend> Controller<B> {
         for (i, io) in self.q.io.iter_mut().enumerate() {
             io.connection_mut().close();
             while let Some(c) = io.connection_mut().poll_completion(None) {
-                if let Some(part) = self.inflight.remove(&(i, c.cid)) {
+                if let Some(part) = self.inflight.remove(&flight_key(i, c.cid)) {
                     back.push((part, c.buffer));
                 }
             }
@@ -1148,6 +1159,11 @@ impl<B: DdpBackend> Controller<B> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The key of an issued part: its queue's index and its CID.
+fn flight_key(queue: usize, cid: u16) -> u32 {
+    ((queue as u32) << 16) | u32::from(cid)
 }
 
 /// A finished transfer's buffer, or its failure as an [`Error`].

@@ -214,6 +214,12 @@ impl<B: DdpBackend> Connection<B> {
             })
     }
 
+    /// Whether [`take_event`](Self::take_event) has something (a completion or a timeout
+    /// received by an earlier wait or poll).
+    pub fn has_event(&self) -> bool {
+        !self.timed_out.is_empty() || self.conn.has_events()
+    }
+
     /// The socket (to wait for it to become readable along with others).
     pub fn socket(&self) -> &TcpStream {
         self.driver.socket()

@@ -223,6 +223,11 @@ impl<B: DdpBackend> Connection<B> {
         self.cmds.iter().filter(|c| c.is_some()).count() + self.unclaimed
     }
 
+    /// Whether events are queued for [`poll_event`](Self::poll_event) (as of the last input).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Commands that can still be submitted.
     pub fn free_slots(&self) -> usize {
         self.free.len()
