@@ -10,6 +10,7 @@
 //! - [`toy`]: the toy protocol the core's tests, the conformance runs and the demo use;
 //! - [`peers`]: starting and checking real peers (tgtd, tshark) on 127.0.0.1;
 //! - [`scripted::ScriptedPeer`]: a peer that follows a script (silent, or stops reading);
+//! - [`proxy::Proxy`]: a TCP proxy that cuts or stalls connections on command (recovery tests);
 //! - [`vm`]: the Linux target VM (nvmet-tcp and LIO) for real-peer tests.
 //!
 //! ```
@@ -25,6 +26,7 @@ pub mod iscsi;
 pub mod nvme;
 pub mod pcap;
 pub mod peers;
+pub mod proxy;
 pub mod scripted;
 pub mod toy;
 pub mod vm;

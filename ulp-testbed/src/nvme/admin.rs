@@ -1,7 +1,7 @@
 //! Admin and Fabrics commands on a connection: Connect (to the target's subsystem or the
 //! discovery subsystem), Property Get/Set, Identify, Get Log Page (Discovery, Changed Namespace
 //! List), Set Features (Asynchronous Event Configuration), Asynchronous Event Request, and the
-//! SGL check of admin reads.
+//! SGL check of admin reads (Abort is in `abort.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +11,7 @@ use ulp_nvme_tcp::wire::Sqe;
 use ulp_nvme_tcp::wire::capsule_cmd::SGL_ID_TRANSPORT_DATA_BLOCK;
 
 use super::conn::{Conn, Fatal};
-use super::ctrl::{self, AERL, AdminLink, Ctrl};
+use super::ctrl::{self, AERL, Ctrl};
 use super::lock;
 use super::namespace::Piece;
 
@@ -21,6 +21,8 @@ const ADMIN_SQ_ENTRIES: u16 = 32;
 const IPO_SQE_QID: u64 = 42;
 /// Connect response DW0 for an invalid parameter: IATTR 1 (in the data), IPO SUBNQN.
 const IPO_DATA_SUBNQN: u64 = (1 << 16) | 256;
+/// CC.SHN (bits 15:14): a shutdown notification.
+const CC_SHN: u32 = 0b11 << 14;
 /// Largest log page read the target answers.
 const MAX_LOG_READ: u64 = 1 << 20;
 
@@ -88,12 +90,7 @@ impl Conn<'_> {
                 return Err(Fatal(format!("admin Connect with CNTLID {cntlid:#x}")));
             }
             let id = self.shared.next_cntlid.fetch_add(1, Ordering::SeqCst);
-            let link = AdminLink {
-                tx: Arc::clone(&self.tx),
-                digests: self.digests,
-                sq_head: Arc::clone(&self.sq_head),
-                conn: self.conn,
-            };
+            let link = self.link(0);
             lock(&self.shared.ctrls).insert(id, Ctrl::new(discovery, link));
             self.cntlid = Some(id);
             u64::from(id)
@@ -154,16 +151,11 @@ impl Conn<'_> {
                     nvme::REG_CAP => 1023 | (1 << 16) | (15 << 24) | (1 << 37),
                     nvme::REG_VS => 0x0001_0300,
                     nvme::REG_CC => u64::from(cc),
-                    // RDY follows CC.EN; a shutdown notification (CC.SHN) completes at once
-                    // (CSTS.SHST 10b).
-                    nvme::REG_CSTS => {
-                        u64::from(cc & 1)
-                            | if (cc >> 14) & 3 != 0 {
-                                nvme::CSTS_SHST_COMPLETE
-                            } else {
-                                0
-                            }
+                    // RDY as CC.EN; SHST complete once CC.SHN asks for a shutdown.
+                    nvme::REG_CSTS if cc & CC_SHN != 0 => {
+                        u64::from(cc & 1) | nvme::CSTS_SHST_COMPLETE
                     }
+                    nvme::REG_CSTS => u64::from(cc & 1),
                     _ => {
                         self.respond(cid, Status::generic(nvme::SC_INVALID_FIELD), 0);
                         return Ok(());
@@ -174,7 +166,10 @@ impl Conn<'_> {
             nvme::FCTYPE_PROPERTY_SET if self.qid == Some(0) => {
                 let value = u32::from_le_bytes([sqe[48], sqe[49], sqe[50], sqe[51]]);
                 if ofst == nvme::REG_CC {
-                    self.with_ctrl(|c| c.cc = value);
+                    let before = self.with_ctrl(|c| std::mem::replace(&mut c.cc, value));
+                    if value & CC_SHN != 0 && before.is_some_and(|cc| cc & CC_SHN == 0) {
+                        self.shared.shutdowns.fetch_add(1, Ordering::SeqCst);
+                    }
                     self.respond(cid, Status::SUCCESS, 0);
                 } else {
                     self.respond(cid, Status::generic(nvme::SC_INVALID_FIELD), 0);

@@ -77,6 +77,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, conn: u32) {
     let mut stream = BufReader::with_capacity(64 * 1024, stream);
     let result = c.run(&mut stream);
     c.detach();
+    c.drop_held();
     if let Err(Fatal(v)) = result {
         lock(&shared.violations).push(format!("conn {conn}: {v}"));
     }
@@ -266,7 +267,7 @@ impl Conn<'_> {
         if sqe.flags() & 0xC0 != SQE_FLAGS_SGL {
             return Err(Fatal(format!("cid {cid}: PSDT is not SGL")));
         }
-        if self.writes.contains_key(&cid) || self.aer_outstanding(cid) {
+        if self.writes.contains_key(&cid) || self.aer_outstanding(cid) || self.holds(cid) {
             return Err(Fatal(format!("cid {cid} reused while outstanding")));
         }
         let sgl = sqe.dptr();
@@ -336,6 +337,10 @@ impl Conn<'_> {
             }
             (true, nvme::OPC_GET_LOG_PAGE) => self.get_log_page(cid, &repr.sqe),
             (true, nvme::OPC_ASYNC_EVENT_REQUEST) => self.async_event_request(cid),
+            (true, nvme::OPC_ABORT) => {
+                self.abort(cid, &repr.sqe);
+                Ok(())
+            }
             (false, nvme::OPC_READ | nvme::OPC_WRITE) => self.rw(cid, &repr.sqe, data),
             (false, nvme::OPC_FLUSH) => {
                 let status = if sqe.nsid() == 1 {

@@ -36,19 +36,22 @@ pub(super) struct Ctrl {
     /// Namespaces changed since the host last read the Changed Namespace List.
     pub(super) changed_ns: Vec<u32>,
     /// The admin queue, while its connection lasts.
-    pub(super) link: Option<AdminLink>,
+    pub(super) link: Option<QueueLink>,
 }
 
-/// How to send a completion on a controller's admin queue from outside its reader thread.
-pub(super) struct AdminLink {
+/// How to send a completion on a queue from outside its reader thread: an Asynchronous Event
+/// Request's on the admin queue, an aborted read's on its I/O queue.
+pub(super) struct QueueLink {
     pub(super) tx: Arc<Tx>,
     pub(super) digests: Digests,
     pub(super) sq_head: Arc<AtomicU16>,
     pub(super) conn: u32,
+    /// The queue's id (SQID in the completion).
+    pub(super) sqid: u16,
 }
 
 impl Ctrl {
-    pub(super) fn new(discovery: bool, link: AdminLink) -> Self {
+    pub(super) fn new(discovery: bool, link: QueueLink) -> Self {
         Self {
             discovery,
             cc: 0,
@@ -91,23 +94,23 @@ impl Ctrl {
         };
         while !self.events.is_empty() && !self.aers.is_empty() {
             if let (Some(cid), Some(event)) = (self.aers.pop_front(), self.events.pop_front()) {
-                link.complete(shared, cid, event.to_dw0());
+                link.complete(shared, cid, Status::SUCCESS, event.to_dw0());
             }
         }
     }
 }
 
-impl AdminLink {
-    /// Queues the successful completion of `cid` with `dw0` for the connection's writer
+impl QueueLink {
+    /// Queues the completion of `cid` with `status` and `dw0` for the connection's writer
     /// thread (the SQ entry was consumed when the command came in: SQHD as it stands).
-    fn complete(&self, shared: &Shared, cid: u16, dw0: u32) {
+    pub(super) fn complete(&self, shared: &Shared, cid: u16, status: Status, dw0: u32) {
         let cqe = Cqe {
             dw0,
             dw1: 0,
             sqhd: self.sq_head.load(Ordering::SeqCst),
-            sqid: 0,
+            sqid: self.sqid,
             cid,
-            status: Status::SUCCESS.to_cqe(),
+            status: status.to_cqe(),
         };
         let mut pdu = Vec::new();
         if (CapsuleRespRepr { cqe })

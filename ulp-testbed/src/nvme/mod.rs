@@ -25,7 +25,15 @@
 //! completes an outstanding request, or waits for the next one. As on Linux's target the notice
 //! is enabled from the start (Set Features 0Bh, bit 8, turns it off) and, once reported, stays
 //! masked until the host reads log page 04h without RAE.
+//!
+//! Abort and shutdown: [`Target::hold_reads`] makes the target keep Read commands unanswered;
+//! an Abort (admin opcode 08h) of a held read completes it with Command Abort Requested (SCT 0h
+//! SC 07h, no DNR) and reports it aborted (DW0 bit 0 cleared), an Abort of anything else (or
+//! of anything, after [`Target::refuse_aborts`]) reports it not aborted (DW0 bit 0 set).
+//! Setting CC.SHN makes CSTS.SHST report shutdown complete ([`Target::shutdowns`] counts
+//! them).
 
+mod abort;
 mod admin;
 mod conn;
 mod ctrl;
@@ -36,7 +44,7 @@ mod writer;
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -113,6 +121,20 @@ struct Shared {
     stop: AtomicBool,
     /// Answers the reader thread began writing itself and left to the writer thread.
     handed_off: AtomicU64,
+    /// Read commands still to hold unanswered (`u32::MAX`: every one).
+    hold_reads: AtomicU32,
+    /// The reads held now.
+    held: Mutex<Vec<abort::HeldRead>>,
+    /// How many (updated under the lock of `held`).
+    held_count: AtomicUsize,
+    /// Answer every Abort "not aborted".
+    refuse_aborts: AtomicBool,
+    /// Abort commands received.
+    aborts: AtomicU64,
+    /// Commands aborted.
+    aborted: AtomicU64,
+    /// Shutdowns requested (CC.SHN set).
+    shutdowns: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -153,6 +175,13 @@ impl Target {
             ctrls: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             handed_off: AtomicU64::new(0),
+            hold_reads: AtomicU32::new(0),
+            held: Mutex::new(Vec::new()),
+            held_count: AtomicUsize::new(0),
+            refuse_aborts: AtomicBool::new(false),
+            aborts: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            shutdowns: AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -220,6 +249,41 @@ impl Target {
             }
         }
         reported
+    }
+
+    /// Holds the next `count` Read commands (on any I/O queue) unanswered, as a controller with
+    /// stuck commands does, until an Abort takes them (they then complete with Command Abort
+    /// Requested) or their connection ends; `u32::MAX` holds every Read until changed, 0 stops
+    /// holding (reads held already stay held).
+    pub fn hold_reads(&self, count: u32) {
+        self.shared.hold_reads.store(count, Ordering::SeqCst);
+    }
+
+    /// Read commands held unanswered now.
+    pub fn held_reads(&self) -> usize {
+        lock(&self.shared.held).len()
+    }
+
+    /// Makes the target answer every Abort "not aborted" (DW0 bit 0 set), held reads included,
+    /// as a controller may; `false` aborts held reads again.
+    pub fn refuse_aborts(&self, refuse: bool) {
+        self.shared.refuse_aborts.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Abort commands received.
+    pub fn aborts(&self) -> u64 {
+        self.shared.aborts.load(Ordering::SeqCst)
+    }
+
+    /// Commands aborted at the host's request (completed with Command Abort Requested).
+    pub fn aborted(&self) -> u64 {
+        self.shared.aborted.load(Ordering::SeqCst)
+    }
+
+    /// Shutdowns requested: Property Set CC with CC.SHN set, over all controllers (each
+    /// reports CSTS.SHST shutdown complete from then on).
+    pub fn shutdowns(&self) -> u64 {
+        self.shared.shutdowns.load(Ordering::SeqCst)
     }
 
     /// Asynchronous Event Requests the target holds outstanding, over all controllers.

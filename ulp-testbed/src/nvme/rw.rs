@@ -101,6 +101,9 @@ impl Conn<'_> {
             if sgl.id != SGL_ID_TRANSPORT_DATA_BLOCK {
                 return Err(Fatal(format!("cid {cid}: read with SGL id {:#x}", sgl.id)));
             }
+            if self.hold_read(cid) {
+                return Ok(());
+            }
             let pieces = lock(&self.shared.ns).pieces(offset, len);
             self.send_read(cid, pieces);
             return Ok(());
