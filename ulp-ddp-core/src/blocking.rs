@@ -160,7 +160,12 @@ impl<S: Socket> Driver<S> {
         }
         let turn = match self.read(conn) {
             Ok(n) => Turn::Read(n),
-            Err(e) if is_timeout(&e) => Turn::Woken,
+            Err(e) if is_timeout(&e) => {
+                // Woken for a timer: run it now, so that what it decided (a deadline passed)
+                // is there when the turn returns, not one turn (one more wait) later.
+                conn.handle_timeout(Instant::now());
+                Turn::Woken
+            }
             Err(e) => return Err(e),
         };
         self.flush(conn)?;

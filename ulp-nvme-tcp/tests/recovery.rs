@@ -358,9 +358,6 @@ fn cut_for_good_fails_every_command_after_ctrl_loss_tmo() {
 /// command, this long after the controller was lost") and as Linux keeps it (attempts every
 /// reconnect_delay, the last at ctrl_loss_tmo): nothing fails before ctrl_loss_tmo.
 #[test]
-#[ignore = "src bug: Controller::reset gives up when the next attempt would start past \
-            ctrl_loss_tmo, up to one reconnect_delay before ctrl_loss_tmo (9 attempts, not 10, \
-            for 1 s / 100 ms)"]
 fn cut_for_good_keeps_trying_until_ctrl_loss_tmo() {
     let target = target();
     let proxy = Proxy::start(target.addr()).expect("proxy");
@@ -514,10 +511,6 @@ fn held_read_is_aborted_then_retried() {
 /// io_timeout is kept whatever else wakes the host: with no Keep Alive due for a while (KATO
 /// 4 s, one every 2 s), a held read must still time out, and be aborted, at io_timeout.
 #[test]
-#[ignore = "src bug: a command's io_timeout is only noticed when another timer (the admin \
-            queue's Keep Alive) or bytes wake the wait; Driver::turn runs handle_timeout, which \
-            queues Event::TimedOut, then blocks in read (blocking::Connection::pump sees the \
-            event only after turn returns)"]
 fn held_read_times_out_at_io_timeout_between_keep_alives() {
     let target = target();
     let mut o = options(&target);

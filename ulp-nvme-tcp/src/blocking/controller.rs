@@ -992,15 +992,25 @@ impl<B: DdpBackend> Controller<B> {
         self.collect_aborted();
         let mut attempts = 0u32;
         let mut last = reason;
+        // As Linux: ctrl_loss_tmo / reconnect_delay attempts (rounded up), one every
+        // reconnect_delay, the last at ctrl_loss_tmo.
+        let (delay, tmo) = (self.options.reconnect_delay, self.options.ctrl_loss_tmo);
+        let max_attempts = if delay.is_zero() {
+            u32::MAX
+        } else {
+            u32::try_from(tmo.as_nanos().div_ceil(delay.as_nanos()))
+                .unwrap_or(u32::MAX)
+                .max(1)
+        };
         loop {
-            let next = Instant::now() + self.options.reconnect_delay;
-            if next.duration_since(lost_at) > self.options.ctrl_loss_tmo {
+            if attempts >= max_attempts || (delay.is_zero() && lost_at.elapsed() > tmo) {
                 return self.give_up(format!(
-                    "not reachable again within ctrl_loss_tmo {:.1} s (last: {last})",
-                    self.options.ctrl_loss_tmo.as_secs_f64()
+                    "not reachable again within ctrl_loss_tmo {:.1} s ({attempts} attempts; \
+                     last: {last})",
+                    tmo.as_secs_f64()
                 ));
             }
-            std::thread::sleep(self.options.reconnect_delay);
+            std::thread::sleep(delay);
             attempts += 1;
             match bring_up(self.addr, &self.options, &mut *self.backend) {
                 Ok(q) => {

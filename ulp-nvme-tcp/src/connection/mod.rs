@@ -550,7 +550,8 @@ impl<B: DdpBackend> Connection<B> {
             let at = *cmd.deadline.get_or_insert(now + timeout);
             if at <= now {
                 cmd.timed_out = true;
-                expired.push((cid, cmd.internal, timeout));
+                // How long it has really been outstanding (the deadline plus any lateness).
+                expired.push((cid, cmd.internal, timeout + (now - at)));
             } else {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
