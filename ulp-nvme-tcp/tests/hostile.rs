@@ -139,7 +139,10 @@ fn unknown_cid() {
     expect_termination(
         &mut q,
         &pdu,
-        protocol(Violation::UnknownCid(3)),
+        protocol(Violation::UnknownCid {
+            pdu: "C2HData",
+            cid: 3,
+        }),
         Some((FatalErrorStatus::InvalidHeaderField, 8)),
     );
 }
@@ -160,7 +163,10 @@ fn finished_cid() {
     expect_termination(
         &mut q,
         &late,
-        protocol(Violation::UnknownCid(cid)),
+        protocol(Violation::UnknownCid {
+            pdu: "C2HData",
+            cid,
+        }),
         Some((FatalErrorStatus::InvalidHeaderField, 8)),
     );
 }
@@ -345,7 +351,10 @@ fn unknown_cid_in_response() {
     expect_termination(
         &mut q,
         &resp(2, 0, Digests::NONE),
-        protocol(Violation::UnknownCid(2)),
+        protocol(Violation::UnknownCid {
+            pdu: "CapsuleResp",
+            cid: 2,
+        }),
         Some((FatalErrorStatus::InvalidHeaderField, 8)),
     );
 }

@@ -132,7 +132,14 @@ fn a_stale_response_cannot_complete_the_slots_next_command() {
     // The controller repeats A's response: it names no outstanding command.
     q.handle_bytes(&resp(a, 0));
     let (aborted, e) = ended(&mut q);
-    assert_eq!(e, ConnectionError::Protocol(Violation::UnknownCid(a)));
+    assert_eq!(
+        e,
+        ConnectionError::Protocol(Violation::UnknownCid {
+            pdu: "CapsuleResp",
+            cid: a
+        })
+    );
+    assert!(e.to_string().contains("CapsuleResp names CID"), "{e}");
     assert_eq!(aborted, 4, "B was not completed by A's stale response");
     assert!(e.to_string().contains("stale"), "{e}");
 }

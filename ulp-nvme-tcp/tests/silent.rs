@@ -31,6 +31,7 @@ fn a_controller_that_never_answers_icreq_is_a_timeout_in_words() {
     let waited = t.elapsed();
     peer.finish();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     assert_eq!(
         err.to_string(),
         "no answer from the controller in 0.4 s while waiting for ICResp on I/O queue 1"
@@ -71,6 +72,7 @@ fn a_controller_that_stops_reading_is_a_timeout_in_words() {
     drop(c);
     peer.finish();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     assert_eq!(
         err.to_string(),
         "no answer from the controller in 0.4 s while waiting for the controller to read what \

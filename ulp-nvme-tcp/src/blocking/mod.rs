@@ -109,6 +109,34 @@ impl std::error::Error for Error {
     }
 }
 
+impl Error {
+    /// The closest [`io::ErrorKind`]: [`TimedOut`](io::ErrorKind::TimedOut) for a controller
+    /// that did not answer in time, the socket's own kind for socket errors,
+    /// [`ConnectionAborted`](io::ErrorKind::ConnectionAborted) for a connection that ended,
+    /// [`NotConnected`](io::ErrorKind::NotConnected) for a lost controller,
+    /// [`Other`](io::ErrorKind::Other) for a failed status or a refused request.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Self::Io(e) => e.kind(),
+            Self::Timeout(_) => io::ErrorKind::TimedOut,
+            Self::Connection(ConnectionError::PeerClosed) => io::ErrorKind::ConnectionReset,
+            Self::Connection(_) => io::ErrorKind::ConnectionAborted,
+            Self::Lost(_) => io::ErrorKind::NotConnected,
+            Self::Submit(_) | Self::Status { .. } | Self::Setup(_) => io::ErrorKind::Other,
+        }
+    }
+}
+
+/// For callers that speak `io::Result`: the kind from [`Error::kind`], the message in words.
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            other => Self::new(other.kind(), other.to_string()),
+        }
+    }
+}
+
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Self::Io(e)

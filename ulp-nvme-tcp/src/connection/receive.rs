@@ -56,7 +56,10 @@ impl<B: DdpBackend> Connection<B> {
                             Some(c) if c.done.is_none() && c.read_len.is_none() => {
                                 Violation::DataForNonRead(cid)
                             }
-                            _ => Violation::UnknownCid(cid),
+                            _ => Violation::UnknownCid {
+                                pdu: "C2HData",
+                                cid,
+                            },
                         },
                     };
                     self.violation(v, None);
@@ -190,7 +193,7 @@ impl<B: DdpBackend> Connection<B> {
     /// The command a controller PDU names: outstanding and sent, or the violation it is.
     fn answered(&mut self, cid: u16, pdu: &'static str) -> Result<&mut Cmd, Violation> {
         match self.cmd_mut(cid) {
-            None => Err(Violation::UnknownCid(cid)),
+            None => Err(Violation::UnknownCid { pdu, cid }),
             Some(c) if !c.sent => Err(Violation::NotSent { pdu, cid }),
             Some(c) => Ok(c),
         }

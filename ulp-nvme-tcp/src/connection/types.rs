@@ -169,7 +169,12 @@ pub enum Violation {
     },
     /// A PDU names a CID with no outstanding command: a stale CID (an earlier generation of a
     /// command slot), one already finished, or one never issued.
-    UnknownCid(u16),
+    UnknownCid {
+        /// The PDU type's name.
+        pdu: &'static str,
+        /// The CID it names.
+        cid: u16,
+    },
     /// A PDU answers a command whose capsule has not been sent yet.
     NotSent {
         /// The PDU type's name.
@@ -213,7 +218,7 @@ impl Violation {
         match self {
             Self::UnexpectedPdu(_) | Self::DataAfterLast(_) => (PduSequenceError, 0),
             Self::DigestsRefused { .. } => (UnsupportedParameter, 11),
-            Self::UnknownCid(_) | Self::NotAWrite(_) | Self::DataForNonRead(_) => {
+            Self::UnknownCid { .. } | Self::NotAWrite(_) | Self::DataForNonRead(_) => {
                 (InvalidHeaderField, 8)
             }
             Self::NotSent { .. } => (PduSequenceError, 0),
@@ -238,9 +243,9 @@ impl fmt::Display for Violation {
                 f,
                 "ICResp enabled {enabled} where the host asked for {requested}"
             ),
-            Self::UnknownCid(cid) => write!(
+            Self::UnknownCid { pdu, cid } => write!(
                 f,
-                "a PDU names CID {cid}, which is not outstanding (stale, finished or never issued)"
+                "{pdu} names CID {cid}, which is not outstanding (stale, finished or never issued)"
             ),
             Self::NotSent { pdu, cid } => write!(
                 f,
