@@ -1,23 +1,4 @@
-//! [`Controller`]: an admin queue and an I/O queue over blocking sockets, with the recovery
-//! ladder Linux's NVMe/TCP host uses.
-//!
-//! Commands go in with [`Controller::submit`] and come out with [`Controller::wait`] as
-//! [`IoCompletion`]s, keyed by a [`CommandId`] that survives reconnects. Transfers larger than
-//! the controller takes in one command (MDTS, or [`TRANSPORT_MAX_TRANSFER`] when MDTS is 0)
-//! are split into several commands and completed as one.
-//!
-//! When things go wrong over time:
-//!
-//! | trigger | step | default |
-//! |---|---|---|
-//! | a command outstanding for `io_timeout` | Abort on the admin queue; if the controller does not abort it, or it still does not complete, a controller reset | 30 s |
-//! | Keep Alive unanswered for the KATO, or failed | controller reset | KATO 5 s, Keep Alive every 2.5 s |
-//! | the connection breaks (reset by the peer, a protocol violation, C2HTermReq) | controller reset | |
-//! | controller reset | every queue torn down (every buffer back through the engine's release), reconnect after `reconnect_delay`, again every `reconnect_delay` | 10 s |
-//! | reconnected | the commands that were not completed and may be retried (no DNR, fewer than `max_retries` tries) are issued again | 5 retries |
-//! | `ctrl_loss_tmo` passed without a reconnect | every outstanding command fails with [`IoError::Lost`], its buffer handed back | 600 s |
-//!
-//! [`Controller::close`] shuts the controller down cleanly (CC.SHN, then CSTS.SHST).
+//! [`Controller`]: queues, commands and recovery (documented on the type).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -27,238 +8,14 @@ use std::time::{Duration, Instant};
 use ulp_ddp_core::types::IdMap;
 use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SgBuffer};
 
-use super::{Connection, Error, QueueEvent, timed_out};
-use crate::connection::{
-    Completion, ConnectionConfig, DEFAULT_ADMIN_TIMEOUT, DEFAULT_IO_TIMEOUT, Data,
+use super::bringup::{Queues, bring_up, shutdown};
+use super::types::{
+    CommandId, ControllerEvent, Io, IoCompletion, IoError, Options, TRANSPORT_MAX_TRANSFER,
 };
-use crate::nvme::{self, ControllerInfo, NamespaceInfo, Status};
-use crate::wire::Digests;
+use super::{Connection, Error, QueueEvent};
+use crate::connection::{Completion, Data};
+use crate::nvme::{self, ControllerInfo, NamespaceInfo};
 use crate::wire::capsule_cmd::SQE_LEN;
-
-/// The most data one command carries when the controller reports no limit (MDTS 0): 1 MiB,
-/// below the 1280 KiB the Linux block layer sends per request by default (`max_sectors_kb`).
-/// Linux's nvmet-tcp fails larger commands with Data SGL Length Invalid.
-pub const TRANSPORT_MAX_TRANSFER: u64 = 1 << 20;
-
-/// How to reach and set up a controller, and how to recover it.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Options {
-    /// Subsystem NQN.
-    pub subnqn: String,
-    /// Host NQN.
-    pub hostnqn: String,
-    /// Namespace for I/O.
-    pub nsid: u32,
-    /// Digests on both queues.
-    pub digests: Digests,
-    /// I/O queue depth.
-    pub queue_depth: u16,
-    /// Keep-alive timeout given to Connect (zero: none). Keep Alive goes out every half of it,
-    /// from the admin queue's timer; one unanswered for the KATO resets the controller.
-    /// Default 5 s, as Linux (`NVME_DEFAULT_KATO`).
-    pub kato: Duration,
-    /// How long the controller may stay silent during bring-up (ICResp, Connect, CSTS.RDY,
-    /// Identify) and on the admin queue.
-    pub timeout: Duration,
-    /// How long an I/O command may stay outstanding before it is aborted (Linux's
-    /// `io_timeout`, 30 s).
-    pub io_timeout: Duration,
-    /// How long an admin command may stay outstanding (Linux's `admin_timeout`, 60 s).
-    pub admin_timeout: Duration,
-    /// Wait between losing the controller and each reconnect attempt (Linux's
-    /// `reconnect_delay`, 10 s).
-    pub reconnect_delay: Duration,
-    /// Give up reconnecting, and fail every outstanding command, this long after the
-    /// controller was lost (Linux's `ctrl_loss_tmo`, 600 s).
-    pub ctrl_loss_tmo: Duration,
-    /// Most times a command is issued again after a retryable failure (Linux's
-    /// `nvme_core.max_retries`, 5).
-    pub max_retries: u8,
-    /// I/O queues to create (nvme-cli's `nr-io-queues`), each its own TCP connection with
-    /// its own receive engine and DDP queue; the controller may grant fewer (Set Features
-    /// Number of Queues). Commands go to the queue with the most free CIDs. Default 1.
-    pub queues: u16,
-}
-
-impl Options {
-    /// Options for `subnqn`: namespace 1, digests off, depth 32, Linux's defaults for time
-    /// (KATO 5 s, io_timeout 30 s, admin_timeout 60 s, reconnect_delay 10 s, ctrl_loss_tmo
-    /// 600 s, 5 retries) and 10 s for bring-up.
-    pub fn new(subnqn: &str) -> Self {
-        Self {
-            subnqn: subnqn.to_string(),
-            hostnqn: "nqn.2014-08.org.nvmexpress:uuid:0c0f7e1d-ulp-ddp-host".to_string(),
-            nsid: 1,
-            digests: Digests::NONE,
-            queue_depth: 32,
-            kato: Duration::from_secs(5),
-            timeout: Duration::from_secs(10),
-            io_timeout: DEFAULT_IO_TIMEOUT,
-            admin_timeout: DEFAULT_ADMIN_TIMEOUT,
-            reconnect_delay: Duration::from_secs(10),
-            ctrl_loss_tmo: Duration::from_secs(600),
-            max_retries: 5,
-            queues: 1,
-        }
-    }
-}
-
-/// A transfer for the I/O queue.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Io {
-    /// Read `buffer.len()` bytes at block `slba` into `buffer`.
-    Read {
-        /// First block.
-        slba: u64,
-        /// Destination; handed back in the completion.
-        buffer: SgBuffer,
-    },
-    /// Write `data` at block `slba`.
-    Write {
-        /// First block.
-        slba: u64,
-        /// Source; handed back in the completion.
-        data: SgBuffer,
-    },
-    /// Flush the namespace.
-    Flush,
-}
-
-/// Names a command given to [`Controller::submit`]; it stays the same when the command is
-/// issued again after a reconnect or split into several NVMe commands.
-#[derive(Clone, Copy, Debug, Eq, PartialEq, Hash, PartialOrd, Ord)]
-pub struct CommandId(pub u64);
-
-/// Why a command failed.
-#[derive(Clone, Debug, Eq, PartialEq)]
-#[non_exhaustive]
-pub enum IoError {
-    /// The controller completed it (or one of its parts) with an error status.
-    Status {
-        /// The CID of the failing NVMe command.
-        cid: u16,
-        /// Its status.
-        status: Status,
-    },
-    /// The controller was lost, or the command failed as often as it may be retried.
-    Lost(String),
-}
-
-/// A finished [`Io`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct IoCompletion {
-    /// The command.
-    pub id: CommandId,
-    /// Its name ("Read", "Write", "Flush").
-    pub command: &'static str,
-    /// Its first block.
-    pub slba: u64,
-    /// Its bytes.
-    pub len: u64,
-    /// Its buffer, the caller's again (a read's with the data in it).
-    pub buffer: Option<SgBuffer>,
-    /// Success, or why it failed.
-    pub result: Result<(), IoError>,
-}
-
-impl IoCompletion {
-    /// Whether it succeeded.
-    pub fn is_success(&self) -> bool {
-        self.result.is_ok()
-    }
-
-    /// Why it failed, in words naming the command (`None` on success).
-    pub fn error_message(&self) -> Option<String> {
-        let e = self.result.as_ref().err()?;
-        let what = format!(
-            "{} of {} bytes at LBA {}",
-            self.command, self.len, self.slba
-        );
-        Some(match e {
-            IoError::Status { cid, status } => format!(
-                "{what} failed: {}, CID {cid}",
-                status.describe(self.command)
-            ),
-            IoError::Lost(reason) => format!("{what} failed: {reason}"),
-        })
-    }
-}
-
-/// What the controller's recovery did, for the caller to log ([`Controller::take_events`]).
-#[derive(Clone, Debug, Eq, PartialEq)]
-#[non_exhaustive]
-pub enum ControllerEvent {
-    /// A command passed `io_timeout`.
-    TimedOut {
-        /// Its name.
-        command: &'static str,
-        /// Its CID.
-        cid: u16,
-        /// How long it had been outstanding.
-        waited: Duration,
-    },
-    /// The controller aborted a timed-out command at the host's request.
-    Aborted {
-        /// Its CID.
-        cid: u16,
-    },
-    /// The association was torn down; reconnecting.
-    Reset {
-        /// Why, in words.
-        reason: String,
-    },
-    /// Reconnected after a reset.
-    Reconnected {
-        /// Attempts it took.
-        attempts: u32,
-        /// Time from the loss to the reconnect.
-        after: Duration,
-        /// Commands issued again.
-        reissued: usize,
-    },
-    /// Gave up: the controller was not back within `ctrl_loss_tmo`.
-    Lost {
-        /// Why, in words.
-        reason: String,
-    },
-    /// The controller reported an asynchronous event (an Asynchronous Event Request
-    /// completed); the host read the log page it names, which re-arms it, and asked again.
-    AsyncEvent(nvme::AsyncEvent),
-}
-
-impl fmt::Display for ControllerEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TimedOut {
-                command,
-                cid,
-                waited,
-            } => write!(
-                f,
-                "{command} (CID {cid}) timed out after {:.1} s; aborting it",
-                waited.as_secs_f64()
-            ),
-            Self::Aborted { cid } => write!(f, "the controller aborted CID {cid}"),
-            Self::Reset { reason } => write!(f, "resetting the controller: {reason}"),
-            Self::Reconnected {
-                attempts,
-                after,
-                reissued,
-            } => write!(
-                f,
-                "reconnected after {:.1} s ({attempts} attempt{}); {reissued} command{} issued again",
-                after.as_secs_f64(),
-                if *attempts == 1 { "" } else { "s" },
-                if *reissued == 1 { "" } else { "s" },
-            ),
-            Self::Lost { reason } => write!(f, "controller lost: {reason}"),
-            Self::AsyncEvent(e) => write!(f, "asynchronous event: {e}"),
-        }
-    }
-}
 
 /// One NVMe command of an [`Io`].
 #[derive(Debug)]
@@ -299,22 +56,26 @@ struct Pending {
     error: Option<IoError>,
 }
 
-/// The queues of one association.
-#[derive(Debug)]
-struct Queues<B: DdpBackend> {
-    admin: Connection<B>,
-    /// I/O queues 1..=n (index 0 is qid 1).
-    io: Vec<Connection<B>>,
-    info: ControllerInfo,
-    ns: NamespaceInfo,
-    cntlid: u16,
-    cap: u64,
-    /// The outstanding Asynchronous Event Request's CID on the admin queue.
-    aer: Option<u16>,
-}
-
-/// A controller: admin queue (enabled, identified) and one I/O queue, with recovery. See the
-/// [module documentation](self).
+/// A controller: an admin queue (enabled, identified) and one or more I/O queues over blocking
+/// sockets, with the recovery ladder Linux's NVMe/TCP host uses.
+///
+/// Commands go in with [`Controller::submit`] and come out with [`Controller::wait`] as
+/// [`IoCompletion`]s, keyed by a [`CommandId`] that survives reconnects. Transfers larger than
+/// the controller takes in one command (MDTS, or [`TRANSPORT_MAX_TRANSFER`] when MDTS is 0)
+/// are split into several commands and completed as one.
+///
+/// When things go wrong over time:
+///
+/// | trigger | step | default |
+/// |---|---|---|
+/// | a command outstanding for `io_timeout` | Abort on the admin queue; if the controller does not abort it, or it still does not complete, a controller reset | 30 s |
+/// | Keep Alive unanswered for the KATO, or failed | controller reset | KATO 5 s, Keep Alive every 2.5 s |
+/// | the connection breaks (reset by the peer, a protocol violation, C2HTermReq) | controller reset | |
+/// | controller reset | every queue torn down (every buffer back through the engine's release), reconnect after `reconnect_delay`, again every `reconnect_delay` | 10 s |
+/// | reconnected | the commands that were not completed and may be retried (no DNR, fewer than `max_retries` tries) are issued again | 5 retries |
+/// | `ctrl_loss_tmo` passed without a reconnect | every outstanding command fails with [`IoError::Lost`], its buffer handed back | 600 s |
+///
+/// [`Controller::close`] shuts the controller down cleanly (CC.SHN, then CSTS.SHST).
 pub struct Controller<B: DdpBackend = NoOffload> {
     addr: SocketAddr,
     options: Options,
@@ -342,131 +103,6 @@ impl<B: DdpBackend> fmt::Debug for Controller<B> {
             .field("reconnects", &self.reconnects)
             .finish_non_exhaustive()
     }
-}
-
-fn check(command: &'static str, c: Completion) -> Result<Completion, Error> {
-    if c.status.is_success() {
-        Ok(c)
-    } else {
-        Err(Error::Status {
-            command,
-            cid: c.cid,
-            status: c.status,
-            buffer: c.buffer,
-        })
-    }
-}
-
-fn identify<B: DdpBackend>(
-    admin: &mut Connection<B>,
-    cns: u8,
-    nsid: u32,
-) -> Result<Vec<u8>, Error> {
-    let c = admin.run(
-        nvme::identify(cns, nsid),
-        Data::Read(SgBuffer::zeroed(nvme::IDENTIFY_LEN)),
-    )?;
-    let c = check("Identify", c)?;
-    Ok(c.buffer.map(SgBuffer::into_vec).unwrap_or_default())
-}
-
-/// Connects an association: the admin queue (ICReq, Connect, CC.EN and CSTS.RDY, Identify
-/// Controller and Namespace) and one I/O queue (ICReq, Connect).
-fn bring_up<B: DdpBackend>(
-    addr: SocketAddr,
-    options: &Options,
-    backend: &mut dyn FnMut(QueueId) -> B,
-) -> Result<Queues<B>, Error> {
-    let t = options.timeout;
-    let hostid = host_id(&options.hostnqn);
-    let kato_ms = u32::try_from(options.kato.as_millis()).unwrap_or(u32::MAX);
-    let admin_cfg = ConnectionConfig::admin(QueueId(0), options.digests)
-        .with_keep_alive((kato_ms > 0).then(|| options.kato / 2))
-        .with_command_timeout(Some(options.admin_timeout));
-    let mut admin = Connection::connect(addr, backend(QueueId(0)), admin_cfg, t)?;
-    let data = nvme::connect_data(hostid, 0xFFFF, &options.subnqn, &options.hostnqn);
-    let c = admin.run(
-        nvme::connect(0, 32, kato_ms, 0),
-        Data::Write(SgBuffer::from_vec(data)),
-    )?;
-    let cntlid = check("admin Connect", c)?.result as u16;
-    let c = admin.run(nvme::property_get(nvme::REG_CAP, true), Data::None)?;
-    let cap = check("Property Get CAP", c)?.result;
-    let mqes = (cap & 0xFFFF) as u16;
-    let c = admin.run(
-        nvme::property_set(nvme::REG_CC, nvme::CC_ENABLE),
-        Data::None,
-    )?;
-    check("Property Set CC", c)?;
-    let deadline = Instant::now() + t;
-    loop {
-        let c = admin.run(nvme::property_get(nvme::REG_CSTS, false), Data::None)?;
-        let csts = check("Property Get CSTS", c)?.result;
-        if csts & 2 != 0 {
-            return Err(Error::Setup(
-                "the controller reports a fatal status (CSTS.CFS) after enabling".into(),
-            ));
-        }
-        if csts & 1 != 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(timed_out(t, "CSTS.RDY after setting CC.EN".into()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let info = ControllerInfo::parse(&identify(&mut admin, nvme::CNS_CONTROLLER, 0)?);
-    let ns = NamespaceInfo::check(&identify(&mut admin, nvme::CNS_NAMESPACE, options.nsid)?)
-        .map_err(|e| Error::Setup(format!("namespace {}: {e}", options.nsid)))?;
-    let depth = options.queue_depth.clamp(2, mqes.saturating_add(1).max(2));
-    let mut queues = options.queues.max(1);
-    if queues > 1 {
-        // Set Features, Number of Queues (FID 07h): 0's based NSQR and NCQR; the controller
-        // answers with what it allocates.
-        let mut sqe = nvme::set_features(nvme::FID_NUMBER_OF_QUEUES);
-        let want = u32::from(queues - 1);
-        sqe[44..48].copy_from_slice(&(want | (want << 16)).to_le_bytes());
-        let c = admin.run(sqe, Data::None)?;
-        let granted = check("Set Features (Number of Queues)", c)?.result;
-        let nsqa = (granted & 0xFFFF) as u16;
-        let ncqa = ((granted >> 16) & 0xFFFF) as u16;
-        queues = queues.min(nsqa.min(ncqa).saturating_add(1));
-    }
-    let mut io = Vec::with_capacity(usize::from(queues));
-    for qid in 1..=queues {
-        let io_cfg = ConnectionConfig::io(QueueId(u32::from(qid)), qid, depth, options.digests)
-            .with_command_timeout((!options.io_timeout.is_zero()).then_some(options.io_timeout));
-        let mut q = Connection::connect(addr, backend(QueueId(u32::from(qid))), io_cfg, t)?;
-        let data = nvme::connect_data(hostid, cntlid, &options.subnqn, &options.hostnqn);
-        let c = q.run(
-            nvme::connect(qid, depth, 0, 0),
-            Data::Write(SgBuffer::from_vec(data)),
-        )?;
-        check("I/O Connect", c)?;
-        q.connection_mut()
-            .set_in_capsule_limit(info.in_capsule_limit());
-        if !options.io_timeout.is_zero() {
-            // Up: command deadlines and Keep Alive decide from now on, not silence.
-            q.set_silence_limit(None);
-        }
-        io.push(q);
-    }
-    // One Asynchronous Event Request kept outstanding, as Linux does (NVME_NR_AEN_COMMANDS);
-    // it has no deadline: the controller completes it only when something happens.
-    let aer = admin
-        .connection_mut()
-        .submit_untimed(nvme::async_event_request(), Data::None)
-        .ok();
-    admin.flush()?;
-    Ok(Queues {
-        admin,
-        io,
-        info,
-        ns,
-        cntlid,
-        cap,
-        aer,
-    })
 }
 
 impl Controller<NoOffload> {
@@ -735,7 +371,7 @@ impl<B: DdpBackend> Controller<B> {
     }
 
     /// Waits for command `id` (or any, with `None`) to finish, recovering the controller on
-    /// the way when it must (see the [module documentation](self)). A command that fails
+    /// the way when it must (see [`Controller`]). A command that fails
     /// comes back as an [`IoCompletion`] with the error, not as `Err`.
     ///
     /// # Errors
@@ -1147,27 +783,7 @@ impl<B: DdpBackend> Controller<B> {
         if self.lost.is_some() {
             return Ok(());
         }
-        let admin = &mut self.q.admin;
-        let c = admin.run(
-            nvme::property_set(nvme::REG_CC, nvme::CC_SHUTDOWN),
-            Data::None,
-        )?;
-        check("Property Set CC (shutdown)", c)?;
-        let deadline = Instant::now() + self.options.timeout;
-        loop {
-            let c = admin.run(nvme::property_get(nvme::REG_CSTS, false), Data::None)?;
-            let csts = check("Property Get CSTS", c)?.result;
-            if csts & nvme::CSTS_SHST_MASK == nvme::CSTS_SHST_COMPLETE {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(timed_out(
-                    self.options.timeout,
-                    "CSTS.SHST to report shutdown complete after CC.SHN".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        shutdown(&mut self.q.admin, self.options.timeout)
     }
 }
 
@@ -1188,95 +804,4 @@ fn finish(c: IoCompletion) -> Result<SgBuffer, Error> {
         }),
         Err(IoError::Lost(reason)) => Err(Error::Lost(reason)),
     }
-}
-
-/// A stable host identifier derived from the host NQN.
-fn host_id(hostnqn: &str) -> [u8; 16] {
-    let a = ulp_ddp_core::digest::crc32c(hostnqn.as_bytes());
-    let b = ulp_ddp_core::digest::crc32c(&a.to_le_bytes());
-    let mut id = [0u8; 16];
-    for (i, chunk) in id.chunks_mut(4).enumerate() {
-        chunk.copy_from_slice(&(a ^ b.rotate_left(i as u32 * 8)).to_le_bytes());
-    }
-    id
-}
-
-/// Reads the Discovery Log Page of the discovery controller at `addr`: an admin queue
-/// connected to [`nvme::DISCOVERY_NQN`] (no keep-alive, as Linux's one-shot `nvme discover`),
-/// enabled (CC.EN, CSTS.RDY), the log read as the specification asks
-/// ([`LogReader`](crate::discovery::LogReader): header, page, header again until the
-/// generation counter holds still), then a clean shutdown.
-///
-/// # Errors
-///
-/// Any step's failure; a log that does not parse, in words.
-pub fn discover(
-    addr: impl ToSocketAddrs,
-    options: &Options,
-) -> Result<crate::discovery::DiscoveryLog, Error> {
-    use crate::discovery::{LogReader, ReadStep};
-    let addr = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| Error::Setup("the address resolves to nothing".into()))?;
-    let t = options.timeout;
-    let cfg = ConnectionConfig::admin(QueueId(0), options.digests)
-        .with_command_timeout(Some(options.admin_timeout));
-    let mut admin = Connection::connect(addr, NoOffload, cfg, t)?;
-    let data = nvme::connect_data(
-        host_id(&options.hostnqn),
-        0xFFFF,
-        nvme::DISCOVERY_NQN,
-        &options.hostnqn,
-    );
-    let c = admin.run(
-        nvme::connect(0, 32, 0, 0),
-        Data::Write(SgBuffer::from_vec(data)),
-    )?;
-    check("discovery Connect", c)?;
-    let c = admin.run(
-        nvme::property_set(nvme::REG_CC, nvme::CC_ENABLE),
-        Data::None,
-    )?;
-    check("Property Set CC", c)?;
-    let deadline = Instant::now() + t;
-    loop {
-        let c = admin.run(nvme::property_get(nvme::REG_CSTS, false), Data::None)?;
-        if check("Property Get CSTS", c)?.result & 1 != 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(timed_out(t, "CSTS.RDY of the discovery controller".into()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut reader = LogReader::new(1024);
-    let mut step = reader.start();
-    let log = loop {
-        match step {
-            ReadStep::Read { len, .. } => {
-                let sqe = step
-                    .command()
-                    .ok_or_else(|| Error::Setup("discovery log: no command to send".into()))?;
-                let c = admin.run(sqe, Data::Read(SgBuffer::zeroed(len as usize)))?;
-                let page = check("Get Log Page (discovery)", c)?
-                    .buffer
-                    .map(SgBuffer::into_vec)
-                    .unwrap_or_default();
-                step = reader
-                    .feed(&page)
-                    .map_err(|e| Error::Setup(format!("discovery log: {e}")))?;
-            }
-            ReadStep::Done(log) => break log,
-        }
-    };
-    // Best effort: the log is read; a controller that does not shut down cleanly changes
-    // nothing for the caller.
-    if let Ok(c) = admin.run(
-        nvme::property_set(nvme::REG_CC, nvme::CC_SHUTDOWN),
-        Data::None,
-    ) {
-        let _ = check("Property Set CC (shutdown)", c);
-    }
-    Ok(log)
 }

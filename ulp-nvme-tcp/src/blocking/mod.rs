@@ -27,11 +27,15 @@ use crate::connection::{Completion, ConnectionConfig, ConnectionError, Data, Eve
 use crate::nvme::Status;
 use crate::wire::capsule_cmd::SQE_LEN;
 
+mod bringup;
 mod controller;
+mod types;
 
-pub use controller::{
-    CommandId, Controller, ControllerEvent, Io, IoCompletion, IoError, Options,
-    TRANSPORT_MAX_TRANSFER, discover,
+pub use bringup::discover;
+
+pub use controller::Controller;
+pub use types::{
+    CommandId, ControllerEvent, Io, IoCompletion, IoError, Options, TRANSPORT_MAX_TRANSFER,
 };
 
 /// Why a blocking operation failed.
