@@ -133,25 +133,45 @@ impl SgBuffer {
         let mut current: Vec<Vec<u8>> = Vec::new();
         let mut room = chunk;
         for mut segment in self.segments {
-            loop {
-                let len = segment.len() as u64;
-                if len <= room {
-                    room -= len;
-                    current.push(segment);
-                    break;
+            let len = segment.len() as u64;
+            if len <= room {
+                room -= len;
+                current.push(segment);
+            } else {
+                // Cut the segment at `room`, `room + chunk`, ...: the pieces after the first
+                // are taken off its end, each copied once (or allocated zeroed, for a read),
+                // so the whole split is linear in the bytes moved.
+                let mut tails = Vec::new();
+                while segment.len() as u64 > room {
+                    let beyond = segment.len() as u64 - room;
+                    let cut = (room + (beyond - 1) / chunk * chunk) as usize;
+                    let tail = if keep_contents {
+                        segment.split_off(cut)
+                    } else {
+                        let tail = vec![0; segment.len() - cut];
+                        segment.truncate(cut);
+                        tail
+                    };
+                    tails.push(tail);
                 }
-                let cut = room as usize;
-                let tail = if keep_contents {
-                    segment.split_off(cut)
-                } else {
-                    let tail = vec![0; segment.len() - cut];
-                    segment.truncate(cut);
-                    tail
-                };
+                if !keep_contents {
+                    // Give back what the tails now hold elsewhere.
+                    segment.shrink_to_fit();
+                }
                 current.push(segment);
                 out.push(Self::from_segments(std::mem::take(&mut current)));
-                room = chunk;
-                segment = tail;
+                // Taken off the end, so last first: the last piece may be short and starts
+                // the next part; the others are whole parts.
+                let last = if tails.is_empty() {
+                    Vec::new()
+                } else {
+                    tails.remove(0)
+                };
+                while let Some(piece) = tails.pop() {
+                    out.push(Self::from_segments(vec![piece]));
+                }
+                room = chunk - last.len() as u64;
+                current.push(last);
             }
             if room == 0 {
                 out.push(Self::from_segments(std::mem::take(&mut current)));
@@ -368,6 +388,37 @@ impl std::error::Error for OutOfRange {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_cuts_a_long_segment_in_order_and_linear() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for (segs, chunk) in [
+            (vec![100_000], 4096),
+            (vec![3, 99_997], 4096),
+            (vec![50_000, 0, 50_000], 1000),
+            (vec![99_999, 1], 100_000),
+            (vec![100_000], 7),
+        ] {
+            let mut at = 0;
+            let segments: Vec<Vec<u8>> = segs
+                .iter()
+                .map(|&n| {
+                    at += n;
+                    data[at - n..at].to_vec()
+                })
+                .collect();
+            let parts = SgBuffer::from_segments(segments.clone()).split(chunk, true);
+            let n = parts.len();
+            for (i, p) in parts.iter().enumerate() {
+                if i + 1 < n {
+                    assert_eq!(p.len(), chunk, "{segs:?} / {chunk}: part {i}");
+                }
+            }
+            assert_eq!(SgBuffer::join(parts).to_vec(), data, "{segs:?} / {chunk}");
+            let reads = SgBuffer::from_segments(segments).split(chunk, false);
+            assert_eq!(reads.iter().map(SgBuffer::len).sum::<u64>(), 100_000);
+        }
+    }
 
     #[test]
     fn split_moves_whole_segments_and_cuts_straddling_ones() {

@@ -341,13 +341,19 @@ fn cut_for_good_fails_every_command_after_ctrl_loss_tmo() {
         "{text:?}"
     );
     match c.submit(Io::Flush) {
-        Err(Error::Lost(reason)) => assert!(reason.contains("ctrl_loss_tmo"), "{reason}"),
+        Err(Error::Refused { reason, .. }) => {
+            assert!(reason.contains("ctrl_loss_tmo"), "{reason}");
+        }
         other => panic!("a lost controller takes no command: {other:?}"),
     }
-    assert!(
-        matches!(c.read(0, SgBuffer::zeroed(IO)), Err(Error::Lost(_))),
-        "nor a read"
-    );
+    match c.read(0, SgBuffer::zeroed(IO)) {
+        Err(e @ Error::Refused { .. }) => assert_eq!(
+            e.into_buffer().map(|b| b.len()),
+            Some(IO as u64),
+            "nor a read, whose buffer comes back"
+        ),
+        other => panic!("a lost controller takes no read: {other:?}"),
+    }
     assert_eq!(c.outstanding(), 0);
     assert_eq!(violations(&target), Vec::<String>::new());
     c.close().expect("closing a lost controller");

@@ -141,18 +141,22 @@ pub(super) fn shutdown<B: DdpBackend>(admin: &mut Connection<B>, t: Duration) ->
 
 /// Connects an association: the admin queue (ICReq, Connect, CC.EN and CSTS.RDY, Identify
 /// Controller and Namespace, checked), Set Features Number of Queues when more than one is
-/// asked for, then each I/O queue (ICReq, Connect), and one Asynchronous Event Request.
+/// asked for, then each I/O queue (ICReq, Connect), and one Asynchronous Event Request. The
+/// backend queue ids are `generation << 16 | qid`, so that the queues of a reconnect do not
+/// clash with those of the association they replace while both exist.
 pub(super) fn bring_up<B: DdpBackend>(
     addr: SocketAddr,
     options: &Options,
     backend: &mut dyn FnMut(QueueId) -> B,
+    generation: u32,
 ) -> Result<Queues<B>, Error> {
+    let queue_id = |qid: u16| QueueId((generation << 16) | u32::from(qid));
     let t = options.timeout;
     let kato_ms = u32::try_from(options.kato.as_millis()).unwrap_or(u32::MAX);
-    let admin_cfg = ConnectionConfig::admin(QueueId(0), options.digests)
+    let admin_cfg = ConnectionConfig::admin(queue_id(0), options.digests)
         .with_keep_alive((kato_ms > 0).then(|| options.kato / 2))
         .with_command_timeout(Some(options.admin_timeout));
-    let mut admin = Connection::connect(addr, backend(QueueId(0)), admin_cfg, t)?;
+    let mut admin = Connection::connect(addr, backend(queue_id(0)), admin_cfg, t)?;
     let cntlid = connect_queue(
         &mut admin,
         options,
@@ -184,9 +188,9 @@ pub(super) fn bring_up<B: DdpBackend>(
     }
     let mut io = Vec::with_capacity(usize::from(queues));
     for qid in 1..=queues {
-        let io_cfg = ConnectionConfig::io(QueueId(u32::from(qid)), qid, depth, options.digests)
+        let io_cfg = ConnectionConfig::io(queue_id(qid), qid, depth, options.digests)
             .with_command_timeout((!options.io_timeout.is_zero()).then_some(options.io_timeout));
-        let mut q = Connection::connect(addr, backend(QueueId(u32::from(qid))), io_cfg, t)?;
+        let mut q = Connection::connect(addr, backend(queue_id(qid)), io_cfg, t)?;
         connect_queue(&mut q, options, &options.subnqn, (qid, depth, 0, cntlid))?;
         q.connection_mut()
             .set_in_capsule_limit(info.in_capsule_limit());

@@ -12,7 +12,7 @@ use super::bringup::{Queues, bring_up, shutdown};
 use super::types::{
     CommandId, ControllerEvent, Io, IoCompletion, IoError, Options, TRANSPORT_MAX_TRANSFER,
 };
-use super::{Connection, Error, QueueEvent};
+use super::{Connection, Error, QueueEvent, timed_out};
 use crate::connection::{Completion, Data};
 use crate::nvme::{self, ControllerInfo, NamespaceInfo};
 use crate::wire::capsule_cmd::SQE_LEN;
@@ -90,6 +90,8 @@ pub struct Controller<B: DdpBackend = NoOffload> {
     ready: VecDeque<IoCompletion>,
     next_id: u64,
     events: Vec<ControllerEvent>,
+    /// Timeouts met while another one was being handled (queue, CID, name, waited).
+    deferred: Vec<(usize, u16, &'static str, Duration)>,
     reconnects: u64,
     lost: Option<String>,
 }
@@ -135,7 +137,7 @@ impl<B: DdpBackend> Controller<B> {
             .next()
             .ok_or_else(|| Error::Setup("the address resolves to nothing".into()))?;
         let mut backend: Box<dyn FnMut(QueueId) -> B> = Box::new(backend);
-        let q = bring_up(addr, options, &mut *backend)?;
+        let q = bring_up(addr, options, &mut *backend, 0)?;
         Ok(Self {
             addr,
             options: options.clone(),
@@ -147,6 +149,7 @@ impl<B: DdpBackend> Controller<B> {
             ready: VecDeque::new(),
             next_id: 0,
             events: Vec::new(),
+            deferred: Vec::new(),
             reconnects: 0,
             lost: None,
         })
@@ -219,7 +222,6 @@ impl<B: DdpBackend> Controller<B> {
             .info
             .max_transfer(self.q.cap)
             .unwrap_or(TRANSPORT_MAX_TRANSFER)
-            .min(TRANSPORT_MAX_TRANSFER.max(bs))
             .min(65536 * bs);
         (limit / bs).max(1) * bs
     }
@@ -275,24 +277,29 @@ impl<B: DdpBackend> Controller<B> {
     ///
     /// # Errors
     ///
-    /// A length that is not a whole number of blocks, or a lost controller; the buffer is
-    /// dropped with the error. A range beyond the namespace is the controller's to refuse
-    /// (LBA Out of Range, with the buffer handed back in the completion).
+    /// [`Error::Refused`] for a length that is not a whole number of blocks or a lost
+    /// controller, with the buffer handed back ([`Error::into_buffer`]). A range beyond the
+    /// namespace is the controller's to refuse (LBA Out of Range, with the buffer handed back
+    /// in the completion).
     pub fn submit(&mut self, io: Io) -> Result<CommandId, Error> {
-        if let Some(reason) = &self.lost {
-            return Err(Error::Lost(reason.clone()));
-        }
         let bs = u64::from(self.q.ns.block_size.max(1));
         let (command, slba, kind, buffer) = match io {
             Io::Read { slba, buffer } => ("Read", slba, Kind::Read, Some(buffer)),
             Io::Write { slba, data } => ("Write", slba, Kind::Write, Some(data)),
             Io::Flush => ("Flush", 0, Kind::None, None),
         };
+        if let Some(reason) = &self.lost {
+            return Err(Error::Refused {
+                reason: format!("{command}: the controller was lost: {reason}"),
+                buffer,
+            });
+        }
         let len = buffer.as_ref().map_or(0, SgBuffer::len);
         if kind != Kind::None && (len == 0 || !len.is_multiple_of(bs)) {
-            return Err(Error::Setup(format!(
-                "{command} of {len} bytes: not a whole number of {bs}-byte blocks"
-            )));
+            return Err(Error::Refused {
+                reason: format!("{command} of {len} bytes: not a whole number of {bs}-byte blocks"),
+                buffer,
+            });
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -396,6 +403,10 @@ impl<B: DdpBackend> Controller<B> {
                 }
                 _ => {}
             }
+            if let Some((queue, cid, command, waited)) = self.deferred.pop() {
+                self.on_timeout(queue, cid, command, waited);
+                continue;
+            }
             self.issue();
             let event = self.next_event();
             self.admin_events();
@@ -425,11 +436,17 @@ impl<B: DdpBackend> Controller<B> {
                 .next_event(Some(&mut q.admin), None)?
                 .map(|e| (0, e)));
         }
+        let mut last_activity = Instant::now();
+        let mut failed: Option<Error> = None;
         loop {
             for (i, io) in q.io.iter_mut().enumerate() {
                 if let Some(e) = io.take_event() {
                     return Ok(Some((i, e)));
                 }
+            }
+            // A queue's end is reported once what it received before it is taken.
+            if let Some(e) = failed.take() {
+                return Err(e);
             }
             for io in &mut q.io {
                 io.flush()?;
@@ -440,14 +457,18 @@ impl<B: DdpBackend> Controller<B> {
                     .map(Connection::poll_timeout)
                     .chain([q.admin.poll_timeout()]),
             );
+            // Without any timer (io_timeout and KATO both 0) a silent controller is bounded
+            // by the bring-up timeout, as one queue is by its silence limit.
+            let silent_until = due.is_none().then(|| last_activity + self.options.timeout);
+            let wake = due.or(silent_until);
             let readable = {
                 use rustix::event::{PollFd, PollFlags, Timespec};
-                let mut fds: Vec<PollFd<'_>> =
+                let mut fds: smallvec::SmallVec<[PollFd<'_>; 8]> =
                     q.io.iter()
                         .map(|c| PollFd::new(c.socket(), PollFlags::IN))
                         .chain([PollFd::new(q.admin.socket(), PollFlags::IN)])
                         .collect();
-                let wait = due.map(|d| {
+                let wait = wake.map(|d| {
                     let left = d.saturating_duration_since(now);
                     Timespec {
                         tv_sec: left.as_secs() as _,
@@ -460,12 +481,22 @@ impl<B: DdpBackend> Controller<B> {
                 }
                 fds.iter()
                     .map(|f| !f.revents().is_empty())
-                    .collect::<Vec<bool>>()
+                    .collect::<smallvec::SmallVec<[bool; 8]>>()
             };
             let now = Instant::now();
+            if readable.iter().any(|&r| r) {
+                last_activity = now;
+            } else if silent_until.is_some_and(|s| now >= s) {
+                return Err(timed_out(
+                    self.options.timeout,
+                    "a completion on the I/O queues".into(),
+                ));
+            }
             for (i, io) in q.io.iter_mut().enumerate() {
-                if readable[i] || io.poll_timeout().is_some_and(|t| t <= now) {
-                    io.poll()?;
+                if (readable[i] || io.poll_timeout().is_some_and(|t| t <= now))
+                    && let Err(e) = io.poll()
+                {
+                    failed.get_or_insert(e);
                 }
             }
             if readable[q.io.len()] || q.admin.poll_timeout().is_some_and(|t| t <= now) {
@@ -564,40 +595,68 @@ impl<B: DdpBackend> Controller<B> {
     /// A command passed its deadline: Abort it on the admin queue; if the controller does not
     /// abort it, or it does not complete within the admin timeout after the Abort, reset.
     fn on_timeout(&mut self, queue: usize, cid: u16, command: &'static str, waited: Duration) {
+        // Its completion may be in the socket already (the deadline passed while the caller
+        // was busy elsewhere, or between two reads of it): take what is there first.
+        if self.q.io[queue].poll().is_ok() {
+            while let Some(event) = self.q.io[queue].take_event() {
+                match event {
+                    QueueEvent::Completed(c) => self.on_completion(queue, c),
+                    QueueEvent::TimedOut {
+                        cid: other,
+                        command,
+                        waited,
+                    } if other != cid => self.deferred.push((queue, other, command, waited)),
+                    QueueEvent::TimedOut { .. } => {}
+                }
+            }
+        }
+        if !self.inflight.contains_key(&flight_key(queue, cid)) {
+            // Completed after all.
+            return;
+        }
         self.events.push(ControllerEvent::TimedOut {
             command,
             cid,
             waited,
         });
         let qid = self.q.io[queue].connection().config().qid;
-        let aborted = match self.q.admin.run(nvme::abort(qid, cid), Data::None) {
-            Ok(c) if c.status.is_success() && c.result & 1 == 0 => true,
-            Ok(c) if c.status.is_success() => {
-                return self.reset(format!(
-                    "{command} (CID {cid}) timed out after {:.1} s and the controller did not \
-                     abort it",
-                    waited.as_secs_f64()
-                ));
+        let secs = waited.as_secs_f64();
+        let (problem, grace) = match self.q.admin.run(nvme::abort(qid, cid), Data::None) {
+            Ok(c) if c.status.is_success() && c.result & 1 == 0 => {
+                self.events.push(ControllerEvent::Aborted { cid });
+                (
+                    format!(
+                        "{command} (CID {cid}) did not complete {:.1} s after the controller \
+                         aborted it",
+                        self.options.timeout.as_secs_f64()
+                    ),
+                    self.options.timeout,
+                )
             }
+            // "Not aborted": it may have just completed, its completion on the way; a short
+            // wait for it before resetting.
+            Ok(c) if c.status.is_success() => (
+                format!(
+                    "{command} (CID {cid}) timed out after {secs:.1} s and the controller did \
+                     not abort it"
+                ),
+                NOT_ABORTED_GRACE.min(self.options.timeout),
+            ),
             Ok(c) => {
                 return self.reset(format!(
-                    "{command} (CID {cid}) timed out after {:.1} s and Abort failed: {}",
-                    waited.as_secs_f64(),
+                    "{command} (CID {cid}) timed out after {secs:.1} s and Abort failed: {}",
                     c.status.describe("Abort")
                 ));
             }
             Err(e) => {
                 return self.reset(format!(
-                    "{command} (CID {cid}) timed out after {:.1} s and Abort failed: {e}",
-                    waited.as_secs_f64()
+                    "{command} (CID {cid}) timed out after {secs:.1} s and Abort failed: {e}"
                 ));
             }
         };
-        if aborted {
-            self.events.push(ControllerEvent::Aborted { cid });
-        }
-        // The aborted command's completion follows on the I/O queue.
-        let until = Instant::now() + self.options.timeout;
+        // The command's completion follows on its I/O queue; other commands' timeouts met
+        // meanwhile are handled after this one.
+        let until = Instant::now() + grace;
         loop {
             if !self.inflight.contains_key(&flight_key(queue, cid)) {
                 return;
@@ -605,14 +664,12 @@ impl<B: DdpBackend> Controller<B> {
             let q = &mut self.q;
             match q.io[queue].next_event(Some(&mut q.admin), Some(until)) {
                 Ok(Some(QueueEvent::Completed(c))) => self.on_completion(queue, c),
-                Ok(Some(QueueEvent::TimedOut { .. })) => {}
-                Ok(None) => {
-                    return self.reset(format!(
-                        "{command} (CID {cid}) did not complete {:.1} s after the controller \
-                         aborted it",
-                        self.options.timeout.as_secs_f64()
-                    ));
-                }
+                Ok(Some(QueueEvent::TimedOut {
+                    cid,
+                    command,
+                    waited,
+                })) => self.deferred.push((queue, cid, command, waited)),
+                Ok(None) => return self.reset(problem),
                 Err(e) => return self.reset(e.to_string()),
             }
         }
@@ -648,7 +705,10 @@ impl<B: DdpBackend> Controller<B> {
             }
             std::thread::sleep(delay);
             attempts += 1;
-            match bring_up(self.addr, &self.options, &mut *self.backend) {
+            // New backend queue ids: the old queues still exist until they are replaced, and a
+            // shared backend keys its queues by id.
+            let generation = u32::try_from(self.reconnects + 1).unwrap_or(u32::MAX);
+            match bring_up(self.addr, &self.options, &mut *self.backend, generation) {
                 Ok(q) => {
                     if q.ns != self.q.ns {
                         return self.give_up(format!(
@@ -679,14 +739,31 @@ impl<B: DdpBackend> Controller<B> {
     /// Closes both queues and takes every outstanding part back into the backlog (those that
     /// may be retried) or fails it.
     fn collect_aborted(&mut self) {
+        // What each queue received before the end is a real completion: take it as such.
+        for i in 0..self.q.io.len() {
+            while let Some(event) = self.q.io[i].take_event() {
+                if let QueueEvent::Completed(c) = event {
+                    self.on_completion(i, c);
+                }
+            }
+        }
         self.q.admin.connection_mut().close();
         let mut back = Vec::new();
+        // Closing completes every command once its buffer is released; a backend whose
+        // teardown completes later gets up to the bring-up timeout to hand the buffers back.
+        let until = Instant::now() + self.options.timeout;
         for (i, io) in self.q.io.iter_mut().enumerate() {
             io.connection_mut().close();
-            while let Some(c) = io.connection_mut().poll_completion(None) {
-                if let Some(part) = self.inflight.remove(&flight_key(i, c.cid)) {
-                    back.push((part, c.buffer));
+            loop {
+                while let Some(c) = io.connection_mut().poll_completion(None) {
+                    if let Some(part) = self.inflight.remove(&flight_key(i, c.cid)) {
+                        back.push((part, c.buffer));
+                    }
                 }
+                if io.connection().outstanding() == 0 || Instant::now() >= until {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         back.sort_by_key(|(p, _)| (p.id, p.index));
@@ -703,9 +780,14 @@ impl<B: DdpBackend> Controller<B> {
                 self.part_done(part, buffer, Some(IoError::Lost(reason)));
             }
         }
-        // Anything left in flight had no completion (cannot happen: close completes all).
+        // A backend that still holds a buffer after the wait: the device may still write
+        // into it, so it cannot come back; the command fails saying so.
         for (_, part) in std::mem::take(&mut self.inflight) {
-            self.part_done(part, None, Some(IoError::Lost("no completion".into())));
+            let reason = format!(
+                "the DDP backend did not release its buffer within {:.1} s of the reset",
+                self.options.timeout.as_secs_f64()
+            );
+            self.part_done(part, None, Some(IoError::Lost(reason)));
         }
     }
 
@@ -769,23 +851,28 @@ impl<B: DdpBackend> Controller<B> {
         Ok(())
     }
 
-    /// Shuts the controller down cleanly: outstanding commands are waited for, then CC.SHN
-    /// (normal shutdown) and CSTS.SHST polled until the controller reports shutdown complete
-    /// (at most the bring-up timeout), as Linux does when a controller is deleted.
+    /// Shuts the controller down cleanly: outstanding commands are waited for (their
+    /// completions, with their buffers, are returned), then CC.SHN (normal shutdown) and
+    /// CSTS.SHST polled until the controller reports shutdown complete (at most the bring-up
+    /// timeout), as Linux does when a controller is deleted.
     ///
     /// # Errors
     ///
     /// The admin queue's failures, or a controller that does not finish its shutdown in time.
-    pub fn close(mut self) -> Result<(), Error> {
+    pub fn close(mut self) -> Result<Vec<IoCompletion>, Error> {
+        let mut done: Vec<IoCompletion> = self.ready.drain(..).collect();
         while !self.pending.is_empty() {
-            self.wait(None)?;
+            done.push(self.wait(None)?);
         }
-        if self.lost.is_some() {
-            return Ok(());
+        if self.lost.is_none() {
+            shutdown(&mut self.q.admin, self.options.timeout)?;
         }
-        shutdown(&mut self.q.admin, self.options.timeout)
+        Ok(done)
     }
 }
+
+/// How long a command the controller did not abort may still complete before the reset.
+const NOT_ABORTED_GRACE: Duration = Duration::from_millis(100);
 
 /// The key of an issued part: its queue's index and its CID.
 fn flight_key(queue: usize, cid: u16) -> u32 {
@@ -802,6 +889,9 @@ fn finish(c: IoCompletion) -> Result<SgBuffer, Error> {
             status,
             buffer: c.buffer,
         }),
-        Err(IoError::Lost(reason)) => Err(Error::Lost(reason)),
+        Err(IoError::Lost(reason)) => Err(Error::Lost {
+            reason,
+            buffer: c.buffer,
+        }),
     }
 }

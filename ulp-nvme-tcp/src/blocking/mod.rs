@@ -65,14 +65,29 @@ pub enum Error {
     Setup(String),
     /// The controller was lost: it could not be reached again within the controller loss
     /// timeout, and commands fail from now on.
-    Lost(String),
+    Lost {
+        /// Why, in words.
+        reason: String,
+        /// The command's buffer, the caller's again.
+        buffer: Option<SgBuffer>,
+    },
+    /// The controller took no command: a length that is not a whole number of blocks, or a
+    /// controller already lost.
+    Refused {
+        /// Why, in words.
+        reason: String,
+        /// The command's buffer, the caller's again.
+        buffer: Option<SgBuffer>,
+    },
 }
 
 impl Error {
     /// The buffer this error hands back (a failed read or write).
     pub fn into_buffer(self) -> Option<SgBuffer> {
         match self {
-            Self::Status { buffer, .. } => buffer,
+            Self::Status { buffer, .. }
+            | Self::Lost { buffer, .. }
+            | Self::Refused { buffer, .. } => buffer,
             _ => None,
         }
     }
@@ -96,7 +111,8 @@ impl fmt::Display for Error {
                 status.describe(command)
             ),
             Self::Setup(s) => f.write_str(s),
-            Self::Lost(s) => write!(f, "controller lost: {s}"),
+            Self::Lost { reason, .. } => write!(f, "controller lost: {reason}"),
+            Self::Refused { reason, .. } => write!(f, "refused: {reason}"),
         }
     }
 }
@@ -125,7 +141,8 @@ impl Error {
             Self::Timeout(_) => io::ErrorKind::TimedOut,
             Self::Connection(ConnectionError::PeerClosed) => io::ErrorKind::ConnectionReset,
             Self::Connection(_) => io::ErrorKind::ConnectionAborted,
-            Self::Lost(_) => io::ErrorKind::NotConnected,
+            Self::Lost { .. } => io::ErrorKind::NotConnected,
+            Self::Refused { .. } => io::ErrorKind::InvalidInput,
             Self::Submit(_) | Self::Status { .. } | Self::Setup(_) => io::ErrorKind::Other,
         }
     }
@@ -234,6 +251,7 @@ impl<B: DdpBackend> Connection<B> {
     /// The next completion or command timeout already received, without waiting.
     pub fn take_event(&mut self) -> Option<QueueEvent> {
         if let Some(c) = self.conn.poll_completion(None) {
+            self.timed_out.retain(|&(cid, ..)| cid != c.cid);
             return Some(QueueEvent::Completed(c));
         }
         self.note_end();
@@ -293,6 +311,9 @@ impl<B: DdpBackend> Connection<B> {
     ///
     /// Socket errors.
     pub fn flush(&mut self) -> Result<(), Error> {
+        // The state machine learns the time first: a command sent now gets its deadline from
+        // now, not from the last time this queue was woken.
+        self.conn.handle_timeout(Instant::now());
         if let Err(e) = self.driver.flush(&mut self.conn) {
             return Err(self.socket_error(e));
         }
@@ -431,6 +452,8 @@ impl<B: DdpBackend> Connection<B> {
                 Want::Cid(cid) => self.conn.poll_completion(Some(cid)),
             };
             if let Some(c) = completion {
+                // A timeout met by a command that has completed since is void.
+                self.timed_out.retain(|&(cid, ..)| cid != c.cid);
                 return Ok(Some(QueueEvent::Completed(c)));
             }
             self.note_end();

@@ -310,8 +310,14 @@ impl<B: DdpBackend> Connection<B> {
 
     /// A command is finished: its buffer's teardown starts; the completion follows the release.
     fn complete(&mut self, cid: u16, status: Status, result: u64, by_success: bool) {
-        self.tx
-            .retain(|t| !matches!(t, Tx::H2c { cid: c, .. } if *c == cid));
+        let solicited = self
+            .cmd(cid)
+            .is_some_and(|c| c.write.is_some() && !c.in_capsule);
+        if solicited {
+            // H2CData still queued for it goes no more.
+            self.tx
+                .retain(|t| !matches!(t, Tx::H2c { cid: c, .. } if *c == cid));
+        }
         let Some(cmd) = self.cmd_mut(cid) else { return };
         cmd.done = Some((status, result, by_success));
         if cmd.is_registered() {
@@ -339,6 +345,11 @@ impl<B: DdpBackend> Connection<B> {
             return;
         };
         let (status, result, by_success_flag) = cmd.done.unwrap_or((Status::ABORTED, 0, false));
+        if cmd.timed_out {
+            // Its timeout, if not taken yet, is void now.
+            self.events
+                .retain(|e| !matches!(e, Event::TimedOut { cid: c, .. } if *c == cid));
+        }
         if cmd.internal {
             self.free.push_back(slot as u16);
             return;
