@@ -83,13 +83,15 @@ fn connect_queue<B: DdpBackend>(
     Ok(check(what, c)?.result as u16)
 }
 
-/// CC.EN, then CSTS.RDY polled for at most `t` (CSTS.CFS is an error).
-fn enable<B: DdpBackend>(admin: &mut Connection<B>, t: Duration) -> Result<(), Error> {
-    run_ok(
-        admin,
-        "Property Set CC",
-        nvme::property_set(nvme::REG_CC, nvme::CC_ENABLE),
-    )?;
+/// Sets CC to `cc`, then polls CSTS for at most `t` until `done` says so (`Err` ends it).
+fn set_cc_and_wait<B: DdpBackend>(
+    admin: &mut Connection<B>,
+    (command, cc): (&'static str, u32),
+    t: Duration,
+    waited_for: &str,
+    done: impl Fn(u64) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    run_ok(admin, command, nvme::property_set(nvme::REG_CC, cc))?;
     let deadline = Instant::now() + t;
     loop {
         let csts = run_ok(
@@ -97,46 +99,43 @@ fn enable<B: DdpBackend>(admin: &mut Connection<B>, t: Duration) -> Result<(), E
             "Property Get CSTS",
             nvme::property_get(nvme::REG_CSTS, false),
         )?;
-        if csts & 2 != 0 {
-            return Err(Error::Setup(
-                "the controller reports a fatal status (CSTS.CFS) after enabling".into(),
-            ));
-        }
-        if csts & 1 != 0 {
+        if done(csts)? {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(timed_out(t, "CSTS.RDY after setting CC.EN".into()));
+            return Err(timed_out(t, waited_for.into()));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
+/// CC.EN, then CSTS.RDY polled for at most `t` (CSTS.CFS is an error).
+fn enable<B: DdpBackend>(admin: &mut Connection<B>, t: Duration) -> Result<(), Error> {
+    set_cc_and_wait(
+        admin,
+        ("Property Set CC", nvme::CC_ENABLE),
+        t,
+        "CSTS.RDY after setting CC.EN",
+        |csts| {
+            if csts & 2 != 0 {
+                return Err(Error::Setup(
+                    "the controller reports a fatal status (CSTS.CFS) after enabling".into(),
+                ));
+            }
+            Ok(csts & 1 != 0)
+        },
+    )
+}
+
 /// A clean shutdown: CC.SHN = 01b, then CSTS.SHST polled for "complete" for at most `t`.
 pub(super) fn shutdown<B: DdpBackend>(admin: &mut Connection<B>, t: Duration) -> Result<(), Error> {
-    run_ok(
+    set_cc_and_wait(
         admin,
-        "Property Set CC (shutdown)",
-        nvme::property_set(nvme::REG_CC, nvme::CC_SHUTDOWN),
-    )?;
-    let deadline = Instant::now() + t;
-    loop {
-        let csts = run_ok(
-            admin,
-            "Property Get CSTS",
-            nvme::property_get(nvme::REG_CSTS, false),
-        )?;
-        if csts & nvme::CSTS_SHST_MASK == nvme::CSTS_SHST_COMPLETE {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(timed_out(
-                t,
-                "CSTS.SHST to report shutdown complete after CC.SHN".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        ("Property Set CC (shutdown)", nvme::CC_SHUTDOWN),
+        t,
+        "CSTS.SHST to report shutdown complete after CC.SHN",
+        |csts| Ok(csts & nvme::CSTS_SHST_MASK == nvme::CSTS_SHST_COMPLETE),
+    )
 }
 
 /// Connects an association: the admin queue (ICReq, Connect, CC.EN and CSTS.RDY, Identify
