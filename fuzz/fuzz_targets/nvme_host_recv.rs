@@ -43,11 +43,12 @@ macro_rules! trace {
     };
 }
 
-/// `NVME_HOST_RECV_STRICT=1` fails on a TimedOut left behind by a completion taken out of
-/// order (the known issue in `fuzz/README.md`) instead of accepting it.
+/// A TimedOut left behind by a completion taken out of order fails the run (fixed in the
+/// connection: a command's queued TimedOut is voided when it finishes);
+/// `NVME_HOST_RECV_LENIENT=1` accepts it, to fuzz an older connection.
 fn strict() -> bool {
     static STRICT: OnceLock<bool> = OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("NVME_HOST_RECV_STRICT").is_some())
+    *STRICT.get_or_init(|| std::env::var_os("NVME_HOST_RECV_LENIENT").is_none())
 }
 
 /// PDU types the host sends.
@@ -582,9 +583,11 @@ impl<B: DdpBackend> Harness<B> {
                     .cfg
                     .command_timeout
                     .expect("a timeout without command_timeout");
-                assert_eq!(waited, timeout);
+                // How long it was really outstanding: the timeout, plus how late the time
+                // that found it came.
+                assert!(waited >= timeout, "waited {waited:?} < timeout {timeout:?}");
                 if let Some(i) = self.stale.iter().position(|&c| c == cid) {
-                    // Known issue (see fuzz/README.md): a command's completion taken with
+                    // Fixed (see fuzz/README.md): a command's completion taken with
                     // poll_completion ahead of its queued TimedOut leaves that TimedOut behind,
                     // naming a CID that is free again (or already another command's).
                     assert!(
@@ -602,7 +605,8 @@ impl<B: DdpBackend> Harness<B> {
                 cmd.timed_out = true;
                 match cmd.sent {
                     Sent::At(sent) => {
-                        assert!(sent + timeout <= now, "CID {cid:#06x} timed out early")
+                        assert!(sent + timeout <= now, "CID {cid:#06x} timed out early");
+                        assert!(waited <= now - sent, "CID {cid:#06x} waited {waited:?}");
                     }
                     other => panic!("CID {cid:#06x} timed out, sent: {other:?}"),
                 }
@@ -615,7 +619,7 @@ impl<B: DdpBackend> Harness<B> {
                 match error {
                     ConnectionError::KeepAliveTimedOut { waited } => {
                         let interval = self.cfg.keep_alive.expect("Keep Alive not configured");
-                        assert_eq!(waited, 2 * interval);
+                        assert!(waited >= 2 * interval, "waited {waited:?}");
                     }
                     ConnectionError::KeepAliveFailed(status) => {
                         assert!(self.cfg.keep_alive.is_some());
