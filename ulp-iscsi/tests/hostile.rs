@@ -82,7 +82,12 @@ fn data_in_outside_the_command() {
         ),
         "{e:?}"
     );
-    assert_eq!(r, Err(CommandError::ConnectionLost));
+    assert_eq!(
+        r,
+        Err(CommandError::ConnectionLost(Box::new(
+            e.expect("a failure")
+        )))
+    );
     assert!(untouched(&b));
     let (e, _, b) = attack(Misbehave::LengthOutsideCommand, 4096, true);
     assert!(
@@ -114,7 +119,12 @@ fn data_in_for_unknown_itt_and_for_a_write() {
         ),
         "{e:?}"
     );
-    assert_eq!(r, Err(CommandError::ConnectionLost));
+    assert_eq!(
+        r,
+        Err(CommandError::ConnectionLost(Box::new(
+            e.expect("a failure")
+        )))
+    );
     assert!(untouched(&b));
 
     let t = Target::start(TargetConfig {
@@ -132,7 +142,7 @@ fn data_in_for_unknown_itt_and_for_a_write() {
         matches!(
             err,
             ulp_iscsi::blocking::Error::Command {
-                error: CommandError::ConnectionLost,
+                error: CommandError::ConnectionLost(_),
                 ..
             }
         ),
@@ -231,7 +241,12 @@ fn bad_lengths_flags_and_opcodes() {
     );
     let (e, r, _) = attack(Misbehave::TruncatedPdu, 4096, false);
     assert_eq!(e, Some(ConnectionError::PeerClosed));
-    assert_eq!(r, Err(CommandError::ConnectionLost));
+    assert_eq!(
+        r,
+        Err(CommandError::ConnectionLost(Box::new(
+            e.expect("a failure")
+        )))
+    );
 }
 
 #[test]
@@ -287,7 +302,7 @@ fn r2t_beyond_the_write() {
         matches!(
             err,
             ulp_iscsi::blocking::Error::Command {
-                error: CommandError::ConnectionLost,
+                error: CommandError::ConnectionLost(_),
                 ..
             }
         ),

@@ -478,7 +478,10 @@ fn data_in_buffer_offset_must_follow_the_previous_one() {
     }
     let done = done.expect("completed");
     assert_eq!(done.id, id);
-    assert_eq!(done.result, Err(CommandError::ConnectionLost));
+    assert_eq!(
+        done.result,
+        Err(CommandError::ConnectionLost(Box::new(err)))
+    );
     let b = done.buffer.expect("buffer back").into_vec();
     // The engine placed both PDUs inside the buffer before the connection saw the offset;
     // the skipped bytes were never written.

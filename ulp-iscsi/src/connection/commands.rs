@@ -23,7 +23,14 @@ impl<B: DdpBackend> Connection<B> {
     pub fn submit(&mut self, cmd: Command) -> CommandId {
         let id = self.new_id();
         if !matches!(self.phase, Phase::FullFeature) {
-            self.reject_queued(Queued::Scsi(id, cmd), CommandError::ConnectionLost);
+            let cause = self.failure.clone().unwrap_or(match self.phase {
+                Phase::Closed => ConnectionError::LoggedOut,
+                _ => ConnectionError::NotReady,
+            });
+            self.reject_queued(
+                Queued::Scsi(id, cmd),
+                CommandError::ConnectionLost(Box::new(cause)),
+            );
             return id;
         }
         self.queued.push_back(Queued::Scsi(id, cmd));

@@ -363,6 +363,11 @@ impl<B: DdpBackend> Connection<B> {
         if !logged_out {
             self.failure = Some(error.clone());
         }
+        let cause = if logged_out {
+            ConnectionError::LoggedOut
+        } else {
+            error.clone()
+        };
         let tags: Vec<u32> = self.tasks.keys().copied().collect();
         for tag in tags {
             match self.tasks.get_mut(&tag) {
@@ -371,7 +376,8 @@ impl<B: DdpBackend> Connection<B> {
                     ..
                 }) => {
                     if t.outcome.is_none() {
-                        t.outcome = Some(Err(CommandError::ConnectionLost));
+                        t.outcome =
+                            Some(Err(CommandError::ConnectionLost(Box::new(cause.clone()))));
                     }
                     if !t.registered {
                         self.complete(tag, None);
@@ -388,7 +394,7 @@ impl<B: DdpBackend> Connection<B> {
             }
         }
         while let Some(q) = self.queued.pop_front() {
-            self.reject_queued(q, CommandError::ConnectionLost);
+            self.reject_queued(q, CommandError::ConnectionLost(Box::new(cause.clone())));
         }
         // Collect the releases of torn-down buffers; other events are moot after a failure.
         while let Some(event) = self.engine.poll_event() {

@@ -398,7 +398,11 @@ impl<B: DdpBackend> Connection<B> {
         if let TaskKind::Scsi(t) = task.kind {
             self.events.push_back(Event::Completed(Completion {
                 id: task.id,
-                result: t.outcome.unwrap_or(Err(CommandError::ConnectionLost)),
+                result: t.outcome.unwrap_or_else(|| {
+                    Err(CommandError::ConnectionLost(Box::new(
+                        self.failure.clone().unwrap_or(ConnectionError::PeerClosed),
+                    )))
+                }),
                 buffer: buffer.or(t.write),
             }));
         }

@@ -142,8 +142,8 @@ pub enum CommandError {
     Rejected(RejectReason),
     /// The target answered with a non-zero iSCSI Response (target failure).
     TargetFailure(u8),
-    /// The connection failed (or logged out) before the command completed.
-    ConnectionLost,
+    /// The connection failed (or logged out) before the command completed: why it ended.
+    ConnectionLost(Box<ConnectionError>),
     /// The command cannot be sent (too much data, unusable tag).
     Invalid(&'static str),
     /// A read completed with GOOD status but its Data-In did not deliver the transfer length
@@ -164,7 +164,7 @@ impl fmt::Display for CommandError {
                 write!(f, "rejected by the target: {r} (reason {:#04x})", r.code())
             }
             Self::TargetFailure(r) => write!(f, "target failure (iSCSI response {r:#04x})"),
-            Self::ConnectionLost => f.write_str("connection lost"),
+            Self::ConnectionLost(cause) => write!(f, "connection lost: {cause}"),
             Self::Invalid(why) => write!(f, "invalid command: {why}"),
             Self::ShortData { expected, received } => write!(
                 f,
