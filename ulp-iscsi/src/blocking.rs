@@ -282,12 +282,19 @@ impl Session<NoOffload> {
         let targets = s.wait_for(
             &format!("the SendTargets answer (text request {})", id.0),
             |e| match e {
-                Event::Discovered { id: got, .. } => *got == id,
+                Event::Discovered { id: got, .. } | Event::Failed { id: got, .. } => *got == id,
                 _ => false,
             },
         )?;
-        let Event::Discovered { targets, .. } = targets else {
-            return Err(Error::BadData("SendTargets answer"));
+        let targets = match targets {
+            Event::Discovered { targets, .. } => targets,
+            Event::Failed { error, .. } => {
+                return Err(Error::Command {
+                    error,
+                    buffer: None,
+                });
+            }
+            _ => return Err(Error::BadData("SendTargets answer")),
         };
         s.logout()?;
         Ok(targets)
@@ -710,9 +717,13 @@ impl<B: DdpBackend> Session<B> {
         let id = self.conn.ping(data)?;
         match self.wait_for(
             "the NOP-In answering a ping",
-            |e| matches!(e, Event::Pong { id: got, .. } if *got == id),
+            |e| matches!(e, Event::Pong { id: got, .. } | Event::Failed { id: got, .. } if *got == id),
         )? {
             Event::Pong { data, .. } => Ok(data),
+            Event::Failed { error, .. } => Err(Error::Command {
+                error,
+                buffer: None,
+            }),
             _ => Err(Error::BadData("NOP-In")),
         }
     }
