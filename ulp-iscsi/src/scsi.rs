@@ -146,14 +146,22 @@ pub const UNIT_ATTENTION: u8 = 0x6;
 pub const ILLEGAL_REQUEST: u8 = 0x5;
 
 impl Sense {
-    /// Parses sense data; `None` if too short or of an unknown format.
+    /// Parses sense data (SPC-5 §4.4): fixed format (response code 70h current, 71h
+    /// deferred: key in byte 2, ASC and ASCQ in bytes 12 and 13 when the additional sense
+    /// length reaches them) or descriptor format (72h, 73h: key, ASC and ASCQ in bytes 1 to
+    /// 3). `None` if too short for the key or of another format.
     pub fn parse(b: &[u8]) -> Option<Self> {
         match b.first()? & 0x7F {
-            0x70 | 0x71 => Some(Self {
-                key: b.get(2)? & 0x0F,
-                asc: *b.get(12).unwrap_or(&0),
-                ascq: *b.get(13).unwrap_or(&0),
-            }),
+            0x70 | 0x71 => {
+                // Bytes present: 8 + the additional sense length (byte 7), and the buffer.
+                let end = b.len().min(8 + usize::from(*b.get(7).unwrap_or(&0)));
+                let at = |i: usize| if i < end { b[i] } else { 0 };
+                Some(Self {
+                    key: b.get(2)? & 0x0F,
+                    asc: at(12),
+                    ascq: at(13),
+                })
+            }
             0x72 | 0x73 => Some(Self {
                 key: b.get(1)? & 0x0F,
                 asc: *b.get(2)?,
@@ -176,7 +184,7 @@ impl Sense {
 }
 
 impl Sense {
-    /// The sense key's name (SPC-5 table 52).
+    /// The sense key's name (SPC-5 table 52; 0xC, once EQUAL, is obsolete).
     pub const fn key_name(&self) -> &'static str {
         match self.key {
             0x0 => "NO SENSE",
@@ -191,55 +199,178 @@ impl Sense {
             0x9 => "VENDOR SPECIFIC",
             0xA => "COPY ABORTED",
             0xB => "ABORTED COMMAND",
+            0xC => "OBSOLETE SENSE KEY 0xC",
             0xD => "VOLUME OVERFLOW",
             0xE => "MISCOMPARE",
-            _ => "RESERVED",
+            0xF => "COMPLETED",
+            _ => "INVALID SENSE KEY",
         }
     }
 
-    /// The name of the additional sense code and qualifier, for the common ones (SPC-5
-    /// annex F).
+    /// The T10 name of the additional sense code and qualifier (SPC-5 annex F, the T10
+    /// asc-num list), for the codes block devices and iSCSI targets report (the not-ready
+    /// family 04h/xx, medium and CRC errors, the ILLEGAL REQUEST and UNIT ATTENTION codes,
+    /// RFC 7143 §11.4.7.2's iSCSI conditions); `None` for the rest.
     pub const fn asc_name(&self) -> Option<&'static str> {
         Some(match (self.asc, self.ascq) {
-            (0x00, 0x00) => "no additional sense information",
-            (0x04, 0x00) => "logical unit not ready, cause not reportable",
-            (0x04, 0x01) => "logical unit is in process of becoming ready",
-            (0x04, 0x02) => "logical unit not ready, initializing command required",
-            (0x0C, 0x00) => "write error",
-            (0x11, 0x00) => "unrecovered read error",
-            (0x1A, 0x00) => "parameter list length error",
-            (0x20, 0x00) => "invalid command operation code",
-            (0x21, 0x00) => "logical block address out of range",
-            (0x24, 0x00) => "invalid field in CDB",
-            (0x25, 0x00) => "logical unit not supported",
-            (0x26, 0x00) => "invalid field in parameter list",
-            (0x27, 0x00) => "write protected",
-            (0x28, 0x00) => "not ready to ready change, medium may have changed",
-            (0x29, 0x00) => "power on, reset, or bus device reset occurred",
-            (0x29, 0x01) => "power on occurred",
-            (0x29, 0x02) => "SCSI bus reset occurred",
-            (0x29, 0x03) => "bus device reset function occurred",
-            (0x29, 0x07) => "I_T nexus loss occurred",
-            (0x2A, 0x01) => "mode parameters changed",
-            (0x2A, 0x09) => "capacity data has changed",
-            (0x3A, 0x00) => "medium not present",
-            (0x3F, 0x0E) => "reported LUNs data has changed",
-            (0x44, 0x00) => "internal target failure",
-            (0x47, 0x03) => "information unit iuCRC error detected",
-            (0x4B, 0x00) => "data phase error",
-            (0x55, 0x03) => "insufficient resources",
+            (0x00, 0x00) => "NO ADDITIONAL SENSE INFORMATION",
+            (0x00, 0x06) => "I/O PROCESS TERMINATED",
+            (0x00, 0x16) => "OPERATION IN PROGRESS",
+            (0x00, 0x17) => "CLEANING REQUESTED",
+            (0x01, 0x00) => "NO INDEX/SECTOR SIGNAL",
+            (0x02, 0x00) => "NO SEEK COMPLETE",
+            (0x03, 0x00) => "PERIPHERAL DEVICE WRITE FAULT",
+            (0x04, 0x00) => "LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE",
+            (0x04, 0x01) => "LOGICAL UNIT IS IN PROCESS OF BECOMING READY",
+            (0x04, 0x02) => "LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED",
+            (0x04, 0x03) => "LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED",
+            (0x04, 0x04) => "LOGICAL UNIT NOT READY, FORMAT IN PROGRESS",
+            (0x04, 0x05) => "LOGICAL UNIT NOT READY, REBUILD IN PROGRESS",
+            (0x04, 0x06) => "LOGICAL UNIT NOT READY, RECALCULATION IN PROGRESS",
+            (0x04, 0x07) => "LOGICAL UNIT NOT READY, OPERATION IN PROGRESS",
+            (0x04, 0x08) => "LOGICAL UNIT NOT READY, LONG WRITE IN PROGRESS",
+            (0x04, 0x09) => "LOGICAL UNIT NOT READY, SELF-TEST IN PROGRESS",
+            (0x04, 0x0A) => "LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION",
+            (0x04, 0x0B) => "LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE",
+            (0x04, 0x0C) => "LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN UNAVAILABLE STATE",
+            (0x04, 0x0D) => "LOGICAL UNIT NOT READY, STRUCTURE CHECK REQUIRED",
+            (0x04, 0x10) => "LOGICAL UNIT NOT READY, AUXILIARY MEMORY NOT ACCESSIBLE",
+            (0x04, 0x11) => "LOGICAL UNIT NOT READY, NOTIFY (ENABLE SPINUP) REQUIRED",
+            (0x04, 0x12) => "LOGICAL UNIT NOT READY, OFFLINE",
+            (0x04, 0x13) => "LOGICAL UNIT NOT READY, SA CREATION IN PROGRESS",
+            (0x04, 0x14) => "LOGICAL UNIT NOT READY, SPACE ALLOCATION IN PROGRESS",
+            (0x04, 0x1B) => "LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS",
+            (0x05, 0x00) => "LOGICAL UNIT DOES NOT RESPOND TO SELECTION",
+            (0x08, 0x00) => "LOGICAL UNIT COMMUNICATION FAILURE",
+            (0x08, 0x01) => "LOGICAL UNIT COMMUNICATION TIME-OUT",
+            (0x08, 0x02) => "LOGICAL UNIT COMMUNICATION PARITY ERROR",
+            (0x0C, 0x00) => "WRITE ERROR",
+            (0x0C, 0x02) => "WRITE ERROR - AUTO REALLOCATION FAILED",
+            (0x0C, 0x03) => "WRITE ERROR - RECOMMEND REASSIGNMENT",
+            (0x0C, 0x0C) => "UNEXPECTED UNSOLICITED DATA",
+            (0x0C, 0x0D) => "NOT ENOUGH UNSOLICITED DATA",
+            (0x10, 0x00) => "ID CRC OR ECC ERROR",
+            (0x10, 0x01) => "LOGICAL BLOCK GUARD CHECK FAILED",
+            (0x10, 0x02) => "LOGICAL BLOCK APPLICATION TAG CHECK FAILED",
+            (0x10, 0x03) => "LOGICAL BLOCK REFERENCE TAG CHECK FAILED",
+            (0x11, 0x00) => "UNRECOVERED READ ERROR",
+            (0x11, 0x01) => "READ RETRIES EXHAUSTED",
+            (0x11, 0x04) => "UNRECOVERED READ ERROR - AUTO REALLOCATE FAILED",
+            (0x11, 0x13) => "READ ERROR - FAILED RETRANSMISSION REQUEST",
+            (0x11, 0x14) => "READ ERROR - LBA MARKED BAD BY APPLICATION CLIENT",
+            (0x14, 0x01) => "RECORD NOT FOUND",
+            (0x15, 0x00) => "RANDOM POSITIONING ERROR",
+            (0x1A, 0x00) => "PARAMETER LIST LENGTH ERROR",
+            (0x1B, 0x00) => "SYNCHRONOUS DATA TRANSFER ERROR",
+            (0x1D, 0x00) => "MISCOMPARE DURING VERIFY OPERATION",
+            (0x20, 0x00) => "INVALID COMMAND OPERATION CODE",
+            (0x20, 0x01) => "ACCESS DENIED - INITIATOR PENDING-ENROLLED",
+            (0x20, 0x02) => "ACCESS DENIED - NO ACCESS RIGHTS",
+            (0x21, 0x00) => "LOGICAL BLOCK ADDRESS OUT OF RANGE",
+            (0x21, 0x01) => "INVALID ELEMENT ADDRESS",
+            (0x24, 0x00) => "INVALID FIELD IN CDB",
+            (0x25, 0x00) => "LOGICAL UNIT NOT SUPPORTED",
+            (0x26, 0x00) => "INVALID FIELD IN PARAMETER LIST",
+            (0x26, 0x01) => "PARAMETER NOT SUPPORTED",
+            (0x26, 0x02) => "PARAMETER VALUE INVALID",
+            (0x27, 0x00) => "WRITE PROTECTED",
+            (0x27, 0x01) => "HARDWARE WRITE PROTECTED",
+            (0x27, 0x02) => "LOGICAL UNIT SOFTWARE WRITE PROTECTED",
+            (0x27, 0x07) => "SPACE ALLOCATION FAILED WRITE PROTECT",
+            (0x28, 0x00) => "NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED",
+            (0x29, 0x00) => "POWER ON, RESET, OR BUS DEVICE RESET OCCURRED",
+            (0x29, 0x01) => "POWER ON OCCURRED",
+            (0x29, 0x02) => "SCSI BUS RESET OCCURRED",
+            (0x29, 0x03) => "BUS DEVICE RESET FUNCTION OCCURRED",
+            (0x29, 0x04) => "DEVICE INTERNAL RESET",
+            (0x29, 0x05) => "TRANSCEIVER MODE CHANGED TO SINGLE-ENDED",
+            (0x29, 0x06) => "TRANSCEIVER MODE CHANGED TO LVD",
+            (0x29, 0x07) => "I_T NEXUS LOSS OCCURRED",
+            (0x2A, 0x00) => "PARAMETERS CHANGED",
+            (0x2A, 0x01) => "MODE PARAMETERS CHANGED",
+            (0x2A, 0x02) => "LOG PARAMETERS CHANGED",
+            (0x2A, 0x03) => "RESERVATIONS PREEMPTED",
+            (0x2A, 0x04) => "RESERVATIONS RELEASED",
+            (0x2A, 0x05) => "REGISTRATIONS PREEMPTED",
+            (0x2A, 0x06) => "ASYMMETRIC ACCESS STATE CHANGED",
+            (0x2A, 0x07) => "IMPLICIT ASYMMETRIC ACCESS STATE TRANSITION FAILED",
+            (0x2A, 0x08) => "PRIORITY CHANGED",
+            (0x2A, 0x09) => "CAPACITY DATA HAS CHANGED",
+            (0x2C, 0x00) => "COMMAND SEQUENCE ERROR",
+            (0x2F, 0x00) => "COMMANDS CLEARED BY ANOTHER INITIATOR",
+            (0x2F, 0x01) => "COMMANDS CLEARED BY POWER LOSS NOTIFICATION",
+            (0x2F, 0x02) => "COMMANDS CLEARED BY DEVICE SERVER",
+            (0x30, 0x00) => "INCOMPATIBLE MEDIUM INSTALLED",
+            (0x31, 0x00) => "MEDIUM FORMAT CORRUPTED",
+            (0x31, 0x01) => "FORMAT COMMAND FAILED",
+            (0x32, 0x00) => "NO DEFECT SPARE LOCATION AVAILABLE",
+            (0x37, 0x00) => "ROUNDED PARAMETER",
+            (0x38, 0x07) => "THIN PROVISIONING SOFT THRESHOLD REACHED",
+            (0x39, 0x00) => "SAVING PARAMETERS NOT SUPPORTED",
+            (0x3A, 0x00) => "MEDIUM NOT PRESENT",
+            (0x3A, 0x01) => "MEDIUM NOT PRESENT - TRAY CLOSED",
+            (0x3A, 0x02) => "MEDIUM NOT PRESENT - TRAY OPEN",
+            (0x3E, 0x00) => "LOGICAL UNIT HAS NOT SELF-CONFIGURED YET",
+            (0x3E, 0x01) => "LOGICAL UNIT FAILURE",
+            (0x3E, 0x02) => "TIMEOUT ON LOGICAL UNIT",
+            (0x3F, 0x00) => "TARGET OPERATING CONDITIONS HAVE CHANGED",
+            (0x3F, 0x01) => "MICROCODE HAS BEEN CHANGED",
+            (0x3F, 0x03) => "INQUIRY DATA HAS CHANGED",
+            (0x3F, 0x04) => "COMPONENT DEVICE ATTACHED",
+            (0x3F, 0x05) => "DEVICE IDENTIFIER CHANGED",
+            (0x3F, 0x0E) => "REPORTED LUNS DATA HAS CHANGED",
+            (0x3F, 0x0F) => "ECHO BUFFER OVERWRITTEN",
+            (0x43, 0x00) => "MESSAGE ERROR",
+            (0x44, 0x00) => "INTERNAL TARGET FAILURE",
+            (0x45, 0x00) => "SELECT OR RESELECT FAILURE",
+            (0x47, 0x00) => "SCSI PARITY ERROR",
+            (0x47, 0x01) => "DATA PHASE CRC ERROR DETECTED",
+            (0x47, 0x02) => "SCSI PARITY ERROR DETECTED DURING ST DATA PHASE",
+            (0x47, 0x03) => "INFORMATION UNIT iuCRC ERROR DETECTED",
+            (0x47, 0x04) => "ASYNCHRONOUS INFORMATION PROTECTION ERROR DETECTED",
+            (0x47, 0x05) => "PROTOCOL SERVICE CRC ERROR",
+            (0x48, 0x00) => "INITIATOR DETECTED ERROR MESSAGE RECEIVED",
+            (0x49, 0x00) => "INVALID MESSAGE ERROR",
+            (0x4A, 0x00) => "COMMAND PHASE ERROR",
+            (0x4B, 0x00) => "DATA PHASE ERROR",
+            (0x4B, 0x01) => "INVALID TARGET PORT TRANSFER TAG RECEIVED",
+            (0x4B, 0x02) => "TOO MUCH WRITE DATA",
+            (0x4B, 0x03) => "ACK/NAK TIMEOUT",
+            (0x4B, 0x04) => "NAK RECEIVED",
+            (0x4B, 0x05) => "DATA OFFSET ERROR",
+            (0x4B, 0x06) => "INITIATOR RESPONSE TIMEOUT",
+            (0x4C, 0x00) => "LOGICAL UNIT FAILED SELF-CONFIGURATION",
+            (0x4E, 0x00) => "OVERLAPPED COMMANDS ATTEMPTED",
+            (0x53, 0x00) => "MEDIA LOAD OR EJECT FAILED",
+            (0x55, 0x00) => "SYSTEM RESOURCE FAILURE",
+            (0x55, 0x03) => "INSUFFICIENT RESOURCES",
+            (0x5D, 0x00) => "FAILURE PREDICTION THRESHOLD EXCEEDED",
+            (0x5E, 0x00) => "LOW POWER CONDITION ON",
             _ => return None,
         })
     }
 }
 
 impl core::fmt::Display for Sense {
+    /// E.g. "ILLEGAL REQUEST: LOGICAL BLOCK ADDRESS OUT OF RANGE (ASC/ASCQ 21h/00h)"; a code
+    /// without a name: "ILLEGAL REQUEST: ASC/ASCQ 80h/01h".
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}", self.key_name())?;
-        if let Some(name) = self.asc_name() {
-            write!(f, ", {name}")?;
+        match self.asc_name() {
+            Some(name) => write!(
+                f,
+                "{}: {name} (ASC/ASCQ {:02X}h/{:02X}h)",
+                self.key_name(),
+                self.asc,
+                self.ascq
+            ),
+            None => write!(
+                f,
+                "{}: ASC/ASCQ {:02X}h/{:02X}h",
+                self.key_name(),
+                self.asc,
+                self.ascq
+            ),
         }
-        write!(f, " (ASC {:#04x} ASCQ {:#04x})", self.asc, self.ascq)
     }
 }
 

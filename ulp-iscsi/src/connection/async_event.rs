@@ -162,7 +162,9 @@ impl fmt::Display for AsyncEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Scsi {
-                lun, sense: Some(s), ..
+                lun,
+                sense: Some(s),
+                ..
             } => write!(
                 f,
                 "SCSI asynchronous event for LUN {}: {s}",

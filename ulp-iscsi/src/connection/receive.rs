@@ -138,7 +138,10 @@ impl<B: DdpBackend> Connection<B> {
                 if r.cont || !r.final_ {
                     // The next Text Request is non-immediate: it waits for the CmdSN window
                     // (flush_queued, after this PDU), ahead of commands not yet started.
-                    self.queued.push_front(Queued::TextContinue { tag: itt, ttt: r.ttt });
+                    self.queued.push_front(Queued::TextContinue {
+                        tag: itt,
+                        ttt: r.ttt,
+                    });
                     return;
                 }
                 let text = match self.tasks.remove(&itt) {
@@ -536,12 +539,7 @@ impl<B: DdpBackend> Connection<B> {
 
     /// Records the outcome of a SCSI command (`opcode` carried it); it completes once its
     /// buffer is released. A Data-In digest error seen earlier overrides the status.
-    fn finish_scsi(
-        &mut self,
-        tag: u32,
-        result: Result<ScsiOutcome, CommandError>,
-        opcode: Opcode,
-    ) {
+    fn finish_scsi(&mut self, tag: u32, result: Result<ScsiOutcome, CommandError>, opcode: Opcode) {
         let Some(task) = self.scsi_task(tag) else {
             return;
         };

@@ -418,9 +418,9 @@ impl fmt::Display for Violation {
             Self::MalformedLoginText(e) => {
                 write!(f, "Login Response data segment is not key=value text: {e}")
             }
-            Self::LoginInFullFeatureStage => f.write_str(
-                "Login Response with full feature phase as its current stage (CSG 3)",
-            ),
+            Self::LoginInFullFeatureStage => {
+                f.write_str("Login Response with full feature phase as its current stage (CSG 3)")
+            }
             Self::SkippedOperationalStage => f.write_str(
                 "Login Response moving from the security stage (CSG 0) straight to full \
                  feature phase (NSG 3)",
