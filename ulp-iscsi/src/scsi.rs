@@ -389,33 +389,165 @@ pub const fn status_name(status: u8) -> &'static str {
     }
 }
 
-/// READ CAPACITY(16) data.
+/// READ CAPACITY data, checked ([`Capacity::parse_16`], [`Capacity::parse_10`]).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct Capacity {
     /// Last logical block address.
     pub last_lba: u64,
-    /// Block length in bytes.
+    /// Block length in bytes: a power of two from [`MIN_BLOCK_LEN`] to [`MAX_BLOCK_LEN`].
     pub block_len: u32,
 }
 
+/// The smallest logical block length accepted (bytes).
+pub const MIN_BLOCK_LEN: u32 = 512;
+/// The largest logical block length accepted (bytes).
+pub const MAX_BLOCK_LEN: u32 = 1 << 20;
+
+/// READ CAPACITY data the initiator does not use: the field and its value.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum CapacityError {
+    /// Fewer bytes than RETURNED LOGICAL BLOCK ADDRESS and LOGICAL BLOCK LENGTH IN BYTES
+    /// take.
+    TooShort {
+        /// READ CAPACITY(10) or (16).
+        command: &'static str,
+        /// Bytes received.
+        len: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// LOGICAL BLOCK LENGTH IN BYTES is not a power of two from [`MIN_BLOCK_LEN`] to
+    /// [`MAX_BLOCK_LEN`].
+    BlockLength {
+        /// READ CAPACITY(10) or (16).
+        command: &'static str,
+        /// The value.
+        block_len: u32,
+    },
+    /// The capacity in bytes, (RETURNED LOGICAL BLOCK ADDRESS + 1) x LOGICAL BLOCK LENGTH,
+    /// does not fit in 64 bits.
+    TooLarge {
+        /// READ CAPACITY(10) or (16).
+        command: &'static str,
+        /// RETURNED LOGICAL BLOCK ADDRESS.
+        last_lba: u64,
+        /// LOGICAL BLOCK LENGTH IN BYTES.
+        block_len: u32,
+    },
+    /// READ CAPACITY(10) returned FFFFFFFFh: the capacity needs READ CAPACITY(16) (SBC-3).
+    NeedsReadCapacity16,
+}
+
+impl core::fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooShort { command, len, need } => write!(
+                f,
+                "{command} data is {len} bytes, fewer than the {need} holding RETURNED LOGICAL \
+                 BLOCK ADDRESS and LOGICAL BLOCK LENGTH IN BYTES"
+            ),
+            Self::BlockLength { command, block_len } => write!(
+                f,
+                "{command} LOGICAL BLOCK LENGTH IN BYTES is {block_len}: the initiator accepts \
+                 a power of two from {MIN_BLOCK_LEN} to {MAX_BLOCK_LEN}"
+            ),
+            Self::TooLarge {
+                command,
+                last_lba,
+                block_len,
+            } => write!(
+                f,
+                "{command} RETURNED LOGICAL BLOCK ADDRESS {last_lba:#x} with LOGICAL BLOCK \
+                 LENGTH IN BYTES {block_len}: the capacity in bytes does not fit in 64 bits"
+            ),
+            Self::NeedsReadCapacity16 => f.write_str(
+                "READ CAPACITY(10) RETURNED LOGICAL BLOCK ADDRESS is FFFFFFFFh: the capacity \
+                 needs READ CAPACITY(16)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CapacityError {}
+
 impl Capacity {
-    /// Parses READ CAPACITY(16) data (at least 12 bytes).
-    pub fn parse_16(b: &[u8]) -> Option<Self> {
-        let lba = b.get(0..8)?;
-        let len = b.get(8..12)?;
-        Some(Self {
-            last_lba: u64::from_be_bytes(lba.try_into().ok()?),
-            block_len: u32::from_be_bytes(len.try_into().ok()?),
-        })
+    /// Parses and checks READ CAPACITY(16) data (at least 12 bytes).
+    ///
+    /// The block length must be a power of two from 512 bytes to 1 MiB. SBC-3 allows other
+    /// lengths (520 and 528-byte formats exist), but callers size buffers in blocks (the
+    /// CLI allocates by it, a read is a whole number of blocks): a length of 0 would divide
+    /// by zero, one of 2 GiB would allocate gigabytes for one block. Linux's sd driver is
+    /// stricter still (512 to 4096). The capacity in bytes must fit in a `u64`.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError`] naming the field and its value.
+    pub fn parse_16(b: &[u8]) -> Result<Self, CapacityError> {
+        let command = "READ CAPACITY(16)";
+        let (Some(lba), Some(len)) = (b.get(0..8), b.get(8..12)) else {
+            return Err(CapacityError::TooShort {
+                command,
+                len: b.len(),
+                need: 12,
+            });
+        };
+        let mut lba8 = [0u8; 8];
+        lba8.copy_from_slice(lba);
+        let mut len4 = [0u8; 4];
+        len4.copy_from_slice(len);
+        Self::checked(command, u64::from_be_bytes(lba8), u32::from_be_bytes(len4))
     }
 
-    /// Parses READ CAPACITY(10) data (8 bytes).
-    pub fn parse_10(b: &[u8]) -> Option<Self> {
-        let lba = b.get(0..4)?;
-        let len = b.get(4..8)?;
-        Some(Self {
-            last_lba: u64::from(u32::from_be_bytes(lba.try_into().ok()?)),
-            block_len: u32::from_be_bytes(len.try_into().ok()?),
+    /// Parses and checks READ CAPACITY(10) data (8 bytes), as
+    /// [`parse_16`](Self::parse_16) does.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError`] naming the field and its value;
+    /// [`CapacityError::NeedsReadCapacity16`] for a last LBA of FFFFFFFFh.
+    pub fn parse_10(b: &[u8]) -> Result<Self, CapacityError> {
+        let command = "READ CAPACITY(10)";
+        let (Some(lba), Some(len)) = (b.get(0..4), b.get(4..8)) else {
+            return Err(CapacityError::TooShort {
+                command,
+                len: b.len(),
+                need: 8,
+            });
+        };
+        let mut lba4 = [0u8; 4];
+        lba4.copy_from_slice(lba);
+        let mut len4 = [0u8; 4];
+        len4.copy_from_slice(len);
+        let last_lba = u32::from_be_bytes(lba4);
+        if last_lba == u32::MAX {
+            return Err(CapacityError::NeedsReadCapacity16);
+        }
+        Self::checked(command, u64::from(last_lba), u32::from_be_bytes(len4))
+    }
+
+    fn checked(
+        command: &'static str,
+        last_lba: u64,
+        block_len: u32,
+    ) -> Result<Self, CapacityError> {
+        if !block_len.is_power_of_two() || !(MIN_BLOCK_LEN..=MAX_BLOCK_LEN).contains(&block_len) {
+            return Err(CapacityError::BlockLength { command, block_len });
+        }
+        if last_lba
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(u64::from(block_len)))
+            .is_none()
+        {
+            return Err(CapacityError::TooLarge {
+                command,
+                last_lba,
+                block_len,
+            });
+        }
+        Ok(Self {
+            last_lba,
+            block_len,
         })
     }
 
@@ -515,13 +647,166 @@ mod tests {
     }
 
     #[test]
+    fn read_capacity_is_checked() {
+        let rc16 = |lba: u64, len: u32| {
+            let mut b = lba.to_be_bytes().to_vec();
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&[0; 20]);
+            b
+        };
+        for len in [512, 4096, 1 << 20] {
+            assert_eq!(Capacity::parse_16(&rc16(7, len)).unwrap().block_len, len);
+        }
+        for len in [0, 256, 520, 4097, 2 << 20, 0x8000_0000] {
+            let e = Capacity::parse_16(&rc16(7, len)).unwrap_err();
+            assert_eq!(
+                e,
+                CapacityError::BlockLength {
+                    command: "READ CAPACITY(16)",
+                    block_len: len
+                }
+            );
+        }
+        assert_eq!(
+            Capacity::parse_16(&rc16(7, 0x8000_0000))
+                .unwrap_err()
+                .to_string(),
+            "READ CAPACITY(16) LOGICAL BLOCK LENGTH IN BYTES is 2147483648: the initiator \
+             accepts a power of two from 512 to 1048576"
+        );
+        // (2^55) blocks of 512 bytes = 2^64 bytes: does not fit; one fewer does.
+        assert!(Capacity::parse_16(&rc16((1 << 55) - 2, 512)).is_ok());
+        let e = Capacity::parse_16(&rc16((1 << 55) - 1, 512)).unwrap_err();
+        assert!(matches!(e, CapacityError::TooLarge { block_len: 512, .. }));
+        assert_eq!(
+            Capacity::parse_16(&rc16(u64::MAX, 512))
+                .unwrap_err()
+                .to_string(),
+            "READ CAPACITY(16) RETURNED LOGICAL BLOCK ADDRESS 0xffffffffffffffff with LOGICAL \
+             BLOCK LENGTH IN BYTES 512: the capacity in bytes does not fit in 64 bits"
+        );
+        assert_eq!(
+            Capacity::parse_10(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 2, 0]),
+            Err(CapacityError::NeedsReadCapacity16)
+        );
+        assert_eq!(
+            Capacity::parse_10(&[0, 0, 0, 1, 0, 0, 0, 0]),
+            Err(CapacityError::BlockLength {
+                command: "READ CAPACITY(10)",
+                block_len: 0
+            })
+        );
+    }
+
+    #[test]
+    fn sense_by_name() {
+        let s = |key, asc, ascq| Sense { key, asc, ascq }.to_string();
+        assert_eq!(
+            s(5, 0x21, 0),
+            "ILLEGAL REQUEST: LOGICAL BLOCK ADDRESS OUT OF RANGE (ASC/ASCQ 21h/00h)"
+        );
+        assert_eq!(
+            s(2, 0x04, 0x0B),
+            "NOT READY: LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE (ASC/ASCQ 04h/0Bh)"
+        );
+        assert_eq!(
+            s(6, 0x29, 0x07),
+            "UNIT ATTENTION: I_T NEXUS LOSS OCCURRED (ASC/ASCQ 29h/07h)"
+        );
+        assert_eq!(s(5, 0x80, 0x01), "ILLEGAL REQUEST: ASC/ASCQ 80h/01h");
+        assert_eq!(
+            s(0xF, 0, 0),
+            "COMPLETED: NO ADDITIONAL SENSE INFORMATION (ASC/ASCQ 00h/00h)"
+        );
+        // Every sense key has a name.
+        for key in 0..16 {
+            assert!(
+                !Sense {
+                    key,
+                    asc: 0,
+                    ascq: 0
+                }
+                .key_name()
+                .contains("INVALID")
+            );
+        }
+        // The codes the issue lists all have names.
+        for (asc, ascq) in [
+            (0x04, 0x00),
+            (0x04, 0x01),
+            (0x04, 0x02),
+            (0x04, 0x03),
+            (0x0C, 0x00),
+            (0x11, 0x00),
+            (0x1A, 0x00),
+            (0x20, 0x00),
+            (0x21, 0x00),
+            (0x24, 0x00),
+            (0x25, 0x00),
+            (0x26, 0x00),
+            (0x27, 0x00),
+            (0x28, 0x00),
+            (0x29, 0x00),
+            (0x29, 0x07),
+            (0x2A, 0x01),
+            (0x2A, 0x09),
+            (0x31, 0x00),
+            (0x3A, 0x00),
+            (0x3A, 0x02),
+            (0x3F, 0x0E),
+            (0x44, 0x00),
+            (0x47, 0x00),
+            (0x47, 0x03),
+            (0x49, 0x00),
+            (0x4B, 0x00),
+            (0x4B, 0x06),
+            (0x55, 0x03),
+        ] {
+            assert!(
+                Sense { key: 5, asc, ascq }.asc_name().is_some(),
+                "{asc:02x}/{ascq:02x}"
+            );
+        }
+        // Descriptor format (72h) and fixed format whose additional length stops before the
+        // ASC.
+        let mut d = [0u8; 8];
+        d[..4].copy_from_slice(&[0x72, 0x03, 0x11, 0x00]);
+        assert_eq!(
+            Sense::parse(&d).unwrap().to_string(),
+            "MEDIUM ERROR: UNRECOVERED READ ERROR (ASC/ASCQ 11h/00h)"
+        );
+        let mut f = Sense {
+            key: 5,
+            asc: 0x24,
+            ascq: 0,
+        }
+        .to_fixed();
+        f[7] = 4;
+        assert_eq!(
+            Sense::parse(&f).unwrap(),
+            Sense {
+                key: 5,
+                asc: 0,
+                ascq: 0
+            }
+        );
+    }
+
+    #[test]
     fn data_parsers() {
         let mut rc = [0u8; 32];
         rc[7] = 0xFF;
         rc[10] = 2;
         let c = Capacity::parse_16(&rc).unwrap();
         assert_eq!((c.blocks(), c.block_len, c.bytes()), (256, 512, 131072));
-        assert_eq!(Capacity::parse_16(&rc[..11]), None);
+        assert_eq!(
+            Capacity::parse_16(&rc[..11]),
+            Err(CapacityError::TooShort {
+                command: "READ CAPACITY(16)",
+                len: 11,
+                need: 12
+            })
+        );
         assert_eq!(
             Capacity::parse_10(&[0, 0, 0, 1, 0, 0, 2, 0])
                 .unwrap()

@@ -199,7 +199,14 @@ fn bad_digests() {
     let (e, r, b) = attack(Misbehave::BadDataDigest, 4096, true);
     assert_eq!(e, None, "the connection survives a Data-In digest error");
     assert!(
-        matches!(r, Err(CommandError::DataDigest { data_sn: 0, offset: 0, .. })),
+        matches!(
+            r,
+            Err(CommandError::DataDigest {
+                data_sn: 0,
+                offset: 0,
+                ..
+            })
+        ),
         "{r:?}"
     );
     // The data was placed before its digest arrived; the command still fails.
