@@ -569,7 +569,7 @@ pub enum ConnectionError {
         /// Why.
         error: wire::Error,
     },
-    /// The target dropped the connection (Asynchronous Message) or closed the socket.
+    /// The target closed the socket (TCP end of stream).
     PeerClosed,
     /// The initiator closed the connection ([`Connection::close`](super::Connection::close)).
     LocallyClosed,
