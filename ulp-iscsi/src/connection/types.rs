@@ -612,8 +612,9 @@ pub enum ConnectionError {
     },
     /// The target asked for the operational parameters to be renegotiated (Asynchronous
     /// Message event 4). The initiator answers by logging out rather than by a Text
-    /// negotiation in full feature phase: a fresh login (the driver's reinstatement)
-    /// renegotiates every key, and needs no second negotiation engine.
+    /// negotiation in full feature phase (RFC 7143 §11.9.1 allows a Logout Request as the
+    /// answer): a fresh login (the driver's reinstatement) renegotiates every key, and needs
+    /// no second negotiation engine.
     TargetRequestedRenegotiation {
         /// Parameter3: the time the target gave to start the negotiation.
         within: Duration,
