@@ -55,11 +55,15 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let itt = u32::from_be_bytes([first[16], first[17], first[18], first[19]]);
-    let keys: &[u8] = if digests {
-        b"HeaderDigest=CRC32C\0DataDigest=CRC32C\0"
-    } else {
-        b""
-    };
+    // Every offered key answered (RFC 7143 §6.2.1 requires answers).
+    let digest = if digests { "CRC32C" } else { "None" };
+    let keys = format!(
+        "HeaderDigest={digest}\0DataDigest={digest}\0InitialR2T=Yes\0ImmediateData=Yes\0\
+         MaxBurstLength=262144\0FirstBurstLength=65536\0ErrorRecoveryLevel=0\0\
+         MaxConnections=1\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0MaxOutstandingR2T=1\0\
+         DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0"
+    );
+    let keys = keys.as_bytes();
     c.handle_bytes(&login_response(
         itt,
         Stage::Security,

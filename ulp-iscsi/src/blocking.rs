@@ -338,6 +338,10 @@ impl<B: DdpBackend> Session<B> {
         let stream = stream.ok_or(last)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(options.timeout))?;
+        // Mutual CHAP: a fresh random challenge for every connection.
+        let config = config
+            .with_random_chap_challenge()
+            .map_err(|e| io::Error::other(format!("random CHAP challenge: {e}")))?;
         let mut conn = crate::Connection::new(config, backend);
         conn.start_login()?;
         let mut s = Self {

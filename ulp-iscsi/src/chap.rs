@@ -1,8 +1,9 @@
-//! CHAP (RFC 1994) with MD5 for iSCSI login authentication (RFC 7143 §12.1.3).
+//! CHAP (RFC 1994) with MD5 for iSCSI login authentication (RFC 7143 §12.1.3), one-way and
+//! mutual. MD5 is RustCrypto's `md-5` crate.
 
 use core::fmt;
 
-use crate::md5::Md5;
+use md5::{Digest, Md5};
 
 /// CHAP_A value for MD5.
 pub const CHAP_MD5: u8 = 5;
@@ -129,10 +130,10 @@ pub fn parse_identifier(value: &str) -> Result<u8, ChapError> {
 /// The CHAP response: MD5(identifier ‖ secret ‖ challenge).
 pub fn response(identifier: u8, secret: &[u8], challenge: &[u8]) -> [u8; 16] {
     let mut h = Md5::new();
-    h.update(&[identifier]);
+    h.update([identifier]);
     h.update(secret);
     h.update(challenge);
-    h.finish()
+    h.finalize().into()
 }
 
 #[cfg(test)]
@@ -156,9 +157,10 @@ mod tests {
     #[test]
     fn response_is_md5_of_id_secret_challenge() {
         let r = response(1, b"secret", &[9, 9]);
-        assert_eq!(
-            r,
-            crate::md5::md5(&[1, b's', b'e', b'c', b'r', b'e', b't', 9, 9])
-        );
+        let whole: [u8; 16] = Md5::digest([1, b's', b'e', b'c', b'r', b'e', b't', 9, 9]).into();
+        assert_eq!(r, whole);
+        // RFC 1321's test vector, so the crate is the MD5 the targets compute.
+        let abc: [u8; 16] = Md5::digest(b"abc").into();
+        assert_eq!(encode_hex(&abc), "0x900150983cd24fb0d6963f7d28e17f72");
     }
 }

@@ -41,13 +41,13 @@
 //!   command's buffer by Initiator Task Tag and Buffer Offset; the data digest covers the pad.
 //! - [`Connection`]: the sans-IO initiator side of one connection, speaking the workspace's
 //!   [`SansIo`] verbs: login (security, operational, full feature;
-//!   multi-round, CHAP), CmdSN window, StatSN, SCSI commands with Data-In placement, immediate
+//!   multi-round, one-way and mutual CHAP), CmdSN window, StatSN, SCSI commands with Data-In placement, immediate
 //!   and unsolicited data and R2T, NOP (and NOP-Out pings as a timer), SendTargets, logout, and
 //!   the protocol's answer to a hostile target (drop the connection, typed [`Violation`]s).
 //! - [`blocking::Session`]: the blocking `std::net` driver using the reader path (payload read
 //!   from the socket straight into the command's buffer) and vectored sends (no payload copy).
 //!   Its default backend is [`NoOffload`].
-//! - [`scsi`], [`keys`], [`chap`], [`md5`], [`serial`], [`url`]: the pieces.
+//! - [`scsi`], [`keys`], [`chap`], [`serial`], [`url`]: the pieces.
 //!
 //! The same roles carry the same names in `ulp-nvme-tcp`: `Connection`, `ConnectionConfig`,
 //! `Event`, `ConnectionError`, `Violation`, `Data`, `Completion`, `blocking`.
@@ -57,7 +57,6 @@ pub mod blocking;
 pub mod chap;
 pub mod connection;
 pub mod keys;
-pub mod md5;
 pub mod plugin;
 pub mod scsi;
 pub mod serial;

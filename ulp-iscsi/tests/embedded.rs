@@ -50,18 +50,32 @@ fn lio_like_multi_round_login_and_r2t_only_writes() {
         c.max_recv_data_segment_len = 262_144;
         c.max_burst_len = 65536;
     });
+    // The full key set offered up front: nothing left to propose, one operational exchange,
+    // the omitted answers (InitialR2T=Yes, ImmediateData=No, DataPDUInOrder=Yes,
+    // DataSequenceInOrder=Yes) settled by their result functions.
     let mut cfg = config(t.iqn(), true);
     cfg.wanted.initial_r2t = true;
-    let mut c = Session::connect(t.addr(), cfg, options(false)).unwrap();
+    cfg.wanted.immediate_data = false;
+    let mut c = Session::connect(t.addr(), cfg.clone(), options(false)).unwrap();
     let p = c.connection().params().clone();
+    assert_eq!(c.connection().login_rounds(), 2, "security, operational");
+    assert_eq!(c.connection().operational_rounds(), 1);
+    assert!(p.initial_r2t && !p.immediate_data);
+    assert_eq!(p.max_burst_len, 65536);
+    assert_eq!(p.max_xmit_data_segment_len, 262_144);
+    assert_eq!((p.default_time2wait, p.default_time2retain), (2, 0));
+    write_read_sizes(&mut c, Lun::default());
+    c.logout().unwrap();
+    // Without the full offer the target proposes the rest: a second operational exchange.
+    cfg.wanted.offer_all = false;
+    let mut c = Session::connect(t.addr(), cfg, options(false)).unwrap();
     assert_eq!(
         c.connection().login_rounds(),
         3,
         "security, proposals, answers"
     );
-    assert!(p.initial_r2t && !p.immediate_data);
-    assert_eq!(p.max_burst_len, 65536);
-    assert_eq!(p.max_xmit_data_segment_len, 262_144);
+    assert_eq!(c.connection().operational_rounds(), 2);
+    assert_eq!(c.connection().params().default_time2retain, 0);
     write_read_sizes(&mut c, Lun::default());
     c.logout().unwrap();
 }
@@ -97,10 +111,15 @@ fn chap_login_and_bad_secret() {
         secret: b"wrong".to_vec(),
     });
     match Session::connect(t.addr(), cfg.clone(), options(false)) {
-        Err(Error::Connection(ConnectionError::LoginFailed {
-            class: 2,
-            detail: 1,
-        })) => {}
+        Err(Error::Connection(
+            e @ ConnectionError::LoginFailed {
+                class: 2,
+                detail: 1,
+            },
+        )) => assert_eq!(
+            e.to_string(),
+            "login failed: Authentication failure (0201h)"
+        ),
         other => panic!("expected authentication failure, got {other:?}"),
     }
     cfg.chap = None;
@@ -112,14 +131,61 @@ fn chap_login_and_bad_secret() {
     ));
 }
 
+/// Mutual CHAP: the initiator challenges the target (a fresh random challenge from the
+/// blocking driver) and checks its answer; a target answering with another secret fails the
+/// login, saying the target failed authentication.
+#[test]
+fn mutual_chap_login_and_a_target_that_fails_it() {
+    let t = target(|c| {
+        c.chap = Some(("user1".into(), b"secretpass12".to_vec()));
+        c.mutual_chap = Some(("iqn.target-auth".into(), b"targetsecret34".to_vec()));
+    });
+    let mut cfg = config(t.iqn(), false);
+    cfg.chap = Some(ChapCredentials {
+        user: "user1".into(),
+        secret: b"secretpass12".to_vec(),
+    });
+    cfg.mutual_chap = Some(ChapCredentials {
+        user: "iqn.target-auth".into(),
+        secret: b"targetsecret34".to_vec(),
+    });
+    let mut c = Session::connect(t.addr(), cfg.clone(), options(false)).unwrap();
+    c.test_unit_ready(Lun::default()).unwrap();
+    c.logout().unwrap();
+    // The target knows another secret: its CHAP_R is wrong.
+    cfg.mutual_chap = Some(ChapCredentials {
+        user: "iqn.target-auth".into(),
+        secret: b"othersecret567".to_vec(),
+    });
+    match Session::connect(t.addr(), cfg.clone(), options(false)) {
+        Err(Error::Connection(e @ ConnectionError::Chap(_))) => assert_eq!(
+            e.to_string(),
+            "CHAP: the target failed authentication: its CHAP_R does not answer the challenge \
+             with the configured secret"
+        ),
+        other => panic!("expected the target to fail authentication, got {other:?}"),
+    }
+    // A target set for mutual CHAP refuses an initiator that does not challenge it.
+    cfg.mutual_chap = None;
+    assert!(matches!(
+        Session::connect(t.addr(), cfg, options(false)),
+        Err(Error::Connection(ConnectionError::LoginFailed {
+            class: 2,
+            detail: 1
+        }))
+    ));
+}
+
 #[test]
 fn wrong_target_name_fails_login() {
     let t = target(|_| {});
     match Session::connect(t.addr(), config("iqn.nope:x", false), options(false)) {
-        Err(Error::Connection(ConnectionError::LoginFailed {
-            class: 2,
-            detail: 3,
-        })) => {}
+        Err(Error::Connection(
+            e @ ConnectionError::LoginFailed {
+                class: 2,
+                detail: 3,
+            },
+        )) => assert_eq!(e.to_string(), "login failed: Target not found (0203h)"),
         other => panic!("expected target not found, got {other:?}"),
     }
 }

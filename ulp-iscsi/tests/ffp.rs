@@ -86,8 +86,39 @@ fn drain(c: &mut Connection<SwBackend>) -> Vec<(Vec<u8>, usize)> {
     out
 }
 
-/// Logged in, MaxCmdSN `max_cmd_sn` (ExpCmdSN 1), with the final Login Response's `text`.
+/// The final Login Response's `text`, completed with an answer to every offered key it does not
+/// mention (RFC 7143 §6.2.1: the initiator fails a login that leaves one unanswered).
+fn answered(text: &[u8]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    for (k, v) in [
+        ("HeaderDigest", "None"),
+        ("DataDigest", "None"),
+        ("InitialR2T", "Yes"),
+        ("ImmediateData", "Yes"),
+        ("MaxBurstLength", "262144"),
+        ("FirstBurstLength", "65536"),
+        ("ErrorRecoveryLevel", "0"),
+        ("MaxConnections", "1"),
+        ("DefaultTime2Wait", "2"),
+        ("DefaultTime2Retain", "0"),
+        ("MaxOutstandingR2T", "1"),
+        ("DataPDUInOrder", "Yes"),
+        ("DataSequenceInOrder", "Yes"),
+    ] {
+        let mentioned = text
+            .split(|&b| b == 0)
+            .any(|pair| pair.starts_with(format!("{k}=").as_bytes()));
+        if !mentioned {
+            out.extend_from_slice(format!("{k}={v}\0").as_bytes());
+        }
+    }
+    out
+}
+
+/// Logged in, MaxCmdSN `max_cmd_sn` (ExpCmdSN 1), with the final Login Response's `text`
+/// (the keys it leaves out answered by [`answered`]).
 fn logged_in_with(max_cmd_sn: u32, config: ConnectionConfig, text: &[u8]) -> Connection<SwBackend> {
+    let text = &answered(text)[..];
     let mut c = Connection::new(config, SwBackend::new());
     c.start_login().unwrap();
     let itt = word(&next_header(&mut c), 16);

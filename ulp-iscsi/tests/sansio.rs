@@ -16,14 +16,20 @@ use ulp_iscsi::{
     scsi,
 };
 
+/// A target's answers to every key of the initiator's default offer (RFC 7143 §6.2.1: only an
+/// OR key offered as Yes or an AND key offered as No may go unanswered).
+const ANSWERS: &[u8] = b"HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0\
+InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=262144\0FirstBurstLength=65536\0\
+ErrorRecoveryLevel=0\0MaxConnections=1\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0\
+MaxOutstandingR2T=1\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0";
+
 fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32) -> Vec<u8> {
-    login_response_with(
-        itt,
-        current,
-        next,
-        max_cmd_sn,
-        b"MaxRecvDataSegmentLength=8192\0",
-    )
+    let text: &[u8] = if current == Stage::Operational {
+        ANSWERS
+    } else {
+        b""
+    };
+    login_response_with(itt, current, next, max_cmd_sn, text)
 }
 
 fn login_response_with(
@@ -154,7 +160,9 @@ fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
                 Stage::Operational,
                 Stage::FullFeature,
                 2,
-                b"HeaderDigest=CRC32C\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0",
+                &String::from_utf8_lossy(ANSWERS)
+                    .replace("HeaderDigest=None", "HeaderDigest=CRC32C")
+                    .into_bytes(),
             );
             login_len = stream.len();
             stream.extend_from_slice(&nop_bytes);

@@ -41,6 +41,19 @@ fn run(digests: bool) {
     }
 }
 
+/// A discovery session: tgtd answers the discovery offer (digests, receive length) as RFC 7143
+/// §6 requires, and lists the target.
+#[test]
+fn tgtd_discovery() {
+    if !peer_available("tgtd") || !peer_available("tgtadm") {
+        return;
+    }
+    let tgtd = Tgtd::start(8 << 20, "CRC32C,None");
+    let found = Session::discover(("127.0.0.1", tgtd.port), INITIATOR, options(false))
+        .expect("discovery login and SendTargets");
+    assert!(found.iter().any(|t| t.name == tgtd.iqn), "{found:?}");
+}
+
 #[test]
 fn tgtd_digests_off() {
     run(false);

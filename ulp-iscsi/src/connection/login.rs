@@ -19,6 +19,10 @@ const MAX_LOGIN_ROUNDS: u32 = 16;
 /// Most bytes of text accumulated across continued (C bit) responses.
 pub(super) const MAX_TEXT: usize = 64 * 1024;
 
+/// The Version-max and Version-min the initiator offers (RFC 7143: version 0x00).
+const VERSION_MAX: u8 = 0;
+const VERSION_MIN: u8 = 0;
+
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 enum ChapStep {
     Offered,
@@ -31,8 +35,12 @@ pub(super) struct LoginState {
     pub(super) stage: Stage,
     chap: Option<ChapStep>,
     rounds: u32,
+    /// Operational-stage Login Responses (the exchanges of operational negotiation).
+    operational_rounds: u32,
     text: Vec<u8>,
     pub(super) itt: u32,
+    /// Answers owed to keys the target proposed, sent with the next Login Request.
+    owed: Vec<(String, String)>,
 }
 
 /// Where the PDU being received during login ends. While logging in,
@@ -94,9 +102,15 @@ impl<B: DdpBackend> Connection<B> {
             stage: Stage::Security,
             chap: chap.then_some(ChapStep::Offered),
             rounds: 0,
+            operational_rounds: 0,
             text: Vec::new(),
             itt,
+            owed: Vec::new(),
         });
+        if let Some(why) = self.mutual_chap_config_error() {
+            self.fail(ConnectionError::Chap(why));
+            return Ok(());
+        }
         let mut keys: Vec<(String, String)> =
             vec![("InitiatorName".into(), self.config.initiator_name.clone())];
         match &self.config.target_name {
@@ -121,18 +135,20 @@ impl<B: DdpBackend> Connection<B> {
         next: Option<Stage>,
         keys: &[(K, V)],
     ) {
-        let Some(itt) = self.login.as_ref().map(|l| l.itt) else {
+        let Some(login) = self.login.as_mut() else {
             return;
         };
-        let text = encode_text(keys);
+        let itt = login.itt;
+        let mut text = encode_text(keys);
+        text.extend_from_slice(&encode_text(&core::mem::take(&mut login.owed)));
         let repr = LoginRequestRepr {
             stages: Stages {
                 cont: false,
                 current,
                 next,
             },
-            version_max: 0,
-            version_min: 0,
+            version_max: VERSION_MAX,
+            version_min: VERSION_MIN,
             isid: self.config.isid,
             tsih: 0,
             itt: Itt(itt),
@@ -169,6 +185,13 @@ impl<B: DdpBackend> Connection<B> {
                 detail: r.status_detail,
             });
         }
+        if !(VERSION_MIN..=VERSION_MAX).contains(&r.version_active) {
+            return self.fail(ConnectionError::Protocol(Violation::VersionActive {
+                active: r.version_active,
+                min: VERSION_MIN,
+                max: VERSION_MAX,
+            }));
+        }
         if r.stages.current != login.stage {
             let expected = stage_number(login.stage);
             return self.fail(ConnectionError::Protocol(Violation::LoginStage {
@@ -177,6 +200,10 @@ impl<B: DdpBackend> Connection<B> {
             }));
         }
         login.rounds += 1;
+        if login.stage == Stage::Operational && !r.stages.cont {
+            login.operational_rounds += 1;
+            self.operational_rounds = login.operational_rounds;
+        }
         self.login_rounds = login.rounds;
         if login.rounds > MAX_LOGIN_ROUNDS {
             let rounds = login.rounds;
@@ -209,6 +236,8 @@ impl<B: DdpBackend> Connection<B> {
     fn on_security_response(&mut self, r: &wire::login::LoginResponseRepr<'_>, text: &[u8]) {
         let mut auth = None;
         let (mut chap_a, mut chap_i, mut chap_c) = (None, None, None);
+        let (mut chap_n, mut chap_r) = (None, None);
+        let mut owed = Vec::new();
         for pair in TextIter::with_max_value_len(text, 8192) {
             let (k, v) = match pair {
                 Ok(kv) => kv,
@@ -216,17 +245,29 @@ impl<B: DdpBackend> Connection<B> {
                     return self.fail(ConnectionError::Protocol(Violation::MalformedLoginText(e)));
                 }
             };
-            match k {
-                "AuthMethod" => auth = Some(v.to_string()),
-                "CHAP_A" => chap_a = Some(v.to_string()),
-                "CHAP_I" => chap_i = Some(v.to_string()),
-                "CHAP_C" => chap_c = Some(v.to_string()),
+            let slot = match k {
+                "AuthMethod" => &mut auth,
+                "CHAP_A" => &mut chap_a,
+                "CHAP_I" => &mut chap_i,
+                "CHAP_C" => &mut chap_c,
+                "CHAP_N" => &mut chap_n,
+                "CHAP_R" => &mut chap_r,
                 _ => {
-                    if let Err(e) = self.negotiator.on_key(k, v) {
-                        return self.fail(ConnectionError::Negotiation(e));
+                    match self.negotiator.on_key(k, v) {
+                        Ok(answer) => owed.extend(answer),
+                        Err(e) => return self.fail(ConnectionError::Negotiation(e)),
                     }
+                    continue;
                 }
+            };
+            // Authentication keys too: each at most once per login (RFC 7143 §6.3).
+            if let Err(e) = self.negotiator.note_received(k) {
+                return self.fail(ConnectionError::Negotiation(e));
             }
+            *slot = Some(v.to_string());
+        }
+        if let Some(l) = self.login.as_mut() {
+            l.owed.extend(owed);
         }
         let step = self.login.as_ref().and_then(|l| l.chap);
         let transit_op = r.stages.next == Some(Stage::Operational);
@@ -267,22 +308,86 @@ impl<B: DdpBackend> Connection<B> {
                 };
                 let resp = chap::response(id, &creds.secret, &challenge);
                 self.set_chap(ChapStep::SentResponse);
-                let keys = [
+                let mut keys = vec![
                     ("CHAP_N".to_string(), creds.user),
                     ("CHAP_R".to_string(), chap::encode_hex(&resp)),
                 ];
+                if self.config.mutual_chap.is_some() {
+                    let (our_id, ours) = self.our_challenge();
+                    // RFC 7143 §12.1.3: a challenge that is the one received is a reflection.
+                    if ours == &challenge[..] {
+                        return self.fail(ConnectionError::Chap(
+                            "the target's challenge is the initiator's own (a reflection)",
+                        ));
+                    }
+                    keys.push(("CHAP_I".into(), our_id.to_string()));
+                    keys.push(("CHAP_C".into(), chap::encode_hex(ours)));
+                }
                 self.send_login(Stage::Security, Some(Stage::Operational), &keys);
             }
             Some(ChapStep::SentResponse) => {
-                if transit_op {
-                    self.begin_operational();
-                } else {
-                    self.fail(ConnectionError::Chap(
+                if !transit_op {
+                    return self.fail(ConnectionError::Chap(
                         "target did not accept the CHAP response",
                     ));
                 }
+                if let Some(why) = self.verify_target(chap_n.as_deref(), chap_r.as_deref()) {
+                    return self.fail(ConnectionError::Chap(why));
+                }
+                self.begin_operational();
             }
         }
+    }
+
+    /// The initiator's mutual-CHAP identifier and challenge ([`ConnectionConfig::chap_challenge`]).
+    fn our_challenge(&self) -> (u8, &[u8]) {
+        match self.config.chap_challenge.split_first() {
+            Some((id, rest)) => (*id, rest),
+            None => (0, &[]),
+        }
+    }
+
+    /// Why the mutual CHAP configuration cannot work, if it cannot.
+    fn mutual_chap_config_error(&self) -> Option<&'static str> {
+        let mutual = self.config.mutual_chap.as_ref()?;
+        let Some(ours) = self.config.chap.as_ref() else {
+            return Some("mutual CHAP needs the initiator's CHAP credentials too");
+        };
+        if mutual.secret == ours.secret {
+            return Some("the target's secret must differ from the initiator's (RFC 7143 §9.2.1)");
+        }
+        if self.config.chap_challenge.len() < 17 {
+            return Some(
+                "mutual CHAP needs at least 17 random challenge bytes \
+                 (ConnectionConfig::with_random_chap_challenge)",
+            );
+        }
+        None
+    }
+
+    /// Checks the target's answer to the initiator's challenge (mutual CHAP): `None` when it
+    /// authenticated (or mutual CHAP is off), else why it failed.
+    fn verify_target(&self, name: Option<&str>, response: Option<&str>) -> Option<&'static str> {
+        let mutual = self.config.mutual_chap.as_ref()?;
+        let (Some(name), Some(response)) = (name, response) else {
+            return Some("the target failed authentication: it sent no CHAP_N and CHAP_R");
+        };
+        if name != mutual.user {
+            return Some(
+                "the target failed authentication: its CHAP_N is not the configured target name",
+            );
+        }
+        let Ok(response) = chap::decode_binary(response) else {
+            return Some("the target failed authentication: its CHAP_R is not a binary value");
+        };
+        let (id, challenge) = self.our_challenge();
+        if response != chap::response(id, &mutual.secret, challenge) {
+            return Some(
+                "the target failed authentication: its CHAP_R does not answer the challenge \
+                 with the configured secret",
+            );
+        }
+        None
     }
 
     fn set_chap(&mut self, step: ChapStep) {
@@ -347,9 +452,17 @@ impl<B: DdpBackend> Connection<B> {
         let _ = self.engine.reconfigure(negotiated);
         self.params = params;
         self.tsih = r.tsih;
-        self.cmd_sn = r.exp_cmd_sn;
-        self.exp_cmd_sn = r.exp_cmd_sn;
-        self.max_cmd_sn = r.max_cmd_sn;
+        if crate::serial::lt(r.max_cmd_sn, r.exp_cmd_sn.wrapping_sub(1)) {
+            // RFC 7143 §4.2.2.1: MaxCmdSN below ExpCmdSN - 1 means both are ignored. The next
+            // CmdSN is the Login Request's (login is immediate), with a window of one: the
+            // first command's answer brings a usable window.
+            self.exp_cmd_sn = self.cmd_sn;
+            self.max_cmd_sn = self.cmd_sn;
+        } else {
+            self.cmd_sn = r.exp_cmd_sn;
+            self.exp_cmd_sn = r.exp_cmd_sn;
+            self.max_cmd_sn = r.max_cmd_sn;
+        }
         if let Some(l) = self.login.take() {
             self.free_tags.push_back(l.itt);
         }

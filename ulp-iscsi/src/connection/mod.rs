@@ -159,6 +159,8 @@ pub struct Connection<B: DdpBackend> {
     /// "waiting for logout"): the connection ends with it, not with
     /// [`ConnectionError::LoggedOut`], when the Logout Response arrives.
     logout_cause: Option<ConnectionError>,
+    /// Operational-stage exchanges of the login.
+    operational_rounds: u32,
 }
 
 impl<B: DdpBackend> fmt::Debug for Connection<B> {
@@ -223,6 +225,7 @@ impl<B: DdpBackend> Connection<B> {
             ping_deadline: Timer::default(),
             rx_seen: false,
             logout_cause: None,
+            operational_rounds: 0,
         }
     }
 
@@ -253,10 +256,16 @@ impl<B: DdpBackend> Connection<B> {
         self.tasks.len() + self.queued.len()
     }
 
-    /// Login Responses received so far (security and operational rounds; LIO needs at least
-    /// three).
+    /// Login Responses received so far (security and operational rounds, continuations
+    /// included; two with LIO since the full key set is offered up front).
     pub fn login_rounds(&self) -> u32 {
         self.login_rounds
+    }
+
+    /// Operational-stage exchanges of the login (Login Responses of the operational stage,
+    /// continuations not counted): 1 when the target had nothing to propose.
+    pub fn operational_rounds(&self) -> u32 {
+        self.operational_rounds
     }
 
     /// Why the connection failed, once it has.

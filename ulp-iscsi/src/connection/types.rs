@@ -48,6 +48,15 @@ pub struct ConnectionConfig {
     /// How long a ping may wait for its NOP-In before the connection fails (open-iscsi's
     /// `noop_out_timeout`, 5 s).
     pub noop_timeout: Duration,
+    /// Mutual CHAP: the name (CHAP_N) and secret the target must answer the initiator's
+    /// challenge with. Needs [`chap`](Self::chap) and [`chap_challenge`](Self::chap_challenge);
+    /// its secret must differ from the initiator's (RFC 7143 §9.2.1).
+    pub mutual_chap: Option<ChapCredentials>,
+    /// The random bytes of the initiator's challenge to the target (mutual CHAP): CHAP_I is
+    /// the first byte, CHAP_C the rest (at least 16). The state machine has no source of
+    /// randomness; [`with_random_chap_challenge`](Self::with_random_chap_challenge) fills it
+    /// from the operating system, and the blocking driver calls it for every connection.
+    pub chap_challenge: Vec<u8>,
 }
 
 impl ConnectionConfig {
@@ -63,7 +72,24 @@ impl ConnectionConfig {
             queue_depth: 64,
             noop_interval: Some(Duration::from_secs(5)),
             noop_timeout: Duration::from_secs(5),
+            mutual_chap: None,
+            chap_challenge: Vec::new(),
         }
+    }
+
+    /// The configuration with fresh random challenge bytes ([`chap_challenge`](Self::chap_challenge),
+    /// 17: CHAP_I and a 16-byte CHAP_C) when mutual CHAP is configured; unchanged otherwise.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's random source failing.
+    pub fn with_random_chap_challenge(mut self) -> Result<Self, getrandom::Error> {
+        if self.mutual_chap.is_some() {
+            let mut bytes = vec![0u8; 17];
+            getrandom::fill(&mut bytes)?;
+            self.chap_challenge = bytes;
+        }
+        Ok(self)
     }
 
     /// A discovery session.
@@ -380,6 +406,16 @@ pub enum Violation {
         /// MaxOutstandingR2T negotiated.
         max: u32,
     },
+    /// A successful Login Response whose Version-active lies outside the Version-min ..
+    /// Version-max range the initiator offered.
+    VersionActive {
+        /// Version-active received.
+        active: u8,
+        /// Version-min offered.
+        min: u8,
+        /// Version-max offered.
+        max: u8,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -520,6 +556,11 @@ impl fmt::Display for Violation {
                 "R2T for ITT {itt:#x} with R2TSN {r2t_sn} beyond MaxOutstandingR2T={max}: the \
                  command's earlier R2Ts are still outstanding"
             ),
+            Self::VersionActive { active, min, max } => write!(
+                f,
+                "Login Response with Version-active {active:#04x}, outside the offered range \
+                 Version-min {min:#04x} to Version-max {max:#04x}"
+            ),
         }
     }
 }
@@ -621,31 +662,32 @@ pub enum ConnectionError {
     },
 }
 
-/// The words of RFC 7143 §11.13.5 for a Login Response's Status-Class and Status-Detail.
+/// The words of RFC 7143 §11.13.5 for a Login Response's Status-Class and Status-Detail
+/// ("Target not found" for 02h/03h).
 pub fn login_status_name(class: u8, detail: u8) -> &'static str {
     match (class, detail) {
-        (0, _) => "success",
-        (1, 0x01) => "target moved temporarily",
-        (1, 0x02) => "target moved permanently",
-        (1, _) => "redirection",
-        (2, 0x00) => "initiator error",
-        (2, 0x01) => "authentication failure",
-        (2, 0x02) => "authorization failure",
-        (2, 0x03) => "target not found",
-        (2, 0x04) => "target removed",
-        (2, 0x05) => "unsupported version",
-        (2, 0x06) => "too many connections",
-        (2, 0x07) => "missing parameter",
-        (2, 0x08) => "cannot include in session",
-        (2, 0x09) => "session type not supported",
-        (2, 0x0A) => "session does not exist",
-        (2, 0x0B) => "invalid request during login",
-        (2, _) => "initiator error",
-        (3, 0x00) => "target error",
-        (3, 0x01) => "service unavailable",
-        (3, 0x02) => "out of resources",
-        (3, _) => "target error",
-        _ => "unknown status class",
+        (0, _) => "Success",
+        (1, 0x01) => "Target moved temporarily",
+        (1, 0x02) => "Target moved permanently",
+        (1, _) => "Redirection",
+        (2, 0x00) => "Initiator error",
+        (2, 0x01) => "Authentication failure",
+        (2, 0x02) => "Authorization failure",
+        (2, 0x03) => "Target not found",
+        (2, 0x04) => "Target removed",
+        (2, 0x05) => "Unsupported version",
+        (2, 0x06) => "Too many connections",
+        (2, 0x07) => "Missing parameter",
+        (2, 0x08) => "Cannot include in session",
+        (2, 0x09) => "Session type not supported",
+        (2, 0x0A) => "Session does not exist",
+        (2, 0x0B) => "Invalid request during login",
+        (2, _) => "Initiator error",
+        (3, 0x00) => "Target error",
+        (3, 0x01) => "Service unavailable",
+        (3, 0x02) => "Out of resources",
+        (3, _) => "Target error",
+        _ => "Unknown status class",
     }
 }
 
@@ -664,7 +706,7 @@ impl fmt::Display for ConnectionError {
             ),
             Self::LoginFailed { class, detail } => write!(
                 f,
-                "login failed: {} (status {class:#04x}/{detail:#04x})",
+                "login failed: {} ({class:02X}{detail:02X}h)",
                 login_status_name(*class, *detail)
             ),
             Self::Negotiation(e) => write!(f, "negotiation: {e}"),

@@ -58,6 +58,15 @@ impl Session<'_> {
             let (k, v) = p.map_err(|_| bad())?;
             keys.push((k.to_string(), v.to_string()));
         }
+        // Each key at most once per login from the initiator (RFC 7143 §6.3): a repeat is
+        // answered Login reject, initiator error.
+        for (k, _) in &keys {
+            if self.keys_seen.contains(k) {
+                self.login_response(r, None, 0x0200, &[])?;
+                return Ok(false);
+            }
+            self.keys_seen.push(k.clone());
+        }
         let get = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
         match r.stages.current {
             Stage::Security => {
@@ -109,6 +118,23 @@ impl Session<'_> {
                             if !ok {
                                 self.login_response(r, None, 0x0201, &[])?;
                                 return Ok(false);
+                            }
+                            // Mutual CHAP: answer the initiator's challenge; a target set
+                            // for it refuses an initiator that does not challenge.
+                            let theirs = (get("CHAP_I"), get("CHAP_C"));
+                            match (&self.config.mutual_chap, theirs) {
+                                (Some((name, secret)), (Some(i), Some(c))) => {
+                                    let id = chap::parse_identifier(i).map_err(|_| bad())?;
+                                    let ch = chap::decode_binary(c).map_err(|_| bad())?;
+                                    let resp = chap::response(id, secret, &ch);
+                                    out.push(("CHAP_N".into(), name.clone()));
+                                    out.push(("CHAP_R".into(), chap::encode_hex(&resp)));
+                                }
+                                (None, (None, None)) => {}
+                                _ => {
+                                    self.login_response(r, None, 0x0201, &[])?;
+                                    return Ok(false);
+                                }
                             }
                             self.login_response(r, r.stages.next, 0, &out)?;
                         }
@@ -167,7 +193,11 @@ impl Session<'_> {
                 "ImmediateData" => {
                     let yes = v == "Yes" && c.immediate_data;
                     self.immediate_data = yes;
-                    Some(if yes { "Yes" } else { "No" }.into())
+                    if c.propose_keys && v == "No" {
+                        None
+                    } else {
+                        Some(if yes { "Yes" } else { "No" }.into())
+                    }
                 }
                 "MaxBurstLength" => {
                     self.max_burst = num(512, 0xFF_FFFF).ok_or_else(bad)?.min(c.max_burst_len);
@@ -181,7 +211,10 @@ impl Session<'_> {
                 "MaxConnections" | "MaxOutstandingR2T" => Some("1".into()),
                 "DefaultTime2Wait" => Some(num(0, 3600).ok_or_else(bad)?.max(2).to_string()),
                 "DefaultTime2Retain" => Some(num(0, 3600).ok_or_else(bad)?.min(20).to_string()),
+                "DataPDUInOrder" | "DataSequenceInOrder" if c.propose_keys && v == "Yes" => None,
                 "DataPDUInOrder" | "DataSequenceInOrder" => Some("Yes".into()),
+                // RFC 7143 §13.25: obsolete marker keys are answered Reject.
+                "IFMarker" | "OFMarker" | "IFMarkInt" | "OFMarkInt" => Some("Reject".into()),
                 _ => Some("NotUnderstood".into()),
             };
             if let Some(a) = answer {

@@ -69,7 +69,12 @@ pub struct TargetConfig {
     pub block_len: u32,
     /// CHAP user and secret the initiator must present.
     pub chap: Option<(String, Vec<u8>)>,
-    /// Propose un-offered session keys with T=0 and omit the answer to InitialR2T=Yes (LIO).
+    /// Mutual CHAP: the name and secret the target answers the initiator's challenge with. The
+    /// initiator must then challenge (as LIO with mutual credentials set requires).
+    pub mutual_chap: Option<(String, Vec<u8>)>,
+    /// Propose un-offered session keys with T=0 and omit the answers RFC 7143 §6.2.1 lets a
+    /// target omit (InitialR2T=Yes, DataPDUInOrder=Yes, DataSequenceInOrder=Yes,
+    /// ImmediateData=No), as LIO does.
     pub propose_keys: bool,
     /// Answer the first command with UNIT ATTENTION (tgtd).
     pub unit_attention: bool,
@@ -95,6 +100,7 @@ impl Default for TargetConfig {
             size: 16 << 20,
             block_len: 512,
             chap: None,
+            mutual_chap: None,
             propose_keys: false,
             unit_attention: true,
             max_recv_data_segment_len: 8192,

@@ -41,6 +41,8 @@ pub(super) struct Session<'a> {
     pub(super) chap_step: u8,
     pub(super) chap_challenge: (u8, Vec<u8>),
     pub(super) declared: bool,
+    /// Every key the initiator sent in this login (each at most once, RFC 7143 §6.3).
+    pub(super) keys_seen: Vec<String>,
     pub(super) writes: HashMap<u32, WriteTask>,
     pub(super) next_ttt: u32,
 }
@@ -80,6 +82,7 @@ impl<'a> Session<'a> {
             chap_step: 0,
             chap_challenge: (0, Vec::new()),
             declared: false,
+            keys_seen: Vec::new(),
             writes: HashMap::new(),
             next_ttt: 0x10,
         }
