@@ -32,6 +32,8 @@ use crate::wire::{self, Digests};
 mod commands;
 mod login;
 mod receive;
+mod timers;
+mod tmf;
 mod types;
 mod window;
 
@@ -40,6 +42,7 @@ pub use types::{
     ConnectionError, Data, DiscoveredTarget, Event, Phase, Residual, ScsiOutcome, Violation,
     login_status_name,
 };
+pub use tmf::{LunWords, Recovery, TmfFailure, lun_words, tmf_response_name};
 
 use login::{LoginFramer, LoginState};
 
@@ -140,6 +143,9 @@ pub struct Connection<B: DdpBackend> {
     ping_deadline: Timer,
     /// A PDU arrived since the ping timer last fired.
     rx_seen: bool,
+    /// Task deadlines, task management (ABORT TASK, LOGICAL UNIT RESET), login and logout
+    /// timers (`timers`, `tmf`).
+    recovery: tmf::RecoveryState,
 }
 
 impl<B: DdpBackend> fmt::Debug for Connection<B> {
@@ -203,6 +209,7 @@ impl<B: DdpBackend> Connection<B> {
             ping_timer: Timer::default(),
             ping_deadline: Timer::default(),
             rx_seen: false,
+            recovery: tmf::RecoveryState::default(),
         }
     }
 
@@ -333,6 +340,21 @@ impl<B: DdpBackend> Connection<B> {
 
     // ----- time -----
 
+    /// When the ping timers need [`SansIo::handle_timeout`].
+    fn ping_timeout(&self) -> Option<Instant> {
+        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
+            return None;
+        }
+        if !self.ping_timer.is_armed() {
+            // Full feature phase began since the last handle_timeout: start the timer now.
+            return self.now;
+        }
+        earliest([
+            self.ping_timer.deadline(self.now),
+            self.ping_deadline.deadline(self.now),
+        ])
+    }
+
     // ----- ending -----
 
     /// Ends the connection from the initiator's side: every command completes with
@@ -428,6 +450,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
     /// connection ([`ConnectionError::PingTimeout`]).
     fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
+        self.handle_recovery_timers(now);
         if self.phase != Phase::FullFeature {
             return;
         }
@@ -457,17 +480,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
 
     /// When [`handle_timeout`](Self::handle_timeout) should run next.
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
-            return None;
-        }
-        if !self.ping_timer.is_armed() {
-            // Full feature phase began since the last handle_timeout: start the timer now.
-            return self.now;
-        }
-        earliest([
-            self.ping_timer.deadline(self.now),
-            self.ping_deadline.deadline(self.now),
-        ])
+        earliest([self.ping_timeout(), self.recovery_timeout()])
     }
 
     /// The next PDU to send: its header, the payload (borrowed from the command's write
@@ -481,6 +494,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
                 // Not reached: a task's queued Data-Outs leave the queue when it completes.
                 continue;
             }
+            self.handed_out(&pdu.header);
             self.current = Some(pdu);
             break;
         }
@@ -540,7 +554,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
             Ok(0) => {
                 self.handle_events();
                 if !self.is_closed() {
-                    self.fail(ConnectionError::PeerClosed);
+                    self.peer_closed();
                 }
             }
             Ok(_) => {}

@@ -175,6 +175,7 @@ impl<B: DdpBackend> Connection<B> {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
                 self.on_r2t(r);
             }
+            Pdu::TaskMgmtResponse(r) => self.on_tmf_response(r),
             Pdu::AsyncMessage(r) => {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
                 if !self.take_stat_sn(Opcode::AsyncMessage, r.stat_sn) {
@@ -198,6 +199,9 @@ impl<B: DdpBackend> Connection<B> {
                     return;
                 }
                 let itt = r.rejected_bhs().itt().0;
+                if self.tmf_rejected(itt, r.reason) {
+                    return;
+                }
                 if r.reason == RejectReason::WaitingForLogout {
                     let _ = self.logout();
                 }
