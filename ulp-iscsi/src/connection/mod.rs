@@ -37,12 +37,12 @@ mod tmf;
 mod types;
 mod window;
 
+pub use tmf::{LunWords, Recovery, TmfFailure, lun_words, tmf_response_name};
 pub use types::{
     ChapCredentials, Command, CommandError, CommandId, Completion, ConnectionConfig,
     ConnectionError, Data, DiscoveredTarget, Event, Phase, Residual, ScsiOutcome, Violation,
     login_status_name,
 };
-pub use tmf::{LunWords, Recovery, TmfFailure, lun_words, tmf_response_name};
 
 use login::{LoginFramer, LoginState};
 

@@ -337,7 +337,9 @@ impl<B: DdpBackend> Connection<B> {
         if header.len() < 48 || header[0] & 0x3F != Opcode::ScsiCommand as u8 {
             return;
         }
-        let word = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        let word = |at: usize| {
+            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
         let (itt, cmd_sn) = (word(16), word(24));
         let mut lun = [0u8; 8];
         lun.copy_from_slice(&header[8..16]);
@@ -380,12 +382,13 @@ impl<B: DdpBackend> Connection<B> {
         expired.sort_by_key(|e| e.0);
         let waited = self.config.task_timeout.unwrap_or_default();
         for (id, itt, lun) in expired {
-            self.events.push_back(Event::Recovery(Recovery::TaskTimedOut {
-                id,
-                itt,
-                lun,
-                waited,
-            }));
+            self.events
+                .push_back(Event::Recovery(Recovery::TaskTimedOut {
+                    id,
+                    itt,
+                    lun,
+                    waited,
+                }));
             self.recovery.aborts.push_back((itt, id));
         }
         if let Some(t) = self.recovery.tmf.as_mut()
@@ -447,13 +450,23 @@ impl<B: DdpBackend> Connection<B> {
                 timeout,
             });
             self.events
-                .push_back(Event::Recovery(Recovery::AbortTaskSent { id, itt: tag, lun }));
+                .push_back(Event::Recovery(Recovery::AbortTaskSent {
+                    id,
+                    itt: tag,
+                    lun,
+                }));
         }
     }
 
     /// Queues a Task Management Function Request (immediate); its ITT, or `None` when the
     /// connection failed.
-    fn send_tmf(&mut self, function: TmfFunction, lun: Lun, rtt: u32, ref_cmd_sn: u32) -> Option<u32> {
+    fn send_tmf(
+        &mut self,
+        function: TmfFunction,
+        lun: Lun,
+        rtt: u32,
+        ref_cmd_sn: u32,
+    ) -> Option<u32> {
         let itt = TMF_ITT_BASE | (self.recovery.next_itt % (u32::MAX - TMF_ITT_BASE));
         self.recovery.next_itt = self.recovery.next_itt.wrapping_add(1);
         let repr = TmfRequestRepr {
@@ -506,12 +519,13 @@ impl<B: DdpBackend> Connection<B> {
             TmfFunction::AbortTask => {
                 let (tag, id) = t.task;
                 let aborted = self.abort_task(tag, id, TmfFunction::AbortTask);
-                self.events.push_back(Event::Recovery(Recovery::TaskAborted {
-                    id,
-                    itt: tag,
-                    response: r.response,
-                    completed_first: !aborted,
-                }));
+                self.events
+                    .push_back(Event::Recovery(Recovery::TaskAborted {
+                        id,
+                        itt: tag,
+                        response: r.response,
+                        completed_first: !aborted,
+                    }));
             }
             _ => {
                 let aborted = t
@@ -519,10 +533,11 @@ impl<B: DdpBackend> Connection<B> {
                     .iter()
                     .filter(|&&(tag, id)| self.abort_task(tag, id, t.function))
                     .count();
-                self.events.push_back(Event::Recovery(Recovery::LunResetDone {
-                    lun: t.lun,
-                    aborted,
-                }));
+                self.events
+                    .push_back(Event::Recovery(Recovery::LunResetDone {
+                        lun: t.lun,
+                        aborted,
+                    }));
             }
         }
         self.next_abort(None);
@@ -550,12 +565,13 @@ impl<B: DdpBackend> Connection<B> {
                     // It completed meanwhile: nothing left to recover.
                     return self.next_abort(now);
                 }
-                self.events.push_back(Event::Recovery(Recovery::AbortFailed {
-                    id,
-                    itt: tag,
-                    lun: t.lun,
-                    failure,
-                }));
+                self.events
+                    .push_back(Event::Recovery(Recovery::AbortFailed {
+                        id,
+                        itt: tag,
+                        lun: t.lun,
+                        failure,
+                    }));
                 let lun = t.lun;
                 let affected: Vec<(u32, CommandId)> = self
                     .tasks
@@ -568,15 +584,19 @@ impl<B: DdpBackend> Connection<B> {
                     })
                     .collect();
                 let timeout = self.config.lu_reset_timeout;
-                let Some(itt) =
-                    self.send_tmf(TmfFunction::LogicalUnitReset, lun, Itt::RESERVED.0, self.cmd_sn)
-                else {
+                let Some(itt) = self.send_tmf(
+                    TmfFunction::LogicalUnitReset,
+                    lun,
+                    Itt::RESERVED.0,
+                    self.cmd_sn,
+                ) else {
                     return;
                 };
-                self.events.push_back(Event::Recovery(Recovery::LunResetSent {
-                    lun,
-                    commands: affected.len(),
-                }));
+                self.events
+                    .push_back(Event::Recovery(Recovery::LunResetSent {
+                        lun,
+                        commands: affected.len(),
+                    }));
                 self.recovery.tmf = Some(Outstanding {
                     itt,
                     function: TmfFunction::LogicalUnitReset,
@@ -589,10 +609,11 @@ impl<B: DdpBackend> Connection<B> {
                 });
             }
             _ => {
-                self.events.push_back(Event::Recovery(Recovery::LunResetFailed {
-                    lun: t.lun,
-                    failure,
-                }));
+                self.events
+                    .push_back(Event::Recovery(Recovery::LunResetFailed {
+                        lun: t.lun,
+                        failure,
+                    }));
                 let (abort_itt, abort) = t
                     .failed_abort
                     .unwrap_or((t.task.0, TmfFailure::Response(response::REJECTED)));
