@@ -207,7 +207,7 @@ fn time_out(c: &mut Connection<SwBackend>, t0: Instant, id: CommandId, itt: u32)
         ]
     );
     assert_eq!(
-        ev[0].to_string_recovery(),
+        recovery_text(&ev[0]),
         format!(
             "command {} (ITT {itt:#x} on LUN 0) got no answer within 30.0 s: aborting it",
             id.0
@@ -222,16 +222,11 @@ fn time_out(c: &mut Connection<SwBackend>, t0: Instant, id: CommandId, itt: u32)
     req
 }
 
-trait RecoveryText {
-    fn to_string_recovery(&self) -> String;
-}
-
-impl RecoveryText for Event {
-    fn to_string_recovery(&self) -> String {
-        match self {
-            Event::Recovery(r) => r.to_string(),
-            other => panic!("not a recovery event: {other:?}"),
-        }
+/// A recovery event's words.
+fn recovery_text(e: &Event) -> String {
+    match e {
+        Event::Recovery(r) => r.to_string(),
+        other => panic!("not a recovery event: {other:?}"),
     }
 }
 
@@ -317,7 +312,7 @@ fn task_does_not_exist_also_ends_the_task() {
     receive(&mut c, &tmf_response(req.itt.0, 1, 101));
     let ev = events(&mut c);
     assert_eq!(
-        ev[0].to_string_recovery(),
+        recovery_text(&ev[0]),
         format!(
             "ABORT TASK of ITT {itt:#x} answered \"Task does not exist\" (1): command {} aborted",
             id.0
@@ -463,7 +458,7 @@ fn a_rejected_abort_is_followed_by_a_lun_reset() {
     receive(&mut c, &tmf_response(abort.itt.0, 255, 101));
     let ev = events(&mut c);
     assert_eq!(
-        ev[0].to_string_recovery(),
+        recovery_text(&ev[0]),
         format!(
             "ABORT TASK of ITT {itt:#x} (command {}) was answered \"Function rejected\" (response 255): LOGICAL UNIT RESET of LUN 0 follows",
             id.0
@@ -653,7 +648,7 @@ fn an_unanswered_logout_after_all_io_is_a_clean_end_with_a_warning() {
         }]
     );
     assert_eq!(
-        ev[0].to_string_recovery(),
+        recovery_text(&ev[0]),
         "warning: no Logout Response within 15.0 s; every command had completed, so the session ended cleanly"
     );
     assert!(matches!(ev[1], Event::Closed(ConnectionError::LoggedOut)));
