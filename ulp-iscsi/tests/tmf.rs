@@ -754,3 +754,80 @@ fn no_deadline_without_a_task_timeout() {
     c.handle_timeout(Instant::now());
     assert_eq!(c.poll_timeout(), None);
 }
+
+#[test]
+fn a_reject_of_the_abort_is_a_failed_abort() {
+    let mut c = logged_in(50);
+    let t0 = Instant::now();
+    let (id, itt) = read(&mut c, Lun::default(), 512);
+    let abort = time_out(&mut c, t0, id, itt);
+    let mut header = vec![0; 48];
+    abort.emit(&mut header, Digests::NONE).unwrap();
+    let reject = ulp_iscsi::wire::reject::RejectRepr {
+        reason: ulp_iscsi::wire::reject::RejectReason::ImmediateCommandReject,
+        stat_sn: 101,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 50,
+        data_sn: 0,
+        rejected_header: &header,
+    };
+    let mut b = vec![0; reject.buffer_len(Digests::NONE)];
+    reject.emit(&mut b, Digests::NONE).unwrap();
+    receive(&mut c, &b);
+    assert_eq!(c.phase(), Phase::FullFeature, "only the abort failed");
+    let ev = events(&mut c);
+    assert!(matches!(
+        recoveries(&ev)[0],
+        Recovery::AbortFailed {
+            failure: TmfFailure::Rejected(
+                ulp_iscsi::wire::reject::RejectReason::ImmediateCommandReject
+            ),
+            ..
+        }
+    ));
+    let reset = tmf_request(&sent(&mut c));
+    assert_eq!(reset.function, TmfFunction::LogicalUnitReset);
+}
+
+/// A write being aborted: the target's R2T before the answer is still answered (standard
+/// abort semantics); after "Function complete" nothing of the write goes out, and its buffer
+/// comes back.
+#[test]
+fn an_aborted_write_sends_no_more_data_and_hands_its_buffer_back() {
+    let mut c = logged_in(50);
+    let t0 = Instant::now();
+    let id = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::write_10(0, 64),
+        data: Data::Write(SgBuffer::from_vec(vec![0x5A; 32 * 1024])),
+    });
+    let pdus = sent(&mut c);
+    let itt = u32::from_be_bytes(pdus[0][16..20].try_into().unwrap());
+    let abort = time_out(&mut c, t0, id, itt);
+    let r2t = ulp_iscsi::wire::r2t::R2tRepr {
+        lun: Lun::default(),
+        itt: Itt(itt),
+        ttt: Ttt(9),
+        stat_sn: 101,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 50,
+        r2t_sn: 0,
+        buffer_offset: 8192,
+        desired_len: 24 * 1024,
+    };
+    let mut b = vec![0; 48];
+    r2t.emit(&mut b, Digests::NONE).unwrap();
+    receive(&mut c, &b);
+    // One Data-Out answers the R2T now; the rest would follow, but the abort completes first.
+    let first = c.poll_transmit().expect("Data-Out").parts()[0].to_vec();
+    assert_eq!(first[0] & 0x3F, 0x05);
+    receive(&mut c, &tmf_response(abort.itt.0, 0, 101));
+    assert!(
+        sent(&mut c).is_empty(),
+        "no Data-Out after the abort completed"
+    );
+    let done = completions(events(&mut c));
+    assert_eq!(done[0].id, id);
+    assert!(matches!(done[0].result, Err(CommandError::Aborted { .. })));
+    assert_eq!(done[0].buffer.as_ref().map(SgBuffer::len), Some(32 * 1024));
+}

@@ -322,10 +322,7 @@ pub(super) struct RecoveryState {
 impl<B: DdpBackend> Connection<B> {
     /// Whether `tag` holds SCSI command `id`, not yet answered.
     fn live(&self, tag: u32, id: CommandId) -> bool {
-        matches!(
-            self.tasks.get(&tag),
-            Some(Task { id: tid, kind: TaskKind::Scsi(t) }) if *tid == id && t.outcome.is_none()
-        )
+        live_in(&self.tasks, tag, id)
     }
 
     /// `poll_transmit` handed out a PDU: a SCSI Command's deadline starts (its ITT, CmdSN and
@@ -364,21 +361,17 @@ impl<B: DdpBackend> Connection<B> {
     /// At `handle_timeout` in full feature phase: commands past their deadline are reported
     /// and queued for ABORT TASK; the outstanding request's timeout.
     pub(super) fn expire_tasks(&mut self, now: Instant) {
-        let clocks = core::mem::take(&mut self.recovery.clocks);
+        let tasks = &self.tasks;
+        let clocks = &mut self.recovery.clocks;
+        clocks.retain(|tag, c| live_in(tasks, *tag, c.id));
         let mut expired = Vec::new();
-        let mut kept = HashMap::with_capacity(clocks.len());
-        for (tag, mut c) in clocks {
-            if !self.live(tag, c.id) {
-                continue;
-            }
+        for (tag, c) in clocks.iter_mut() {
             c.started.get_or_insert(now);
             if !c.timed_out && c.deadline.expire(now) {
                 c.timed_out = true;
-                expired.push((c.id, tag, c.lun));
+                expired.push((c.id, *tag, c.lun));
             }
-            kept.insert(tag, c);
         }
-        self.recovery.clocks = kept;
         expired.sort_by_key(|e| e.0);
         let waited = self.config.task_timeout.unwrap_or_default();
         for (id, itt, lun) in expired {
@@ -665,6 +658,14 @@ impl<B: DdpBackend> Connection<B> {
         }
         true
     }
+}
+
+/// Whether `tag` holds SCSI command `id` in `tasks`, not yet answered.
+fn live_in(tasks: &HashMap<u32, Task>, tag: u32, id: CommandId) -> bool {
+    matches!(
+        tasks.get(&tag),
+        Some(Task { id: tid, kind: TaskKind::Scsi(t) }) if *tid == id && t.outcome.is_none()
+    )
 }
 
 /// A timer of `timeout` from `now`, or from the next `handle_timeout` when the time is not
