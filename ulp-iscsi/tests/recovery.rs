@@ -224,3 +224,39 @@ fn a_login_without_answer_ends_at_the_login_timeout() {
         "{took:?}"
     );
 }
+
+/// Among several reads in flight, the one the target holds is aborted; the others complete
+/// with their data, and the aborted one, issued again, too.
+#[test]
+fn only_the_stalled_read_among_many_is_aborted() {
+    let t = stalled_target(TmfPolicy::Answer);
+    let mut s = session(&t);
+    let data = pattern(8 * 4096, 5);
+    s.write(Lun::default(), 0, SgBuffer::from_vec(data.clone()))
+        .expect("write");
+    let ids: Vec<_> = (0..8u32).map(|i| s.submit(read_cmd(i * 8, 4096))).collect();
+    let mut aborted = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let done = s.wait(*id).expect("a completion");
+        match done.result {
+            Ok(o) => {
+                assert!(o.is_good());
+                assert_eq!(
+                    done.buffer.unwrap().into_vec(),
+                    data[i * 4096..(i + 1) * 4096]
+                );
+            }
+            Err(CommandError::Aborted { .. }) => {
+                assert_eq!(done.buffer.map(|b| b.len()), Some(4096));
+                aborted.push(i);
+            }
+            Err(e) => panic!("read {i}: {e}"),
+        }
+    }
+    assert_eq!(aborted, [0], "the first read was held");
+    let again = s
+        .read(Lun::default(), 0, SgBuffer::zeroed(4096))
+        .expect("issued again");
+    assert_eq!(again.into_vec(), data[..4096]);
+    s.logout().expect("logout");
+}
