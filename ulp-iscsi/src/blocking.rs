@@ -88,6 +88,9 @@ pub enum Error {
     },
     /// The returned data could not be decoded.
     BadData(&'static str),
+    /// READ CAPACITY data the initiator does not use (a block length of 0, say): the field and
+    /// its value.
+    Capacity(scsi::CapacityError),
 }
 
 impl fmt::Display for Error {
@@ -109,6 +112,7 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Self::BadData(what) => write!(f, "bad data: {what}"),
+            Self::Capacity(e) => write!(f, "bad data: {e}"),
         }
     }
 }
@@ -120,6 +124,7 @@ impl std::error::Error for Error {
             Self::Timeout(t) => Some(t),
             Self::Connection(e) => Some(e),
             Self::Command { error, .. } => Some(error),
+            Self::Capacity(e) => Some(e),
             _ => None,
         }
     }
@@ -282,12 +287,19 @@ impl Session<NoOffload> {
         let targets = s.wait_for(
             &format!("the SendTargets answer (text request {})", id.0),
             |e| match e {
-                Event::Discovered { id: got, .. } => *got == id,
+                Event::Discovered { id: got, .. } | Event::Failed { id: got, .. } => *got == id,
                 _ => false,
             },
         )?;
-        let Event::Discovered { targets, .. } = targets else {
-            return Err(Error::BadData("SendTargets answer"));
+        let targets = match targets {
+            Event::Discovered { targets, .. } => targets,
+            Event::Failed { error, .. } => {
+                return Err(Error::Command {
+                    error,
+                    buffer: None,
+                });
+            }
+            _ => return Err(Error::BadData("SendTargets answer")),
         };
         s.logout()?;
         Ok(targets)
@@ -603,10 +615,11 @@ impl<B: DdpBackend> Session<B> {
     ///
     /// # Errors
     ///
-    /// As [`run`](Session::run), or [`Error::BadData`].
+    /// As [`run`](Session::run), or [`Error::Capacity`] (a block length or capacity the
+    /// initiator does not use, see [`Capacity::parse_16`]).
     pub fn read_capacity(&mut self, lun: Lun) -> Result<Capacity, Error> {
         let d = self.run_read(lun, scsi::read_capacity_16(), 32)?;
-        let c = Capacity::parse_16(&d).ok_or(Error::BadData("READ CAPACITY(16) data"))?;
+        let c = Capacity::parse_16(&d).map_err(Error::Capacity)?;
         self.block_lens.insert(lun, c.block_len);
         Ok(c)
     }
@@ -710,9 +723,13 @@ impl<B: DdpBackend> Session<B> {
         let id = self.conn.ping(data)?;
         match self.wait_for(
             "the NOP-In answering a ping",
-            |e| matches!(e, Event::Pong { id: got, .. } if *got == id),
+            |e| matches!(e, Event::Pong { id: got, .. } | Event::Failed { id: got, .. } if *got == id),
         )? {
             Event::Pong { data, .. } => Ok(data),
+            Event::Failed { error, .. } => Err(Error::Command {
+                error,
+                buffer: None,
+            }),
             _ => Err(Error::BadData("NOP-In")),
         }
     }

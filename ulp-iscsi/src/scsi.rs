@@ -146,14 +146,22 @@ pub const UNIT_ATTENTION: u8 = 0x6;
 pub const ILLEGAL_REQUEST: u8 = 0x5;
 
 impl Sense {
-    /// Parses sense data; `None` if too short or of an unknown format.
+    /// Parses sense data (SPC-5 §4.4): fixed format (response code 70h current, 71h
+    /// deferred: key in byte 2, ASC and ASCQ in bytes 12 and 13 when the additional sense
+    /// length reaches them) or descriptor format (72h, 73h: key, ASC and ASCQ in bytes 1 to
+    /// 3). `None` if too short for the key or of another format.
     pub fn parse(b: &[u8]) -> Option<Self> {
         match b.first()? & 0x7F {
-            0x70 | 0x71 => Some(Self {
-                key: b.get(2)? & 0x0F,
-                asc: *b.get(12).unwrap_or(&0),
-                ascq: *b.get(13).unwrap_or(&0),
-            }),
+            0x70 | 0x71 => {
+                // Bytes present: 8 + the additional sense length (byte 7), and the buffer.
+                let end = b.len().min(8 + usize::from(*b.get(7).unwrap_or(&0)));
+                let at = |i: usize| if i < end { b[i] } else { 0 };
+                Some(Self {
+                    key: b.get(2)? & 0x0F,
+                    asc: at(12),
+                    ascq: at(13),
+                })
+            }
             0x72 | 0x73 => Some(Self {
                 key: b.get(1)? & 0x0F,
                 asc: *b.get(2)?,
@@ -176,7 +184,7 @@ impl Sense {
 }
 
 impl Sense {
-    /// The sense key's name (SPC-5 table 52).
+    /// The sense key's name (SPC-5 table 52; 0xC, once EQUAL, is obsolete).
     pub const fn key_name(&self) -> &'static str {
         match self.key {
             0x0 => "NO SENSE",
@@ -191,55 +199,178 @@ impl Sense {
             0x9 => "VENDOR SPECIFIC",
             0xA => "COPY ABORTED",
             0xB => "ABORTED COMMAND",
+            0xC => "OBSOLETE SENSE KEY 0xC",
             0xD => "VOLUME OVERFLOW",
             0xE => "MISCOMPARE",
-            _ => "RESERVED",
+            0xF => "COMPLETED",
+            _ => "INVALID SENSE KEY",
         }
     }
 
-    /// The name of the additional sense code and qualifier, for the common ones (SPC-5
-    /// annex F).
+    /// The T10 name of the additional sense code and qualifier (SPC-5 annex F, the T10
+    /// asc-num list), for the codes block devices and iSCSI targets report (the not-ready
+    /// family 04h/xx, medium and CRC errors, the ILLEGAL REQUEST and UNIT ATTENTION codes,
+    /// RFC 7143 §11.4.7.2's iSCSI conditions); `None` for the rest.
     pub const fn asc_name(&self) -> Option<&'static str> {
         Some(match (self.asc, self.ascq) {
-            (0x00, 0x00) => "no additional sense information",
-            (0x04, 0x00) => "logical unit not ready, cause not reportable",
-            (0x04, 0x01) => "logical unit is in process of becoming ready",
-            (0x04, 0x02) => "logical unit not ready, initializing command required",
-            (0x0C, 0x00) => "write error",
-            (0x11, 0x00) => "unrecovered read error",
-            (0x1A, 0x00) => "parameter list length error",
-            (0x20, 0x00) => "invalid command operation code",
-            (0x21, 0x00) => "logical block address out of range",
-            (0x24, 0x00) => "invalid field in CDB",
-            (0x25, 0x00) => "logical unit not supported",
-            (0x26, 0x00) => "invalid field in parameter list",
-            (0x27, 0x00) => "write protected",
-            (0x28, 0x00) => "not ready to ready change, medium may have changed",
-            (0x29, 0x00) => "power on, reset, or bus device reset occurred",
-            (0x29, 0x01) => "power on occurred",
-            (0x29, 0x02) => "SCSI bus reset occurred",
-            (0x29, 0x03) => "bus device reset function occurred",
-            (0x29, 0x07) => "I_T nexus loss occurred",
-            (0x2A, 0x01) => "mode parameters changed",
-            (0x2A, 0x09) => "capacity data has changed",
-            (0x3A, 0x00) => "medium not present",
-            (0x3F, 0x0E) => "reported LUNs data has changed",
-            (0x44, 0x00) => "internal target failure",
-            (0x47, 0x03) => "information unit iuCRC error detected",
-            (0x4B, 0x00) => "data phase error",
-            (0x55, 0x03) => "insufficient resources",
+            (0x00, 0x00) => "NO ADDITIONAL SENSE INFORMATION",
+            (0x00, 0x06) => "I/O PROCESS TERMINATED",
+            (0x00, 0x16) => "OPERATION IN PROGRESS",
+            (0x00, 0x17) => "CLEANING REQUESTED",
+            (0x01, 0x00) => "NO INDEX/SECTOR SIGNAL",
+            (0x02, 0x00) => "NO SEEK COMPLETE",
+            (0x03, 0x00) => "PERIPHERAL DEVICE WRITE FAULT",
+            (0x04, 0x00) => "LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE",
+            (0x04, 0x01) => "LOGICAL UNIT IS IN PROCESS OF BECOMING READY",
+            (0x04, 0x02) => "LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED",
+            (0x04, 0x03) => "LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED",
+            (0x04, 0x04) => "LOGICAL UNIT NOT READY, FORMAT IN PROGRESS",
+            (0x04, 0x05) => "LOGICAL UNIT NOT READY, REBUILD IN PROGRESS",
+            (0x04, 0x06) => "LOGICAL UNIT NOT READY, RECALCULATION IN PROGRESS",
+            (0x04, 0x07) => "LOGICAL UNIT NOT READY, OPERATION IN PROGRESS",
+            (0x04, 0x08) => "LOGICAL UNIT NOT READY, LONG WRITE IN PROGRESS",
+            (0x04, 0x09) => "LOGICAL UNIT NOT READY, SELF-TEST IN PROGRESS",
+            (0x04, 0x0A) => "LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION",
+            (0x04, 0x0B) => "LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE",
+            (0x04, 0x0C) => "LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN UNAVAILABLE STATE",
+            (0x04, 0x0D) => "LOGICAL UNIT NOT READY, STRUCTURE CHECK REQUIRED",
+            (0x04, 0x10) => "LOGICAL UNIT NOT READY, AUXILIARY MEMORY NOT ACCESSIBLE",
+            (0x04, 0x11) => "LOGICAL UNIT NOT READY, NOTIFY (ENABLE SPINUP) REQUIRED",
+            (0x04, 0x12) => "LOGICAL UNIT NOT READY, OFFLINE",
+            (0x04, 0x13) => "LOGICAL UNIT NOT READY, SA CREATION IN PROGRESS",
+            (0x04, 0x14) => "LOGICAL UNIT NOT READY, SPACE ALLOCATION IN PROGRESS",
+            (0x04, 0x1B) => "LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS",
+            (0x05, 0x00) => "LOGICAL UNIT DOES NOT RESPOND TO SELECTION",
+            (0x08, 0x00) => "LOGICAL UNIT COMMUNICATION FAILURE",
+            (0x08, 0x01) => "LOGICAL UNIT COMMUNICATION TIME-OUT",
+            (0x08, 0x02) => "LOGICAL UNIT COMMUNICATION PARITY ERROR",
+            (0x0C, 0x00) => "WRITE ERROR",
+            (0x0C, 0x02) => "WRITE ERROR - AUTO REALLOCATION FAILED",
+            (0x0C, 0x03) => "WRITE ERROR - RECOMMEND REASSIGNMENT",
+            (0x0C, 0x0C) => "UNEXPECTED UNSOLICITED DATA",
+            (0x0C, 0x0D) => "NOT ENOUGH UNSOLICITED DATA",
+            (0x10, 0x00) => "ID CRC OR ECC ERROR",
+            (0x10, 0x01) => "LOGICAL BLOCK GUARD CHECK FAILED",
+            (0x10, 0x02) => "LOGICAL BLOCK APPLICATION TAG CHECK FAILED",
+            (0x10, 0x03) => "LOGICAL BLOCK REFERENCE TAG CHECK FAILED",
+            (0x11, 0x00) => "UNRECOVERED READ ERROR",
+            (0x11, 0x01) => "READ RETRIES EXHAUSTED",
+            (0x11, 0x04) => "UNRECOVERED READ ERROR - AUTO REALLOCATE FAILED",
+            (0x11, 0x13) => "READ ERROR - FAILED RETRANSMISSION REQUEST",
+            (0x11, 0x14) => "READ ERROR - LBA MARKED BAD BY APPLICATION CLIENT",
+            (0x14, 0x01) => "RECORD NOT FOUND",
+            (0x15, 0x00) => "RANDOM POSITIONING ERROR",
+            (0x1A, 0x00) => "PARAMETER LIST LENGTH ERROR",
+            (0x1B, 0x00) => "SYNCHRONOUS DATA TRANSFER ERROR",
+            (0x1D, 0x00) => "MISCOMPARE DURING VERIFY OPERATION",
+            (0x20, 0x00) => "INVALID COMMAND OPERATION CODE",
+            (0x20, 0x01) => "ACCESS DENIED - INITIATOR PENDING-ENROLLED",
+            (0x20, 0x02) => "ACCESS DENIED - NO ACCESS RIGHTS",
+            (0x21, 0x00) => "LOGICAL BLOCK ADDRESS OUT OF RANGE",
+            (0x21, 0x01) => "INVALID ELEMENT ADDRESS",
+            (0x24, 0x00) => "INVALID FIELD IN CDB",
+            (0x25, 0x00) => "LOGICAL UNIT NOT SUPPORTED",
+            (0x26, 0x00) => "INVALID FIELD IN PARAMETER LIST",
+            (0x26, 0x01) => "PARAMETER NOT SUPPORTED",
+            (0x26, 0x02) => "PARAMETER VALUE INVALID",
+            (0x27, 0x00) => "WRITE PROTECTED",
+            (0x27, 0x01) => "HARDWARE WRITE PROTECTED",
+            (0x27, 0x02) => "LOGICAL UNIT SOFTWARE WRITE PROTECTED",
+            (0x27, 0x07) => "SPACE ALLOCATION FAILED WRITE PROTECT",
+            (0x28, 0x00) => "NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED",
+            (0x29, 0x00) => "POWER ON, RESET, OR BUS DEVICE RESET OCCURRED",
+            (0x29, 0x01) => "POWER ON OCCURRED",
+            (0x29, 0x02) => "SCSI BUS RESET OCCURRED",
+            (0x29, 0x03) => "BUS DEVICE RESET FUNCTION OCCURRED",
+            (0x29, 0x04) => "DEVICE INTERNAL RESET",
+            (0x29, 0x05) => "TRANSCEIVER MODE CHANGED TO SINGLE-ENDED",
+            (0x29, 0x06) => "TRANSCEIVER MODE CHANGED TO LVD",
+            (0x29, 0x07) => "I_T NEXUS LOSS OCCURRED",
+            (0x2A, 0x00) => "PARAMETERS CHANGED",
+            (0x2A, 0x01) => "MODE PARAMETERS CHANGED",
+            (0x2A, 0x02) => "LOG PARAMETERS CHANGED",
+            (0x2A, 0x03) => "RESERVATIONS PREEMPTED",
+            (0x2A, 0x04) => "RESERVATIONS RELEASED",
+            (0x2A, 0x05) => "REGISTRATIONS PREEMPTED",
+            (0x2A, 0x06) => "ASYMMETRIC ACCESS STATE CHANGED",
+            (0x2A, 0x07) => "IMPLICIT ASYMMETRIC ACCESS STATE TRANSITION FAILED",
+            (0x2A, 0x08) => "PRIORITY CHANGED",
+            (0x2A, 0x09) => "CAPACITY DATA HAS CHANGED",
+            (0x2C, 0x00) => "COMMAND SEQUENCE ERROR",
+            (0x2F, 0x00) => "COMMANDS CLEARED BY ANOTHER INITIATOR",
+            (0x2F, 0x01) => "COMMANDS CLEARED BY POWER LOSS NOTIFICATION",
+            (0x2F, 0x02) => "COMMANDS CLEARED BY DEVICE SERVER",
+            (0x30, 0x00) => "INCOMPATIBLE MEDIUM INSTALLED",
+            (0x31, 0x00) => "MEDIUM FORMAT CORRUPTED",
+            (0x31, 0x01) => "FORMAT COMMAND FAILED",
+            (0x32, 0x00) => "NO DEFECT SPARE LOCATION AVAILABLE",
+            (0x37, 0x00) => "ROUNDED PARAMETER",
+            (0x38, 0x07) => "THIN PROVISIONING SOFT THRESHOLD REACHED",
+            (0x39, 0x00) => "SAVING PARAMETERS NOT SUPPORTED",
+            (0x3A, 0x00) => "MEDIUM NOT PRESENT",
+            (0x3A, 0x01) => "MEDIUM NOT PRESENT - TRAY CLOSED",
+            (0x3A, 0x02) => "MEDIUM NOT PRESENT - TRAY OPEN",
+            (0x3E, 0x00) => "LOGICAL UNIT HAS NOT SELF-CONFIGURED YET",
+            (0x3E, 0x01) => "LOGICAL UNIT FAILURE",
+            (0x3E, 0x02) => "TIMEOUT ON LOGICAL UNIT",
+            (0x3F, 0x00) => "TARGET OPERATING CONDITIONS HAVE CHANGED",
+            (0x3F, 0x01) => "MICROCODE HAS BEEN CHANGED",
+            (0x3F, 0x03) => "INQUIRY DATA HAS CHANGED",
+            (0x3F, 0x04) => "COMPONENT DEVICE ATTACHED",
+            (0x3F, 0x05) => "DEVICE IDENTIFIER CHANGED",
+            (0x3F, 0x0E) => "REPORTED LUNS DATA HAS CHANGED",
+            (0x3F, 0x0F) => "ECHO BUFFER OVERWRITTEN",
+            (0x43, 0x00) => "MESSAGE ERROR",
+            (0x44, 0x00) => "INTERNAL TARGET FAILURE",
+            (0x45, 0x00) => "SELECT OR RESELECT FAILURE",
+            (0x47, 0x00) => "SCSI PARITY ERROR",
+            (0x47, 0x01) => "DATA PHASE CRC ERROR DETECTED",
+            (0x47, 0x02) => "SCSI PARITY ERROR DETECTED DURING ST DATA PHASE",
+            (0x47, 0x03) => "INFORMATION UNIT iuCRC ERROR DETECTED",
+            (0x47, 0x04) => "ASYNCHRONOUS INFORMATION PROTECTION ERROR DETECTED",
+            (0x47, 0x05) => "PROTOCOL SERVICE CRC ERROR",
+            (0x48, 0x00) => "INITIATOR DETECTED ERROR MESSAGE RECEIVED",
+            (0x49, 0x00) => "INVALID MESSAGE ERROR",
+            (0x4A, 0x00) => "COMMAND PHASE ERROR",
+            (0x4B, 0x00) => "DATA PHASE ERROR",
+            (0x4B, 0x01) => "INVALID TARGET PORT TRANSFER TAG RECEIVED",
+            (0x4B, 0x02) => "TOO MUCH WRITE DATA",
+            (0x4B, 0x03) => "ACK/NAK TIMEOUT",
+            (0x4B, 0x04) => "NAK RECEIVED",
+            (0x4B, 0x05) => "DATA OFFSET ERROR",
+            (0x4B, 0x06) => "INITIATOR RESPONSE TIMEOUT",
+            (0x4C, 0x00) => "LOGICAL UNIT FAILED SELF-CONFIGURATION",
+            (0x4E, 0x00) => "OVERLAPPED COMMANDS ATTEMPTED",
+            (0x53, 0x00) => "MEDIA LOAD OR EJECT FAILED",
+            (0x55, 0x00) => "SYSTEM RESOURCE FAILURE",
+            (0x55, 0x03) => "INSUFFICIENT RESOURCES",
+            (0x5D, 0x00) => "FAILURE PREDICTION THRESHOLD EXCEEDED",
+            (0x5E, 0x00) => "LOW POWER CONDITION ON",
             _ => return None,
         })
     }
 }
 
 impl core::fmt::Display for Sense {
+    /// E.g. "ILLEGAL REQUEST: LOGICAL BLOCK ADDRESS OUT OF RANGE (ASC/ASCQ 21h/00h)"; a code
+    /// without a name: "ILLEGAL REQUEST: ASC/ASCQ 80h/01h".
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}", self.key_name())?;
-        if let Some(name) = self.asc_name() {
-            write!(f, ", {name}")?;
+        match self.asc_name() {
+            Some(name) => write!(
+                f,
+                "{}: {name} (ASC/ASCQ {:02X}h/{:02X}h)",
+                self.key_name(),
+                self.asc,
+                self.ascq
+            ),
+            None => write!(
+                f,
+                "{}: ASC/ASCQ {:02X}h/{:02X}h",
+                self.key_name(),
+                self.asc,
+                self.ascq
+            ),
         }
-        write!(f, " (ASC {:#04x} ASCQ {:#04x})", self.asc, self.ascq)
     }
 }
 
@@ -258,33 +389,165 @@ pub const fn status_name(status: u8) -> &'static str {
     }
 }
 
-/// READ CAPACITY(16) data.
+/// READ CAPACITY data, checked ([`Capacity::parse_16`], [`Capacity::parse_10`]).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct Capacity {
     /// Last logical block address.
     pub last_lba: u64,
-    /// Block length in bytes.
+    /// Block length in bytes: a power of two from [`MIN_BLOCK_LEN`] to [`MAX_BLOCK_LEN`].
     pub block_len: u32,
 }
 
+/// The smallest logical block length accepted (bytes).
+pub const MIN_BLOCK_LEN: u32 = 512;
+/// The largest logical block length accepted (bytes).
+pub const MAX_BLOCK_LEN: u32 = 1 << 20;
+
+/// READ CAPACITY data the initiator does not use: the field and its value.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum CapacityError {
+    /// Fewer bytes than RETURNED LOGICAL BLOCK ADDRESS and LOGICAL BLOCK LENGTH IN BYTES
+    /// take.
+    TooShort {
+        /// READ CAPACITY(10) or (16).
+        command: &'static str,
+        /// Bytes received.
+        len: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// LOGICAL BLOCK LENGTH IN BYTES is not a power of two from [`MIN_BLOCK_LEN`] to
+    /// [`MAX_BLOCK_LEN`].
+    BlockLength {
+        /// READ CAPACITY(10) or (16).
+        command: &'static str,
+        /// The value.
+        block_len: u32,
+    },
+    /// The capacity in bytes, (RETURNED LOGICAL BLOCK ADDRESS + 1) x LOGICAL BLOCK LENGTH,
+    /// does not fit in 64 bits.
+    TooLarge {
+        /// READ CAPACITY(10) or (16).
+        command: &'static str,
+        /// RETURNED LOGICAL BLOCK ADDRESS.
+        last_lba: u64,
+        /// LOGICAL BLOCK LENGTH IN BYTES.
+        block_len: u32,
+    },
+    /// READ CAPACITY(10) returned FFFFFFFFh: the capacity needs READ CAPACITY(16) (SBC-3).
+    NeedsReadCapacity16,
+}
+
+impl core::fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooShort { command, len, need } => write!(
+                f,
+                "{command} data is {len} bytes, fewer than the {need} holding RETURNED LOGICAL \
+                 BLOCK ADDRESS and LOGICAL BLOCK LENGTH IN BYTES"
+            ),
+            Self::BlockLength { command, block_len } => write!(
+                f,
+                "{command} LOGICAL BLOCK LENGTH IN BYTES is {block_len}: the initiator accepts \
+                 a power of two from {MIN_BLOCK_LEN} to {MAX_BLOCK_LEN}"
+            ),
+            Self::TooLarge {
+                command,
+                last_lba,
+                block_len,
+            } => write!(
+                f,
+                "{command} RETURNED LOGICAL BLOCK ADDRESS {last_lba:#x} with LOGICAL BLOCK \
+                 LENGTH IN BYTES {block_len}: the capacity in bytes does not fit in 64 bits"
+            ),
+            Self::NeedsReadCapacity16 => f.write_str(
+                "READ CAPACITY(10) RETURNED LOGICAL BLOCK ADDRESS is FFFFFFFFh: the capacity \
+                 needs READ CAPACITY(16)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CapacityError {}
+
 impl Capacity {
-    /// Parses READ CAPACITY(16) data (at least 12 bytes).
-    pub fn parse_16(b: &[u8]) -> Option<Self> {
-        let lba = b.get(0..8)?;
-        let len = b.get(8..12)?;
-        Some(Self {
-            last_lba: u64::from_be_bytes(lba.try_into().ok()?),
-            block_len: u32::from_be_bytes(len.try_into().ok()?),
-        })
+    /// Parses and checks READ CAPACITY(16) data (at least 12 bytes).
+    ///
+    /// The block length must be a power of two from 512 bytes to 1 MiB. SBC-3 allows other
+    /// lengths (520 and 528-byte formats exist), but callers size buffers in blocks (the
+    /// CLI allocates by it, a read is a whole number of blocks): a length of 0 would divide
+    /// by zero, one of 2 GiB would allocate gigabytes for one block. Linux's sd driver is
+    /// stricter still (512 to 4096). The capacity in bytes must fit in a `u64`.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError`] naming the field and its value.
+    pub fn parse_16(b: &[u8]) -> Result<Self, CapacityError> {
+        let command = "READ CAPACITY(16)";
+        let (Some(lba), Some(len)) = (b.get(0..8), b.get(8..12)) else {
+            return Err(CapacityError::TooShort {
+                command,
+                len: b.len(),
+                need: 12,
+            });
+        };
+        let mut lba8 = [0u8; 8];
+        lba8.copy_from_slice(lba);
+        let mut len4 = [0u8; 4];
+        len4.copy_from_slice(len);
+        Self::checked(command, u64::from_be_bytes(lba8), u32::from_be_bytes(len4))
     }
 
-    /// Parses READ CAPACITY(10) data (8 bytes).
-    pub fn parse_10(b: &[u8]) -> Option<Self> {
-        let lba = b.get(0..4)?;
-        let len = b.get(4..8)?;
-        Some(Self {
-            last_lba: u64::from(u32::from_be_bytes(lba.try_into().ok()?)),
-            block_len: u32::from_be_bytes(len.try_into().ok()?),
+    /// Parses and checks READ CAPACITY(10) data (8 bytes), as
+    /// [`parse_16`](Self::parse_16) does.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError`] naming the field and its value;
+    /// [`CapacityError::NeedsReadCapacity16`] for a last LBA of FFFFFFFFh.
+    pub fn parse_10(b: &[u8]) -> Result<Self, CapacityError> {
+        let command = "READ CAPACITY(10)";
+        let (Some(lba), Some(len)) = (b.get(0..4), b.get(4..8)) else {
+            return Err(CapacityError::TooShort {
+                command,
+                len: b.len(),
+                need: 8,
+            });
+        };
+        let mut lba4 = [0u8; 4];
+        lba4.copy_from_slice(lba);
+        let mut len4 = [0u8; 4];
+        len4.copy_from_slice(len);
+        let last_lba = u32::from_be_bytes(lba4);
+        if last_lba == u32::MAX {
+            return Err(CapacityError::NeedsReadCapacity16);
+        }
+        Self::checked(command, u64::from(last_lba), u32::from_be_bytes(len4))
+    }
+
+    fn checked(
+        command: &'static str,
+        last_lba: u64,
+        block_len: u32,
+    ) -> Result<Self, CapacityError> {
+        if !block_len.is_power_of_two() || !(MIN_BLOCK_LEN..=MAX_BLOCK_LEN).contains(&block_len) {
+            return Err(CapacityError::BlockLength { command, block_len });
+        }
+        if last_lba
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(u64::from(block_len)))
+            .is_none()
+        {
+            return Err(CapacityError::TooLarge {
+                command,
+                last_lba,
+                block_len,
+            });
+        }
+        Ok(Self {
+            last_lba,
+            block_len,
         })
     }
 
@@ -384,13 +647,166 @@ mod tests {
     }
 
     #[test]
+    fn read_capacity_is_checked() {
+        let rc16 = |lba: u64, len: u32| {
+            let mut b = lba.to_be_bytes().to_vec();
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&[0; 20]);
+            b
+        };
+        for len in [512, 4096, 1 << 20] {
+            assert_eq!(Capacity::parse_16(&rc16(7, len)).unwrap().block_len, len);
+        }
+        for len in [0, 256, 520, 4097, 2 << 20, 0x8000_0000] {
+            let e = Capacity::parse_16(&rc16(7, len)).unwrap_err();
+            assert_eq!(
+                e,
+                CapacityError::BlockLength {
+                    command: "READ CAPACITY(16)",
+                    block_len: len
+                }
+            );
+        }
+        assert_eq!(
+            Capacity::parse_16(&rc16(7, 0x8000_0000))
+                .unwrap_err()
+                .to_string(),
+            "READ CAPACITY(16) LOGICAL BLOCK LENGTH IN BYTES is 2147483648: the initiator \
+             accepts a power of two from 512 to 1048576"
+        );
+        // (2^55) blocks of 512 bytes = 2^64 bytes: does not fit; one fewer does.
+        assert!(Capacity::parse_16(&rc16((1 << 55) - 2, 512)).is_ok());
+        let e = Capacity::parse_16(&rc16((1 << 55) - 1, 512)).unwrap_err();
+        assert!(matches!(e, CapacityError::TooLarge { block_len: 512, .. }));
+        assert_eq!(
+            Capacity::parse_16(&rc16(u64::MAX, 512))
+                .unwrap_err()
+                .to_string(),
+            "READ CAPACITY(16) RETURNED LOGICAL BLOCK ADDRESS 0xffffffffffffffff with LOGICAL \
+             BLOCK LENGTH IN BYTES 512: the capacity in bytes does not fit in 64 bits"
+        );
+        assert_eq!(
+            Capacity::parse_10(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 2, 0]),
+            Err(CapacityError::NeedsReadCapacity16)
+        );
+        assert_eq!(
+            Capacity::parse_10(&[0, 0, 0, 1, 0, 0, 0, 0]),
+            Err(CapacityError::BlockLength {
+                command: "READ CAPACITY(10)",
+                block_len: 0
+            })
+        );
+    }
+
+    #[test]
+    fn sense_by_name() {
+        let s = |key, asc, ascq| Sense { key, asc, ascq }.to_string();
+        assert_eq!(
+            s(5, 0x21, 0),
+            "ILLEGAL REQUEST: LOGICAL BLOCK ADDRESS OUT OF RANGE (ASC/ASCQ 21h/00h)"
+        );
+        assert_eq!(
+            s(2, 0x04, 0x0B),
+            "NOT READY: LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE (ASC/ASCQ 04h/0Bh)"
+        );
+        assert_eq!(
+            s(6, 0x29, 0x07),
+            "UNIT ATTENTION: I_T NEXUS LOSS OCCURRED (ASC/ASCQ 29h/07h)"
+        );
+        assert_eq!(s(5, 0x80, 0x01), "ILLEGAL REQUEST: ASC/ASCQ 80h/01h");
+        assert_eq!(
+            s(0xF, 0, 0),
+            "COMPLETED: NO ADDITIONAL SENSE INFORMATION (ASC/ASCQ 00h/00h)"
+        );
+        // Every sense key has a name.
+        for key in 0..16 {
+            assert!(
+                !Sense {
+                    key,
+                    asc: 0,
+                    ascq: 0
+                }
+                .key_name()
+                .contains("INVALID")
+            );
+        }
+        // The codes the issue lists all have names.
+        for (asc, ascq) in [
+            (0x04, 0x00),
+            (0x04, 0x01),
+            (0x04, 0x02),
+            (0x04, 0x03),
+            (0x0C, 0x00),
+            (0x11, 0x00),
+            (0x1A, 0x00),
+            (0x20, 0x00),
+            (0x21, 0x00),
+            (0x24, 0x00),
+            (0x25, 0x00),
+            (0x26, 0x00),
+            (0x27, 0x00),
+            (0x28, 0x00),
+            (0x29, 0x00),
+            (0x29, 0x07),
+            (0x2A, 0x01),
+            (0x2A, 0x09),
+            (0x31, 0x00),
+            (0x3A, 0x00),
+            (0x3A, 0x02),
+            (0x3F, 0x0E),
+            (0x44, 0x00),
+            (0x47, 0x00),
+            (0x47, 0x03),
+            (0x49, 0x00),
+            (0x4B, 0x00),
+            (0x4B, 0x06),
+            (0x55, 0x03),
+        ] {
+            assert!(
+                Sense { key: 5, asc, ascq }.asc_name().is_some(),
+                "{asc:02x}/{ascq:02x}"
+            );
+        }
+        // Descriptor format (72h) and fixed format whose additional length stops before the
+        // ASC.
+        let mut d = [0u8; 8];
+        d[..4].copy_from_slice(&[0x72, 0x03, 0x11, 0x00]);
+        assert_eq!(
+            Sense::parse(&d).unwrap().to_string(),
+            "MEDIUM ERROR: UNRECOVERED READ ERROR (ASC/ASCQ 11h/00h)"
+        );
+        let mut f = Sense {
+            key: 5,
+            asc: 0x24,
+            ascq: 0,
+        }
+        .to_fixed();
+        f[7] = 4;
+        assert_eq!(
+            Sense::parse(&f).unwrap(),
+            Sense {
+                key: 5,
+                asc: 0,
+                ascq: 0
+            }
+        );
+    }
+
+    #[test]
     fn data_parsers() {
         let mut rc = [0u8; 32];
         rc[7] = 0xFF;
         rc[10] = 2;
         let c = Capacity::parse_16(&rc).unwrap();
         assert_eq!((c.blocks(), c.block_len, c.bytes()), (256, 512, 131072));
-        assert_eq!(Capacity::parse_16(&rc[..11]), None);
+        assert_eq!(
+            Capacity::parse_16(&rc[..11]),
+            Err(CapacityError::TooShort {
+                command: "READ CAPACITY(16)",
+                len: 11,
+                need: 12
+            })
+        );
         assert_eq!(
             Capacity::parse_10(&[0, 0, 0, 1, 0, 0, 2, 0])
                 .unwrap()

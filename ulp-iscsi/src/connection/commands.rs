@@ -162,23 +162,32 @@ impl<B: DdpBackend> Connection<B> {
                     buffer: cmd.data.into_buffer(),
                 }));
             }
-            Queued::Text(..) => {}
+            Queued::Text(..) | Queued::TextContinue { .. } => {}
         }
     }
 
-    /// Starts queued commands while the window and the tags allow.
+    /// Sends queued non-immediate PDUs while the CmdSN window allows (RFC 7143 §4.2.2.1:
+    /// CmdSN from ExpCmdSN to MaxCmdSN): new commands and text requests also need a free
+    /// tag; a text continuation has its task's.
     pub(super) fn flush_queued(&mut self) {
-        while self.phase == Phase::FullFeature
-            && self.window_open()
-            && !self.queued.is_empty()
-            && !self.free_tags.is_empty()
-        {
-            let (Some(q), Some(tag)) = (self.queued.pop_front(), self.free_tags.pop_front()) else {
-                return;
-            };
-            match q {
-                Queued::Scsi(id, cmd) => self.start_scsi(id, cmd, tag),
-                Queued::Text(id, text) => self.start_text(id, text, tag),
+        while self.phase == Phase::FullFeature && self.window_open() {
+            match self.queued.front() {
+                None => return,
+                Some(Queued::TextContinue { .. }) => {
+                    if let Some(Queued::TextContinue { tag, ttt }) = self.queued.pop_front() {
+                        self.send_text(tag, ttt, Vec::new());
+                    }
+                }
+                Some(_) => {
+                    let Some(tag) = self.free_tags.pop_front() else {
+                        return;
+                    };
+                    match self.queued.pop_front() {
+                        Some(Queued::Scsi(id, cmd)) => self.start_scsi(id, cmd, tag),
+                        Some(Queued::Text(id, text)) => self.start_text(id, text, tag),
+                        _ => self.free_tags.push_front(tag),
+                    }
+                }
             }
         }
     }
@@ -194,7 +203,9 @@ impl<B: DdpBackend> Connection<B> {
         self.send_text(tag, Ttt::RESERVED, text);
     }
 
-    pub(super) fn send_text(&mut self, tag: u32, ttt: Ttt, text: Vec<u8>) {
+    /// Sends a Text Request of task `tag` with the next CmdSN; only from
+    /// [`flush_queued`](Self::flush_queued), which checked the window.
+    fn send_text(&mut self, tag: u32, ttt: Ttt, text: Vec<u8>) {
         let repr = TextRequestRepr {
             immediate: false,
             final_: true,
@@ -280,6 +291,8 @@ impl<B: DdpBackend> Connection<B> {
                     data_in: 0,
                     outcome: None,
                     tearing_down: false,
+                    cmd_sn: self.cmd_sn,
+                    digest_error: None,
                 })),
             },
         );

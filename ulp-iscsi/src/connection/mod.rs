@@ -29,6 +29,7 @@ use crate::wire::bhs::BHS_LEN;
 use crate::wire::login::Stage;
 use crate::wire::{self, Digests};
 
+mod async_event;
 mod commands;
 mod login;
 mod receive;
@@ -43,6 +44,8 @@ pub use types::{
     ConnectionError, Data, DiscoveredTarget, Event, Phase, Residual, ScsiOutcome, Violation,
     login_status_name,
 };
+
+pub use async_event::AsyncEvent;
 
 use login::{LoginFramer, LoginState};
 
@@ -60,6 +63,12 @@ struct ScsiTask {
     data_in: u64,
     outcome: Option<Result<ScsiOutcome, CommandError>>,
     tearing_down: bool,
+    /// The SCSI Command's CmdSN: a Reject naming the command must carry it (a Reject for an
+    /// earlier command that had the same tag fails nothing).
+    cmd_sn: u32,
+    /// A Data-In whose data digest did not match: the command fails with this error when its
+    /// status arrives.
+    digest_error: Option<CommandError>,
 }
 
 #[derive(Debug)]
@@ -83,6 +92,12 @@ struct Task {
 enum Queued {
     Scsi(CommandId, Command),
     Text(CommandId, Vec<u8>),
+    /// The next Text Request of text task `tag` (answering a Text Response with the C bit or
+    /// without the F bit), waiting for the CmdSN window like any non-immediate PDU.
+    TextContinue {
+        tag: u32,
+        ttt: wire::Ttt,
+    },
 }
 
 /// What follows a queued PDU's header.
@@ -146,6 +161,10 @@ pub struct Connection<B: DdpBackend> {
     /// Task deadlines, task management (ABORT TASK, LOGICAL UNIT RESET), login and logout
     /// timers (`timers`, `tmf`).
     recovery: tmf::RecoveryState,
+    /// Why the target asked for the logout in progress (Asynchronous Message, Reject
+    /// "waiting for logout"): the connection ends with it, not with
+    /// [`ConnectionError::LoggedOut`], when the Logout Response arrives.
+    logout_cause: Option<ConnectionError>,
 }
 
 impl<B: DdpBackend> fmt::Debug for Connection<B> {
@@ -210,6 +229,7 @@ impl<B: DdpBackend> Connection<B> {
             ping_deadline: Timer::default(),
             rx_seen: false,
             recovery: tmf::RecoveryState::default(),
+            logout_cause: None,
         }
     }
 
@@ -313,6 +333,7 @@ impl<B: DdpBackend> Connection<B> {
                         self.on_control(&header, &data);
                     } else {
                         self.fail(ConnectionError::DataDigest {
+                            opcode: header.opcode(),
                             itt: header.itt().0,
                         });
                     }
@@ -325,11 +346,8 @@ impl<B: DdpBackend> Connection<B> {
                     ..
                 } => {
                     self.rx_seen = true;
-                    if digest.is_ok() {
-                        self.on_data_in(&r, tag.0, len);
-                    } else {
-                        self.fail(ConnectionError::DataDigest { itt: tag.0 });
-                    }
+                    // A data digest error fails only this command (see on_data_in).
+                    self.on_data_in(&r, tag.0, len, digest.is_ok());
                 }
                 EngineEvent::Error(e) => self.fail(ConnectionError::Protocol(Violation::Data(e))),
                 _ => {}

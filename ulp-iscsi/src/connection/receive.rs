@@ -5,8 +5,8 @@ use ulp_ddp_core::{DdpBackend, SgBuffer, Tag};
 
 use super::login::MAX_TEXT;
 use super::{
-    CommandError, Completion, Connection, ConnectionError, DiscoveredTarget, Event, Phase,
-    Residual, ScsiOutcome, ScsiTask, Task, TaskKind, TxPayload, Violation,
+    AsyncEvent, CommandError, Completion, Connection, ConnectionError, DiscoveredTarget, Event,
+    Phase, Queued, Residual, ScsiOutcome, ScsiTask, Task, TaskKind, TxPayload, Violation,
 };
 use crate::plugin::TargetPdu;
 use crate::scsi::Sense;
@@ -59,6 +59,7 @@ impl<B: DdpBackend> Connection<B> {
                         (true, _) if r.residual > expected_len => {
                             return self.fail(ConnectionError::Protocol(
                                 Violation::UnderflowBeyondTransfer {
+                                    opcode: Opcode::ScsiResponse,
                                     itt: r.itt.0,
                                     residual: r.residual,
                                     expected: expected_len,
@@ -80,7 +81,7 @@ impl<B: DdpBackend> Connection<B> {
                         }),
                     }
                 };
-                self.finish_scsi(r.itt.0, result);
+                self.finish_scsi(r.itt.0, result, Opcode::ScsiResponse);
             }
             Pdu::NopIn(r) => {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
@@ -135,7 +136,13 @@ impl<B: DdpBackend> Connection<B> {
                 acc.extend_from_slice(r.data);
                 let id = *id;
                 if r.cont || !r.final_ {
-                    return self.send_text(itt, r.ttt, Vec::new());
+                    // The next Text Request is non-immediate: it waits for the CmdSN window
+                    // (flush_queued, after this PDU), ahead of commands not yet started.
+                    self.queued.push_front(Queued::TextContinue {
+                        tag: itt,
+                        ttt: r.ttt,
+                    });
+                    return;
                 }
                 let text = match self.tasks.remove(&itt) {
                     Some(Task {
@@ -169,7 +176,11 @@ impl<B: DdpBackend> Connection<B> {
                         r.response,
                     )));
                 }
-                self.end(ConnectionError::LoggedOut, true);
+                match self.logout_cause.take() {
+                    // A logout the target asked for: not the user's clean end.
+                    Some(cause) => self.fail(cause),
+                    None => self.end(ConnectionError::LoggedOut, true),
+                }
             }
             Pdu::R2t(r) => {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
@@ -181,40 +192,155 @@ impl<B: DdpBackend> Connection<B> {
                 if !self.take_stat_sn(Opcode::AsyncMessage, r.stat_sn) {
                     return;
                 }
-                self.events.push_back(Event::Async { event: r.event });
-                match r.event {
-                    wire::async_msg::event::LOGOUT_REQUEST => {
-                        let _ = self.logout();
+                let event = AsyncEvent::from_message(r);
+                self.events.push_back(Event::Async(event.clone()));
+                match event {
+                    AsyncEvent::LogoutRequest { within } => {
+                        self.logout_for(ConnectionError::TargetRequestedLogout {
+                            within: Some(within),
+                        });
                     }
-                    wire::async_msg::event::CONNECTION_DROP
-                    | wire::async_msg::event::SESSION_DROP => {
-                        self.fail(ConnectionError::PeerClosed)
+                    AsyncEvent::ConnectionDrop {
+                        time2wait,
+                        time2retain,
+                        ..
+                    } => self.fail(ConnectionError::TargetDroppedConnection {
+                        time2wait,
+                        time2retain,
+                    }),
+                    AsyncEvent::SessionDrop {
+                        time2wait,
+                        time2retain,
+                    } => self.fail(ConnectionError::TargetDroppedSession {
+                        time2wait,
+                        time2retain,
+                    }),
+                    AsyncEvent::RenegotiationRequest { within } => {
+                        self.logout_for(ConnectionError::TargetRequestedRenegotiation { within });
                     }
+                    // Reported only: a SCSI event (its sense says what), vendor-specific or
+                    // reserved codes.
                     _ => {}
                 }
             }
             Pdu::Reject(r) => {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
-                if self.phase != Phase::Login && !self.take_stat_sn(Opcode::Reject, r.stat_sn) {
+                if self.phase == Phase::Login {
+                    return self.fail(ConnectionError::Rejected(r.reason));
+                }
+                if !self.take_stat_sn(Opcode::Reject, r.stat_sn) {
                     return;
                 }
                 let itt = r.rejected_bhs().itt().0;
                 if self.tmf_rejected(itt, r.reason) {
                     return;
                 }
-                if r.reason == RejectReason::WaitingForLogout {
-                    let _ = self.logout();
-                }
-                if self.scsi_task(itt).is_some() {
-                    self.finish_scsi(itt, Err(CommandError::Rejected(r.reason)));
-                } else {
-                    self.fail(ConnectionError::Rejected(r.reason));
-                }
+                self.on_reject(r);
             }
             other => {
                 let opcode = pdu_opcode(other);
                 self.fail(ConnectionError::Protocol(Violation::UnacceptedPdu(opcode)));
             }
+        }
+    }
+
+    /// A Reject in full feature phase (RFC 7143 §11.17.1 and §7.2 "Usage of Reject PDU in
+    /// Recovery"): the target does not end an active task by rejecting one of its PDUs (it
+    /// sends the task's response later), so only a Reject of the PDU that starts a task ends
+    /// that task; and only that one.
+    fn on_reject(&mut self, r: &wire::reject::RejectRepr<'_>) {
+        let bhs = r.rejected_bhs();
+        let itt = bhs.itt().0;
+        let opcode = bhs.opcode_raw();
+        let reason = r.reason;
+        let unmapped = ConnectionError::RejectedPdu {
+            reason,
+            opcode,
+            itt,
+        };
+        let handled = match Opcode::try_from(opcode) {
+            // The command never became active at the target: it ends here, its buffer comes
+            // back once released. Its CmdSN must match: a tag used again by a later command
+            // is not that command.
+            Ok(Opcode::ScsiCommand) => {
+                let cmd_sn = bhs.word(6);
+                match self.scsi_task(itt) {
+                    Some(t) if t.outcome.is_none() && t.cmd_sn == cmd_sn => {
+                        self.finish_scsi(itt, Err(CommandError::Rejected(reason)), Opcode::Reject);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            // A Data-Out (a data digest error, say) does not end the task: the target sends
+            // its SCSI Response once it has the rest of the data (§11.17.1). The task keeps
+            // its tag and waits for it.
+            Ok(Opcode::DataOut) => matches!(
+                self.scsi_task(itt),
+                Some(t) if t.outcome.is_none() && t.write.is_some()
+            ),
+            // The answer to the target's own ping (ITT reserved): nothing to end.
+            Ok(Opcode::NopOut) if itt == Itt::RESERVED.0 => true,
+            Ok(Opcode::NopOut) => match self.tasks.get(&itt) {
+                Some(Task {
+                    id,
+                    kind: TaskKind::Nop { internal },
+                }) => {
+                    let (id, internal) = (*id, *internal);
+                    self.tasks.remove(&itt);
+                    self.free_tags.push_back(itt);
+                    if internal {
+                        // The connection's own keep-alive: the target is alive.
+                        self.ping_deadline.stop();
+                    } else {
+                        self.events.push_back(Event::Failed {
+                            id,
+                            error: CommandError::Rejected(reason),
+                        });
+                    }
+                    true
+                }
+                _ => false,
+            },
+            Ok(Opcode::TextRequest) => match self.tasks.get(&itt) {
+                Some(Task {
+                    id,
+                    kind: TaskKind::Text(_),
+                }) => {
+                    let id = *id;
+                    self.tasks.remove(&itt);
+                    self.queued
+                        .retain(|q| !matches!(q, Queued::TextContinue { tag, .. } if *tag == itt));
+                    self.free_tags.push_back(itt);
+                    self.events.push_back(Event::Failed {
+                        id,
+                        error: CommandError::Rejected(reason),
+                    });
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !handled {
+            return self.fail(unmapped);
+        }
+        if reason == RejectReason::WaitingForLogout {
+            self.logout_for(ConnectionError::TargetRequestedLogout { within: None });
+        }
+    }
+
+    /// Logs out because the target asked to (`cause`): the connection ends with `cause` when
+    /// the Logout Response arrives, or at once when no Logout can be sent. A logout the user
+    /// already started stays the user's.
+    fn logout_for(&mut self, cause: ConnectionError) {
+        match self.phase {
+            Phase::LoggingOut => {}
+            Phase::FullFeature => match self.logout() {
+                Ok(_) => self.logout_cause = Some(cause),
+                Err(_) => self.fail(cause),
+            },
+            _ => self.fail(cause),
         }
     }
 
@@ -254,7 +380,21 @@ impl<B: DdpBackend> Connection<B> {
         }
     }
 
-    pub(super) fn on_data_in(&mut self, r: &wire::data_in::DataInRepr<'_>, tag: u32, len: u32) {
+    /// A Data-In whose data the engine placed (`digest_ok`: its data digest matched, or none
+    /// was negotiated).
+    ///
+    /// A data digest mismatch fails this command only (RFC 7143 §7.8: the initiator discards
+    /// the PDU and either asks for it again by SNACK, which needs ErrorRecoveryLevel 1, or
+    /// terminates the command with an error). Its header is still used (the stream is in step
+    /// only if it is right; header digests guard it): its DataSN and length are counted and
+    /// its status, if it carries one, ends the command, with the digest error.
+    pub(super) fn on_data_in(
+        &mut self,
+        r: &wire::data_in::DataInRepr<'_>,
+        tag: u32,
+        len: u32,
+        digest_ok: bool,
+    ) {
         self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
         if r.ack {
             return self.fail(ConnectionError::Protocol(Violation::DataInAck { itt: tag }));
@@ -288,6 +428,13 @@ impl<B: DdpBackend> Connection<B> {
                 received: r.buffer_offset,
             }));
         }
+        if !digest_ok && task.digest_error.is_none() {
+            task.digest_error = Some(CommandError::DataDigest {
+                itt: tag,
+                data_sn: r.data_sn,
+                offset: r.buffer_offset,
+            });
+        }
         task.next_data_sn = task.next_data_sn.wrapping_add(1);
         task.data_in += u64::from(len);
         let (expected_len, data_in, read) = (task.expected_len, task.data_in, task.registered);
@@ -299,6 +446,7 @@ impl<B: DdpBackend> Connection<B> {
                 if s.residual > expected_len {
                     return self.fail(ConnectionError::Protocol(
                         Violation::UnderflowBeyondTransfer {
+                            opcode: Opcode::DataIn,
                             itt: tag,
                             residual: s.residual,
                             expected: expected_len,
@@ -321,7 +469,7 @@ impl<B: DdpBackend> Connection<B> {
                     data_in,
                 }),
             };
-            self.finish_scsi(tag, result);
+            self.finish_scsi(tag, result, Opcode::DataIn);
         }
     }
 
@@ -359,21 +507,57 @@ impl<B: DdpBackend> Connection<B> {
                 max_burst,
             }));
         }
+        // MaxOutstandingR2T: an R2T is outstanding until the last Data-Out of its sequence
+        // has left (poll_transmit handed it out).
+        let max = self.params.max_outstanding_r2t;
+        if self.r2ts_outstanding(tag) >= max {
+            return self.fail(ConnectionError::Protocol(Violation::TooManyR2ts {
+                itt: tag,
+                r2t_sn: r.r2t_sn,
+                max,
+            }));
+        }
+        let Some(task) = self.scsi_task(tag) else {
+            return;
+        };
         task.next_r2t_sn = task.next_r2t_sn.wrapping_add(1);
         let lun = task.lun;
         self.send_data_out(tag, lun, r.ttt, u64::from(r.buffer_offset), end);
     }
 
-    /// Records the outcome of a SCSI command; it completes once its buffer is released.
-    fn finish_scsi(&mut self, tag: u32, result: Result<ScsiOutcome, CommandError>) {
+    /// R2Ts of task `tag` whose sequence's last Data-Out (F bit, a TTT from the R2T) is
+    /// still queued: not handed out by poll_transmit yet.
+    fn r2ts_outstanding(&self, tag: u32) -> u32 {
+        let n = self
+            .tx
+            .iter()
+            .filter(|p| {
+                let h = &p.header;
+                matches!(p.payload, TxPayload::Write { tag: t, .. } if t == tag)
+                    && h[0] & 0x3F == Opcode::DataOut as u8
+                    && h[1] & 0x80 != 0
+                    && h[20..24] != Ttt::RESERVED.0.to_be_bytes()
+            })
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Records the outcome of a SCSI command (`opcode` carried it); it completes once its
+    /// buffer is released. A Data-In digest error seen earlier overrides the status.
+    fn finish_scsi(&mut self, tag: u32, result: Result<ScsiOutcome, CommandError>, opcode: Opcode) {
         let Some(task) = self.scsi_task(tag) else {
             return;
         };
         if task.outcome.is_some() {
             return self.fail(ConnectionError::Protocol(Violation::SecondStatus {
+                opcode,
                 itt: tag,
             }));
         }
+        let result = match task.digest_error.take() {
+            Some(e) => Err(e),
+            None => result,
+        };
         task.outcome = Some(result);
         if task.registered {
             if !task.tearing_down {

@@ -68,8 +68,13 @@ impl<B: DdpBackend> Connection<B> {
     }
 
     /// The Logout Response did not come in time: a clean end (with a warning) when every SCSI
-    /// command had completed, else a failure.
+    /// command had completed, else a failure; a logout the target asked for ends with the
+    /// target's cause.
     fn logout_unanswered(&mut self) {
+        if let Some(cause) = self.logout_cause.take() {
+            // A logout the target asked for: its cause ends the connection.
+            return self.fail(cause);
+        }
         let outstanding = self.scsi_outstanding();
         let waited = self.config.logout_timeout;
         if outstanding == 0 {
@@ -88,6 +93,12 @@ impl<B: DdpBackend> Connection<B> {
     /// clean end with a warning (istgt closes instead of answering, about one session in ten);
     /// else [`ConnectionError::PeerClosed`].
     pub(super) fn peer_closed(&mut self) {
+        if self.phase == Phase::LoggingOut
+            && let Some(cause) = self.logout_cause.take()
+        {
+            // A logout the target asked for: its cause ends the connection.
+            return self.fail(cause);
+        }
         if self.phase == Phase::LoggingOut && self.scsi_outstanding() == 0 {
             self.events
                 .push_back(Event::Recovery(Recovery::ClosedInsteadOfLogoutResponse));

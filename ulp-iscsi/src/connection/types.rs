@@ -13,6 +13,7 @@ use crate::wire::reject::RejectReason;
 use crate::wire::task_mgmt::TmfFunction;
 use crate::wire::{self, Lun, Opcode};
 
+use super::async_event::AsyncEvent;
 use super::tmf::{Recovery, TmfFailure, lun_words};
 
 /// CHAP credentials.
@@ -195,6 +196,18 @@ pub enum CommandError {
         /// completed).
         outstanding: Duration,
     },
+    /// A Data-In of the read arrived with a data digest that did not match: its data is not
+    /// to be trusted, so the command fails once its status arrives (RFC 7143 §7.8: the
+    /// initiator discards the PDU and terminates the command with an error; the SNACK that
+    /// could ask for it again needs ErrorRecoveryLevel 1). Only this command fails.
+    DataDigest {
+        /// The command's ITT.
+        itt: u32,
+        /// The Data-In's DataSN.
+        data_sn: u32,
+        /// The Data-In's Buffer Offset.
+        offset: u32,
+    },
 }
 
 impl fmt::Display for CommandError {
@@ -229,6 +242,16 @@ impl fmt::Display for CommandError {
                     outstanding.as_secs_f64()
                 ),
             },
+            Self::DataDigest {
+                itt,
+                data_sn,
+                offset,
+            } => write!(
+                f,
+                "data digest mismatch in the SCSI Data-In for ITT {itt:#x} with DataSN {data_sn} \
+                 at Buffer Offset {offset}: the data is not trusted and the command failed \
+                 (no SNACK at ErrorRecoveryLevel 0, RFC 7143 §7.8)"
+            ),
         }
     }
 }
@@ -314,6 +337,8 @@ pub enum Violation {
     },
     /// An underflow residual larger than the command's transfer.
     UnderflowBeyondTransfer {
+        /// The status-carrying PDU (SCSI Response, or Data-In with status).
+        opcode: Opcode,
         /// The command's ITT.
         itt: u32,
         /// The residual.
@@ -398,8 +423,20 @@ pub enum Violation {
     },
     /// A second status for one command.
     SecondStatus {
+        /// The PDU carrying it.
+        opcode: Opcode,
         /// The command's ITT.
         itt: u32,
+    },
+    /// An R2T beyond MaxOutstandingR2T: the command already had `max` R2Ts whose data was not
+    /// all handed out yet.
+    TooManyR2ts {
+        /// The command's ITT.
+        itt: u32,
+        /// The R2T's R2TSN.
+        r2t_sn: u32,
+        /// MaxOutstandingR2T negotiated.
+        max: u32,
     },
 }
 
@@ -424,21 +461,27 @@ impl fmt::Display for Violation {
             ),
             Self::LoginStage { expected, received } => write!(
                 f,
-                "Login Response in stage {received}, the request's is {expected}"
+                "Login Response with current stage (CSG) {received}, the request's is {expected}"
             ),
             Self::LoginDoesNotConverge { rounds } => write!(
                 f,
-                "the login does not reach full feature phase after {rounds} rounds"
+                "the Login Responses do not reach full feature phase (NSG 3 with the T bit) \
+                 after {rounds} rounds"
             ),
-            Self::TextTooLong { max } => {
-                write!(f, "text spread over continued PDUs exceeds {max} bytes")
+            Self::TextTooLong { max } => write!(
+                f,
+                "Login or Text Response data segments continued with the C bit exceed {max} \
+                 bytes in all"
+            ),
+            Self::MalformedLoginText(e) => {
+                write!(f, "Login Response data segment is not key=value text: {e}")
             }
-            Self::MalformedLoginText(e) => write!(f, "malformed login text: {e}"),
             Self::LoginInFullFeatureStage => {
-                f.write_str("Login Response with full feature phase as its current stage")
+                f.write_str("Login Response with full feature phase as its current stage (CSG 3)")
             }
             Self::SkippedOperationalStage => f.write_str(
-                "the target went from the security stage straight to full feature phase",
+                "Login Response moving from the security stage (CSG 0) straight to full \
+                 feature phase (NSG 3)",
             ),
             Self::NonLoginPdu(op) => write!(f, "{} during login", op.name()),
             Self::LoginResponseAfterLogin => f.write_str("Login Response after login"),
@@ -448,17 +491,25 @@ impl fmt::Display for Violation {
                 opcode.name()
             ),
             Self::UnderflowBeyondTransfer {
+                opcode,
                 itt,
                 residual,
                 expected,
             } => write!(
                 f,
-                "underflow residual {residual} for ITT {itt:#x} exceeds its transfer of {expected} bytes"
+                "{} for ITT {itt:#x} with an underflow Residual Count of {residual}, beyond \
+                 its Expected Data Transfer Length of {expected} bytes",
+                opcode.name()
             ),
-            Self::MalformedSendTargets => {
-                f.write_str("SendTargets answer is not TargetName/TargetAddress text")
-            }
-            Self::LogoutRefused(r) => write!(f, "the target refused the logout: {r}"),
+            Self::MalformedSendTargets => f.write_str(
+                "Text Response to SendTargets: the data segment is not TargetName/TargetAddress \
+                 text",
+            ),
+            Self::LogoutRefused(r) => write!(
+                f,
+                "Logout Response with Response {} ({r}): the target refused the logout",
+                r.code()
+            ),
             Self::UnacceptedPdu(op) => {
                 write!(
                     f,
@@ -469,13 +520,13 @@ impl fmt::Display for Violation {
             }
             Self::DataInAck { itt } => write!(
                 f,
-                "Data-In for ITT {itt:#x} asks for an acknowledgement (A bit) at ErrorRecoveryLevel 0"
+                "SCSI Data-In for ITT {itt:#x} asks for an acknowledgement (A bit) at ErrorRecoveryLevel 0"
             ),
             Self::DataInNotRead { itt } => {
-                write!(f, "Data-In for ITT {itt:#x}, which is not a read")
+                write!(f, "SCSI Data-In for ITT {itt:#x}, which is not a read")
             }
             Self::DataInAfterStatus { itt } => {
-                write!(f, "Data-In for ITT {itt:#x} after its status")
+                write!(f, "SCSI Data-In for ITT {itt:#x} after its status")
             }
             Self::DataSn {
                 itt,
@@ -483,7 +534,7 @@ impl fmt::Display for Violation {
                 received,
             } => write!(
                 f,
-                "Data-In for ITT {itt:#x} with DataSN {received}, expected {expected}"
+                "SCSI Data-In for ITT {itt:#x} with DataSN {received}, expected {expected}"
             ),
             Self::DataOffset {
                 itt,
@@ -491,9 +542,9 @@ impl fmt::Display for Violation {
                 received,
             } => write!(
                 f,
-                "Data-In for ITT {itt:#x} at Buffer Offset {received}, expected {expected} (DataPDUInOrder=Yes)"
+                "SCSI Data-In for ITT {itt:#x} at Buffer Offset {received}, expected {expected} (DataPDUInOrder=Yes)"
             ),
-            Self::Data(e) => write!(f, "Data-In refused: {e}"),
+            Self::Data(e) => write!(f, "SCSI Data-In refused: {e}"),
             Self::R2tNotWrite { itt } => {
                 write!(f, "R2T for ITT {itt:#x}, which has no write data")
             }
@@ -514,9 +565,19 @@ impl fmt::Display for Violation {
                 max_burst,
             } => write!(
                 f,
-                "R2T for ITT {itt:#x} asks for {len} bytes at offset {offset} of a {write_len}-byte write (MaxBurstLength {max_burst})"
+                "R2T for ITT {itt:#x} with Desired Data Transfer Length {len} at Buffer Offset \
+                 {offset}, for a {write_len}-byte write (MaxBurstLength {max_burst})"
             ),
-            Self::SecondStatus { itt } => write!(f, "a second status for ITT {itt:#x}"),
+            Self::SecondStatus { opcode, itt } => write!(
+                f,
+                "{} for ITT {itt:#x} carries a second status for the command",
+                opcode.name()
+            ),
+            Self::TooManyR2ts { itt, r2t_sn, max } => write!(
+                f,
+                "R2T for ITT {itt:#x} with R2TSN {r2t_sn} beyond MaxOutstandingR2T={max}: the \
+                 command's earlier R2Ts are still outstanding"
+            ),
         }
     }
 }
@@ -532,8 +593,12 @@ pub enum ConnectionError {
     Wire(wire::Error),
     /// The target broke a protocol rule.
     Protocol(Violation),
-    /// A data digest did not match (ITT of the PDU).
+    /// A data digest did not match in a PDU other than Data-In (a response, or an unsolicited
+    /// PDU): at ErrorRecoveryLevel 0 the session cannot ask for it again (status SNACK needs
+    /// level 1), so it ends (RFC 7143 §7.8 option c).
     DataDigest {
+        /// The PDU.
+        opcode: Opcode,
         /// The PDU's ITT.
         itt: u32,
     },
@@ -562,7 +627,7 @@ pub enum ConnectionError {
         /// Why.
         error: wire::Error,
     },
-    /// The target dropped the connection (Asynchronous Message) or closed the socket.
+    /// The target closed the socket (TCP end of stream).
     PeerClosed,
     /// The initiator closed the connection ([`Connection::close`](super::Connection::close)).
     LocallyClosed,
@@ -600,6 +665,48 @@ pub enum ConnectionError {
         /// How the ABORT TASK failed.
         abort: TmfFailure,
     },
+    /// The target rejected a PDU the connection cannot tie to a task it can end alone (a
+    /// Logout, a Task Management request, a PDU of a task already finished, a PDU the
+    /// initiator never sends).
+    RejectedPdu {
+        /// The Reject's reason.
+        reason: RejectReason,
+        /// The rejected PDU's opcode (raw: the target's copy of the header).
+        opcode: u8,
+        /// The rejected PDU's ITT.
+        itt: u32,
+    },
+    /// The target asked the initiator to log out: by Asynchronous Message (event 1, with the
+    /// time it gives, `within`), or by rejecting a PDU as "waiting for logout" (`within` is
+    /// `None`). The initiator logged out (or could not); the session is to be reinstated.
+    TargetRequestedLogout {
+        /// Parameter3 of the Asynchronous Message.
+        within: Option<Duration>,
+    },
+    /// The target announced it drops this connection (Asynchronous Message event 2).
+    TargetDroppedConnection {
+        /// Time2Wait (Parameter2): wait this long before reconnecting.
+        time2wait: Duration,
+        /// Time2Retain (Parameter3): how long the target keeps the tasks.
+        time2retain: Duration,
+    },
+    /// The target announced it drops every connection of the session (Asynchronous Message
+    /// event 3).
+    TargetDroppedSession {
+        /// Time2Wait (Parameter2).
+        time2wait: Duration,
+        /// Time2Retain (Parameter3).
+        time2retain: Duration,
+    },
+    /// The target asked for the operational parameters to be renegotiated (Asynchronous
+    /// Message event 4). The initiator answers by logging out rather than by a Text
+    /// negotiation in full feature phase (RFC 7143 §11.9.1 allows a Logout Request as the
+    /// answer): a fresh login (the driver's reinstatement) renegotiates every key, and needs
+    /// no second negotiation engine.
+    TargetRequestedRenegotiation {
+        /// Parameter3: the time the target gave to start the negotiation.
+        within: Duration,
+    },
 }
 
 /// The words of RFC 7143 §11.13.5 for a Login Response's Status-Class and Status-Detail.
@@ -636,7 +743,13 @@ impl fmt::Display for ConnectionError {
             Self::Engine(e) => write!(f, "receive engine: {e}"),
             Self::Wire(e) => write!(f, "bad PDU from the target: {e}"),
             Self::Protocol(v) => write!(f, "protocol violation by the target: {v}"),
-            Self::DataDigest { itt } => write!(f, "data digest mismatch (ITT {itt:#x})"),
+            Self::DataDigest { opcode, itt } => write!(
+                f,
+                "data digest mismatch in a {} (ITT {itt:#x}); a PDU the target sends once \
+                 cannot be asked for again at ErrorRecoveryLevel 0, so the session ends \
+                 (RFC 7143 §7.8)",
+                opcode.name()
+            ),
             Self::LoginFailed { class, detail } => write!(
                 f,
                 "login failed: {} (status {class:#04x}/{detail:#04x})",
@@ -690,6 +803,59 @@ impl fmt::Display for ConnectionError {
                 "LOGICAL UNIT RESET of {} {reset} after ABORT TASK of ITT {abort_itt:#x} {abort}",
                 lun_words(*lun)
             ),
+            Self::RejectedPdu {
+                reason,
+                opcode,
+                itt,
+            } => {
+                let name = Opcode::try_from(*opcode).map_or("PDU of unknown opcode", Opcode::name);
+                write!(
+                    f,
+                    "the target rejected a {name} (opcode {opcode:#04x}, ITT {itt:#x}) with \
+                     reason {} ({:#04x}), which ends no single task",
+                    reason,
+                    reason.code()
+                )
+            }
+            Self::TargetRequestedLogout { within: Some(w) } => write!(
+                f,
+                "the target asked for a logout within {} (Asynchronous Message event 1); the \
+                 initiator logged out",
+                super::async_event::Secs(*w)
+            ),
+            Self::TargetRequestedLogout { within: None } => f.write_str(
+                "the target rejected a PDU as waiting for logout (Reject reason 0x0c); the \
+                 initiator logged out",
+            ),
+            Self::TargetDroppedConnection {
+                time2wait,
+                time2retain,
+            } => write!(
+                f,
+                "the target dropped the connection (Asynchronous Message event 2): {}",
+                super::async_event::Retry {
+                    time2wait: *time2wait,
+                    time2retain: *time2retain
+                }
+            ),
+            Self::TargetDroppedSession {
+                time2wait,
+                time2retain,
+            } => write!(
+                f,
+                "the target dropped the session (Asynchronous Message event 3): {}",
+                super::async_event::Retry {
+                    time2wait: *time2wait,
+                    time2retain: *time2retain
+                }
+            ),
+            Self::TargetRequestedRenegotiation { within } => write!(
+                f,
+                "the target asked to renegotiate the operational parameters within {} \
+                 (Asynchronous Message event 4); the initiator logged out so that a new login \
+                 renegotiates them",
+                super::async_event::Secs(*within)
+            ),
         }
     }
 }
@@ -727,17 +893,23 @@ pub enum Event {
         /// The targets.
         targets: Vec<DiscoveredTarget>,
     },
-    /// The target sent an Asynchronous Message with this event code.
-    Async {
-        /// AsyncEvent.
-        event: u8,
-    },
+    /// The target sent an Asynchronous Message: what it announced.
+    Async(AsyncEvent),
     /// The connection is over; every command has completed first.
     /// [`ConnectionError::LoggedOut`] is the clean end.
     Closed(ConnectionError),
     /// A step of error recovery (a command's deadline passed, a task management function
     /// was sent or answered, a logout went unanswered), in words.
     Recovery(Recovery),
+    /// A ping ([`Connection::ping`](super::Connection::ping)) or a text request
+    /// ([`Connection::send_targets`](super::Connection::send_targets)) failed alone (the
+    /// target rejected it); the connection goes on.
+    Failed {
+        /// The ping or text request.
+        id: CommandId,
+        /// Why.
+        error: CommandError,
+    },
 }
 
 /// The connection's phase.

@@ -19,8 +19,11 @@ impl<B: DdpBackend> Connection<B> {
         serial::le(self.cmd_sn, self.max_cmd_sn)
     }
 
-    /// Takes ExpCmdSN and MaxCmdSN from a target PDU (a MaxCmdSN below ExpCmdSN - 1 is
-    /// ignored, as the RFC requires).
+    /// Takes ExpCmdSN and MaxCmdSN from a target PDU, as RFC 7143 §4.2.2.1 says: when the
+    /// PDU's MaxCmdSN is below its ExpCmdSN - 1 (serial arithmetic) both are ignored;
+    /// otherwise each replaces the local value only when serially greater (MaxCmdSN =
+    /// ExpCmdSN - 1 is a valid, closed window). Every PDU carrying them goes through here,
+    /// Data-In without status and Reject included.
     pub(super) fn update_window(&mut self, exp: u32, max: u32) {
         if serial::lt(max, exp.wrapping_sub(1)) {
             return;
