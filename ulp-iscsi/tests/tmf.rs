@@ -831,3 +831,17 @@ fn an_aborted_write_sends_no_more_data_and_hands_its_buffer_back() {
     assert!(matches!(done[0].result, Err(CommandError::Aborted { .. })));
     assert_eq!(done[0].buffer.as_ref().map(SgBuffer::len), Some(32 * 1024));
 }
+
+#[test]
+fn a_task_management_response_to_nothing_fails_the_connection() {
+    let mut c = logged_in(50);
+    read(&mut c, Lun::default(), 512);
+    receive(&mut c, &tmf_response(0x8000_0003, 0, 101));
+    assert_eq!(c.phase(), Phase::Failed);
+    assert_eq!(
+        c.failure().map(ToString::to_string).as_deref(),
+        Some(
+            "protocol violation by the target: Task Management Function Response for ITT 0x80000003, which names no such task"
+        )
+    );
+}
