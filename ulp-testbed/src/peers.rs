@@ -169,6 +169,11 @@ impl Tgtd {
         t
     }
 
+    /// The tgtd process's id (to stop and continue it in tests), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Runs tgtadm against this tgtd; whether it succeeded.
     pub fn adm(&self, args: &[&str]) -> bool {
         Command::new("tgtadm")

@@ -33,9 +33,12 @@ mod async_event;
 mod commands;
 mod login;
 mod receive;
+mod timers;
+mod tmf;
 mod types;
 mod window;
 
+pub use tmf::{LunWords, Recovery, TmfFailure, lun_words, tmf_response_name};
 pub use types::{
     ChapCredentials, Command, CommandError, CommandId, Completion, ConnectionConfig,
     ConnectionError, Data, DiscoveredTarget, Event, Phase, Residual, ScsiOutcome, Violation,
@@ -155,6 +158,9 @@ pub struct Connection<B: DdpBackend> {
     ping_deadline: Timer,
     /// A PDU arrived since the ping timer last fired.
     rx_seen: bool,
+    /// Task deadlines, task management (ABORT TASK, LOGICAL UNIT RESET), login and logout
+    /// timers (`timers`, `tmf`).
+    recovery: tmf::RecoveryState,
     /// Why the target asked for the logout in progress (Asynchronous Message, Reject
     /// "waiting for logout"): the connection ends with it, not with
     /// [`ConnectionError::LoggedOut`], when the Logout Response arrives.
@@ -224,6 +230,7 @@ impl<B: DdpBackend> Connection<B> {
             ping_timer: Timer::default(),
             ping_deadline: Timer::default(),
             rx_seen: false,
+            recovery: tmf::RecoveryState::default(),
             logout_cause: None,
             operational_rounds: 0,
         }
@@ -360,6 +367,21 @@ impl<B: DdpBackend> Connection<B> {
 
     // ----- time -----
 
+    /// When the ping timers need [`SansIo::handle_timeout`].
+    fn ping_timeout(&self) -> Option<Instant> {
+        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
+            return None;
+        }
+        if !self.ping_timer.is_armed() {
+            // Full feature phase began since the last handle_timeout: start the timer now.
+            return self.now;
+        }
+        earliest([
+            self.ping_timer.deadline(self.now),
+            self.ping_deadline.deadline(self.now),
+        ])
+    }
+
     // ----- ending -----
 
     /// Ends the connection from the initiator's side: every command completes with
@@ -455,6 +477,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
     /// connection ([`ConnectionError::PingTimeout`]).
     fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
+        self.handle_recovery_timers(now);
         if self.phase != Phase::FullFeature {
             return;
         }
@@ -484,17 +507,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
 
     /// When [`handle_timeout`](Self::handle_timeout) should run next.
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
-            return None;
-        }
-        if !self.ping_timer.is_armed() {
-            // Full feature phase began since the last handle_timeout: start the timer now.
-            return self.now;
-        }
-        earliest([
-            self.ping_timer.deadline(self.now),
-            self.ping_deadline.deadline(self.now),
-        ])
+        earliest([self.ping_timeout(), self.recovery_timeout()])
     }
 
     /// The next PDU to send: its header, the payload (borrowed from the command's write
@@ -508,6 +521,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
                 // Not reached: a task's queued Data-Outs leave the queue when it completes.
                 continue;
             }
+            self.handed_out(&pdu.header);
             self.current = Some(pdu);
             break;
         }
@@ -567,7 +581,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
             Ok(0) => {
                 self.handle_events();
                 if !self.is_closed() {
-                    self.fail(ConnectionError::PeerClosed);
+                    self.peer_closed();
                 }
             }
             Ok(_) => {}

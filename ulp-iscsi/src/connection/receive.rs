@@ -186,6 +186,7 @@ impl<B: DdpBackend> Connection<B> {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
                 self.on_r2t(r);
             }
+            Pdu::TaskMgmtResponse(r) => self.on_tmf_response(r),
             Pdu::AsyncMessage(r) => {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
                 if !self.take_stat_sn(Opcode::AsyncMessage, r.stat_sn) {
@@ -228,6 +229,10 @@ impl<B: DdpBackend> Connection<B> {
                     return self.fail(ConnectionError::Rejected(r.reason));
                 }
                 if !self.take_stat_sn(Opcode::Reject, r.stat_sn) {
+                    return;
+                }
+                let itt = r.rejected_bhs().itt().0;
+                if self.tmf_rejected(itt, r.reason) {
                     return;
                 }
                 self.on_reject(r);

@@ -10,9 +10,11 @@ use crate::keys::{NegotiationError, Wanted};
 use crate::scsi::{Cdb, Sense};
 use crate::wire::logout::LogoutResponse;
 use crate::wire::reject::RejectReason;
+use crate::wire::task_mgmt::TmfFunction;
 use crate::wire::{self, Lun, Opcode};
 
 use super::async_event::AsyncEvent;
+use super::tmf::{Recovery, TmfFailure, lun_words};
 
 /// CHAP credentials.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -57,6 +59,25 @@ pub struct ConnectionConfig {
     /// randomness; [`with_random_chap_challenge`](Self::with_random_chap_challenge) fills it
     /// from the operating system, and the blocking driver calls it for every connection.
     pub chap_challenge: Vec<u8>,
+    /// How long a SCSI command may stay outstanding before the connection aborts it (ABORT
+    /// TASK); `None`: never. Measured from when its SCSI Command PDU was handed out by
+    /// `poll_transmit` (commands waiting for the CmdSN window or a free tag do not count,
+    /// as in open-iscsi, where the SCSI layer's timer starts when the command enters the
+    /// window). Default 30 s, the Linux SCSI layer's command timeout.
+    pub task_timeout: Option<Duration>,
+    /// How long an ABORT TASK may wait for its Task Management Function Response before a
+    /// LOGICAL UNIT RESET follows (open-iscsi's `abort_timeout`, 15 s).
+    pub abort_timeout: Duration,
+    /// How long a LOGICAL UNIT RESET may wait for its response before the connection fails
+    /// (open-iscsi's `lu_reset_timeout`, 30 s).
+    pub lu_reset_timeout: Duration,
+    /// How long the login may take to reach full feature phase before the connection fails
+    /// (open-iscsi's `login_timeout`, 15 s).
+    pub login_timeout: Duration,
+    /// How long a Logout Request may wait for its response (open-iscsi's `logout_timeout`,
+    /// 15 s). Without one, the connection ends: cleanly (with a warning event) when every
+    /// SCSI command had completed, else as a failure.
+    pub logout_timeout: Duration,
 }
 
 impl ConnectionConfig {
@@ -74,6 +95,11 @@ impl ConnectionConfig {
             noop_timeout: Duration::from_secs(5),
             mutual_chap: None,
             chap_challenge: Vec::new(),
+            task_timeout: Some(Duration::from_secs(30)),
+            abort_timeout: Duration::from_secs(15),
+            lu_reset_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(15),
+            logout_timeout: Duration::from_secs(15),
         }
     }
 
@@ -183,6 +209,19 @@ pub enum CommandError {
         /// Bytes received.
         received: u64,
     },
+    /// The initiator aborted the command with a task management function (its deadline
+    /// passed): the target no longer runs it, and it may be issued again.
+    Aborted {
+        /// The command's ITT.
+        itt: u32,
+        /// Its logical unit.
+        lun: Lun,
+        /// The function that ended it: ABORT TASK, or LOGICAL UNIT RESET of its LUN.
+        function: TmfFunction,
+        /// How long it was outstanding (from when its PDU went out until the function
+        /// completed).
+        outstanding: Duration,
+    },
     /// A Data-In of the read arrived with a data digest that did not match: its data is not
     /// to be trusted, so the command fails once its status arrives (RFC 7143 §7.8: the
     /// initiator discards the PDU and terminates the command with an error; the SNACK that
@@ -210,6 +249,25 @@ impl fmt::Display for CommandError {
                 f,
                 "GOOD status with {received} of {expected} data bytes received"
             ),
+            Self::Aborted {
+                itt,
+                lun,
+                function,
+                outstanding,
+            } => match function {
+                TmfFunction::AbortTask => write!(
+                    f,
+                    "aborted (ABORT TASK) after {:.1} s outstanding: ITT {itt:#x} on {} had no answer within its deadline",
+                    outstanding.as_secs_f64(),
+                    lun_words(*lun)
+                ),
+                other => write!(
+                    f,
+                    "aborted ({other} of {}) after {:.1} s outstanding: ITT {itt:#x}",
+                    lun_words(*lun),
+                    outstanding.as_secs_f64()
+                ),
+            },
             Self::DataDigest {
                 itt,
                 data_sn,
@@ -618,6 +676,36 @@ pub enum ConnectionError {
     LoggedOut,
     /// The connection is not in a state that allows this call.
     NotReady,
+    /// The login did not reach full feature phase within the login timeout.
+    LoginTimeout {
+        /// The stage of the Login Request waiting for its response (0 security, 1
+        /// operational).
+        stage: u8,
+        /// Login Responses received before.
+        rounds: u32,
+        /// The login timeout.
+        waited: Duration,
+    },
+    /// The Logout Response did not come within the logout timeout while SCSI commands were
+    /// still outstanding.
+    LogoutTimeout {
+        /// The logout timeout.
+        waited: Duration,
+        /// SCSI commands outstanding (sent or waiting to be sent).
+        outstanding: usize,
+    },
+    /// Task management could not recover a command: its ABORT TASK failed, then the
+    /// LOGICAL UNIT RESET of its LUN failed too (the session must be reinstated).
+    LunResetFailed {
+        /// The LUN reset.
+        lun: Lun,
+        /// How the LOGICAL UNIT RESET failed.
+        reset: TmfFailure,
+        /// ITT of the command whose ABORT TASK failed.
+        abort_itt: u32,
+        /// How the ABORT TASK failed.
+        abort: TmfFailure,
+    },
     /// The target rejected a PDU the connection cannot tie to a task it can end alone (a
     /// Logout, a Task Management request, a PDU of a task already finished, a PDU the
     /// initiator never sends).
@@ -726,6 +814,37 @@ impl fmt::Display for ConnectionError {
             Self::LocallyClosed => f.write_str("the connection was closed by the initiator"),
             Self::LoggedOut => f.write_str("the session logged out"),
             Self::NotReady => f.write_str("the connection is not in a state that allows this"),
+            Self::LoginTimeout {
+                stage,
+                rounds,
+                waited,
+            } => write!(
+                f,
+                "the login did not reach full feature phase within {:.1} s: no Login Response to the {} request (stage {stage}) after {rounds} responses",
+                waited.as_secs_f64(),
+                match stage {
+                    0 => "security negotiation",
+                    _ => "operational negotiation",
+                }
+            ),
+            Self::LogoutTimeout {
+                waited,
+                outstanding,
+            } => write!(
+                f,
+                "no Logout Response within {:.1} s with {outstanding} SCSI command(s) still outstanding",
+                waited.as_secs_f64()
+            ),
+            Self::LunResetFailed {
+                lun,
+                reset,
+                abort_itt,
+                abort,
+            } => write!(
+                f,
+                "LOGICAL UNIT RESET of {} {reset} after ABORT TASK of ITT {abort_itt:#x} {abort}",
+                lun_words(*lun)
+            ),
             Self::RejectedPdu {
                 reason,
                 opcode,
@@ -821,6 +940,9 @@ pub enum Event {
     /// The connection is over; every command has completed first.
     /// [`ConnectionError::LoggedOut`] is the clean end.
     Closed(ConnectionError),
+    /// A step of error recovery (a command's deadline passed, a task management function
+    /// was sent or answered, a logout went unanswered), in words.
+    Recovery(Recovery),
     /// A ping ([`Connection::ping`](super::Connection::ping)) or a text request
     /// ([`Connection::send_targets`](super::Connection::send_targets)) failed alone (the
     /// target rejected it); the connection goes on.

@@ -9,6 +9,7 @@
 mod login;
 mod scsi;
 mod session;
+mod tmf;
 mod write;
 
 use std::io;
@@ -19,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use session::Session;
+use ulp_iscsi::wire::task_mgmt::TmfRequestRepr;
 
 /// A deliberate protocol violation, applied to READ commands (or writes, where it says so).
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
@@ -56,6 +58,24 @@ pub enum Misbehave {
     TruncatedPdu,
 }
 
+/// How the target answers Task Management Function Requests (ABORT TASK, LOGICAL UNIT
+/// RESET), to exercise the initiator's recovery ladder.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum TmfPolicy {
+    /// Answer as RFC 7143 says: the held or running task is aborted ("Function complete"), an
+    /// unknown one is "Task does not exist"; a LOGICAL UNIT RESET ends every task on the LUN.
+    #[default]
+    Answer,
+    /// Never answer ABORT TASK; answer LOGICAL UNIT RESET.
+    IgnoreAbortTask,
+    /// Answer ABORT TASK with "Function rejected" (255); answer LOGICAL UNIT RESET.
+    RejectAbortTask,
+    /// Never answer any task management request.
+    IgnoreAll,
+    /// Answer every task management request with "Function rejected".
+    RejectAll,
+}
+
 /// The embedded target's configuration.
 #[derive(Clone, Debug)]
 pub struct TargetConfig {
@@ -90,6 +110,11 @@ pub struct TargetConfig {
     pub immediate_data: bool,
     /// Deliberate violations.
     pub misbehave: Misbehave,
+    /// How many READ commands (the first ones, per connection) the target holds without any
+    /// answer until an ABORT TASK or LOGICAL UNIT RESET ends them: a stalled LUN.
+    pub stall_reads: usize,
+    /// How task management requests are answered.
+    pub tmf: TmfPolicy,
 }
 
 impl Default for TargetConfig {
@@ -109,6 +134,8 @@ impl Default for TargetConfig {
             initial_r2t: false,
             immediate_data: true,
             misbehave: Misbehave::None,
+            stall_reads: 0,
+            tmf: TmfPolicy::Answer,
         }
     }
 }
@@ -119,6 +146,7 @@ pub struct Target {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     disk: Arc<Mutex<Vec<u8>>>,
+    tmfs: Arc<Mutex<Vec<TmfRequestRepr>>>,
     thread: Option<JoinHandle<()>>,
     iqn: String,
     lun: u8,
@@ -139,14 +167,16 @@ impl Target {
         let disk = Arc::new(Mutex::new(vec![0u8; len]));
         let (iqn, lun) = (config.iqn.clone(), config.lun);
         let config = Arc::new(config);
+        let tmfs = Arc::new(Mutex::new(Vec::new()));
         let thread = {
-            let (stop, disk) = (Arc::clone(&stop), Arc::clone(&disk));
-            std::thread::spawn(move || accept_loop(&listener, addr, &stop, &disk, &config))
+            let (stop, disk, tmfs) = (Arc::clone(&stop), Arc::clone(&disk), Arc::clone(&tmfs));
+            std::thread::spawn(move || accept_loop(&listener, addr, &stop, &disk, &tmfs, &config))
         };
         Ok(Self {
             addr,
             stop,
             disk,
+            tmfs,
             thread: Some(thread),
             iqn,
             lun,
@@ -166,6 +196,14 @@ impl Target {
     /// `iscsi://127.0.0.1:PORT/IQN/LUN`.
     pub fn url(&self) -> String {
         format!("iscsi://{}/{}/{}", self.addr, self.iqn, self.lun)
+    }
+
+    /// The Task Management Function Requests received so far, in order.
+    pub fn tmf_requests(&self) -> Vec<TmfRequestRepr> {
+        self.tmfs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A copy of `len` bytes of the LUN at `offset` (empty if out of range).
@@ -191,6 +229,7 @@ fn accept_loop(
     addr: SocketAddr,
     stop: &Arc<AtomicBool>,
     disk: &Arc<Mutex<Vec<u8>>>,
+    tmfs: &Arc<Mutex<Vec<TmfRequestRepr>>>,
     config: &Arc<TargetConfig>,
 ) {
     let mut workers = Vec::new();
@@ -198,8 +237,10 @@ fn accept_loop(
         match listener.accept() {
             Ok((stream, _)) => {
                 let (stop, disk, config) = (Arc::clone(stop), Arc::clone(disk), Arc::clone(config));
+                let tmfs = Arc::clone(tmfs);
                 workers.push(std::thread::spawn(move || {
                     let mut s = Session::new(stream, addr, &config, &disk, &stop);
+                    s.tmf_log = Some(tmfs);
                     let _ = s.run();
                 }));
             }

@@ -143,6 +143,12 @@ impl Session<'_> {
                 if self.config.misbehave == Misbehave::RejectReads {
                     return self.reject(RejectReason::InvalidPduField, raw);
                 }
+                if self.stalled < self.config.stall_reads {
+                    // A stalled LUN: no answer until task management ends the read.
+                    self.stalled += 1;
+                    self.held.insert(r.itt.0, (r.cmd_sn, r.lun));
+                    return Ok(());
+                }
                 let data = {
                     let d = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
                     d[off as usize..(off + len) as usize].to_vec()

@@ -1,17 +1,18 @@
 //! One connection's session: its state, reading and sending PDUs, sequence numbers, and
 //! dispatching each PDU (NOP, Text, Logout and Reject answered here).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ulp_iscsi::wire::bhs::{self, BHS_LEN};
 use ulp_iscsi::wire::logout::{LogoutResponse, LogoutResponseRepr};
 use ulp_iscsi::wire::nop::NopInRepr;
 use ulp_iscsi::wire::reject::{RejectReason, RejectRepr};
+use ulp_iscsi::wire::task_mgmt::TmfRequestRepr;
 use ulp_iscsi::wire::text::{TextIter, TextResponseRepr};
 use ulp_iscsi::wire::{Digests, Itt, Lun, Pdu, Ttt};
 
@@ -45,6 +46,15 @@ pub(super) struct Session<'a> {
     pub(super) keys_seen: Vec<String>,
     pub(super) writes: HashMap<u32, WriteTask>,
     pub(super) next_ttt: u32,
+    /// READ commands held without an answer ([`TargetConfig::stall_reads`]): ITT to (CmdSN,
+    /// LUN).
+    pub(super) held: HashMap<u32, (u32, Lun)>,
+    /// READ commands held so far.
+    pub(super) stalled: usize,
+    /// ITTs of writes ended by task management: their late Data-Out is discarded.
+    pub(super) aborted: HashSet<u32>,
+    /// Where task management requests are recorded for tests.
+    pub(super) tmf_log: Option<Arc<Mutex<Vec<TmfRequestRepr>>>>,
 }
 
 pub(super) fn bad() -> io::Error {
@@ -85,6 +95,10 @@ impl<'a> Session<'a> {
             keys_seen: Vec::new(),
             writes: HashMap::new(),
             next_ttt: 0x10,
+            held: HashMap::new(),
+            stalled: 0,
+            aborted: HashSet::new(),
+            tmf_log: None,
         }
     }
 
@@ -163,6 +177,10 @@ impl<'a> Session<'a> {
             Pdu::ScsiCommand(r) if self.logged_in && !self.discovery => {
                 self.check_cmd_sn(r.immediate, r.cmd_sn)?;
                 self.on_command(r, raw)?;
+                Ok(true)
+            }
+            Pdu::TaskMgmtRequest(r) if self.logged_in && !self.discovery => {
+                self.on_tmf(r)?;
                 Ok(true)
             }
             Pdu::DataOut(r) if self.logged_in => {

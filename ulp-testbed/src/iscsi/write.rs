@@ -128,6 +128,11 @@ impl Session<'_> {
         &mut self,
         r: &ulp_iscsi::wire::data_out::DataOutRepr<'_>,
     ) -> io::Result<()> {
+        if self.aborted.contains(&r.itt.0) {
+            // Data-Out the initiator sent before it learnt that task management ended the
+            // write: discarded.
+            return Ok(());
+        }
         let (mrdsl, first_burst) = (self.config.max_recv_data_segment_len, self.first_burst);
         let task = self.writes.get_mut(&r.itt.0).ok_or_else(bad)?;
         if r.data.len() > mrdsl as usize {
