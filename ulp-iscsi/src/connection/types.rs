@@ -46,6 +46,10 @@ pub struct ConnectionConfig {
     /// How long a ping may wait for its NOP-In before the connection fails (open-iscsi's
     /// `noop_out_timeout`, 5 s).
     pub noop_timeout: Duration,
+    /// How long a SCSI command may stay outstanding before recovery starts for it (the SCSI
+    /// layer's default command timeout, 30 s); `None`: no limit. Enforced by the connection's
+    /// recovery ladder (ABORT TASK, LOGICAL UNIT RESET, then the connection's end).
+    pub task_timeout: Option<Duration>,
 }
 
 impl ConnectionConfig {
@@ -61,6 +65,7 @@ impl ConnectionConfig {
             queue_depth: 64,
             noop_interval: Some(Duration::from_secs(5)),
             noop_timeout: Duration::from_secs(5),
+            task_timeout: Some(Duration::from_secs(30)),
         }
     }
 
@@ -155,6 +160,9 @@ pub enum CommandError {
         /// Bytes received.
         received: u64,
     },
+    /// The session was lost: not reinstated within the replacement timeout, a login that
+    /// cannot succeed, or a LUN that changed across the reinstatement (said in words).
+    SessionLost(String),
 }
 
 impl fmt::Display for CommandError {
@@ -170,6 +178,7 @@ impl fmt::Display for CommandError {
                 f,
                 "GOOD status with {received} of {expected} data bytes received"
             ),
+            Self::SessionLost(why) => f.write_str(why),
         }
     }
 }
@@ -511,6 +520,9 @@ pub enum ConnectionError {
     LoggedOut,
     /// The connection is not in a state that allows this call.
     NotReady,
+    /// The socket failed, or the target stopped reading or answering (the blocking driver's
+    /// words for what it saw).
+    Socket(String),
 }
 
 /// The words of RFC 7143 §11.13.5 for a Login Response's Status-Class and Status-Detail.
@@ -570,6 +582,7 @@ impl fmt::Display for ConnectionError {
             Self::LocallyClosed => f.write_str("the connection was closed by the initiator"),
             Self::LoggedOut => f.write_str("the session logged out"),
             Self::NotReady => f.write_str("the connection is not in a state that allows this"),
+            Self::Socket(what) => write!(f, "socket: {what}"),
         }
     }
 }
