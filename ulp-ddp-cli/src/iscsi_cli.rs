@@ -35,6 +35,7 @@ options:
   --len BYTES    bytes to read or write (default 131072)
   --bs BYTES / --count N / --qd N   verify: bytes per command (default 65536), commands
                  (default 256), commands outstanding (default 16)
+  --passes N     verify: write and read back N times, a new pattern each time (default 1)
   --digests      ask for CRC32C header and data digests
   --in FILE / --out FILE
   --initiator IQN (default iqn.2024-01.io.ulp-ddp:cli)
@@ -123,6 +124,7 @@ struct Args {
     bs: usize,
     count: usize,
     qd: usize,
+    passes: usize,
     digests: bool,
     input: Option<String>,
     output: Option<String>,
@@ -139,6 +141,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         bs: 64 * 1024,
         count: 256,
         qd: 16,
+        passes: 1,
         digests: false,
         input: None,
         output: None,
@@ -164,6 +167,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--bs" => a.bs = (num(value(arg)?, arg)? as usize).max(1),
             "--count" => a.count = (num(value(arg)?, arg)? as usize).max(1),
             "--qd" => a.qd = (num(value(arg)?, arg)? as usize).clamp(1, 1024),
+            "--passes" => a.passes = (num(value(arg)?, arg)? as usize).max(1),
             "--digests" => a.digests = true,
             "--in" => a.input = Some(value(arg)?),
             "--out" => a.output = Some(value(arg)?),
@@ -375,14 +379,11 @@ fn read_or_write(
     Ok(())
 }
 
-/// The pattern `verify` writes for the command at `lba`.
-fn verify_pattern(len: usize, lba: u64) -> Vec<u8> {
+/// The pattern `verify` writes for the command at `lba` in pass `pass`.
+fn verify_pattern(len: usize, lba: u64, pass: usize) -> Vec<u8> {
+    let seed = lba.wrapping_mul(31).wrapping_add(pass as u64 * 0x5bd1);
     (0..len)
-        .map(|i| {
-            (i as u64)
-                .wrapping_mul(0x9E37)
-                .wrapping_add(lba.wrapping_mul(31)) as u8
-        })
+        .map(|i| (i as u64).wrapping_mul(0x9E37).wrapping_add(seed) as u8)
         .collect()
 }
 
@@ -411,7 +412,8 @@ fn verify(
         .into());
     }
     let mut failed_total = 0;
-    for write in [true, false] {
+    let phases = (1..=a.passes).flat_map(|p| [(p, true), (p, false)]);
+    for (pass, write) in phases {
         let phase = if write { "write" } else { "read" };
         let start = Instant::now();
         let mut lba_of: HashMap<CommandId, u64> = HashMap::new();
@@ -422,7 +424,7 @@ fn verify(
                 let (cdb, data) = if write {
                     (
                         scsi::write_16(lba, per_cmd as u32),
-                        Data::Write(SgBuffer::from_vec(verify_pattern(a.bs, lba))),
+                        Data::Write(SgBuffer::from_vec(verify_pattern(a.bs, lba, pass))),
                     )
                 } else {
                     (
@@ -430,11 +432,25 @@ fn verify(
                         Data::Read(SgBuffer::zeroed(a.bs)),
                     )
                 };
-                let id = c
-                    .submit(Command { lun, cdb, data })
-                    .map_err(|e| format!("{phase} at LBA {lba}: {e}"))?;
-                lba_of.insert(id, lba);
                 next += 1;
+                match c.submit(Command { lun, cdb, data }) {
+                    Ok(id) => {
+                        lba_of.insert(id, lba);
+                    }
+                    Err(e) => {
+                        // Refused (the session was lost): the buffer comes back at once.
+                        if failed < 10 {
+                            eprintln!("{phase} of {} bytes at LBA {lba} failed: {e}", a.bs);
+                        }
+                        let back = e.into_buffer();
+                        buffers += usize::from(back.is_some_and(|b| b.len() == a.bs as u64));
+                        failed += 1;
+                        done += 1;
+                    }
+                }
+            }
+            if lba_of.is_empty() {
+                continue;
             }
             let comp = c.wait_any();
             print_events(c);
@@ -472,13 +488,18 @@ fn verify(
             if !write
                 && comp
                     .buffer
-                    .is_none_or(|b| b.into_vec() != verify_pattern(a.bs, lba))
+                    .is_none_or(|b| b.into_vec() != verify_pattern(a.bs, lba, pass))
             {
                 mismatched += 1;
             }
         }
+        let label = if a.passes == 1 {
+            String::new()
+        } else {
+            format!("pass {pass}/{} ", a.passes)
+        };
         println!(
-            "{phase}: {} commands of {} bytes at QD {} in {:.2} s: {} failed, {} buffers back{}",
+            "{label}{phase}: {} commands of {} bytes at QD {} in {:.2} s: {} failed, {} buffers back{}",
             a.count,
             a.bs,
             a.qd,
@@ -500,9 +521,14 @@ fn verify(
         return Err(format!("{failed_total} commands failed").into());
     }
     println!(
-        "verified {} bytes at LBA {}: every byte read back as written",
+        "verified {} bytes at LBA {}{}: every byte read back as written",
         a.bs * a.count,
-        a.lba
+        a.lba,
+        if a.passes == 1 {
+            String::new()
+        } else {
+            format!(", {} times", a.passes)
+        }
     );
     Ok(())
 }
