@@ -247,6 +247,8 @@ fn open(
     let addr = url.addr();
     let mut c = Session::connect_with(addr.clone(), config, SwBackend::new, options)
         .map_err(|e| format!("connect {addr}: {e}"))?;
+    // What recovery does is printed as it happens.
+    c.on_event(|e| eprintln!("{e}"));
     let p = c.connection().params().clone();
     if verbose {
         println!(
@@ -412,6 +414,7 @@ fn verify(
         .into());
     }
     let mut failed_total = 0;
+    let mut printed = 0;
     let phases = (1..=a.passes).flat_map(|p| [(p, true), (p, false)]);
     for (pass, write) in phases {
         let phase = if write { "write" } else { "read" };
@@ -439,7 +442,8 @@ fn verify(
                     }
                     Err(e) => {
                         // Refused (the session was lost): the buffer comes back at once.
-                        if failed < 10 {
+                        if printed < 10 {
+                            printed += 1;
                             eprintln!("{phase} of {} bytes at LBA {lba} failed: {e}", a.bs);
                         }
                         let back = e.into_buffer();
@@ -463,7 +467,8 @@ fn verify(
             let ok = match &comp.result {
                 Ok(o) if o.is_good() => true,
                 Ok(o) => {
-                    if failed < 10 {
+                    if printed < 10 {
+                        printed += 1;
                         eprintln!(
                             "{phase} of {} bytes at LBA {lba}: SCSI status {} ({:#04x}){}",
                             a.bs,
@@ -475,7 +480,8 @@ fn verify(
                     false
                 }
                 Err(e) => {
-                    if failed < 10 {
+                    if printed < 10 {
+                        printed += 1;
                         eprintln!("{phase} of {} bytes at LBA {lba} failed: {e}", a.bs);
                     }
                     false
@@ -516,6 +522,13 @@ fn verify(
             return Err(format!("{mismatched} reads differ from what was written").into());
         }
         failed_total += failed;
+        if let Some(why) = c.lost() {
+            eprintln!("stopping: the session was lost ({why})");
+            break;
+        }
+    }
+    if printed >= 10 {
+        eprintln!("(only the first 10 failed commands are listed)");
     }
     if failed_total > 0 {
         return Err(format!("{failed_total} commands failed").into());

@@ -266,7 +266,11 @@ fn c_tgtd_gone_longer_than_the_replacement_timeout() {
         .lines()
         .filter(|l| l.contains("commands of 65536 bytes at QD 16"))
         .collect();
-    assert_eq!(phases.len(), 2 * PASSES, "{out}");
+    assert!(
+        phases.len() < 2 * PASSES,
+        "the run stops once the session is lost: {out}"
+    );
+    assert!(out.contains("stopping: the session was lost"), "{out}");
     let mut failed = 0;
     for l in &phases {
         assert!(l.contains("1024 buffers back"), "{l}");
@@ -277,8 +281,12 @@ fn c_tgtd_gone_longer_than_the_replacement_timeout() {
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or_else(|| panic!("{l}"));
     }
+    // The phase the loss ended: the commands after the loss failed (those outstanding with
+    // the replacement timeout's words, the rest refused), every buffer back.
     let last = phases.last().expect("phases");
-    assert!(last.contains("1024 failed, 1024 buffers back"), "{last}");
-    println!("{failed} commands failed, every buffer came back");
-    assert!(failed >= 1024, "{failed}");
+    println!("{failed} commands failed, every buffer came back ({last})");
+    assert!(
+        failed >= 16,
+        "at least the 16 outstanding at the loss: {failed}"
+    );
 }

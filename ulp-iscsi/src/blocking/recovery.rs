@@ -62,7 +62,7 @@ impl<B: DdpBackend> Session<B> {
                 buffer: None,
             });
         }
-        self.session_events.push(SessionEvent::ConnectionLost {
+        self.report(SessionEvent::ConnectionLost {
             cause: cause.clone(),
             to_reissue: self.backlog.len(),
             failed: self.ready.len().saturating_sub(failed_before),
@@ -82,7 +82,7 @@ impl<B: DdpBackend> Session<B> {
             }
             attempts += 1;
             let started = Instant::now();
-            self.session_events.push(SessionEvent::Reinstating {
+            self.report(SessionEvent::Reinstating {
                 attempt: attempts,
                 after: elapsed,
             });
@@ -91,7 +91,7 @@ impl<B: DdpBackend> Session<B> {
                 Ok(()) => {
                     self.reinstatements += 1;
                     let reissued = self.backlog.len();
-                    self.session_events.push(SessionEvent::Reinstated {
+                    self.report(SessionEvent::Reinstated {
                         after: lost_at.elapsed(),
                         attempts,
                         reissued,
@@ -104,7 +104,7 @@ impl<B: DdpBackend> Session<B> {
                     return self.give_up(format!("session not reinstated: {why}"));
                 }
                 Err(Attempt::Retry(why)) => {
-                    self.session_events.push(SessionEvent::AttemptFailed {
+                    self.report(SessionEvent::AttemptFailed {
                         attempt: attempts,
                         error: why.clone(),
                     });
@@ -271,7 +271,7 @@ impl<B: DdpBackend> Session<B> {
     /// back; new commands are refused.
     pub(super) fn give_up(&mut self, reason: String) {
         let failed = self.fail_backlog(&CommandError::SessionLost(reason.clone()));
-        self.session_events.push(SessionEvent::Lost {
+        self.report(SessionEvent::Lost {
             reason: reason.clone(),
             failed,
         });

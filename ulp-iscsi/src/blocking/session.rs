@@ -98,6 +98,8 @@ pub struct Session<B: DdpBackend = NoOffload> {
     /// Why the session was lost, once it was.
     pub(super) lost: Option<String>,
     pub(super) reinstatements: u64,
+    /// Where events go as they happen, when set.
+    pub(super) hook: Option<Box<dyn FnMut(&SessionEvent)>>,
 }
 
 impl<B: DdpBackend> fmt::Debug for Session<B> {
@@ -235,6 +237,7 @@ impl<B: DdpBackend> Session<B> {
             closing: false,
             lost: None,
             reinstatements: 0,
+            hook: None,
         };
         s.wait_event("the Login Response", |e| matches!(e, Event::Connected))?;
         Ok(s)
@@ -293,6 +296,25 @@ impl<B: DdpBackend> Session<B> {
     /// What recovery did since the last call, for the caller to log.
     pub fn take_events(&mut self) -> Vec<SessionEvent> {
         std::mem::take(&mut self.session_events)
+    }
+
+    /// Hands each recovery event to `hook` as it happens (e.g. during a reinstatement, while
+    /// a wait is still blocked), instead of keeping it for [`take_events`](Self::take_events).
+    pub fn on_event(&mut self, hook: impl FnMut(&SessionEvent) + 'static) {
+        self.hook = Some(Box::new(hook));
+    }
+
+    /// Reports a recovery event: to the hook, or kept for [`take_events`](Self::take_events).
+    pub(super) fn report(&mut self, e: SessionEvent) {
+        match self.hook.as_mut() {
+            Some(hook) => hook(&e),
+            None => self.session_events.push(e),
+        }
+    }
+
+    /// Why the session was lost, once it was: commands are refused from then on.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
     }
 
     /// Commands submitted and not yet taken with [`wait`](Self::wait) or
@@ -851,7 +873,7 @@ impl<B: DdpBackend> Session<B> {
         if let Some(end) = self.ended() {
             if end == ConnectionError::LoggedOut || (idle && self.lost.is_none()) {
                 if end != ConnectionError::LoggedOut {
-                    self.session_events.push(SessionEvent::LogoutUnanswered {
+                    self.report(SessionEvent::LogoutUnanswered {
                         cause: format!("the connection had already ended: {end}"),
                     });
                 }
@@ -869,13 +891,13 @@ impl<B: DdpBackend> Session<B> {
             Err(Error::Connection(
                 e @ (ConnectionError::PeerClosed | ConnectionError::Socket(_)),
             )) if idle => {
-                self.session_events.push(SessionEvent::LogoutUnanswered {
+                self.report(SessionEvent::LogoutUnanswered {
                     cause: e.to_string(),
                 });
                 Ok(())
             }
             Err(Error::Io(e)) if idle => {
-                self.session_events.push(SessionEvent::LogoutUnanswered {
+                self.report(SessionEvent::LogoutUnanswered {
                     cause: format!("socket: {e}"),
                 });
                 Ok(())
