@@ -399,7 +399,7 @@ fn verify(
     a: &Args,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let bl = cap.block_len.max(1) as usize;
-    if a.bs % bl != 0 {
+    if !a.bs.is_multiple_of(bl) {
         return Err(format!("--bs must be a multiple of {bl}").into());
     }
     let per_cmd = (a.bs / bl) as u64;

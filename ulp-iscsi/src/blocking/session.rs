@@ -16,6 +16,9 @@ use crate::connection::{
 use crate::scsi::{self, Capacity, Inquiry};
 use crate::wire::Lun;
 
+/// Where recovery events go as they happen ([`Session::on_event`]).
+type EventHook = Box<dyn FnMut(&SessionEvent)>;
+
 /// What a tracked command moves.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(super) enum Kind {
@@ -99,7 +102,7 @@ pub struct Session<B: DdpBackend = NoOffload> {
     pub(super) lost: Option<String>,
     pub(super) reinstatements: u64,
     /// Where events go as they happen, when set.
-    pub(super) hook: Option<Box<dyn FnMut(&SessionEvent)>>,
+    pub(super) hook: Option<EventHook>,
 }
 
 impl<B: DdpBackend> fmt::Debug for Session<B> {
