@@ -201,3 +201,47 @@ fn tgtd_closing_instead_of_answering_the_logout_is_a_warning() {
             .starts_with("warning: the target did not answer the Logout Request")
     );
 }
+
+#[test]
+fn a_lun_that_changed_size_across_the_reinstatement_fails_the_commands() {
+    if !peer_available("tgtd") || !peer_available("tgtadm") {
+        return;
+    }
+    let mut tgtd = Tgtd::start(8 << 20, "None");
+    let mut o = quick(5, Duration::from_secs(20));
+    o.reconnect_delay = Duration::from_millis(200);
+    let mut c = Session::connect(("127.0.0.1", tgtd.port), config(&tgtd.iqn, false), o)
+        .expect("login to tgtd");
+    let lun = Lun::single_level(1);
+    c.test_unit_ready(lun).expect("TEST UNIT READY");
+    let cap = c.read_capacity(lun).expect("READ CAPACITY");
+    assert_eq!(cap.bytes(), 8 << 20);
+    tgtd.kill();
+    std::fs::File::options()
+        .write(true)
+        .open(tgtd.lun_file())
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("grow the LUN file");
+    tgtd.restart();
+    let e = c
+        .write(lun, 0, SgBuffer::from_vec(pattern(4096, 4)))
+        .unwrap_err();
+    let events = c.take_events();
+    print(&events);
+    let Error::Command {
+        error: CommandError::SessionLost(why),
+        buffer,
+    } = &e
+    else {
+        panic!("{e}");
+    };
+    assert_eq!(buffer.as_ref().map(SgBuffer::len), Some(4096));
+    assert!(
+        why.starts_with(
+            "session not reinstated: LUN 1 changed across the reinstatement (32768 blocks of \
+             512 bytes, was 16384 of 512)"
+        ),
+        "{why}"
+    );
+    assert_eq!(e.kind(), std::io::ErrorKind::NotConnected);
+}

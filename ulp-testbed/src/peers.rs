@@ -182,6 +182,11 @@ impl Tgtd {
         }
     }
 
+    /// The LUN's backing file.
+    pub fn lun_file(&self) -> &std::path::Path {
+        &self.lun_file
+    }
+
     /// The tgtd process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
