@@ -127,7 +127,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io(e) if ulp_ddp_core::blocking::is_timeout(e) => {
-                write!(f, "socket: timed out ({})", e.kind())
+                f.write_str("socket: the target did not answer before the socket's timeout")
             }
             Self::Io(e) => write!(f, "socket: {e}"),
             Self::Timeout(t) => write!(f, "{t}"),

@@ -46,12 +46,18 @@ impl<B: DdpBackend> Session<B> {
     /// command fails and the session is lost.
     pub(super) fn reinstate(&mut self, cause: String) {
         let lost_at = Instant::now();
-        let failed_before = self.ready.len();
+        // The target sees the old connection close before the new one logs in.
+        let _ = self
+            .driver
+            .socket()
+            .stream
+            .shutdown(std::net::Shutdown::Both);
         self.dispatch();
         // Commands whose completion did not come (a backend still holding the buffer): the
         // device may still write into it, so it cannot come back.
         let stuck: Vec<_> = self.inflight.drain().map(|(_, t)| t).collect();
         for t in stuck {
+            self.failed_by_end += 1;
             self.ready.push_back(Completion {
                 id: CommandId(t.id),
                 result: Err(CommandError::ConnectionLost(Box::new(
@@ -62,10 +68,11 @@ impl<B: DdpBackend> Session<B> {
                 buffer: None,
             });
         }
+        let failed = std::mem::take(&mut self.failed_by_end);
         self.report(SessionEvent::ConnectionLost {
             cause: cause.clone(),
             to_reissue: self.backlog.len(),
-            failed: self.ready.len().saturating_sub(failed_before),
+            failed,
         });
         let tmo = self.options.replacement_timeout;
         let mut last = cause;

@@ -103,6 +103,9 @@ pub struct Session<B: DdpBackend = NoOffload> {
     pub(super) reinstatements: u64,
     /// Where events go as they happen, when set.
     pub(super) hook: Option<EventHook>,
+    /// Commands the connection's end failed (not retry-safe, or out of retries) since the
+    /// last reinstatement report.
+    pub(super) failed_by_end: usize,
 }
 
 impl<B: DdpBackend> fmt::Debug for Session<B> {
@@ -241,6 +244,7 @@ impl<B: DdpBackend> Session<B> {
             lost: None,
             reinstatements: 0,
             hook: None,
+            failed_by_end: 0,
         };
         s.wait_event("the Login Response", |e| matches!(e, Event::Connected))?;
         Ok(s)
@@ -418,6 +422,9 @@ impl<B: DdpBackend> Session<B> {
             let data = t.kind.data(c.buffer);
             self.backlog.push_back((t, data));
             return;
+        }
+        if self.recovering() && matches!(c.result, Err(CommandError::ConnectionLost(_))) {
+            self.failed_by_end += 1;
         }
         self.ready.push_back(Completion {
             id: CommandId(t.id),
