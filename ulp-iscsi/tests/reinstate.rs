@@ -320,3 +320,40 @@ fn a_command_that_is_not_retry_safe_fails_with_the_cause_the_others_are_reissued
         "(1 command to issue again, 1 command failed: not retry-safe or out of retries)"
     ));
 }
+
+#[test]
+fn a_tcp_connect_that_does_not_complete_is_a_timeout_in_words() {
+    // A listener that never accepts: once its accept queue is full, Linux drops further SYNs
+    // and a connect hangs.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut held = Vec::new();
+    let t = Instant::now();
+    let hangs = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break true,
+        }
+        if held.len() > 4096 || t.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+    };
+    if !hangs {
+        eprintln!("skipping: connects to a full accept queue complete here");
+        return;
+    }
+    let mut o = Options::default();
+    o.timeout = Duration::from_millis(300);
+    let t = Instant::now();
+    let e = Session::connect(addr, config("iqn.2024-01.io.example:t", false), o).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "no answer from the target in 0.3 s while waiting for the TCP connection to {addr} \
+             to open"
+        )
+    );
+    drop(l);
+}
