@@ -825,3 +825,66 @@ mod tests {
         assert_eq!(parse_report_luns(&rl[..3]), None);
     }
 }
+
+/// Whether a command may be issued again after its first issue's fate is unknown (the
+/// connection ended before its status, or it was aborted): commands whose effect is the same
+/// however often they run. READ and WRITE (6/10/12/16: a write of the same data to the same
+/// blocks), VERIFY, TEST UNIT READY, INQUIRY, READ CAPACITY, REPORT LUNS, MODE SENSE, REQUEST
+/// SENSE and SYNCHRONIZE CACHE; not others (e.g. COMPARE AND WRITE, WRITE SAME with UNMAP,
+/// reservations, FORMAT), which fail with the cause instead. The SCSI midlayer requeues what a
+/// transport disruption interrupted in the same spirit (`DID_TRANSPORT_DISRUPTED`, up to the
+/// command's retries).
+pub fn is_retry_safe(cdb: &Cdb) -> bool {
+    matches!(
+        cdb.opcode(),
+        op::TEST_UNIT_READY
+            | 0x03 // REQUEST SENSE
+            | 0x08 // READ(6)
+            | 0x0A // WRITE(6)
+            | op::INQUIRY
+            | 0x1A // MODE SENSE(6)
+            | op::READ_CAPACITY_10
+            | op::READ_10
+            | op::WRITE_10
+            | 0x2F // VERIFY(10)
+            | op::SYNCHRONIZE_CACHE_10
+            | 0x5A // MODE SENSE(10)
+            | op::READ_16
+            | op::WRITE_16
+            | 0x8F // VERIFY(16)
+            | op::SYNCHRONIZE_CACHE_16
+            | op::SERVICE_ACTION_IN_16 // READ CAPACITY(16) and other reads of state
+            | op::REPORT_LUNS
+            | 0xA8 // READ(12)
+            | 0xAA // WRITE(12)
+            | 0xAF // VERIFY(12)
+    )
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn reads_writes_and_state_queries_are_retry_safe_others_not() {
+        for cdb in [
+            read_10(0, 1),
+            write_10(0, 1),
+            read_16(0, 1),
+            write_16(0, 1),
+            test_unit_ready(),
+            inquiry(96),
+            read_capacity_16(),
+            report_luns(4096),
+            synchronize_cache_10(),
+        ] {
+            assert!(is_retry_safe(&cdb), "{cdb:?}");
+        }
+        // COMPARE AND WRITE, PERSISTENT RESERVE OUT, FORMAT UNIT.
+        for opcode in [0x89, 0x5F, 0x04] {
+            let mut cdb = test_unit_ready();
+            cdb.bytes[0] = opcode;
+            assert!(!is_retry_safe(&cdb), "{opcode:#x}");
+        }
+    }
+}

@@ -270,6 +270,7 @@ fn pipelined_reads_respect_tag_depth() {
                 cdb: scsi::read_10(i * 8, 8),
                 data: Data::Read(SgBuffer::zeroed(4096)),
             })
+            .expect("submit")
         })
         .collect();
     assert!(c.connection().outstanding() <= 16);

@@ -31,7 +31,7 @@ fn attack(
     .unwrap();
     let mut cfg = config(t.iqn(), digests);
     cfg.wanted.max_recv_data_segment_len = 8192;
-    let mut c = Session::connect(t.addr(), cfg, options(false)).unwrap();
+    let mut c = Session::connect(t.addr(), cfg, options_without_reinstatement()).unwrap();
     let done = c
         .execute(Command {
             lun: Lun::default(),
@@ -133,7 +133,12 @@ fn data_in_for_unknown_itt_and_for_a_write() {
         ..TargetConfig::default()
     })
     .unwrap();
-    let mut c = Session::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let mut c = Session::connect(
+        t.addr(),
+        config(t.iqn(), false),
+        options_without_reinstatement(),
+    )
+    .unwrap();
     c.set_block_len(Lun::default(), 512);
     let err = c
         .write(Lun::default(), 0, SgBuffer::from_vec(pattern(4096, 1)))
@@ -276,7 +281,12 @@ fn reject_fails_only_the_command() {
         ..TargetConfig::default()
     })
     .unwrap();
-    let mut c = Session::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let mut c = Session::connect(
+        t.addr(),
+        config(t.iqn(), false),
+        options_without_reinstatement(),
+    )
+    .unwrap();
     let buffer = SgBuffer::from_segments(vec![vec![CANARY; 1000], vec![CANARY; 3096]]);
     c.set_block_len(Lun::default(), 512);
     match c.read(Lun::default(), 0, buffer) {
@@ -300,7 +310,12 @@ fn r2t_beyond_the_write() {
         ..TargetConfig::default()
     })
     .unwrap();
-    let mut c = Session::connect(t.addr(), config(t.iqn(), false), options(false)).unwrap();
+    let mut c = Session::connect(
+        t.addr(),
+        config(t.iqn(), false),
+        options_without_reinstatement(),
+    )
+    .unwrap();
     c.set_block_len(Lun::default(), 512);
     let err = c
         .write(

@@ -29,13 +29,19 @@ fn stalled_target(tmf: TmfPolicy) -> Target {
     .expect("start embedded target")
 }
 
-/// A session with short deadlines: 300 ms per command, 300 ms per task management request.
+/// A session with short deadlines: 300 ms per command, 300 ms per task management request;
+/// without the session's own recovery (re-issue, reinstatement), so that the connection's
+/// ladder is what the caller sees.
 fn session(t: &Target) -> Session {
+    session_with(t, options_without_reinstatement())
+}
+
+fn session_with(t: &Target, options: Options) -> Session {
     let mut cfg = config(t.iqn(), false);
     cfg.task_timeout = Some(300 * MS);
     cfg.abort_timeout = 300 * MS;
     cfg.lu_reset_timeout = 300 * MS;
-    let mut s = Session::connect(t.addr(), cfg, options(false)).expect("login");
+    let mut s = Session::connect(t.addr(), cfg, options).expect("login");
     s.set_block_len(Lun::default(), 512);
     s
 }
@@ -234,7 +240,9 @@ fn only_the_stalled_read_among_many_is_aborted() {
     let data = pattern(8 * 4096, 5);
     s.write(Lun::default(), 0, SgBuffer::from_vec(data.clone()))
         .expect("write");
-    let ids: Vec<_> = (0..8u32).map(|i| s.submit(read_cmd(i * 8, 4096))).collect();
+    let ids: Vec<_> = (0..8u32)
+        .map(|i| s.submit(read_cmd(i * 8, 4096)).expect("submitted"))
+        .collect();
     let mut aborted = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let done = s.wait(*id).expect("a completion");
@@ -258,5 +266,24 @@ fn only_the_stalled_read_among_many_is_aborted() {
         .read(Lun::default(), 0, SgBuffer::zeroed(4096))
         .expect("issued again");
     assert_eq!(again.into_vec(), data[..4096]);
+    s.logout().expect("logout");
+}
+
+/// With the session's recovery on (the default), an aborted read is issued again by the
+/// session itself (the SCSI layer's retry): the caller sees the data, and the steps reported
+/// in words.
+#[test]
+fn the_session_reissues_an_aborted_read_and_reports_the_steps() {
+    let t = stalled_target(TmfPolicy::Answer);
+    let mut s = session_with(&t, options(false));
+    s.write(Lun::default(), 0, SgBuffer::from_vec(pattern(4096, 3)))
+        .expect("write");
+    let back = s
+        .read(Lun::default(), 0, SgBuffer::zeroed(4096))
+        .expect("the read, issued again after its abort");
+    assert_eq!(back.into_vec(), pattern(4096, 3));
+    let steps: Vec<String> = s.take_events().iter().map(ToString::to_string).collect();
+    assert!(steps.iter().any(|e| e.contains("ABORT TASK")), "{steps:#?}");
+    assert_eq!(t.tmf_requests().len(), 1);
     s.logout().expect("logout");
 }

@@ -71,6 +71,7 @@ pub struct Tgtd {
     /// The target's IQN.
     pub iqn: String,
     lun_file: PathBuf,
+    digests: String,
 }
 
 impl Tgtd {
@@ -88,28 +89,41 @@ impl Tgtd {
             std::env::temp_dir().join(format!("ulp-iscsi-tgtd-{}-{n}.img", std::process::id()));
         let f = std::fs::File::create(&lun_file).expect("create LUN file");
         f.set_len(lun_bytes).expect("size LUN file");
-        let log = std::fs::File::create(lun_file.with_extension("log")).expect("log file");
+        let iqn = format!("iqn.2024-01.io.ulp-ddp:tgtd{n}");
+        let mut t = Self {
+            child: None,
+            port,
+            control,
+            iqn,
+            lun_file,
+            digests: digests.to_string(),
+        };
+        t.launch();
+        t
+    }
+
+    /// Starts the tgtd process and sets up the target, its file LUN 1 and the digests.
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.lun_file.with_extension("log"))
+            .expect("log file");
         let child = Command::new("tgtd")
             .args([
                 "-f",
                 "--iscsi",
-                &format!("portal=127.0.0.1:{port}"),
+                &format!("portal=127.0.0.1:{}", self.port),
                 "-C",
-                &control.to_string(),
+                &self.control.to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn tgtd");
-        let iqn = format!("iqn.2024-01.io.ulp-ddp:tgtd{n}");
-        let t = Self {
-            child: Some(child),
-            port,
-            control,
-            iqn,
-            lun_file,
-        };
+        self.child = Some(child);
+        let t = &*self;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !t.adm(&["--op", "show", "--mode", "system"]) {
             assert!(Instant::now() < deadline, "tgtd did not come up");
@@ -158,20 +172,54 @@ impl Tgtd {
         for key in ["HeaderDigest", "DataDigest"] {
             assert!(t.adm(&[
                 "--lld", "iscsi", "--mode", "target", "--op", "update", "--tid", "1", "--name",
-                key, "--value", digests
+                key, "--value", &t.digests
             ]));
         }
         // The listener answers once the portal is up.
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", t.port)).is_err() {
             assert!(Instant::now() < deadline, "tgtd portal did not open");
             std::thread::sleep(Duration::from_millis(50));
         }
-        t
     }
 
-    /// The tgtd process's id (to stop and continue it in tests), while it runs.
+    /// The LUN's backing file.
+    pub fn lun_file(&self) -> &std::path::Path {
+        &self.lun_file
+    }
+
+    /// The tgtd process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to tgtd; whether it was delivered.
+    pub fn signal(&self, signal: &str) -> bool {
+        self.pid().is_some_and(|pid| {
+            Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+
+    /// Kills tgtd with SIGKILL (no goodbye to its initiators) and reaps it; the LUN file
+    /// stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts tgtd again, after [`kill`](Self::kill): the same port, control number, target
+    /// name and file LUN (what was written survives).
+    ///
+    /// # Panics
+    ///
+    /// If tgtd does not come up within 10 s.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     /// Runs tgtadm against this tgtd; whether it succeeded.
@@ -189,6 +237,8 @@ impl Tgtd {
 
 impl Drop for Tgtd {
     fn drop(&mut self) {
+        // A stopped tgtd answers nothing: continue it first.
+        let _ = self.signal("CONT");
         // tgtd ignores SIGTERM while targets exist: delete them, then the system.
         let _ = self.adm(&[
             "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", "1", "--force",

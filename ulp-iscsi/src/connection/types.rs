@@ -234,6 +234,9 @@ pub enum CommandError {
         /// The Data-In's Buffer Offset.
         offset: u32,
     },
+    /// The session was lost: not reinstated within the replacement timeout, a login that
+    /// cannot succeed, or a LUN that changed across the reinstatement (said in words).
+    SessionLost(String),
 }
 
 impl fmt::Display for CommandError {
@@ -278,6 +281,7 @@ impl fmt::Display for CommandError {
                  at Buffer Offset {offset}: the data is not trusted and the command failed \
                  (no SNACK at ErrorRecoveryLevel 0, RFC 7143 §7.8)"
             ),
+            Self::SessionLost(why) => f.write_str(why),
         }
     }
 }
@@ -748,6 +752,9 @@ pub enum ConnectionError {
         /// Parameter3: the time the target gave to start the negotiation.
         within: Duration,
     },
+    /// The socket failed, or the target stopped reading or answering (the blocking driver's
+    /// words for what it saw).
+    Socket(String),
 }
 
 /// The words of RFC 7143 §11.13.5 for a Login Response's Status-Class and Status-Detail
@@ -898,6 +905,7 @@ impl fmt::Display for ConnectionError {
                  renegotiates them",
                 super::async_event::Secs(*within)
             ),
+            Self::Socket(what) => write!(f, "socket: {what}"),
         }
     }
 }

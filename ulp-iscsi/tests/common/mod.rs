@@ -50,3 +50,11 @@ pub fn options(capture: bool) -> Options {
     o.capture = capture;
     o
 }
+
+/// Options with session reinstatement off: a connection's end reaches the caller as it is
+/// (what the hostile-target tests examine).
+pub fn options_without_reinstatement() -> Options {
+    let mut o = Options::default();
+    o.reinstate = false;
+    o
+}

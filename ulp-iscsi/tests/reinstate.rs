@@ -1,0 +1,359 @@
+//! Session reinstatement through the library: against the embedded target (a target that cuts
+//! every read, one that goes away) and tgtd (killed before the logout is answered).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ulp_iscsi::blocking::{Error, Options, Session, SessionEvent};
+use ulp_iscsi::wire::Lun;
+use ulp_iscsi::{Command, CommandError, ConnectionError, Data, SgBuffer, scsi};
+use ulp_testbed::iscsi::{Misbehave, Target, TargetConfig};
+use ulp_testbed::peers::{Tgtd, peer_available};
+
+fn quick(max_retries: u32, replacement: Duration) -> Options {
+    let mut o = Options::default();
+    o.max_retries = max_retries;
+    o.replacement_timeout = replacement;
+    o.reconnect_delay = Duration::from_millis(50);
+    o.login_timeout = Duration::from_secs(2);
+    o
+}
+
+fn print(events: &[SessionEvent]) {
+    for e in events {
+        println!("{e}");
+    }
+}
+
+#[test]
+fn a_read_the_target_cuts_is_reissued_max_retries_times_then_fails_with_the_cause() {
+    let t = Target::start(TargetConfig {
+        misbehave: Misbehave::TruncatedPdu,
+        unit_attention: false,
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut c = Session::connect(
+        t.addr(),
+        config(t.iqn(), false),
+        quick(2, Duration::from_secs(10)),
+    )
+    .unwrap();
+    c.set_block_len(Lun::default(), 512);
+    let done = c
+        .execute(Command {
+            lun: Lun::default(),
+            cdb: scsi::read_10(0, 8),
+            data: Data::Read(SgBuffer::zeroed(4096)),
+        })
+        .expect("the read completes");
+    let events = c.take_events();
+    print(&events);
+    let Err(CommandError::ConnectionLost(cause)) = done.result else {
+        panic!("{:?}", done.result);
+    };
+    assert!(
+        matches!(
+            *cause,
+            ConnectionError::PeerClosed | ConnectionError::Socket(_)
+        ),
+        "{cause:?}"
+    );
+    assert_eq!(done.buffer.expect("its buffer").len(), 4096);
+    let reinstated = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Reinstated { reissued: 1, .. }))
+        .count();
+    assert_eq!(reinstated, 2, "issued 3 times in all: {events:?}");
+    assert!(
+        events[0].to_string().starts_with("connection lost: ")
+            && events[0]
+                .to_string()
+                .ends_with("; reinstating the session (1 command to issue again)"),
+        "{}",
+        events[0]
+    );
+    // The next command finds the connection ended: the session is reinstated first.
+    let back = c
+        .write(Lun::default(), 8, SgBuffer::from_vec(pattern(4096, 7)))
+        .expect("a write goes through");
+    assert_eq!(back.len(), 4096);
+    assert_eq!(c.reinstatements(), 3);
+    assert_eq!(c.connection().config().isid, config(t.iqn(), false).isid);
+}
+
+#[test]
+fn past_the_replacement_timeout_every_command_fails_in_words_and_new_ones_are_refused() {
+    let t = Target::start(TargetConfig {
+        unit_attention: false,
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut c = Session::connect(
+        t.addr(),
+        config(t.iqn(), false),
+        quick(5, Duration::from_millis(600)),
+    )
+    .unwrap();
+    c.set_block_len(Lun::default(), 512);
+    c.write(Lun::default(), 0, SgBuffer::from_vec(pattern(4096, 1)))
+        .unwrap();
+    drop(t);
+    let lost_at = Instant::now();
+    let ids: Vec<_> = (0..4u32)
+        .map(|i| {
+            c.submit(Command {
+                lun: Lun::default(),
+                cdb: scsi::read_10(i * 8, 8),
+                data: Data::Read(SgBuffer::zeroed(4096)),
+            })
+            .expect("taken before the loss is known")
+        })
+        .collect();
+    let mut back = 0;
+    for id in ids {
+        let done = c.wait(id).expect("a completion");
+        let Err(CommandError::SessionLost(why)) = &done.result else {
+            panic!("{:?}", done.result);
+        };
+        assert!(
+            why.starts_with("session not reinstated within replacement_timeout 0.6 s ("),
+            "{why}"
+        );
+        assert!(why.contains("; last: "), "{why}");
+        back += usize::from(done.buffer.is_some_and(|b| b.len() == 4096));
+    }
+    assert_eq!(back, 4, "every buffer came back");
+    let waited = lost_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let events = c.take_events();
+    print(&events);
+    assert!(
+        matches!(events.last(), Some(SessionEvent::Lost { failed: 4, .. })),
+        "{events:?}"
+    );
+    let refused = c
+        .submit(Command {
+            lun: Lun::default(),
+            cdb: scsi::write_10(0, 8),
+            data: Data::Write(SgBuffer::from_vec(pattern(4096, 2))),
+        })
+        .unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        refused
+            .to_string()
+            .starts_with("refused: the session was lost: session not reinstated"),
+        "{refused}"
+    );
+    assert_eq!(refused.into_buffer().map(|b| b.len()), Some(4096));
+    let e = c
+        .read(Lun::default(), 0, SgBuffer::zeroed(512))
+        .unwrap_err();
+    let io: std::io::Error = e.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_timeout_is_timed_out_for_io_callers_never_would_block() {
+    let e = Error::Io(std::io::ErrorKind::WouldBlock.into());
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(!e.to_string().contains("os error 11"), "{e}");
+    let io: std::io::Error = e.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+    let t = Error::Timeout(ulp_iscsi::blocking::Timeout {
+        peer: "target",
+        waited: Duration::from_secs(2),
+        what: "the Login Response".into(),
+    });
+    let io: std::io::Error = t.into();
+    assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(
+        io.to_string(),
+        "no answer from the target in 2.0 s while waiting for the Login Response"
+    );
+}
+
+#[test]
+fn tgtd_closing_instead_of_answering_the_logout_is_a_warning() {
+    if !peer_available("tgtd") || !peer_available("tgtadm") {
+        return;
+    }
+    let mut tgtd = Tgtd::start(8 << 20, "None");
+    let mut c = Session::connect(
+        ("127.0.0.1", tgtd.port),
+        config(&tgtd.iqn, false),
+        Options::default(),
+    )
+    .expect("login to tgtd");
+    let lun = Lun::single_level(1);
+    c.test_unit_ready(lun).expect("TEST UNIT READY");
+    c.write(lun, 0, SgBuffer::from_vec(pattern(4096, 3)))
+        .expect("write");
+    tgtd.kill();
+    c.logout()
+        .expect("every command had completed: a warning, not a failure");
+    let events = c.take_events();
+    print(&events);
+    assert!(
+        matches!(events.as_slice(), [SessionEvent::LogoutUnanswered { .. }]),
+        "{events:?}"
+    );
+    assert!(
+        events[0]
+            .to_string()
+            .starts_with("warning: the target did not answer the Logout Request")
+    );
+}
+
+#[test]
+fn a_lun_that_changed_size_across_the_reinstatement_fails_the_commands() {
+    if !peer_available("tgtd") || !peer_available("tgtadm") {
+        return;
+    }
+    let mut tgtd = Tgtd::start(8 << 20, "None");
+    let mut o = quick(5, Duration::from_secs(20));
+    o.reconnect_delay = Duration::from_millis(200);
+    let mut c = Session::connect(("127.0.0.1", tgtd.port), config(&tgtd.iqn, false), o)
+        .expect("login to tgtd");
+    let lun = Lun::single_level(1);
+    c.test_unit_ready(lun).expect("TEST UNIT READY");
+    let cap = c.read_capacity(lun).expect("READ CAPACITY");
+    assert_eq!(cap.bytes(), 8 << 20);
+    tgtd.kill();
+    std::fs::File::options()
+        .write(true)
+        .open(tgtd.lun_file())
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("grow the LUN file");
+    tgtd.restart();
+    let e = c
+        .write(lun, 0, SgBuffer::from_vec(pattern(4096, 4)))
+        .unwrap_err();
+    let events = c.take_events();
+    print(&events);
+    let Error::Command {
+        error: CommandError::SessionLost(why),
+        buffer,
+    } = &e
+    else {
+        panic!("{e}");
+    };
+    assert_eq!(buffer.as_ref().map(SgBuffer::len), Some(4096));
+    assert!(
+        why.starts_with(
+            "session not reinstated: LUN 1 changed across the reinstatement (32768 blocks of \
+             512 bytes, was 16384 of 512)"
+        ),
+        "{why}"
+    );
+    assert_eq!(e.kind(), std::io::ErrorKind::NotConnected);
+}
+
+#[test]
+fn a_command_that_is_not_retry_safe_fails_with_the_cause_the_others_are_reissued() {
+    let t = Target::start(TargetConfig {
+        misbehave: Misbehave::TruncatedPdu,
+        unit_attention: false,
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut c = Session::connect(
+        t.addr(),
+        config(t.iqn(), false),
+        quick(1, Duration::from_secs(10)),
+    )
+    .unwrap();
+    // The target cuts the read's Data-In and closes: the command after it is never answered.
+    let read = c
+        .submit(Command {
+            lun: Lun::default(),
+            cdb: scsi::read_10(0, 8),
+            data: Data::Read(SgBuffer::zeroed(4096)),
+        })
+        .unwrap();
+    let mut vendor = scsi::test_unit_ready();
+    vendor.bytes[0] = 0xC0;
+    assert!(!scsi::is_retry_safe(&vendor));
+    let other = c
+        .submit(Command {
+            lun: Lun::default(),
+            cdb: vendor,
+            data: Data::None,
+        })
+        .unwrap();
+    // The target's close arrives as an end of stream or, with the unread command in its
+    // socket, as a reset: either is the cause.
+    let done = c.wait(other).unwrap();
+    let Err(CommandError::ConnectionLost(cause)) = done.result else {
+        panic!("{:?}", done.result);
+    };
+    assert!(
+        matches!(
+            *cause,
+            ConnectionError::PeerClosed | ConnectionError::Socket(_)
+        ),
+        "{cause:?}"
+    );
+    let done = c.wait(read).unwrap();
+    assert!(matches!(done.result, Err(CommandError::ConnectionLost(_))));
+    assert_eq!(done.buffer.map(|b| b.len()), Some(4096));
+    let events = c.take_events();
+    print(&events);
+    assert!(
+        matches!(
+            events.first(),
+            Some(SessionEvent::ConnectionLost {
+                to_reissue: 1,
+                failed: 1,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    assert!(events[0].to_string().ends_with(
+        "(1 command to issue again, 1 command failed: not retry-safe or out of retries)"
+    ));
+}
+
+#[test]
+fn a_tcp_connect_that_does_not_complete_is_a_timeout_in_words() {
+    // A listener that never accepts: once its accept queue is full, Linux drops further SYNs
+    // and a connect hangs.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut held = Vec::new();
+    let t = Instant::now();
+    let hangs = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break true,
+        }
+        if held.len() > 4096 || t.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+    };
+    if !hangs {
+        eprintln!("skipping: connects to a full accept queue complete here");
+        return;
+    }
+    let mut o = Options::default();
+    o.timeout = Duration::from_millis(300);
+    let t = Instant::now();
+    let e = Session::connect(addr, config("iqn.2024-01.io.example:t", false), o).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "no answer from the target in 0.3 s while waiting for the TCP connection to {addr} \
+             to open"
+        )
+    );
+    drop(l);
+}
