@@ -697,3 +697,43 @@ fn nop_out_pings_are_timers() {
         "the target did not answer a NOP-Out ping within 5.0 s"
     );
 }
+
+/// An empty read buffer has nothing to register, but it is still the caller's: it comes back
+/// with the completion, on success and when the connection ends (found by the `iscsi_receive`
+/// fuzz target: it was dropped, and the completion carried no buffer).
+#[test]
+fn an_empty_read_buffer_comes_back() {
+    let mut c = logged_in(100);
+    let id = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(0, 0),
+        data: Data::Read(SgBuffer::from_vec(Vec::with_capacity(4096))),
+    });
+    let itt = next_itt(&mut c);
+    receive(&mut c, &scsi_response(itt, 101, None)).unwrap();
+    let done = completion(&mut c);
+    assert_eq!(done.id, id);
+    assert!(done.result.is_ok(), "{:?}", done.result);
+    assert_eq!(
+        done.buffer.map(|b| b.len()),
+        Some(0),
+        "the buffer comes back"
+    );
+
+    // And when the connection ends first.
+    let id = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(0, 0),
+        data: Data::Read(SgBuffer::from_vec(Vec::new())),
+    });
+    while c.poll_transmit().is_some() {}
+    c.close();
+    let done = completion(&mut c);
+    assert_eq!(done.id, id);
+    assert_eq!(done.result.unwrap_err(), CommandError::ConnectionLost);
+    assert_eq!(
+        done.buffer.map(|b| b.len()),
+        Some(0),
+        "the buffer comes back"
+    );
+}

@@ -217,9 +217,14 @@ impl<B: DdpBackend> Connection<B> {
                 CommandError::Invalid(why),
             )
         };
+        let mut empty_read = None;
         let (expected_len, write, registered) = match data {
             Data::None => (0u32, None, false),
-            Data::Read(buffer) if buffer.is_empty() => (0, None, false),
+            Data::Read(buffer) if buffer.is_empty() => {
+                // Nothing to register, but the buffer is still the caller's to get back.
+                empty_read = Some(buffer);
+                (0, None, false)
+            }
             Data::Read(buffer) => {
                 let Ok(len) = u32::try_from(buffer.len()) else {
                     self.free_tags.push_back(tag);
@@ -273,6 +278,7 @@ impl<B: DdpBackend> Connection<B> {
                     data_in: 0,
                     outcome: None,
                     tearing_down: false,
+                    empty_read,
                 })),
             },
         );

@@ -57,6 +57,8 @@ struct ScsiTask {
     data_in: u64,
     outcome: Option<Result<ScsiOutcome, CommandError>>,
     tearing_down: bool,
+    /// An empty read buffer (nothing to register): handed back with the completion.
+    empty_read: Option<SgBuffer>,
 }
 
 #[derive(Debug)]

@@ -399,7 +399,7 @@ impl<B: DdpBackend> Connection<B> {
             self.events.push_back(Event::Completed(Completion {
                 id: task.id,
                 result: t.outcome.unwrap_or(Err(CommandError::ConnectionLost)),
-                buffer: buffer.or(t.write),
+                buffer: buffer.or(t.write).or(t.empty_read),
             }));
         }
     }
