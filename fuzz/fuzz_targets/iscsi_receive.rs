@@ -194,14 +194,40 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// A write's bytes.
-fn pattern(fill: u8, offset: usize, len: usize) -> impl Iterator<Item = u8> {
-    (offset..offset + len).map(move |i| fill ^ (i as u8) ^ ((i >> 8) as u8))
+/// A write's bytes (`fill` XOR a function of the offset; `len` at most `MAX_BUFFER`), from
+/// tables built once: the checks compare slices (one memcmp, not a loop the coverage
+/// instrumentation slows down).
+fn pattern(fill: u8, len: usize) -> &'static [u8] {
+    static TABLES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let t = TABLES.get_or_init(|| {
+        (0..=255u8)
+            .map(|f| {
+                (0..MAX_BUFFER)
+                    .map(|i| f ^ (i as u8) ^ ((i >> 8) as u8))
+                    .collect()
+            })
+            .collect()
+    });
+    &t[usize::from(fill)][..len.min(MAX_BUFFER)]
 }
 
-/// The bytes every well-formed Data-In carries at Buffer Offset `offset`.
-fn data_in_byte(offset: u64) -> u8 {
-    (offset as u8).wrapping_mul(31) ^ ((offset >> 8) as u8) ^ 0xA5
+/// The bytes every well-formed Data-In carries from Buffer Offset `offset` (`len` at most
+/// `MAX_BUFFER + 1`): a function of the offset modulo 64 KiB, from a table built once.
+fn data_in_bytes(offset: u64, len: usize) -> &'static [u8] {
+    static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        (0..65536 + MAX_BUFFER + 1)
+            .map(|i| (i as u8).wrapping_mul(31) ^ ((i >> 8) as u8) ^ 0xA5)
+            .collect()
+    });
+    let at = (offset % 65536) as usize;
+    &t[at..at + len.min(MAX_BUFFER + 1)]
+}
+
+/// `len` bytes of [`READ_FILL`] (at most `MAX_BUFFER + 1`).
+fn read_fill(len: usize) -> &'static [u8] {
+    static FILL: [u8; MAX_BUFFER + 1] = [READ_FILL; MAX_BUFFER + 1];
+    &FILL[..len.min(MAX_BUFFER + 1)]
 }
 
 fn split(data: Vec<u8>, segments: usize) -> SgBuffer {
@@ -247,7 +273,8 @@ struct Cmd {
     id: CommandId,
     kind: Kind,
     len: usize,
-    fill: u8,
+    /// A write's bytes.
+    expect: &'static [u8],
     sent: bool,
     done: bool,
     /// Submitted after the connection ended: completes at once, after `Closed`.
@@ -509,10 +536,8 @@ impl<B: DdpBackend> Harness<B> {
             );
         }
         if liveness() && !self.c.is_closed() {
-            let pending = matches!(
-                self.c.phase(),
-                Phase::Login | Phase::LoggingOut
-            ) || self.c.outstanding() > 0;
+            let pending = matches!(self.c.phase(), Phase::Login | Phase::LoggingOut)
+                || self.c.outstanding() > 0;
             assert!(
                 !pending || at.saturating_duration_since(self.last_rx) < SILENCE,
                 "the target is silent for {:?} with something outstanding (phase {:?}, {} outstanding) and the connection is still open",
@@ -543,15 +568,21 @@ impl<B: DdpBackend> Harness<B> {
             Kind::Read => {
                 cdb[0] = 0x28;
                 (
-                    Cdb { bytes: cdb, len: 10 },
+                    Cdb {
+                        bytes: cdb,
+                        len: 10,
+                    },
                     Data::Read(split(vec![READ_FILL; len], seg)),
                 )
             }
             Kind::Write => {
                 cdb[0] = 0x2A;
                 (
-                    Cdb { bytes: cdb, len: 10 },
-                    Data::Write(split(pattern(fill, 0, len).collect(), seg)),
+                    Cdb {
+                        bytes: cdb,
+                        len: 10,
+                    },
+                    Data::Write(split(pattern(fill, len).to_vec(), seg)),
                 )
             }
             Kind::NoData => (Cdb { bytes: cdb, len: 6 }, Data::None),
@@ -571,7 +602,11 @@ impl<B: DdpBackend> Harness<B> {
             id,
             kind,
             len,
-            fill,
+            expect: if kind == Kind::Write {
+                pattern(fill, len)
+            } else {
+                &[]
+            },
             sent: false,
             done: false,
             after_end,
@@ -665,7 +700,7 @@ impl<B: DdpBackend> Harness<B> {
                     done.id
                 );
                 cmd.done = true;
-                let (kind, len, fill) = (cmd.kind, cmd.len, cmd.fill);
+                let (kind, len) = (cmd.kind, cmd.len);
                 match kind {
                     Kind::NoData => assert!(done.buffer.is_none(), "a buffer for no data"),
                     Kind::Read => {
@@ -682,7 +717,7 @@ impl<B: DdpBackend> Harness<B> {
                             .unwrap_or_else(|| panic!("write #{n}: buffer not handed back"));
                         assert_eq!(b.len(), len as u64, "write #{n}: buffer size");
                         assert!(
-                            b.to_vec().into_iter().eq(pattern(fill, 0, len)),
+                            b.to_vec() == self.cmds[n].expect,
                             "write #{n}: buffer changed"
                         );
                     }
@@ -702,14 +737,11 @@ impl<B: DdpBackend> Harness<B> {
                             let v = b.to_vec();
                             let placed = o.data_in as usize;
                             assert!(
-                                v[..placed]
-                                    .iter()
-                                    .enumerate()
-                                    .all(|(i, &x)| x == data_in_byte(i as u64)),
+                                v[..placed] == *data_in_bytes(0, placed),
                                 "read #{n}: the buffer does not hold the Data-In bytes"
                             );
                             assert!(
-                                v[placed..].iter().all(|&x| x == READ_FILL),
+                                v[placed..] == *read_fill(v.len() - placed),
                                 "read #{n}: bytes beyond the Data-In changed"
                             );
                         }
@@ -755,7 +787,10 @@ impl<B: DdpBackend> Harness<B> {
                         assert!(self.logout_sent, "LoggedOut without a Logout Request")
                     }
                     ConnectionError::PingTimeout { waited } => {
-                        assert!(self.cfg.noop_interval.is_some(), "PingTimeout without pings");
+                        assert!(
+                            self.cfg.noop_interval.is_some(),
+                            "PingTimeout without pings"
+                        );
                         assert_eq!(*waited, self.cfg.noop_timeout, "PingTimeout waited");
                     }
                     _ => {}
@@ -776,7 +811,11 @@ impl<B: DdpBackend> Harness<B> {
             let Some(pdu) = self.c.poll_transmit().map(|t| t.to_vec()) else {
                 break;
             };
-            assert!(!closed, "a PDU sent after the end: {:02x?}", &pdu[..pdu.len().min(48)]);
+            assert!(
+                !closed,
+                "a PDU sent after the end: {:02x?}",
+                &pdu[..pdu.len().min(48)]
+            );
             self.transmitted(&pdu);
             if !all {
                 break;
@@ -800,7 +839,13 @@ impl<B: DdpBackend> Harness<B> {
         let dsl = (usize::from(pdu[5]) << 16) | (usize::from(pdu[6]) << 8) | usize::from(pdu[7]);
         let data_at = BHS + ahs + if digests.header { 4 } else { 0 };
         let pad = (4 - dsl % 4) % 4;
-        let total = data_at + dsl + if dsl > 0 { pad + if digests.data { 4 } else { 0 } } else { 0 };
+        let total = data_at
+            + dsl
+            + if dsl > 0 {
+                pad + if digests.data { 4 } else { 0 }
+            } else {
+                0
+            };
         assert_eq!(pdu.len(), total, "PDU {opcode:#04x} length");
         let data = &pdu[data_at..data_at + dsl];
         let itt = be32(pdu, 16);
@@ -852,20 +897,32 @@ impl<B: DdpBackend> Harness<B> {
                 let write = pdu[1] & 0x20 != 0;
                 assert_eq!(read, cmd.kind == Kind::Read && cmd.len > 0, "#{n}: R bit");
                 assert_eq!(write, cmd.kind == Kind::Write, "#{n}: W bit");
-                assert_eq!(edtl as usize, cmd.len, "#{n}: Expected Data Transfer Length");
-                assert!(
-                    data.iter().copied().eq(pattern(cmd.fill, 0, dsl)),
-                    "#{n}: immediate data"
+                assert_eq!(
+                    edtl as usize, cmd.len,
+                    "#{n}: Expected Data Transfer Length"
                 );
+                assert!(cmd.expect.get(..dsl) == Some(data), "#{n}: immediate data");
                 let p = self.c.params();
                 if dsl > 0 {
                     assert!(write, "#{n}: immediate data for a non-write");
-                    assert!(p.immediate_data, "#{n}: immediate data with ImmediateData=No");
-                    assert!(dsl as u32 <= p.first_burst_len, "#{n}: immediate data beyond FirstBurstLength");
-                    assert!(dsl as u32 <= p.max_xmit_data_segment_len.max(512), "#{n}: immediate data beyond MaxRecvDataSegmentLength");
+                    assert!(
+                        p.immediate_data,
+                        "#{n}: immediate data with ImmediateData=No"
+                    );
+                    assert!(
+                        dsl as u32 <= p.first_burst_len,
+                        "#{n}: immediate data beyond FirstBurstLength"
+                    );
+                    assert!(
+                        dsl as u32 <= p.max_xmit_data_segment_len.max(512),
+                        "#{n}: immediate data beyond MaxRecvDataSegmentLength"
+                    );
                 }
                 if !immediate {
-                    assert!(serial_le(cmd_sn, max_cmd_sn), "#{n}: CmdSN {cmd_sn} outside the window (MaxCmdSN {max_cmd_sn})");
+                    assert!(
+                        serial_le(cmd_sn, max_cmd_sn),
+                        "#{n}: CmdSN {cmd_sn} outside the window (MaxCmdSN {max_cmd_sn})"
+                    );
                     self.exp_cmd_sn = cmd_sn.wrapping_add(1);
                 }
                 let t = Target {
@@ -889,29 +946,40 @@ impl<B: DdpBackend> Harness<B> {
                 let ttt = be32(pdu, 20);
                 let offset = be32(pdu, 40);
                 let p = self.c.params();
-                let (first_burst, initial_r2t, mxdsl) =
-                    (p.first_burst_len, p.initial_r2t, p.max_xmit_data_segment_len);
+                let (first_burst, initial_r2t, mxdsl) = (
+                    p.first_burst_len,
+                    p.initial_r2t,
+                    p.max_xmit_data_segment_len,
+                );
                 let task = self
                     .tasks
                     .get_mut(&itt)
                     .unwrap_or_else(|| panic!("Data-Out for ITT {itt:#x}, no task"));
-                let HostKind::Scsi { cmd: n, write, len, .. } = task.kind else {
+                let HostKind::Scsi {
+                    cmd: n, write, len, ..
+                } = task.kind
+                else {
                     panic!("Data-Out for ITT {itt:#x}, not a SCSI command");
                 };
                 assert!(write, "Data-Out for a non-write");
                 let end = u64::from(offset) + dsl as u64;
                 assert!(end <= u64::from(len), "Data-Out beyond the write");
                 assert!(dsl > 0, "an empty Data-Out");
-                assert!(dsl as u32 <= mxdsl.max(512), "Data-Out beyond MaxRecvDataSegmentLength");
-                let fill = self.cmds[n].fill;
+                assert!(
+                    dsl as u32 <= mxdsl.max(512),
+                    "Data-Out beyond MaxRecvDataSegmentLength"
+                );
                 assert!(!self.cmds[n].done, "Data-Out for a completed command");
                 assert!(
-                    data.iter().copied().eq(pattern(fill, offset as usize, dsl)),
+                    self.cmds[n].expect.get(offset as usize..end as usize) == Some(data),
                     "Data-Out data of #{n} at {offset}"
                 );
                 if ttt == RESERVED {
                     assert!(!initial_r2t, "unsolicited Data-Out with InitialR2T=Yes");
-                    assert!(end <= u64::from(first_burst), "unsolicited Data-Out beyond FirstBurstLength");
+                    assert!(
+                        end <= u64::from(first_burst),
+                        "unsolicited Data-Out beyond FirstBurstLength"
+                    );
                 } else {
                     assert!(
                         task.t.r2ts.iter().any(|&(t, o, l)| t == ttt
@@ -957,7 +1025,10 @@ impl<B: DdpBackend> Harness<B> {
             TEXT_REQ => {
                 let cmd_sn = be32(pdu, 24);
                 if !immediate {
-                    assert!(serial_le(cmd_sn, max_cmd_sn), "Text Request CmdSN {cmd_sn} outside the window (MaxCmdSN {max_cmd_sn})");
+                    assert!(
+                        serial_le(cmd_sn, max_cmd_sn),
+                        "Text Request CmdSN {cmd_sn} outside the window (MaxCmdSN {max_cmd_sn})"
+                    );
                     self.exp_cmd_sn = cmd_sn.wrapping_add(1);
                 }
                 self.tasks.insert(
@@ -1089,10 +1160,7 @@ impl<B: DdpBackend> Harness<B> {
                 if has("CHAP_A") {
                     keys.push(("CHAP_A".into(), "5".into()));
                     keys.push(("CHAP_I".into(), "7".into()));
-                    keys.push((
-                        "CHAP_C".into(),
-                        "0x00112233445566778899aabbccddeeff".into(),
-                    ));
+                    keys.push(("CHAP_C".into(), "0x00112233445566778899aabbccddeeff".into()));
                     next = None;
                 } else if has("CHAP_R") {
                 } else if let Some((_, v)) = req.keys.iter().find(|(k, _)| k == "AuthMethod") {
@@ -1176,7 +1244,15 @@ impl<B: DdpBackend> Harness<B> {
         let (version_max, version_active, tsih) = if m & 0x40 != 0 {
             (s.u8(), s.u8(), s.u16())
         } else {
-            (0, 0, if next == Some(Stage::FullFeature) { 7 } else { 0 })
+            (
+                0,
+                0,
+                if next == Some(Stage::FullFeature) {
+                    7
+                } else {
+                    0
+                },
+            )
         };
         let mut text = encode_keys(&keys);
         if m & 0x80 != 0 {
@@ -1224,7 +1300,16 @@ impl<B: DdpBackend> Harness<B> {
         }
     }
 
-    fn scsi_response(&mut self, itt: u32, status: u8, response: u8, residual: (bool, bool, u32), sense: &[u8], seq: u8, s: &mut Script) {
+    fn scsi_response(
+        &mut self,
+        itt: u32,
+        status: u8,
+        response: u8,
+        residual: (bool, bool, u32),
+        sense: &[u8],
+        seq: u8,
+        s: &mut Script,
+    ) {
         let stat_sn = self.stat_sn(seq, s);
         let (exp, max) = self.window(seq, s);
         let mut sense_buf = Vec::new();
@@ -1279,7 +1364,9 @@ impl<B: DdpBackend> Harness<B> {
             _ => (true, false, s.u32()),
         };
         let sense: Vec<u8> = if status == 2 || flags & 0x20 != 0 {
-            let mut v = vec![0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x21, 0x00, 0, 0, 0, 0];
+            let mut v = vec![
+                0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x21, 0x00, 0, 0, 0, 0,
+            ];
             v[2] = s.u8() & 0x0F;
             v[12] = s.u8();
             v[13] = s.u8();
@@ -1297,11 +1384,19 @@ impl<B: DdpBackend> Harness<B> {
         }
     }
 
-    fn data_in(&mut self, itt: u32, offset: u32, len: u32, status: Option<DataInStatus>, data_sn: u32, ack: bool, seq: u8, s: &mut Script) {
+    fn data_in(
+        &mut self,
+        itt: u32,
+        offset: u32,
+        len: u32,
+        status: Option<DataInStatus>,
+        data_sn: u32,
+        ack: bool,
+        seq: u8,
+        s: &mut Script,
+    ) {
         let (exp, max) = self.window(seq, s);
-        let payload: Vec<u8> = (0..u64::from(len))
-            .map(|i| data_in_byte(u64::from(offset) + i))
-            .collect();
+        let payload = data_in_bytes(u64::from(offset), len as usize);
         let r = DataInRepr {
             final_: status.is_some(),
             ack,
@@ -1313,7 +1408,7 @@ impl<B: DdpBackend> Harness<B> {
             max_cmd_sn: max,
             data_sn,
             buffer_offset: offset,
-            data: &payload,
+            data: payload,
         };
         let d = self.digests();
         self.push("Data-In", r.buffer_len(d), |b, d| r.emit(b, d));
@@ -1382,7 +1477,15 @@ impl<B: DdpBackend> Harness<B> {
         }
     }
 
-    fn r2t(&mut self, itt: u32, offset: u32, len: u32, r2t_sn: u32, seq: u8, s: &mut Script) -> u32 {
+    fn r2t(
+        &mut self,
+        itt: u32,
+        offset: u32,
+        len: u32,
+        r2t_sn: u32,
+        seq: u8,
+        s: &mut Script,
+    ) -> u32 {
         let (exp, max) = self.window(seq, s);
         let ttt = self.next_ttt;
         self.next_ttt = self.next_ttt.wrapping_add(1) & 0x7FFF_FFFF;
@@ -1529,7 +1632,9 @@ impl<B: DdpBackend> Harness<B> {
         let stat_sn = self.stat_sn(seq, s);
         let (exp, max) = self.window(seq, s);
         let data: Vec<u8> = if event == 0 {
-            vec![0, 18, 0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0, 0, 0, 0, 0]
+            vec![
+                0, 18, 0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0, 0, 0, 0, 0,
+            ]
         } else {
             Vec::new()
         };
@@ -1709,8 +1814,7 @@ impl<B: DdpBackend> Harness<B> {
                         if received >= len64 {
                             task.t.status_sent = true;
                             self.scsi_response(itt, 0, 0, (false, false, 0), &[], 0, &mut z);
-                        } else if received >= unsolicited
-                            && u64::from(task.t.r2t_next) <= received
+                        } else if received >= unsolicited && u64::from(task.t.r2t_next) <= received
                         {
                             let off = received as u32;
                             let n = (len - off).min(max_burst);
@@ -1897,7 +2001,9 @@ impl<B: DdpBackend> Harness<B> {
         assert!(self.closed_seen, "no Closed event");
         self.check_ended();
         // After the end: a new command completes at once, with its buffer.
-        let mut z = Script { data: &[0x10, 0, 1] };
+        let mut z = Script {
+            data: &[0x10, 0, 1],
+        };
         self.submit(&mut z, Kind::Read);
         self.drain();
         self.check_ended();
@@ -1934,8 +2040,12 @@ fuzz_target!(|data: &[u8]| {
     cfg.wanted.immediate_data = b2 & 2 == 0;
     cfg.wanted.max_recv_data_segment_len =
         [ulp_iscsi::keys::MAX_DATA_SEGMENT_LEN, 8192, 512, 65536][usize::from((b2 >> 2) & 3)];
-    let (mb, fb) = [(262_144, 65536), (16384, 16384), (4096, 512), (65536, 65536)]
-        [usize::from((b2 >> 4) & 3)];
+    let (mb, fb) = [
+        (262_144, 65536),
+        (16384, 16384),
+        (4096, 512),
+        (65536, 65536),
+    ][usize::from((b2 >> 4) & 3)];
     cfg.wanted.max_burst_len = mb;
     cfg.wanted.first_burst_len = fb;
     let target_mrdsl = TARGET_MRDSL[usize::from(b2 >> 6)];
