@@ -737,3 +737,54 @@ fn an_empty_read_buffer_comes_back() {
         "the buffer comes back"
     );
 }
+
+/// A target answering an ITT twice: the second answer arrives when the tag is already the next
+/// command's, whose SCSI Command has not even gone out. The target cannot know that command, so
+/// the answer is a protocol violation; taking it would complete a command the target never
+/// received, and its SCSI Command would then go out under a tag already free again (found by
+/// the `iscsi_receive` fuzz target).
+#[test]
+fn an_answer_for_a_command_not_sent_yet_is_refused() {
+    // One task tag, so the second read waits for the first one's.
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(0),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    let (first, itt) = read_with_itt(&mut c, 512);
+    let second = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(1, 1),
+        data: Data::Read(SgBuffer::zeroed(512)),
+    });
+    assert!(
+        c.poll_transmit().is_none(),
+        "the second read waits for a tag"
+    );
+    // The first read's answer (without its data: a CHECK CONDITION would do as well).
+    receive(&mut c, &scsi_response(itt, 101, Some(512))).unwrap();
+    // The same answer again: by now the tag is the second read's, not yet sent.
+    let err = receive(&mut c, &scsi_response(itt, 102, Some(512))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectionError::Protocol(Violation::UnknownItt { itt: i, .. }) if i == itt
+        ),
+        "{err:?}"
+    );
+    let mut done = Vec::new();
+    while let Some(e) = c.poll_event() {
+        if let Event::Completed(d) = e {
+            done.push((d.id, d.result.is_ok(), d.buffer.map(|b| b.len())));
+        }
+    }
+    assert_eq!(
+        done,
+        [(first, true, Some(512)), (second, false, Some(512))],
+        "the first read completes, the second fails, both buffers come back"
+    );
+    assert!(
+        c.poll_transmit().is_none(),
+        "the second read never goes out"
+    );
+}

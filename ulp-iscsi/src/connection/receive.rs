@@ -46,6 +46,9 @@ impl<B: DdpBackend> Connection<B> {
                 if !self.take_stat_sn(Opcode::ScsiResponse, r.stat_sn) {
                     return;
                 }
+                if self.command_unsent(r.itt.0) {
+                    return self.unknown_itt(Opcode::ScsiResponse, r.itt.0);
+                }
                 let Some(task) = self.scsi_task(r.itt.0) else {
                     return self.unknown_itt(Opcode::ScsiResponse, r.itt.0);
                 };
@@ -240,6 +243,16 @@ impl<B: DdpBackend> Connection<B> {
         }));
     }
 
+    /// Whether task `itt`'s SCSI Command has not gone out yet: the target cannot know the task,
+    /// so a response, Data-In or R2T naming it is for another (an earlier command's tag, a
+    /// duplicate answer). Accepting it would complete a command the target never received,
+    /// and its SCSI Command would then go out under a tag already free again.
+    fn command_unsent(&self, itt: u32) -> bool {
+        self.tx.iter().any(|p| {
+            p.header[0] & 0x3F == Opcode::ScsiCommand as u8 && p.header[16..20] == itt.to_be_bytes()
+        })
+    }
+
     fn scsi_task(&mut self, itt: u32) -> Option<&mut ScsiTask> {
         match self.tasks.get_mut(&itt) {
             Some(Task {
@@ -256,6 +269,9 @@ impl<B: DdpBackend> Connection<B> {
             return self.fail(ConnectionError::Protocol(Violation::DataInAck { itt: tag }));
         }
         let in_order = self.params.data_pdu_in_order;
+        if self.command_unsent(tag) {
+            return self.unknown_itt(Opcode::DataIn, tag);
+        }
         let Some(task) = self.scsi_task(tag) else {
             return self.fail(ConnectionError::Protocol(Violation::DataInNotRead {
                 itt: tag,
@@ -324,6 +340,9 @@ impl<B: DdpBackend> Connection<B> {
     fn on_r2t(&mut self, r: &wire::r2t::R2tRepr) {
         let max_burst = self.params.max_burst_len;
         let tag = r.itt.0;
+        if self.command_unsent(tag) {
+            return self.unknown_itt(Opcode::R2t, tag);
+        }
         let Some(task) = self.scsi_task(tag) else {
             return self.unknown_itt(Opcode::R2t, tag);
         };
