@@ -788,3 +788,59 @@ fn an_answer_for_a_command_not_sent_yet_is_refused() {
         "the second read never goes out"
     );
 }
+
+/// The same for a Reject: one naming the ITT of a command whose SCSI Command has not gone out
+/// (the tag was the previous command's) does not end that command.
+#[test]
+fn a_reject_for_a_command_not_sent_yet_is_not_for_it() {
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(0),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    let (first, itt) = read_with_itt(&mut c, 512);
+    let header = {
+        // The first read's SCSI Command header, as the target would quote it.
+        let mut h = [0u8; 48];
+        h[0] = 0x01;
+        h[16..20].copy_from_slice(&itt.to_be_bytes());
+        h
+    };
+    let second = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(1, 1),
+        data: Data::Read(SgBuffer::zeroed(512)),
+    });
+    receive(&mut c, &scsi_response(itt, 101, Some(512))).unwrap();
+    let reject = ulp_iscsi::wire::reject::RejectRepr {
+        reason: ulp_iscsi::wire::reject::RejectReason::ProtocolError,
+        stat_sn: 102,
+        exp_cmd_sn: 3,
+        max_cmd_sn: 100,
+        data_sn: 0,
+        rejected_header: &header,
+    };
+    let mut b = vec![0; reject.buffer_len(Digests::NONE)];
+    reject.emit(&mut b, Digests::NONE).unwrap();
+    let _ = receive(&mut c, &b);
+    let mut done = Vec::new();
+    while let Some(e) = c.poll_event() {
+        if let Event::Completed(d) = e {
+            done.push((d.id, d.result));
+        }
+    }
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done[0].0, first);
+    assert_eq!(done[1].0, second);
+    assert_ne!(
+        done[1].1,
+        Err(CommandError::Rejected(
+            ulp_iscsi::wire::reject::RejectReason::ProtocolError
+        )),
+        "the Reject is not the second read's"
+    );
+    assert!(
+        c.poll_transmit().is_none(),
+        "the second read never goes out"
+    );
+}

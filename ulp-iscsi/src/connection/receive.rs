@@ -204,7 +204,8 @@ impl<B: DdpBackend> Connection<B> {
                 if r.reason == RejectReason::WaitingForLogout {
                     let _ = self.logout();
                 }
-                if self.scsi_task(itt).is_some() {
+                // A Reject naming a task whose SCSI Command has not gone out is not for it.
+                if self.scsi_task(itt).is_some() && !self.command_unsent(itt) {
                     self.finish_scsi(itt, Err(CommandError::Rejected(r.reason)));
                 } else {
                     self.fail(ConnectionError::Rejected(r.reason));
