@@ -844,3 +844,34 @@ fn a_reject_for_a_command_not_sent_yet_is_not_for_it() {
         "the second read never goes out"
     );
 }
+
+/// A Logout Response for a Logout Request that has not gone out is not its answer: the session
+/// did not log out cleanly (it was taken as a clean logout).
+#[test]
+fn a_logout_response_before_the_logout_request_went_out_is_refused() {
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(0),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    c.logout().unwrap();
+    let r = ulp_iscsi::wire::logout::LogoutResponseRepr {
+        response: ulp_iscsi::wire::logout::LogoutResponse::Success,
+        itt: Itt(0),
+        stat_sn: 101,
+        exp_cmd_sn: 1,
+        max_cmd_sn: 100,
+        time2wait: 2,
+        time2retain: 20,
+    };
+    let mut b = vec![0; r.buffer_len(Digests::NONE)];
+    r.emit(&mut b, Digests::NONE).unwrap();
+    let err = receive(&mut c, &b).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectionError::Protocol(Violation::UnknownItt { itt: 0, .. })
+        ),
+        "{err:?}"
+    );
+}

@@ -46,7 +46,7 @@ impl<B: DdpBackend> Connection<B> {
                 if !self.take_stat_sn(Opcode::ScsiResponse, r.stat_sn) {
                     return;
                 }
-                if self.command_unsent(r.itt.0) {
+                if self.request_unsent(r.itt.0) {
                     return self.unknown_itt(Opcode::ScsiResponse, r.itt.0);
                 }
                 let Some(task) = self.scsi_task(r.itt.0) else {
@@ -97,6 +97,7 @@ impl<B: DdpBackend> Connection<B> {
                     return;
                 }
                 match self.tasks.get(&r.itt.0) {
+                    _ if self.request_unsent(r.itt.0) => self.unknown_itt(Opcode::NopIn, r.itt.0),
                     Some(Task {
                         kind: TaskKind::Nop { internal },
                         id,
@@ -123,6 +124,9 @@ impl<B: DdpBackend> Connection<B> {
                     return;
                 }
                 let itt = r.itt.0;
+                if self.request_unsent(itt) {
+                    return self.unknown_itt(Opcode::TextResponse, itt);
+                }
                 let Some(Task {
                     id,
                     kind: TaskKind::Text(acc),
@@ -158,13 +162,15 @@ impl<B: DdpBackend> Connection<B> {
                 if !self.take_stat_sn(Opcode::LogoutResponse, r.stat_sn) {
                     return;
                 }
-                if !matches!(
-                    self.tasks.get(&r.itt.0),
-                    Some(Task {
-                        kind: TaskKind::Logout,
-                        ..
-                    })
-                ) {
+                if self.request_unsent(r.itt.0)
+                    || !matches!(
+                        self.tasks.get(&r.itt.0),
+                        Some(Task {
+                            kind: TaskKind::Logout,
+                            ..
+                        })
+                    )
+                {
                     return self.unknown_itt(Opcode::LogoutResponse, r.itt.0);
                 }
                 if r.response != LogoutResponse::Success {
@@ -205,7 +211,7 @@ impl<B: DdpBackend> Connection<B> {
                     let _ = self.logout();
                 }
                 // A Reject naming a task whose SCSI Command has not gone out is not for it.
-                if self.scsi_task(itt).is_some() && !self.command_unsent(itt) {
+                if self.scsi_task(itt).is_some() && !self.request_unsent(itt) {
                     self.finish_scsi(itt, Err(CommandError::Rejected(r.reason)));
                 } else {
                     self.fail(ConnectionError::Rejected(r.reason));
@@ -244,14 +250,24 @@ impl<B: DdpBackend> Connection<B> {
         }));
     }
 
-    /// Whether task `itt`'s SCSI Command has not gone out yet: the target cannot know the task,
-    /// so a response, Data-In or R2T naming it is for another (an earlier command's tag, a
-    /// duplicate answer). Accepting it would complete a command the target never received,
-    /// and its SCSI Command would then go out under a tag already free again.
-    fn command_unsent(&self, itt: u32) -> bool {
-        self.tx.iter().any(|p| {
-            p.header[0] & 0x3F == Opcode::ScsiCommand as u8 && p.header[16..20] == itt.to_be_bytes()
-        })
+    /// Whether task `itt`'s request (SCSI Command, NOP-Out ping, Text or Logout Request) has not
+    /// gone out yet: the target cannot know the task, so an answer naming it is for another (an
+    /// earlier task on that tag, a duplicate answer). Accepting it would complete a command the
+    /// target never received (and send its request under a tag already free again), or end the
+    /// session by a Logout Response to a Logout Request never sent.
+    fn request_unsent(&self, itt: u32) -> bool {
+        const REQUESTS: [Opcode; 5] = [
+            Opcode::ScsiCommand,
+            Opcode::NopOut,
+            Opcode::TextRequest,
+            Opcode::LogoutRequest,
+            Opcode::TaskMgmtRequest,
+        ];
+        itt != Itt::RESERVED.0
+            && self.tx.iter().any(|p| {
+                REQUESTS.iter().any(|&o| o as u8 == p.header[0] & 0x3F)
+                    && p.header[16..20] == itt.to_be_bytes()
+            })
     }
 
     fn scsi_task(&mut self, itt: u32) -> Option<&mut ScsiTask> {
@@ -270,7 +286,7 @@ impl<B: DdpBackend> Connection<B> {
             return self.fail(ConnectionError::Protocol(Violation::DataInAck { itt: tag }));
         }
         let in_order = self.params.data_pdu_in_order;
-        if self.command_unsent(tag) {
+        if self.request_unsent(tag) {
             return self.unknown_itt(Opcode::DataIn, tag);
         }
         let Some(task) = self.scsi_task(tag) else {
@@ -341,7 +357,7 @@ impl<B: DdpBackend> Connection<B> {
     fn on_r2t(&mut self, r: &wire::r2t::R2tRepr) {
         let max_burst = self.params.max_burst_len;
         let tag = r.itt.0;
-        if self.command_unsent(tag) {
+        if self.request_unsent(tag) {
             return self.unknown_itt(Opcode::R2t, tag);
         }
         let Some(task) = self.scsi_task(tag) else {
