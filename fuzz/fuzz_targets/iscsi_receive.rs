@@ -400,6 +400,8 @@ struct Harness<B: DdpBackend> {
     /// when sent.
     wild_window: bool,
     transmitted_any: bool,
+    /// A PDU other than a Login Request went out.
+    ffp_sent: bool,
     connected_seen: bool,
     closed_seen: bool,
     closed_in_order: bool,
@@ -436,6 +438,7 @@ impl<B: DdpBackend> Harness<B> {
             clean: true,
             wild_window: false,
             transmitted_any: false,
+            ffp_sent: false,
             connected_seen: false,
             closed_seen: false,
             closed_in_order: false,
@@ -869,10 +872,15 @@ impl<B: DdpBackend> Harness<B> {
                 "PDU {opcode:#04x} during login"
             );
         }
+        if !login {
+            self.ffp_sent = true;
+        }
         let (_, _, max_cmd_sn, _) = self.c.sequence_numbers();
         match opcode {
             LOGIN_REQ => {
-                assert!(!self.connected_seen, "a Login Request after login");
+                // (One queued during login may go out after the final Login Response was
+                // taken, but never after a full-feature PDU.)
+                assert!(!self.ffp_sent, "a Login Request after a full-feature PDU");
                 match self.login_itt {
                     Some(i) => assert_eq!(i, itt, "Login Request ITT changed"),
                     None => self.login_itt = Some(itt),
