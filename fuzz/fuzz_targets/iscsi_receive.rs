@@ -1320,6 +1320,7 @@ impl<B: DdpBackend> Harness<B> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn scsi_response(
         &mut self,
         itt: u32,
@@ -1404,6 +1405,7 @@ impl<B: DdpBackend> Harness<B> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn data_in(
         &mut self,
         itt: u32,
