@@ -708,3 +708,181 @@ fn nop_out_pings_are_timers() {
         "the target did not answer a NOP-Out ping within 5.0 s"
     );
 }
+
+/// An empty read buffer has nothing to register, but it is still the caller's: it comes back
+/// with the completion, on success and when the connection ends (found by the `iscsi_receive`
+/// fuzz target: it was dropped, and the completion carried no buffer).
+#[test]
+fn an_empty_read_buffer_comes_back() {
+    let mut c = logged_in(100);
+    let id = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(0, 0),
+        data: Data::Read(SgBuffer::from_vec(Vec::with_capacity(4096))),
+    });
+    let itt = next_itt(&mut c);
+    receive(&mut c, &scsi_response(itt, 101, None)).unwrap();
+    let done = completion(&mut c);
+    assert_eq!(done.id, id);
+    assert!(done.result.is_ok(), "{:?}", done.result);
+    assert_eq!(
+        done.buffer.map(|b| b.len()),
+        Some(0),
+        "the buffer comes back"
+    );
+
+    // And when the connection ends first.
+    let id = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(0, 0),
+        data: Data::Read(SgBuffer::from_vec(Vec::new())),
+    });
+    while c.poll_transmit().is_some() {}
+    c.close();
+    let done = completion(&mut c);
+    assert_eq!(done.id, id);
+    assert_eq!(done.result.unwrap_err(), CommandError::ConnectionLost);
+    assert_eq!(
+        done.buffer.map(|b| b.len()),
+        Some(0),
+        "the buffer comes back"
+    );
+}
+
+/// A target answering an ITT twice: the second answer arrives when the tag is already the next
+/// command's, whose SCSI Command has not even gone out. The target cannot know that command, so
+/// the answer is a protocol violation; taking it would complete a command the target never
+/// received, and its SCSI Command would then go out under a tag already free again (found by
+/// the `iscsi_receive` fuzz target).
+#[test]
+fn an_answer_for_a_command_not_sent_yet_is_refused() {
+    // One task tag, so the second read waits for the first one's.
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(0),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    let (first, itt) = read_with_itt(&mut c, 512);
+    let second = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(1, 1),
+        data: Data::Read(SgBuffer::zeroed(512)),
+    });
+    assert!(
+        c.poll_transmit().is_none(),
+        "the second read waits for a tag"
+    );
+    // The first read's answer (without its data: a CHECK CONDITION would do as well).
+    receive(&mut c, &scsi_response(itt, 101, Some(512))).unwrap();
+    // The same answer again: by now the tag is the second read's, not yet sent.
+    let err = receive(&mut c, &scsi_response(itt, 102, Some(512))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectionError::Protocol(Violation::UnknownItt { itt: i, .. }) if i == itt
+        ),
+        "{err:?}"
+    );
+    let mut done = Vec::new();
+    while let Some(e) = c.poll_event() {
+        if let Event::Completed(d) = e {
+            done.push((d.id, d.result.is_ok(), d.buffer.map(|b| b.len())));
+        }
+    }
+    assert_eq!(
+        done,
+        [(first, true, Some(512)), (second, false, Some(512))],
+        "the first read completes, the second fails, both buffers come back"
+    );
+    assert!(
+        c.poll_transmit().is_none(),
+        "the second read never goes out"
+    );
+}
+
+/// The same for a Reject: one naming the ITT of a command whose SCSI Command has not gone out
+/// (the tag was the previous command's) does not end that command.
+#[test]
+fn a_reject_for_a_command_not_sent_yet_is_not_for_it() {
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(0),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    let (first, itt) = read_with_itt(&mut c, 512);
+    let header = {
+        // The first read's SCSI Command header, as the target would quote it.
+        let mut h = [0u8; 48];
+        h[0] = 0x01;
+        h[16..20].copy_from_slice(&itt.to_be_bytes());
+        h
+    };
+    let second = c.submit(Command {
+        lun: Lun::default(),
+        cdb: scsi::read_10(1, 1),
+        data: Data::Read(SgBuffer::zeroed(512)),
+    });
+    receive(&mut c, &scsi_response(itt, 101, Some(512))).unwrap();
+    let reject = ulp_iscsi::wire::reject::RejectRepr {
+        reason: ulp_iscsi::wire::reject::RejectReason::ProtocolError,
+        stat_sn: 102,
+        exp_cmd_sn: 3,
+        max_cmd_sn: 100,
+        data_sn: 0,
+        rejected_header: &header,
+    };
+    let mut b = vec![0; reject.buffer_len(Digests::NONE)];
+    reject.emit(&mut b, Digests::NONE).unwrap();
+    let _ = receive(&mut c, &b);
+    let mut done = Vec::new();
+    while let Some(e) = c.poll_event() {
+        if let Event::Completed(d) = e {
+            done.push((d.id, d.result));
+        }
+    }
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done[0].0, first);
+    assert_eq!(done[1].0, second);
+    assert_ne!(
+        done[1].1,
+        Err(CommandError::Rejected(
+            ulp_iscsi::wire::reject::RejectReason::ProtocolError
+        )),
+        "the Reject is not the second read's"
+    );
+    assert!(
+        c.poll_transmit().is_none(),
+        "the second read never goes out"
+    );
+}
+
+/// A Logout Response for a Logout Request that has not gone out is not its answer: the session
+/// did not log out cleanly (it was taken as a clean logout).
+#[test]
+fn a_logout_response_before_the_logout_request_went_out_is_refused() {
+    let limits = ulp_ddp_core::Limits {
+        tag_range: ulp_ddp_core::TagRange::Bits(0),
+        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
+    };
+    let mut c = logged_in_with(100, SwBackend::with_limits(limits));
+    c.logout().unwrap();
+    let r = ulp_iscsi::wire::logout::LogoutResponseRepr {
+        response: ulp_iscsi::wire::logout::LogoutResponse::Success,
+        itt: Itt(0),
+        stat_sn: 101,
+        exp_cmd_sn: 1,
+        max_cmd_sn: 100,
+        time2wait: 2,
+        time2retain: 20,
+    };
+    let mut b = vec![0; r.buffer_len(Digests::NONE)];
+    r.emit(&mut b, Digests::NONE).unwrap();
+    let err = receive(&mut c, &b).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectionError::Protocol(Violation::UnknownItt { itt: 0, .. })
+        ),
+        "{err:?}"
+    );
+}

@@ -235,9 +235,14 @@ impl<B: DdpBackend> Connection<B> {
                 CommandError::Invalid(why),
             )
         };
+        let mut empty_read = None;
         let (expected_len, write, registered) = match data {
             Data::None => (0u32, None, false),
-            Data::Read(buffer) if buffer.is_empty() => (0, None, false),
+            Data::Read(buffer) if buffer.is_empty() => {
+                // Nothing to register, but the buffer is still the caller's to get back.
+                empty_read = Some(buffer);
+                (0, None, false)
+            }
             Data::Read(buffer) => {
                 let Ok(len) = u32::try_from(buffer.len()) else {
                     self.free_tags.push_back(tag);
@@ -293,6 +298,7 @@ impl<B: DdpBackend> Connection<B> {
                     tearing_down: false,
                     cmd_sn: self.cmd_sn,
                     digest_error: None,
+                    empty_read,
                 })),
             },
         );

@@ -69,6 +69,8 @@ struct ScsiTask {
     /// A Data-In whose data digest did not match: the command fails with this error when its
     /// status arrives.
     digest_error: Option<CommandError>,
+    /// An empty read buffer (nothing to register): handed back with the completion.
+    empty_read: Option<SgBuffer>,
 }
 
 #[derive(Debug)]

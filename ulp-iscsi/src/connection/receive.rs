@@ -46,6 +46,9 @@ impl<B: DdpBackend> Connection<B> {
                 if !self.take_stat_sn(Opcode::ScsiResponse, r.stat_sn) {
                     return;
                 }
+                if self.request_unsent(r.itt.0) {
+                    return self.unknown_itt(Opcode::ScsiResponse, r.itt.0);
+                }
                 let Some(task) = self.scsi_task(r.itt.0) else {
                     return self.unknown_itt(Opcode::ScsiResponse, r.itt.0);
                 };
@@ -95,6 +98,7 @@ impl<B: DdpBackend> Connection<B> {
                     return;
                 }
                 match self.tasks.get(&r.itt.0) {
+                    _ if self.request_unsent(r.itt.0) => self.unknown_itt(Opcode::NopIn, r.itt.0),
                     Some(Task {
                         kind: TaskKind::Nop { internal },
                         id,
@@ -121,6 +125,9 @@ impl<B: DdpBackend> Connection<B> {
                     return;
                 }
                 let itt = r.itt.0;
+                if self.request_unsent(itt) {
+                    return self.unknown_itt(Opcode::TextResponse, itt);
+                }
                 let Some(Task {
                     id,
                     kind: TaskKind::Text(acc),
@@ -162,13 +169,15 @@ impl<B: DdpBackend> Connection<B> {
                 if !self.take_stat_sn(Opcode::LogoutResponse, r.stat_sn) {
                     return;
                 }
-                if !matches!(
-                    self.tasks.get(&r.itt.0),
-                    Some(Task {
-                        kind: TaskKind::Logout,
-                        ..
-                    })
-                ) {
+                if self.request_unsent(r.itt.0)
+                    || !matches!(
+                        self.tasks.get(&r.itt.0),
+                        Some(Task {
+                            kind: TaskKind::Logout,
+                            ..
+                        })
+                    )
+                {
                     return self.unknown_itt(Opcode::LogoutResponse, r.itt.0);
                 }
                 if r.response != LogoutResponse::Success {
@@ -264,8 +273,10 @@ impl<B: DdpBackend> Connection<B> {
             // is not that command.
             Ok(Opcode::ScsiCommand) => {
                 let cmd_sn = bhs.word(6);
+                let unsent = self.request_unsent(itt);
                 match self.scsi_task(itt) {
-                    Some(t) if t.outcome.is_none() && t.cmd_sn == cmd_sn => {
+                    // Not a command whose SCSI Command has not gone out yet either.
+                    Some(t) if t.outcome.is_none() && t.cmd_sn == cmd_sn && !unsent => {
                         self.finish_scsi(itt, Err(CommandError::Rejected(reason)), Opcode::Reject);
                         true
                     }
@@ -370,6 +381,26 @@ impl<B: DdpBackend> Connection<B> {
         }));
     }
 
+    /// Whether task `itt`'s request (SCSI Command, NOP-Out ping, Text or Logout Request) has not
+    /// gone out yet: the target cannot know the task, so an answer naming it is for another (an
+    /// earlier task on that tag, a duplicate answer). Accepting it would complete a command the
+    /// target never received (and send its request under a tag already free again), or end the
+    /// session by a Logout Response to a Logout Request never sent.
+    fn request_unsent(&self, itt: u32) -> bool {
+        const REQUESTS: [Opcode; 5] = [
+            Opcode::ScsiCommand,
+            Opcode::NopOut,
+            Opcode::TextRequest,
+            Opcode::LogoutRequest,
+            Opcode::TaskMgmtRequest,
+        ];
+        itt != Itt::RESERVED.0
+            && self.tx.iter().any(|p| {
+                REQUESTS.iter().any(|&o| o as u8 == p.header[0] & 0x3F)
+                    && p.header[16..20] == itt.to_be_bytes()
+            })
+    }
+
     fn scsi_task(&mut self, itt: u32) -> Option<&mut ScsiTask> {
         match self.tasks.get_mut(&itt) {
             Some(Task {
@@ -400,6 +431,9 @@ impl<B: DdpBackend> Connection<B> {
             return self.fail(ConnectionError::Protocol(Violation::DataInAck { itt: tag }));
         }
         let in_order = self.params.data_pdu_in_order;
+        if self.request_unsent(tag) {
+            return self.unknown_itt(Opcode::DataIn, tag);
+        }
         let Some(task) = self.scsi_task(tag) else {
             return self.fail(ConnectionError::Protocol(Violation::DataInNotRead {
                 itt: tag,
@@ -476,6 +510,9 @@ impl<B: DdpBackend> Connection<B> {
     fn on_r2t(&mut self, r: &wire::r2t::R2tRepr) {
         let max_burst = self.params.max_burst_len;
         let tag = r.itt.0;
+        if self.request_unsent(tag) {
+            return self.unknown_itt(Opcode::R2t, tag);
+        }
         let Some(task) = self.scsi_task(tag) else {
             return self.unknown_itt(Opcode::R2t, tag);
         };
@@ -591,7 +628,7 @@ impl<B: DdpBackend> Connection<B> {
                         self.failure.clone().unwrap_or(ConnectionError::PeerClosed),
                     )))
                 }),
-                buffer: buffer.or(t.write),
+                buffer: buffer.or(t.write).or(t.empty_read),
             }));
         }
     }
