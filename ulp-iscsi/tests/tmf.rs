@@ -856,3 +856,64 @@ fn a_task_management_response_to_nothing_fails_the_connection() {
         )
     );
 }
+
+/// The ITTs of the SCSI Commands among `pdus`.
+fn command_itts(pdus: &[Vec<u8>]) -> Vec<u32> {
+    pdus.iter()
+        .filter(|h| h[0] & 0x3F == 0x01)
+        .map(|h| u32::from_be_bytes(h[16..20].try_into().unwrap()))
+        .collect()
+}
+
+/// A command that completes while its ABORT TASK is outstanding frees its tag only when the
+/// abort is answered: the ABORT TASK still names that ITT, and a target that looks the task up
+/// by ITT after a new command took it would abort the new one.
+#[test]
+fn a_tag_is_not_reused_while_an_abort_task_names_it() {
+    let mut config = config();
+    config.queue_depth = 2;
+    let mut c = logged_in_with(config, 50);
+    let t0 = Instant::now();
+    let (id, itt) = read(&mut c, Lun::default(), 512);
+    c.handle_timeout(t0);
+    c.handle_timeout(t0 + 10 * SECOND);
+    let (_, other_itt) = read(&mut c, Lun::default(), 512);
+    // A third read waits for a tag.
+    let waiting = submit_read(&mut c, Lun::default(), 512);
+    assert!(sent(&mut c).is_empty(), "no tag free");
+    c.handle_timeout(t0 + 10 * SECOND);
+    c.handle_timeout(t0 + 30 * SECOND);
+    let abort = tmf_request(&sent(&mut c));
+    assert_eq!(abort.ref_task_tag, Itt(itt));
+    let _ = events(&mut c);
+    // The read's status arrives before the abort's answer: the read completes...
+    receive(&mut c, &data_in(itt, &[5; 512], Some(101)));
+    let done = completions(events(&mut c));
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].id, id);
+    assert!(done[0].result.as_ref().unwrap().is_good());
+    // ... but its tag stays out of use while the ABORT TASK names it.
+    assert_eq!(
+        command_itts(&sent(&mut c)),
+        Vec::<u32>::new(),
+        "no command may take ITT {itt:#x} while ABORT TASK names it"
+    );
+    receive(&mut c, &tmf_response(abort.itt.0, 1, 102));
+    let ev = events(&mut c);
+    assert!(matches!(
+        recoveries(&ev)[..],
+        [Recovery::TaskAborted {
+            completed_first: true,
+            ..
+        }]
+    ));
+    // Answered: the tag is free again and the waiting read goes out on it.
+    assert_eq!(command_itts(&sent(&mut c)), [itt]);
+    assert_ne!(itt, other_itt);
+    receive(&mut c, &data_in(itt, &[6; 512], Some(103)));
+    let done = completions(events(&mut c));
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].id, waiting);
+    assert!(done[0].result.as_ref().unwrap().is_good());
+    assert_eq!(c.phase(), Phase::FullFeature);
+}
