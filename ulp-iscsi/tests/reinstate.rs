@@ -357,3 +357,134 @@ fn a_tcp_connect_that_does_not_complete_is_a_timeout_in_words() {
     );
     drop(l);
 }
+
+/// Reads one PDU (no digests) from `s`: its BHS and data segment.
+fn read_pdu(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut pdu = vec![0u8; 48];
+    s.read_exact(&mut pdu).expect("a BHS");
+    let len = u32::from_be_bytes([0, pdu[5], pdu[6], pdu[7]]) as usize;
+    let mut data = vec![0u8; len.div_ceil(4) * 4];
+    s.read_exact(&mut data).expect("a data segment");
+    pdu.extend_from_slice(&data);
+    pdu
+}
+
+/// Answers the initiator's security and operational Login Requests: full feature phase.
+fn scripted_login(s: &mut std::net::TcpStream) {
+    use std::io::Write;
+    use ulp_iscsi::wire::Digests;
+    use ulp_iscsi::wire::login::{LoginRequestRepr, LoginResponseRepr, Stage, Stages};
+    const ANSWERS: &[u8] = b"HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0\
+InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=262144\0FirstBurstLength=65536\0\
+ErrorRecoveryLevel=0\0MaxConnections=1\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0\
+MaxOutstandingR2T=1\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0";
+    for (stat_sn, (current, next)) in [
+        (Stage::Security, Stage::Operational),
+        (Stage::Operational, Stage::FullFeature),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = read_pdu(s);
+        let req = LoginRequestRepr::parse(&req, Digests::NONE).expect("a Login Request");
+        let r = LoginResponseRepr {
+            stages: Stages {
+                cont: false,
+                current,
+                next: Some(next),
+            },
+            version_max: 0,
+            version_active: 0,
+            isid: req.isid,
+            tsih: if next == Stage::FullFeature { 7 } else { 0 },
+            itt: req.itt,
+            stat_sn: stat_sn as u32,
+            exp_cmd_sn: req.cmd_sn,
+            max_cmd_sn: req.cmd_sn + 16,
+            status_class: 0,
+            status_detail: 0,
+            data: if next == Stage::FullFeature {
+                ANSWERS
+            } else {
+                b""
+            },
+        };
+        let mut b = vec![0; r.buffer_len(Digests::NONE)];
+        r.emit(&mut b, Digests::NONE).unwrap();
+        s.write_all(&b).unwrap();
+    }
+}
+
+/// A target that drops the session with a Time2Wait longer than the replacement timeout: the
+/// session waits (no attempt before Time2Wait), and at the replacement timeout every command
+/// fails in words; no attempt is made with no time left ("cannot set a 0 duration timeout").
+#[test]
+fn a_time2wait_beyond_the_replacement_timeout_fails_in_words_without_an_attempt() {
+    use std::io::Write;
+    use ulp_iscsi::wire::Digests;
+    use ulp_iscsi::wire::async_msg::{AsyncMsgRepr, event};
+    use ulp_testbed::scripted::ScriptedPeer;
+    let peer = ScriptedPeer::start(|s| {
+        scripted_login(s);
+        let cmd = read_pdu(s);
+        assert_eq!(cmd[0] & 0x3F, 0x01, "a SCSI Command");
+        // AsyncEvent 3: the session will be dropped; Time2Wait 30 s.
+        let m = AsyncMsgRepr {
+            lun: Lun::default(),
+            stat_sn: 2,
+            exp_cmd_sn: 2,
+            max_cmd_sn: 20,
+            event: event::SESSION_DROP,
+            vcode: 0,
+            params: [0, 30, 0],
+            data: &[],
+        };
+        let mut b = vec![0; m.buffer_len(Digests::NONE)];
+        m.emit(&mut b, Digests::NONE).unwrap();
+        s.write_all(&b).unwrap();
+    });
+    let mut options = quick(5, Duration::from_millis(500));
+    options.timeout = Duration::from_secs(5);
+    let mut c = Session::connect(
+        peer.addr(),
+        config("iqn.2024-01.io.example:t", false),
+        options,
+    )
+    .expect("scripted login");
+    let started = Instant::now();
+    let done = c
+        .execute(Command {
+            lun: Lun::default(),
+            cdb: scsi::read_10(0, 8),
+            data: Data::Read(SgBuffer::zeroed(4096)),
+        })
+        .expect("a completion");
+    let took = started.elapsed();
+    let events = c.take_events();
+    print(&events);
+    drop(peer);
+    let Err(CommandError::SessionLost(why)) = &done.result else {
+        panic!("{:?}", done.result);
+    };
+    assert!(
+        why.starts_with(
+            "session not reinstated within replacement_timeout 0.5 s (0 attempts); last: "
+        ),
+        "{why}"
+    );
+    assert!(why.contains("Time2Wait 30 s"), "{why}");
+    assert!(!why.contains("duration"), "{why}");
+    assert_eq!(done.buffer.map(|b| b.len()), Some(4096));
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            SessionEvent::Reinstating { .. } | SessionEvent::AttemptFailed { .. }
+        )),
+        "no attempt within Time2Wait: {events:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}

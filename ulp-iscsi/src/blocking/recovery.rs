@@ -85,8 +85,13 @@ impl<B: DdpBackend> Session<B> {
         let tmo = self.options.replacement_timeout;
         let mut last = cause;
         let mut attempts = 0u32;
+        if !time2wait.is_zero() {
+            // Before the first attempt, bounded by the replacement timeout; a Time2Wait that
+            // reaches past it ends the recovery below without an attempt.
+            std::thread::sleep(time2wait.min(tmo.saturating_sub(lost_at.elapsed())));
+        }
         loop {
-            let mut elapsed = lost_at.elapsed();
+            let elapsed = lost_at.elapsed();
             if elapsed >= tmo {
                 return self.give_up(format!(
                     "session not reinstated within replacement_timeout {} ({attempts} \
@@ -94,11 +99,6 @@ impl<B: DdpBackend> Session<B> {
                     secs(tmo),
                     if attempts == 1 { "" } else { "s" }
                 ));
-            }
-            if attempts == 0 && !time2wait.is_zero() {
-                // Only before the first attempt; bounded by the replacement timeout.
-                std::thread::sleep(time2wait.min(tmo.saturating_sub(elapsed)));
-                elapsed = lost_at.elapsed();
             }
             attempts += 1;
             let started = Instant::now();
