@@ -917,3 +917,41 @@ fn a_tag_is_not_reused_while_an_abort_task_names_it() {
     assert!(done[0].result.as_ref().unwrap().is_good());
     assert_eq!(c.phase(), Phase::FullFeature);
 }
+
+/// A Reject of a task management request given up on (the ladder moved past it) is a late
+/// answer like a late response: ignored, the connection goes on.
+#[test]
+fn a_late_reject_of_an_abort_given_up_on_is_ignored() {
+    let mut c = logged_in(50);
+    let t0 = Instant::now();
+    let (id, itt) = read(&mut c, Lun::default(), 512);
+    let abort = time_out(&mut c, t0, id, itt);
+    c.handle_timeout(t0 + 45 * SECOND);
+    let reset = tmf_request(&sent(&mut c));
+    assert_eq!(reset.function, TmfFunction::LogicalUnitReset);
+    let _ = events(&mut c);
+    let mut header = vec![0; 48];
+    abort.emit(&mut header, Digests::NONE).unwrap();
+    let reject = ulp_iscsi::wire::reject::RejectRepr {
+        reason: ulp_iscsi::wire::reject::RejectReason::ImmediateCommandReject,
+        stat_sn: 101,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 50,
+        data_sn: 0,
+        rejected_header: &header,
+    };
+    let mut b = vec![0; reject.buffer_len(Digests::NONE)];
+    reject.emit(&mut b, Digests::NONE).unwrap();
+    receive(&mut c, &b);
+    assert_eq!(c.phase(), Phase::FullFeature, "{:?}", c.failure());
+    // The reset's answer still ends the read.
+    receive(&mut c, &tmf_response(reset.itt.0, 0, 102));
+    let ev = events(&mut c);
+    assert!(recoveries(&ev).contains(&Recovery::LunResetDone {
+        lun: Lun::default(),
+        aborted: 1
+    }));
+    let done = completions(ev);
+    assert_eq!(done[0].id, id);
+    assert!(matches!(done[0].result, Err(CommandError::Aborted { .. })));
+}

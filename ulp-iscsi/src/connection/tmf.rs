@@ -547,7 +547,8 @@ impl<B: DdpBackend> Connection<B> {
     }
 
     /// A Reject naming `itt`: when it is the outstanding task management request, the request
-    /// failed (and the ladder goes on); returns whether it was.
+    /// failed (and the ladder goes on); when it is a request given up on, it is a late answer
+    /// and ignored, like a late response. Returns whether it was either.
     pub(super) fn tmf_rejected(&mut self, itt: u32, reason: RejectReason) -> bool {
         match self.recovery.tmf.take_if(|t| t.itt == itt) {
             Some(t) => {
@@ -555,7 +556,7 @@ impl<B: DdpBackend> Connection<B> {
                 self.tmf_failed(t, TmfFailure::Rejected(reason), None);
                 true
             }
-            None => false,
+            None => self.recovery.stale.contains(&itt),
         }
     }
 
