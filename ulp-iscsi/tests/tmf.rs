@@ -955,3 +955,23 @@ fn a_late_reject_of_an_abort_given_up_on_is_ignored() {
     assert_eq!(done[0].id, id);
     assert!(matches!(done[0].result, Err(CommandError::Aborted { .. })));
 }
+
+/// A ping interval of zero is no interval (as the CLI's `--noop-interval 0`): the ping timer
+/// must not be due again at every `handle_timeout`, which would make a driver spin.
+#[test]
+fn a_zero_ping_interval_turns_pings_off_instead_of_spinning() {
+    let mut config = config();
+    config.noop_interval = Some(Duration::ZERO);
+    config.task_timeout = None;
+    let mut c = logged_in_with(config, 50);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        let now = t0 + i * SECOND;
+        c.handle_timeout(now);
+        let _ = sent(&mut c);
+        assert!(
+            c.poll_timeout().is_none_or(|next| next > now),
+            "turn {i}: due again at once"
+        );
+    }
+}
