@@ -488,3 +488,59 @@ fn a_time2wait_beyond_the_replacement_timeout_fails_in_words_without_an_attempt(
         "{took:?}"
     );
 }
+
+/// A target that never answers the caller's ping but keeps pinging the initiator (as LIO does
+/// every 15 s): bytes keep arriving, so a silence timeout alone never ends the wait. The wait
+/// ends at the timeout with an error that says what was waited for.
+#[test]
+fn a_ping_the_target_never_answers_is_a_timeout_while_the_target_keeps_talking() {
+    use std::io::Write;
+    use ulp_iscsi::wire::nop::NopInRepr;
+    use ulp_iscsi::wire::{Digests, Itt, Ttt};
+    use ulp_testbed::scripted::ScriptedPeer;
+    let peer = ScriptedPeer::start(|s| {
+        scripted_login(s);
+        // Target pings every 100 ms for 5 s; the initiator's NOP-Out is never answered.
+        for i in 0..50u32 {
+            let nop = NopInRepr {
+                lun: Lun::default(),
+                itt: Itt::RESERVED,
+                ttt: Ttt(i),
+                stat_sn: 2,
+                exp_cmd_sn: 1,
+                max_cmd_sn: 20,
+                data: &[],
+            };
+            let mut b = vec![0; 48];
+            nop.emit(&mut b, Digests::NONE).unwrap();
+            if s.write_all(&b).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut options = quick(5, Duration::from_secs(2));
+    options.timeout = Duration::from_secs(1);
+    let mut c = Session::connect(
+        peer.addr(),
+        config("iqn.2024-01.io.example:t", false),
+        options,
+    )
+    .expect("scripted login");
+    let started = Instant::now();
+    let err = c.ping(b"are you there".to_vec()).unwrap_err();
+    let took = started.elapsed();
+    drop(c);
+    drop(peer);
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(
+        err.to_string()
+            .ends_with("while waiting for the NOP-In answering a ping"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}

@@ -533,9 +533,12 @@ impl<B: DdpBackend> Session<B> {
     }
 
     /// Turns until an event `wanted` accepts arrives (and takes it), the connection ends, or
-    /// the target stays silent for the timeout. No recovery.
+    /// the timeout passes: in all, not only in silence (a target that answers the
+    /// connection's keep-alive pings, or pings itself, but never sends what is waited for
+    /// must not hold the caller forever). No recovery.
     fn wait_event(&mut self, what: &str, wanted: impl Fn(&Event) -> bool) -> Result<Event, Error> {
-        self.wait_event_until(what, None, wanted)
+        let deadline = Instant::now() + self.options.timeout;
+        self.wait_event_until(what, Some(deadline), wanted)
     }
 
     fn wait_event_until(
