@@ -410,6 +410,10 @@ fn an_abort_without_answer_is_followed_by_a_lun_reset_that_ends_every_command_on
     assert_eq!(reset.function, TmfFunction::LogicalUnitReset);
     assert_eq!(reset.lun, Lun::default());
     assert_eq!(reset.ref_task_tag, Itt::RESERVED);
+    assert_eq!(
+        reset.ref_cmd_sn, 0,
+        "RefCmdSN is reserved outside ABORT TASK (RFC 7143 §11.5)"
+    );
     assert!(reset.immediate);
     assert_ne!(reset.itt, abort.itt, "a new ITT for the reset");
     assert_eq!(

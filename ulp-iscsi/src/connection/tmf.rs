@@ -589,12 +589,11 @@ impl<B: DdpBackend> Connection<B> {
                     })
                     .collect();
                 let timeout = self.config.lu_reset_timeout;
-                let Some(itt) = self.send_tmf(
-                    TmfFunction::LogicalUnitReset,
-                    lun,
-                    Itt::RESERVED.0,
-                    self.cmd_sn,
-                ) else {
+                // Referenced Task Tag and RefCmdSN are ABORT TASK's; reserved (0 for RefCmdSN)
+                // for a reset (RFC 7143 §11.5).
+                let Some(itt) =
+                    self.send_tmf(TmfFunction::LogicalUnitReset, lun, Itt::RESERVED.0, 0)
+                else {
                     return;
                 };
                 self.events
