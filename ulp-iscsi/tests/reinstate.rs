@@ -544,3 +544,77 @@ fn a_ping_the_target_never_answers_is_a_timeout_while_the_target_keeps_talking()
         "{took:?}"
     );
 }
+
+/// An Asynchronous Message that does not end the connection (AsyncEvent 0, a SCSI event) is
+/// reported by the session in words, once; it is not kept where nobody takes it.
+#[test]
+fn a_scsi_asynchronous_event_is_reported_by_the_session_in_words() {
+    use std::io::Write;
+    use ulp_iscsi::wire::async_msg::{AsyncMsgRepr, event};
+    use ulp_iscsi::wire::scsi_rsp::ScsiRspRepr;
+    use ulp_iscsi::wire::{Digests, Itt};
+    use ulp_testbed::scripted::ScriptedPeer;
+    let peer = ScriptedPeer::start(|s| {
+        scripted_login(s);
+        let cmd = read_pdu(s);
+        assert_eq!(cmd[0] & 0x3F, 0x01, "a SCSI Command");
+        let itt = u32::from_be_bytes(cmd[16..20].try_into().unwrap());
+        // SenseLength, then fixed-format sense: UNIT ATTENTION, CAPACITY DATA HAS CHANGED
+        // (2Ah/09h).
+        let mut data = vec![0, 18, 0x70, 0, 0x06, 0, 0, 0, 0, 10];
+        data.extend_from_slice(&[0, 0, 0, 0, 0x2A, 0x09, 0, 0, 0, 0]);
+        let m = AsyncMsgRepr {
+            lun: Lun::default(),
+            stat_sn: 2,
+            exp_cmd_sn: 2,
+            max_cmd_sn: 20,
+            event: event::SCSI,
+            vcode: 0,
+            params: [0, 0, 0],
+            data: &data,
+        };
+        let mut b = vec![0; m.buffer_len(Digests::NONE)];
+        m.emit(&mut b, Digests::NONE).unwrap();
+        s.write_all(&b).unwrap();
+        let r = ScsiRspRepr {
+            bidi_overflow: false,
+            bidi_underflow: false,
+            overflow: false,
+            underflow: false,
+            response: 0,
+            status: 0,
+            itt: Itt(itt),
+            snack_tag: 0,
+            stat_sn: 3,
+            exp_cmd_sn: 2,
+            max_cmd_sn: 20,
+            exp_data_sn: 0,
+            bidi_residual: 0,
+            residual: 0,
+            sense: &[],
+            response_data: &[],
+        };
+        let mut b = vec![0; r.buffer_len(Digests::NONE)];
+        r.emit(&mut b, Digests::NONE).unwrap();
+        s.write_all(&b).unwrap();
+    });
+    let mut c = Session::connect(
+        peer.addr(),
+        config("iqn.2024-01.io.example:t", false),
+        quick(5, Duration::from_secs(2)),
+    )
+    .expect("scripted login");
+    c.test_unit_ready(Lun::default()).expect("TEST UNIT READY");
+    let events = c.take_events();
+    print(&events);
+    drop(c);
+    peer.finish();
+    let words: Vec<String> = events.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        words,
+        [
+            "the target reported: SCSI asynchronous event for LUN 0: UNIT ATTENTION: CAPACITY DATA HAS CHANGED (ASC/ASCQ 2Ah/09h)"
+        ],
+        "{events:?}"
+    );
+}

@@ -11,8 +11,8 @@ use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
 
 use super::{Capturing, Direction, Error, Options, SessionEvent, secs, timed_out};
 use crate::connection::{
-    Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError, Data,
-    DiscoveredTarget, Event, Phase, Recovery, ScsiOutcome,
+    AsyncEvent, Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError,
+    Data, DiscoveredTarget, Event, Phase, Recovery, ScsiOutcome,
 };
 use crate::scsi::{self, Capacity, Inquiry};
 use crate::wire::Lun;
@@ -422,6 +422,16 @@ impl<B: DdpBackend> Session<B> {
                     });
                 }
                 Event::Recovery(step) => self.report(SessionEvent::Recovery(step.to_string())),
+                // Those that end the connection are its cause (reported with the loss); the
+                // others are reported here, not kept where nothing takes them.
+                Event::Async(a) => match a {
+                    AsyncEvent::Scsi { .. }
+                    | AsyncEvent::Vendor { .. }
+                    | AsyncEvent::Reserved { .. } => {
+                        self.report(SessionEvent::TargetEvent(a.to_string()));
+                    }
+                    _ => {}
+                },
                 other => self.events.push_back(other),
             }
         }
