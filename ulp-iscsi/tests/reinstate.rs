@@ -618,3 +618,55 @@ fn a_scsi_asynchronous_event_is_reported_by_the_session_in_words() {
         "{events:?}"
     );
 }
+
+/// A reinstatement attempt whose login succeeds but whose TEST UNIT READY gets no answer in
+/// time is retried; when the session is then lost, that internal command must not surface as
+/// a completion the caller never asked for (with the connection's id, or a duplicate id).
+#[test]
+fn an_attempt_abandoned_after_its_login_leaves_no_stray_completion() {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = std::thread::spawn(move || {
+        // First connection: login, take the read, then close (the loss).
+        let (mut s, _) = listener.accept().unwrap();
+        scripted_login(&mut s);
+        let cmd = read_pdu(&mut s);
+        assert_eq!(cmd[0] & 0x3F, 0x01, "a SCSI Command");
+        drop(s);
+        // The reinstatement: login, then the TEST UNIT READY is never answered; no further
+        // connection is accepted.
+        let (mut s, _) = listener.accept().unwrap();
+        drop(listener);
+        scripted_login(&mut s);
+        let tur = read_pdu(&mut s);
+        assert_eq!(tur[0] & 0x3F, 0x01, "TEST UNIT READY");
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let mut options = quick(5, Duration::from_secs(1));
+    options.login_timeout = Duration::from_millis(300);
+    let mut c = Session::connect(addr, config("iqn.2024-01.io.example:t", false), options)
+        .expect("scripted login");
+    let id = c
+        .submit(Command {
+            lun: Lun::default(),
+            cdb: scsi::read_10(0, 8),
+            data: Data::Read(SgBuffer::zeroed(4096)),
+        })
+        .unwrap();
+    let done = c.wait(id).expect("a completion");
+    print(&c.take_events());
+    assert!(
+        matches!(done.result, Err(CommandError::SessionLost(_))),
+        "{:?}",
+        done.result
+    );
+    assert_eq!(done.buffer.map(|b| b.len()), Some(4096));
+    assert_eq!(c.outstanding(), 0, "nothing else is outstanding");
+    match c.wait_any() {
+        Err(Error::Refused { reason, .. }) => assert_eq!(reason, "no command is outstanding"),
+        other => panic!("a completion nobody submitted: {other:?}"),
+    }
+    drop(c);
+    target.join().unwrap();
+}

@@ -244,6 +244,13 @@ impl<B: DdpBackend> Session<B> {
         let id = self.conn.submit(Command { lun, cdb, data });
         let mut found = None;
         let r = self.wait_completion(id, deadline, &mut found);
+        if found.is_none() {
+            // The attempt is abandoned with the command still outstanding: end the connection
+            // here and drop what it reports, so that the command's completion never reaches
+            // the caller as one of theirs (it has the connection's id, not the session's).
+            self.conn.close();
+            while self.conn.poll_event().is_some() {}
+        }
         match (found, r) {
             (Some(c), _) => Ok(c),
             (None, Err(e)) => Err(e.to_string()),
