@@ -624,6 +624,57 @@ fn a_scsi_asynchronous_event_is_reported_by_the_session_in_words() {
 /// a completion the caller never asked for (with the connection's id, or a duplicate id).
 #[test]
 fn an_attempt_abandoned_after_its_login_leaves_no_stray_completion() {
+    let (events, outstanding, next) = abandoned_attempt(None);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Recovery(_))),
+        "{events:?}"
+    );
+    assert_eq!(outstanding, 0, "nothing else is outstanding");
+    match next {
+        Err(Error::Refused { reason, .. }) => assert_eq!(reason, "no command is outstanding"),
+        other => panic!("a completion nobody submitted: {other:?}"),
+    }
+}
+
+/// The connection's own recovery steps during a reinstatement attempt (its TEST UNIT READY
+/// past the task deadline) are reported like any others.
+#[test]
+fn recovery_steps_during_a_reinstatement_attempt_are_reported() {
+    let (events, _, _) = abandoned_attempt(Some(Duration::from_millis(100)));
+    let steps: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Recovery(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.ends_with("got no answer within 0.1 s: aborting it")),
+        "{events:?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("ABORT TASK sent for command ")),
+        "{events:?}"
+    );
+}
+
+/// A target whose first connection takes a read and closes; the reinstatement's login
+/// succeeds, its TEST UNIT READY is never answered, and no further connection is accepted
+/// (the session is lost at its 1 s replacement timeout). The session's events, what it still
+/// counts as outstanding, and what `wait_any` then says.
+fn abandoned_attempt(
+    task_timeout: Option<Duration>,
+) -> (
+    Vec<SessionEvent>,
+    usize,
+    Result<ulp_iscsi::Completion, Error>,
+) {
     use std::net::TcpListener;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -645,8 +696,11 @@ fn an_attempt_abandoned_after_its_login_leaves_no_stray_completion() {
     });
     let mut options = quick(5, Duration::from_secs(1));
     options.login_timeout = Duration::from_millis(300);
-    let mut c = Session::connect(addr, config("iqn.2024-01.io.example:t", false), options)
-        .expect("scripted login");
+    let mut cfg = config("iqn.2024-01.io.example:t", false);
+    if task_timeout.is_some() {
+        cfg.task_timeout = task_timeout;
+    }
+    let mut c = Session::connect(addr, cfg, options).expect("scripted login");
     let id = c
         .submit(Command {
             lun: Lun::default(),
@@ -655,18 +709,17 @@ fn an_attempt_abandoned_after_its_login_leaves_no_stray_completion() {
         })
         .unwrap();
     let done = c.wait(id).expect("a completion");
-    print(&c.take_events());
+    let events = c.take_events();
+    print(&events);
     assert!(
         matches!(done.result, Err(CommandError::SessionLost(_))),
         "{:?}",
         done.result
     );
     assert_eq!(done.buffer.map(|b| b.len()), Some(4096));
-    assert_eq!(c.outstanding(), 0, "nothing else is outstanding");
-    match c.wait_any() {
-        Err(Error::Refused { reason, .. }) => assert_eq!(reason, "no command is outstanding"),
-        other => panic!("a completion nobody submitted: {other:?}"),
-    }
+    let outstanding = c.outstanding();
+    let next = c.wait_any();
     drop(c);
     target.join().unwrap();
+    (events, outstanding, next)
 }

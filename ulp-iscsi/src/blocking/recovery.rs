@@ -271,7 +271,8 @@ impl<B: DdpBackend> Session<B> {
                 match e {
                     Event::Completed(c) if c.id == id => *found = Some(c),
                     Event::Completed(_) => {}
-                    other => self.events.push_back(other),
+                    // Recovery steps reported as they happen, like on any connection.
+                    other => self.note_event(other),
                 }
             }
             if found.is_some() {

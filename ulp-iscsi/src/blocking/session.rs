@@ -411,29 +411,38 @@ impl<B: DdpBackend> Session<B> {
         while let Some(e) = self.conn.poll_event() {
             match e {
                 Event::Completed(c) => self.on_completion(c),
-                Event::Recovery(Recovery::ClosedInsteadOfLogoutResponse) => {
-                    self.report(SessionEvent::LogoutUnanswered {
-                        cause: "the target closed the connection".into(),
-                    });
-                }
-                Event::Recovery(Recovery::LogoutUnanswered { waited }) => {
-                    self.report(SessionEvent::LogoutUnanswered {
-                        cause: format!("no Logout Response within {}", secs(waited)),
-                    });
-                }
-                Event::Recovery(step) => self.report(SessionEvent::Recovery(step.to_string())),
-                // Those that end the connection are its cause (reported with the loss); the
-                // others are reported here, not kept where nothing takes them.
-                Event::Async(a) => match a {
-                    AsyncEvent::Scsi { .. }
-                    | AsyncEvent::Vendor { .. }
-                    | AsyncEvent::Reserved { .. } => {
-                        self.report(SessionEvent::TargetEvent(a.to_string()));
-                    }
-                    _ => {}
-                },
-                other => self.events.push_back(other),
+                other => self.note_event(other),
             }
+        }
+    }
+
+    /// A connection event other than a completion: reported (recovery steps, the logout
+    /// warnings, asynchronous events that do not end the connection) or kept for
+    /// [`wait_event`](Self::wait_event).
+    pub(super) fn note_event(&mut self, e: Event) {
+        match e {
+            Event::Recovery(Recovery::ClosedInsteadOfLogoutResponse) => {
+                self.report(SessionEvent::LogoutUnanswered {
+                    cause: "the target closed the connection".into(),
+                });
+            }
+            Event::Recovery(Recovery::LogoutUnanswered { waited }) => {
+                self.report(SessionEvent::LogoutUnanswered {
+                    cause: format!("no Logout Response within {}", secs(waited)),
+                });
+            }
+            Event::Recovery(step) => self.report(SessionEvent::Recovery(step.to_string())),
+            // Those that end the connection are its cause (reported with the loss); the
+            // others are reported here, not kept where nothing takes them.
+            Event::Async(a) => match a {
+                AsyncEvent::Scsi { .. }
+                | AsyncEvent::Vendor { .. }
+                | AsyncEvent::Reserved { .. } => {
+                    self.report(SessionEvent::TargetEvent(a.to_string()));
+                }
+                _ => {}
+            },
+            other => self.events.push_back(other),
         }
     }
 
