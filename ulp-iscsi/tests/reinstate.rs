@@ -632,6 +632,20 @@ fn an_attempt_abandoned_after_its_login_leaves_no_stray_completion() {
         "{events:?}"
     );
     assert_eq!(outstanding, 0, "nothing else is outstanding");
+    // The failed attempt names the command it waited for.
+    let first = events
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::AttemptFailed { attempt: 1, error } => Some(error.clone()),
+            _ => None,
+        })
+        .expect("attempt 1 failed");
+    assert!(
+        first.starts_with("no answer from the target in 0.")
+            && first
+                .ends_with(" s while waiting for the answer to TEST UNIT READY after the login"),
+        "{first}"
+    );
     match next {
         Err(Error::Refused { reason, .. }) => assert_eq!(reason, "no command is outstanding"),
         other => panic!("a completion nobody submitted: {other:?}"),

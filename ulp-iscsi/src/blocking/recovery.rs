@@ -192,7 +192,13 @@ impl<B: DdpBackend> Session<B> {
     /// TEST UNIT READY until it is answered without a unit attention.
     fn settle(&mut self, lun: Lun, deadline: Instant) -> Result<(), String> {
         for _ in 0..UNIT_ATTENTIONS {
-            let c = self.raw(lun, scsi::test_unit_ready(), Data::None, deadline)?;
+            let c = self.raw(
+                "TEST UNIT READY",
+                lun,
+                scsi::test_unit_ready(),
+                Data::None,
+                deadline,
+            )?;
             match c.result {
                 Ok(o) if o.is_unit_attention() => continue,
                 // Not ready or another status: the re-issued commands will say so.
@@ -207,6 +213,7 @@ impl<B: DdpBackend> Session<B> {
     fn capacity_now(&mut self, lun: Lun, deadline: Instant) -> Result<Capacity, String> {
         for _ in 0..UNIT_ATTENTIONS {
             let c = self.raw(
+                "READ CAPACITY(16)",
                 lun,
                 scsi::read_capacity_16(),
                 Data::Read(SgBuffer::zeroed(32)),
@@ -232,10 +239,11 @@ impl<B: DdpBackend> Session<B> {
         Err("READ CAPACITY(16) after the login: unit attention after unit attention".into())
     }
 
-    /// One command on the current connection outside the session's tracking (the waiting
-    /// commands are not issued yet), before `deadline`.
+    /// One command (`name`, for messages) on the current connection outside the session's
+    /// tracking (the waiting commands are not issued yet), before `deadline`.
     fn raw(
         &mut self,
+        name: &str,
         lun: Lun,
         cdb: scsi::Cdb,
         data: Data,
@@ -243,7 +251,7 @@ impl<B: DdpBackend> Session<B> {
     ) -> Result<Completion, String> {
         let id = self.conn.submit(Command { lun, cdb, data });
         let mut found = None;
-        let r = self.wait_completion(id, deadline, &mut found);
+        let r = self.wait_completion(id, name, deadline, &mut found);
         if found.is_none() {
             // The attempt is abandoned with the command still outstanding: end the connection
             // here and drop what it reports, so that the command's completion never reaches
@@ -253,19 +261,24 @@ impl<B: DdpBackend> Session<B> {
         }
         match (found, r) {
             (Some(c), _) => Ok(c),
-            (None, Err(e)) => Err(e.to_string()),
-            (None, Ok(())) => Err("no completion".into()),
+            // A timeout names the command already.
+            (None, Err(e @ Error::Timeout(_))) => Err(e.to_string()),
+            (None, Err(e)) => Err(format!("{name} after the login: {e}")),
+            (None, Ok(())) => Err(format!("{name} after the login: no completion")),
         }
     }
 
-    /// Turns the current connection until connection command `id` completes (into `found`).
+    /// Turns the current connection until connection command `id` (`name`) completes (into
+    /// `found`), before `deadline`.
     fn wait_completion(
         &mut self,
         id: CommandId,
+        name: &str,
         deadline: Instant,
         found: &mut Option<Completion>,
     ) -> Result<(), Error> {
         use ulp_ddp_core::blocking::Turn;
+        let started = Instant::now();
         loop {
             while let Some(e) = self.conn.poll_event() {
                 match e {
@@ -284,8 +297,8 @@ impl<B: DdpBackend> Session<B> {
             let now = Instant::now();
             if now >= deadline {
                 return Err(super::timed_out(
-                    self.options.login_timeout,
-                    "a command after the login".into(),
+                    now - started,
+                    format!("the answer to {name} after the login"),
                 ));
             }
             match self.driver.turn(&mut self.conn, Some(deadline)) {
