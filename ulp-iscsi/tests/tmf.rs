@@ -410,6 +410,10 @@ fn an_abort_without_answer_is_followed_by_a_lun_reset_that_ends_every_command_on
     assert_eq!(reset.function, TmfFunction::LogicalUnitReset);
     assert_eq!(reset.lun, Lun::default());
     assert_eq!(reset.ref_task_tag, Itt::RESERVED);
+    assert_eq!(
+        reset.ref_cmd_sn, 0,
+        "RefCmdSN is reserved outside ABORT TASK (RFC 7143 §11.5)"
+    );
     assert!(reset.immediate);
     assert_ne!(reset.itt, abort.itt, "a new ITT for the reset");
     assert_eq!(
@@ -855,4 +859,123 @@ fn a_task_management_response_to_nothing_fails_the_connection() {
             "protocol violation by the target: Task Management Function Response for ITT 0x80000003, which names no such task"
         )
     );
+}
+
+/// The ITTs of the SCSI Commands among `pdus`.
+fn command_itts(pdus: &[Vec<u8>]) -> Vec<u32> {
+    pdus.iter()
+        .filter(|h| h[0] & 0x3F == 0x01)
+        .map(|h| u32::from_be_bytes(h[16..20].try_into().unwrap()))
+        .collect()
+}
+
+/// A command that completes while its ABORT TASK is outstanding frees its tag only when the
+/// abort is answered: the ABORT TASK still names that ITT, and a target that looks the task up
+/// by ITT after a new command took it would abort the new one.
+#[test]
+fn a_tag_is_not_reused_while_an_abort_task_names_it() {
+    let mut config = config();
+    config.queue_depth = 2;
+    let mut c = logged_in_with(config, 50);
+    let t0 = Instant::now();
+    let (id, itt) = read(&mut c, Lun::default(), 512);
+    c.handle_timeout(t0);
+    c.handle_timeout(t0 + 10 * SECOND);
+    let (_, other_itt) = read(&mut c, Lun::default(), 512);
+    // A third read waits for a tag.
+    let waiting = submit_read(&mut c, Lun::default(), 512);
+    assert!(sent(&mut c).is_empty(), "no tag free");
+    c.handle_timeout(t0 + 10 * SECOND);
+    c.handle_timeout(t0 + 30 * SECOND);
+    let abort = tmf_request(&sent(&mut c));
+    assert_eq!(abort.ref_task_tag, Itt(itt));
+    let _ = events(&mut c);
+    // The read's status arrives before the abort's answer: the read completes...
+    receive(&mut c, &data_in(itt, &[5; 512], Some(101)));
+    let done = completions(events(&mut c));
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].id, id);
+    assert!(done[0].result.as_ref().unwrap().is_good());
+    // ... but its tag stays out of use while the ABORT TASK names it.
+    assert_eq!(
+        command_itts(&sent(&mut c)),
+        Vec::<u32>::new(),
+        "no command may take ITT {itt:#x} while ABORT TASK names it"
+    );
+    receive(&mut c, &tmf_response(abort.itt.0, 1, 102));
+    let ev = events(&mut c);
+    assert!(matches!(
+        recoveries(&ev)[..],
+        [Recovery::TaskAborted {
+            completed_first: true,
+            ..
+        }]
+    ));
+    // Answered: the tag is free again and the waiting read goes out on it.
+    assert_eq!(command_itts(&sent(&mut c)), [itt]);
+    assert_ne!(itt, other_itt);
+    receive(&mut c, &data_in(itt, &[6; 512], Some(103)));
+    let done = completions(events(&mut c));
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].id, waiting);
+    assert!(done[0].result.as_ref().unwrap().is_good());
+    assert_eq!(c.phase(), Phase::FullFeature);
+}
+
+/// A Reject of a task management request given up on (the ladder moved past it) is a late
+/// answer like a late response: ignored, the connection goes on.
+#[test]
+fn a_late_reject_of_an_abort_given_up_on_is_ignored() {
+    let mut c = logged_in(50);
+    let t0 = Instant::now();
+    let (id, itt) = read(&mut c, Lun::default(), 512);
+    let abort = time_out(&mut c, t0, id, itt);
+    c.handle_timeout(t0 + 45 * SECOND);
+    let reset = tmf_request(&sent(&mut c));
+    assert_eq!(reset.function, TmfFunction::LogicalUnitReset);
+    let _ = events(&mut c);
+    let mut header = vec![0; 48];
+    abort.emit(&mut header, Digests::NONE).unwrap();
+    let reject = ulp_iscsi::wire::reject::RejectRepr {
+        reason: ulp_iscsi::wire::reject::RejectReason::ImmediateCommandReject,
+        stat_sn: 101,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 50,
+        data_sn: 0,
+        rejected_header: &header,
+    };
+    let mut b = vec![0; reject.buffer_len(Digests::NONE)];
+    reject.emit(&mut b, Digests::NONE).unwrap();
+    receive(&mut c, &b);
+    assert_eq!(c.phase(), Phase::FullFeature, "{:?}", c.failure());
+    // The reset's answer still ends the read.
+    receive(&mut c, &tmf_response(reset.itt.0, 0, 102));
+    let ev = events(&mut c);
+    assert!(recoveries(&ev).contains(&Recovery::LunResetDone {
+        lun: Lun::default(),
+        aborted: 1
+    }));
+    let done = completions(ev);
+    assert_eq!(done[0].id, id);
+    assert!(matches!(done[0].result, Err(CommandError::Aborted { .. })));
+}
+
+/// A ping interval of zero is no interval (as the CLI's `--noop-interval 0`): the ping timer
+/// must not be due again at every `handle_timeout`, which would make a driver spin.
+#[test]
+fn a_zero_ping_interval_turns_pings_off_instead_of_spinning() {
+    let mut config = config();
+    config.noop_interval = Some(Duration::ZERO);
+    config.task_timeout = None;
+    let mut c = logged_in_with(config, 50);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        let now = t0 + i * SECOND;
+        c.handle_timeout(now);
+        let _ = sent(&mut c);
+        assert!(
+            c.poll_timeout().is_none_or(|next| next > now),
+            "turn {i}: due again at once"
+        );
+    }
 }

@@ -62,6 +62,11 @@ pub enum SessionEvent {
     /// A step of the connection's own recovery (task deadline, ABORT TASK, LOGICAL UNIT
     /// RESET), in the connection's words.
     Recovery(String),
+    /// An Asynchronous Message that does not end the connection (a SCSI asynchronous event,
+    /// a vendor-specific or reserved event), in words. Those that end it (logout or
+    /// renegotiation request, connection or session drop) are the cause of
+    /// [`ConnectionLost`](Self::ConnectionLost).
+    TargetEvent(String),
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -122,6 +127,7 @@ impl fmt::Display for SessionEvent {
                  had completed, the session is closed"
             ),
             Self::Recovery(step) => f.write_str(step),
+            Self::TargetEvent(what) => write!(f, "the target reported: {what}"),
         }
     }
 }

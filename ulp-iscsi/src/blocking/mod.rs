@@ -43,8 +43,10 @@ pub use session::Session;
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Options {
-    /// How long the target may stay silent while the initiator waits for it (also the limit
-    /// for the first TCP connection to open and the first login).
+    /// How long the target may stay silent while the initiator waits for it; also the limit
+    /// for the first TCP connection to open, and the most a wait for the Login Response, a
+    /// ping's answer, the SendTargets answer or the Logout Response takes in all (a target
+    /// that keeps sending other PDUs does not extend it).
     pub timeout: Duration,
     /// Keep a copy of every byte sent and received on the current connection (for pcap files;
     /// costs a copy).

@@ -85,8 +85,13 @@ impl<B: DdpBackend> Session<B> {
         let tmo = self.options.replacement_timeout;
         let mut last = cause;
         let mut attempts = 0u32;
+        if !time2wait.is_zero() {
+            // Before the first attempt, bounded by the replacement timeout; a Time2Wait that
+            // reaches past it ends the recovery below without an attempt.
+            std::thread::sleep(time2wait.min(tmo.saturating_sub(lost_at.elapsed())));
+        }
         loop {
-            let mut elapsed = lost_at.elapsed();
+            let elapsed = lost_at.elapsed();
             if elapsed >= tmo {
                 return self.give_up(format!(
                     "session not reinstated within replacement_timeout {} ({attempts} \
@@ -94,11 +99,6 @@ impl<B: DdpBackend> Session<B> {
                     secs(tmo),
                     if attempts == 1 { "" } else { "s" }
                 ));
-            }
-            if attempts == 0 && !time2wait.is_zero() {
-                // Only before the first attempt; bounded by the replacement timeout.
-                std::thread::sleep(time2wait.min(tmo.saturating_sub(elapsed)));
-                elapsed = lost_at.elapsed();
             }
             attempts += 1;
             let started = Instant::now();
@@ -192,7 +192,13 @@ impl<B: DdpBackend> Session<B> {
     /// TEST UNIT READY until it is answered without a unit attention.
     fn settle(&mut self, lun: Lun, deadline: Instant) -> Result<(), String> {
         for _ in 0..UNIT_ATTENTIONS {
-            let c = self.raw(lun, scsi::test_unit_ready(), Data::None, deadline)?;
+            let c = self.raw(
+                "TEST UNIT READY",
+                lun,
+                scsi::test_unit_ready(),
+                Data::None,
+                deadline,
+            )?;
             match c.result {
                 Ok(o) if o.is_unit_attention() => continue,
                 // Not ready or another status: the re-issued commands will say so.
@@ -207,6 +213,7 @@ impl<B: DdpBackend> Session<B> {
     fn capacity_now(&mut self, lun: Lun, deadline: Instant) -> Result<Capacity, String> {
         for _ in 0..UNIT_ATTENTIONS {
             let c = self.raw(
+                "READ CAPACITY(16)",
                 lun,
                 scsi::read_capacity_16(),
                 Data::Read(SgBuffer::zeroed(32)),
@@ -232,10 +239,11 @@ impl<B: DdpBackend> Session<B> {
         Err("READ CAPACITY(16) after the login: unit attention after unit attention".into())
     }
 
-    /// One command on the current connection outside the session's tracking (the waiting
-    /// commands are not issued yet), before `deadline`.
+    /// One command (`name`, for messages) on the current connection outside the session's
+    /// tracking (the waiting commands are not issued yet), before `deadline`.
     fn raw(
         &mut self,
+        name: &str,
         lun: Lun,
         cdb: scsi::Cdb,
         data: Data,
@@ -243,28 +251,41 @@ impl<B: DdpBackend> Session<B> {
     ) -> Result<Completion, String> {
         let id = self.conn.submit(Command { lun, cdb, data });
         let mut found = None;
-        let r = self.wait_completion(id, deadline, &mut found);
+        let r = self.wait_completion(id, name, deadline, &mut found);
+        if found.is_none() {
+            // The attempt is abandoned with the command still outstanding: end the connection
+            // here and drop what it reports, so that the command's completion never reaches
+            // the caller as one of theirs (it has the connection's id, not the session's).
+            self.conn.close();
+            while self.conn.poll_event().is_some() {}
+        }
         match (found, r) {
             (Some(c), _) => Ok(c),
-            (None, Err(e)) => Err(e.to_string()),
-            (None, Ok(())) => Err("no completion".into()),
+            // A timeout names the command already.
+            (None, Err(e @ Error::Timeout(_))) => Err(e.to_string()),
+            (None, Err(e)) => Err(format!("{name} after the login: {e}")),
+            (None, Ok(())) => Err(format!("{name} after the login: no completion")),
         }
     }
 
-    /// Turns the current connection until connection command `id` completes (into `found`).
+    /// Turns the current connection until connection command `id` (`name`) completes (into
+    /// `found`), before `deadline`.
     fn wait_completion(
         &mut self,
         id: CommandId,
+        name: &str,
         deadline: Instant,
         found: &mut Option<Completion>,
     ) -> Result<(), Error> {
         use ulp_ddp_core::blocking::Turn;
+        let started = Instant::now();
         loop {
             while let Some(e) = self.conn.poll_event() {
                 match e {
                     Event::Completed(c) if c.id == id => *found = Some(c),
                     Event::Completed(_) => {}
-                    other => self.events.push_back(other),
+                    // Recovery steps reported as they happen, like on any connection.
+                    other => self.note_event(other),
                 }
             }
             if found.is_some() {
@@ -276,8 +297,8 @@ impl<B: DdpBackend> Session<B> {
             let now = Instant::now();
             if now >= deadline {
                 return Err(super::timed_out(
-                    self.options.login_timeout,
-                    "a command after the login".into(),
+                    now - started,
+                    format!("the answer to {name} after the login"),
                 ));
             }
             match self.driver.turn(&mut self.conn, Some(deadline)) {

@@ -11,8 +11,8 @@ use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
 
 use super::{Capturing, Direction, Error, Options, SessionEvent, secs, timed_out};
 use crate::connection::{
-    Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError, Data,
-    DiscoveredTarget, Event, Phase, Recovery, ScsiOutcome,
+    AsyncEvent, Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError,
+    Data, DiscoveredTarget, Event, Phase, Recovery, ScsiOutcome,
 };
 use crate::scsi::{self, Capacity, Inquiry};
 use crate::wire::Lun;
@@ -411,19 +411,38 @@ impl<B: DdpBackend> Session<B> {
         while let Some(e) = self.conn.poll_event() {
             match e {
                 Event::Completed(c) => self.on_completion(c),
-                Event::Recovery(Recovery::ClosedInsteadOfLogoutResponse) => {
-                    self.report(SessionEvent::LogoutUnanswered {
-                        cause: "the target closed the connection".into(),
-                    });
-                }
-                Event::Recovery(Recovery::LogoutUnanswered { waited }) => {
-                    self.report(SessionEvent::LogoutUnanswered {
-                        cause: format!("no Logout Response within {}", secs(waited)),
-                    });
-                }
-                Event::Recovery(step) => self.report(SessionEvent::Recovery(step.to_string())),
-                other => self.events.push_back(other),
+                other => self.note_event(other),
             }
+        }
+    }
+
+    /// A connection event other than a completion: reported (recovery steps, the logout
+    /// warnings, asynchronous events that do not end the connection) or kept for
+    /// [`wait_event`](Self::wait_event).
+    pub(super) fn note_event(&mut self, e: Event) {
+        match e {
+            Event::Recovery(Recovery::ClosedInsteadOfLogoutResponse) => {
+                self.report(SessionEvent::LogoutUnanswered {
+                    cause: "the target closed the connection".into(),
+                });
+            }
+            Event::Recovery(Recovery::LogoutUnanswered { waited }) => {
+                self.report(SessionEvent::LogoutUnanswered {
+                    cause: format!("no Logout Response within {}", secs(waited)),
+                });
+            }
+            Event::Recovery(step) => self.report(SessionEvent::Recovery(step.to_string())),
+            // Those that end the connection are its cause (reported with the loss); the
+            // others are reported here, not kept where nothing takes them.
+            Event::Async(a) => match a {
+                AsyncEvent::Scsi { .. }
+                | AsyncEvent::Vendor { .. }
+                | AsyncEvent::Reserved { .. } => {
+                    self.report(SessionEvent::TargetEvent(a.to_string()));
+                }
+                _ => {}
+            },
+            other => self.events.push_back(other),
         }
     }
 
@@ -533,9 +552,12 @@ impl<B: DdpBackend> Session<B> {
     }
 
     /// Turns until an event `wanted` accepts arrives (and takes it), the connection ends, or
-    /// the target stays silent for the timeout. No recovery.
+    /// the timeout passes: in all, not only in silence (a target that answers the
+    /// connection's keep-alive pings, or pings itself, but never sends what is waited for
+    /// must not hold the caller forever). No recovery.
     fn wait_event(&mut self, what: &str, wanted: impl Fn(&Event) -> bool) -> Result<Event, Error> {
-        self.wait_event_until(what, None, wanted)
+        let deadline = Instant::now() + self.options.timeout;
+        self.wait_event_until(what, Some(deadline), wanted)
     }
 
     fn wait_event_until(

@@ -15,7 +15,7 @@
 
 use core::fmt;
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ulp_ddp_core::timer::{Timer, earliest};
 use ulp_ddp_core::{
@@ -371,7 +371,7 @@ impl<B: DdpBackend> Connection<B> {
 
     /// When the ping timers need [`SansIo::handle_timeout`].
     fn ping_timeout(&self) -> Option<Instant> {
-        if self.phase != Phase::FullFeature || self.config.noop_interval.is_none() {
+        if self.phase != Phase::FullFeature || self.noop_interval().is_none() {
             return None;
         }
         if !self.ping_timer.is_armed() {
@@ -382,6 +382,12 @@ impl<B: DdpBackend> Connection<B> {
             self.ping_timer.deadline(self.now),
             self.ping_deadline.deadline(self.now),
         ])
+    }
+
+    /// The ping interval: `None` when off (a zero interval is off too, as the CLI's
+    /// `--noop-interval 0`; a timer due again at every `handle_timeout` would spin a driver).
+    fn noop_interval(&self) -> Option<Duration> {
+        self.config.noop_interval.filter(|i| !i.is_zero())
     }
 
     // ----- ending -----
@@ -488,7 +494,7 @@ impl<B: DdpBackend> SansIo for Connection<B> {
                 waited: self.config.noop_timeout,
             });
         }
-        let Some(interval) = self.config.noop_interval else {
+        let Some(interval) = self.noop_interval() else {
             return;
         };
         if !self.ping_timer.is_armed() {

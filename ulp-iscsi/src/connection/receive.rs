@@ -619,7 +619,7 @@ impl<B: DdpBackend> Connection<B> {
         // next write that takes it would send them with its own buffer.
         self.tx
             .retain(|p| !matches!(p.payload, TxPayload::Write { tag: t, .. } if t == tag));
-        self.free_tags.push_back(tag);
+        self.free_task_tag(tag);
         if let TaskKind::Scsi(t) = task.kind {
             self.events.push_back(Event::Completed(Completion {
                 id: task.id,

@@ -22,6 +22,9 @@
 //!   and fails the connection (the tag goes to the back of the free list, reused last). R2Ts
 //!   that arrive for it before the response are still answered (RFC 7143's standard
 //!   semantics; open-iscsi's FastAbort stops answering them).
+//! - A command that completes while its ABORT TASK is outstanding keeps its tag out of use
+//!   until that request is over (answered, rejected or given up on): the request names the
+//!   ITT, and a new command with it could be the one the target aborts.
 
 use core::fmt;
 use std::collections::{HashMap, VecDeque};
@@ -313,6 +316,9 @@ pub(super) struct RecoveryState {
     next_itt: u32,
     /// ITTs of requests given up on.
     stale: VecDeque<u32>,
+    /// The tag of a command that completed while the outstanding ABORT TASK names it: not
+    /// reused until that request is over (answered, rejected or given up on).
+    held: Option<u32>,
     pub(super) login_timer: Timer,
     pub(super) login_armed: bool,
     pub(super) logout_timer: Timer,
@@ -389,6 +395,7 @@ impl<B: DdpBackend> Connection<B> {
         {
             let failure = TmfFailure::NoResponse(t.timeout);
             if let Some(t) = self.recovery.tmf.take() {
+                self.release_held();
                 self.recovery.stale.push_back(t.itt);
                 if self.recovery.stale.len() > STALE_TMFS {
                     self.recovery.stale.pop_front();
@@ -397,6 +404,8 @@ impl<B: DdpBackend> Connection<B> {
             }
         }
         self.next_abort(Some(now));
+        // A tag the request held may have come free.
+        self.flush_queued();
     }
 
     /// When the deadlines and the outstanding request need `handle_timeout`.
@@ -503,6 +512,7 @@ impl<B: DdpBackend> Connection<B> {
                 itt,
             }));
         };
+        self.release_held();
         let success = r.response == response::COMPLETE
             || (t.function == TmfFunction::AbortTask && r.response == response::NO_TASK);
         if !success {
@@ -537,14 +547,16 @@ impl<B: DdpBackend> Connection<B> {
     }
 
     /// A Reject naming `itt`: when it is the outstanding task management request, the request
-    /// failed (and the ladder goes on); returns whether it was.
+    /// failed (and the ladder goes on); when it is a request given up on, it is a late answer
+    /// and ignored, like a late response. Returns whether it was either.
     pub(super) fn tmf_rejected(&mut self, itt: u32, reason: RejectReason) -> bool {
         match self.recovery.tmf.take_if(|t| t.itt == itt) {
             Some(t) => {
+                self.release_held();
                 self.tmf_failed(t, TmfFailure::Rejected(reason), None);
                 true
             }
-            None => false,
+            None => self.recovery.stale.contains(&itt),
         }
     }
 
@@ -577,12 +589,11 @@ impl<B: DdpBackend> Connection<B> {
                     })
                     .collect();
                 let timeout = self.config.lu_reset_timeout;
-                let Some(itt) = self.send_tmf(
-                    TmfFunction::LogicalUnitReset,
-                    lun,
-                    Itt::RESERVED.0,
-                    self.cmd_sn,
-                ) else {
+                // Referenced Task Tag and RefCmdSN are ABORT TASK's; reserved (0 for RefCmdSN)
+                // for a reset (RFC 7143 §11.5).
+                let Some(itt) =
+                    self.send_tmf(TmfFunction::LogicalUnitReset, lun, Itt::RESERVED.0, 0)
+                else {
                     return;
                 };
                 self.events
@@ -657,6 +668,31 @@ impl<B: DdpBackend> Connection<B> {
             self.complete(tag, None);
         }
         true
+    }
+}
+
+impl<B: DdpBackend> Connection<B> {
+    /// A completed SCSI command's tag becomes free: at once, unless the outstanding ABORT TASK
+    /// names it (its Referenced Task Tag). Then it is held until that request is over: a
+    /// target that looks the task up by ITT after a new command took the tag would abort the
+    /// new command.
+    pub(super) fn free_task_tag(&mut self, tag: u32) {
+        let named = matches!(
+            &self.recovery.tmf,
+            Some(t) if t.function == TmfFunction::AbortTask && t.task.0 == tag
+        );
+        if named {
+            self.recovery.held = Some(tag);
+        } else {
+            self.free_tags.push_back(tag);
+        }
+    }
+
+    /// The outstanding task management request is over: a tag it held is free again.
+    fn release_held(&mut self) {
+        if let Some(tag) = self.recovery.held.take() {
+            self.free_tags.push_back(tag);
+        }
     }
 }
 

@@ -45,7 +45,7 @@ pub struct ConnectionConfig {
     /// Most tasks outstanding (tags are taken below it; at least 2).
     pub queue_depth: u32,
     /// Send a NOP-Out ping when nothing arrived from the target for this long (open-iscsi's
-    /// `noop_out_interval`, 5 s); `None`: never. A timer of the state machine.
+    /// `noop_out_interval`, 5 s); `None` (or zero): never. A timer of the state machine.
     pub noop_interval: Option<Duration>,
     /// How long a ping may wait for its NOP-In before the connection fails (open-iscsi's
     /// `noop_out_timeout`, 5 s).
