@@ -741,7 +741,10 @@ fn an_empty_read_buffer_comes_back() {
     c.close();
     let done = completion(&mut c);
     assert_eq!(done.id, id);
-    assert_eq!(done.result.unwrap_err(), CommandError::ConnectionLost);
+    assert_eq!(
+        done.result.unwrap_err(),
+        CommandError::ConnectionLost(Box::new(ConnectionError::LocallyClosed))
+    );
     assert_eq!(
         done.buffer.map(|b| b.len()),
         Some(0),

@@ -711,6 +711,13 @@ fn a_target_that_closes_instead_of_answering_the_logout_ends_cleanly_with_a_warn
     c.logout().unwrap();
     c.handle_received(Ok(0));
     assert_eq!(c.failure(), Some(&ConnectionError::PeerClosed));
+    // A close before the Logout Request went out answers nothing: a failure, not a logout
+    // (found by the iscsi_receive fuzz target).
+    let mut c = logged_in(50);
+    c.logout().unwrap();
+    c.handle_received(Ok(0));
+    assert_eq!(c.failure(), Some(&ConnectionError::PeerClosed));
+    assert!(recoveries(&events(&mut c)).is_empty());
 }
 
 /// `poll_timeout` never names a time before the last `handle_timeout`, and after

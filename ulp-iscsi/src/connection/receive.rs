@@ -386,7 +386,7 @@ impl<B: DdpBackend> Connection<B> {
     /// earlier task on that tag, a duplicate answer). Accepting it would complete a command the
     /// target never received (and send its request under a tag already free again), or end the
     /// session by a Logout Response to a Logout Request never sent.
-    fn request_unsent(&self, itt: u32) -> bool {
+    pub(super) fn request_unsent(&self, itt: u32) -> bool {
         const REQUESTS: [Opcode; 5] = [
             Opcode::ScsiCommand,
             Opcode::NopOut,

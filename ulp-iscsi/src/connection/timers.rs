@@ -67,6 +67,14 @@ impl<B: DdpBackend> Connection<B> {
             + self.queued.len()
     }
 
+    /// Whether the Logout Request has gone out (been handed out by `poll_transmit`): only
+    /// then can a target's silence or close stand for its answer.
+    fn logout_went_out(&self) -> bool {
+        self.tasks
+            .iter()
+            .any(|(&itt, t)| matches!(t.kind, TaskKind::Logout) && !self.request_unsent(itt))
+    }
+
     /// The Logout Response did not come in time: a clean end (with a warning) when every SCSI
     /// command had completed, else a failure; a logout the target asked for ends with the
     /// target's cause.
@@ -77,7 +85,7 @@ impl<B: DdpBackend> Connection<B> {
         }
         let outstanding = self.scsi_outstanding();
         let waited = self.config.logout_timeout;
-        if outstanding == 0 {
+        if outstanding == 0 && self.logout_went_out() {
             self.events
                 .push_back(Event::Recovery(Recovery::LogoutUnanswered { waited }));
             self.end(ConnectionError::LoggedOut, true);
@@ -99,7 +107,8 @@ impl<B: DdpBackend> Connection<B> {
             // A logout the target asked for: its cause ends the connection.
             return self.fail(cause);
         }
-        if self.phase == Phase::LoggingOut && self.scsi_outstanding() == 0 {
+        if self.phase == Phase::LoggingOut && self.scsi_outstanding() == 0 && self.logout_went_out()
+        {
             self.events
                 .push_back(Event::Recovery(Recovery::ClosedInsteadOfLogoutResponse));
             self.end(ConnectionError::LoggedOut, true);
