@@ -889,3 +889,26 @@ fn a_logout_response_before_the_logout_request_went_out_is_refused() {
         "{err:?}"
     );
 }
+
+/// A Data-In after the status, in the same read as the status: the engine places both before
+/// the connection sees either, so the later one has written into the buffer the status vouched
+/// for. The command must not complete GOOD with that buffer (found by the iscsi_receive fuzz
+/// target: GOOD, and bytes changed beyond `data_in`).
+#[test]
+fn data_in_after_the_status_in_the_same_read_fails_the_command() {
+    let mut c = logged_in(50);
+    let (id, itt) = read_with_itt(&mut c, 1024);
+    let mut stream = data_in_pdu(itt, 0, 0, &[1; 512], good(101, Some(512)));
+    stream.extend(data_in_pdu(itt, 1, 512, &[2; 512], None));
+    let err = receive(&mut c, &stream).unwrap_err();
+    let cause = ConnectionError::Protocol(Violation::DataInAfterStatus { itt });
+    assert_eq!(err, cause);
+    let done = completion(&mut c);
+    assert_eq!(done.id, id);
+    assert_eq!(
+        done.result,
+        Err(CommandError::ConnectionLost(Box::new(cause))),
+        "not GOOD: the buffer changed after the status"
+    );
+    assert_eq!(done.buffer.expect("the buffer comes back").len(), 1024);
+}

@@ -440,9 +440,12 @@ impl<B: DdpBackend> Connection<B> {
             }));
         };
         if task.outcome.is_some() {
-            return self.fail(ConnectionError::Protocol(Violation::DataInAfterStatus {
-                itt: tag,
-            }));
+            // The engine placed this Data-In before the connection saw it (PDUs that arrive
+            // together are placed together), into a buffer whose status was already taken:
+            // the data the status vouched for is not to be trusted any more.
+            let error = ConnectionError::Protocol(Violation::DataInAfterStatus { itt: tag });
+            task.outcome = Some(Err(CommandError::ConnectionLost(Box::new(error.clone()))));
+            return self.fail(error);
         }
         if r.data_sn != task.next_data_sn {
             let expected = task.next_data_sn;
