@@ -2,6 +2,8 @@
 //! Text continuations inside the CmdSN window, MaxCmdSN values to ignore, Reject (§11.17.1),
 //! Asynchronous Messages (§11.9.1), MaxOutstandingR2T, Data-In digest errors.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
@@ -10,7 +12,7 @@ use ulp_iscsi::connection::{AsyncEvent, Phase};
 use ulp_iscsi::scsi::{self, Sense};
 use ulp_iscsi::wire::async_msg::AsyncMsgRepr;
 use ulp_iscsi::wire::data_in::{DataInRepr, DataInStatus};
-use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
+use ulp_iscsi::wire::login::Stage;
 use ulp_iscsi::wire::logout::{LogoutResponse, LogoutResponseRepr};
 use ulp_iscsi::wire::nop::NopInRepr;
 use ulp_iscsi::wire::r2t::R2tRepr;
@@ -43,26 +45,7 @@ fn config() -> ConnectionConfig {
     config
 }
 
-fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32, text: &[u8]) -> Vec<u8> {
-    pdu!(LoginResponseRepr {
-        stages: Stages {
-            cont: false,
-            current,
-            next: Some(next),
-        },
-        version_max: 0,
-        version_active: 0,
-        isid: [0x80, 0x12, 0x34, 0x56, 0, 1],
-        tsih: if next == Stage::FullFeature { 7 } else { 0 },
-        itt: Itt(itt),
-        stat_sn: 100,
-        exp_cmd_sn: 1,
-        max_cmd_sn,
-        status_class: 0,
-        status_detail: 0,
-        data: text,
-    })
-}
+use common::login_response;
 
 /// A transmitted PDU's header.
 fn next_header(c: &mut Connection<SwBackend>) -> Vec<u8> {

@@ -1,13 +1,15 @@
 //! The sans-IO connection without sockets: the CmdSN window, and arbitrary bytes from a
 //! "target" after login (never a panic, never a byte outside the registered buffer).
 
+mod common;
+
 use proptest::prelude::*;
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::SansIo;
 use ulp_ddp_core::{QueueId, SgBuffer};
 use ulp_iscsi::connection::{Phase, Residual};
 use ulp_iscsi::wire::data_in::{DataInRepr, DataInStatus};
-use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
+use ulp_iscsi::wire::login::Stage;
 use ulp_iscsi::wire::nop::NopInRepr;
 use ulp_iscsi::wire::scsi_rsp::ScsiRspRepr;
 use ulp_iscsi::wire::{Digests, Itt, Lun, Ttt};
@@ -16,16 +18,9 @@ use ulp_iscsi::{
     scsi,
 };
 
-/// A target's answers to every key of the initiator's default offer (RFC 7143 §6.2.1: only an
-/// OR key offered as Yes or an AND key offered as No may go unanswered).
-const ANSWERS: &[u8] = b"HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0\
-InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=262144\0FirstBurstLength=65536\0\
-ErrorRecoveryLevel=0\0MaxConnections=1\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0\
-MaxOutstandingR2T=1\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0";
-
 fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32) -> Vec<u8> {
     let text: &[u8] = if current == Stage::Operational {
-        ANSWERS
+        common::ANSWERS
     } else {
         b""
     };
@@ -39,27 +34,7 @@ fn login_response_with(
     max_cmd_sn: u32,
     text: &[u8],
 ) -> Vec<u8> {
-    let r = LoginResponseRepr {
-        stages: Stages {
-            cont: false,
-            current,
-            next: Some(next),
-        },
-        version_max: 0,
-        version_active: 0,
-        isid: [0x80, 0x12, 0x34, 0x56, 0, 1],
-        tsih: if next == Stage::FullFeature { 7 } else { 0 },
-        itt: Itt(itt),
-        stat_sn: 100,
-        exp_cmd_sn: 1,
-        max_cmd_sn,
-        status_class: 0,
-        status_detail: 0,
-        data: text,
-    };
-    let mut b = vec![0; r.buffer_len(Digests::NONE)];
-    r.emit(&mut b, Digests::NONE).unwrap();
-    b
+    common::login_response(itt, current, next, max_cmd_sn, text)
 }
 
 /// The configuration of every connection here: queue 1, 8 deep.
@@ -160,7 +135,7 @@ fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
                 Stage::Operational,
                 Stage::FullFeature,
                 2,
-                &String::from_utf8_lossy(ANSWERS)
+                &String::from_utf8_lossy(common::ANSWERS)
                     .replace("HeaderDigest=None", "HeaderDigest=CRC32C")
                     .into_bytes(),
             );

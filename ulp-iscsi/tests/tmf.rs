@@ -2,13 +2,15 @@
 //! deadlines, ABORT TASK, LOGICAL UNIT RESET, the connection failing when both fail, login and
 //! logout timeouts, and `poll_timeout` itself.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{QueueId, SansIo, SgBuffer};
 use ulp_iscsi::connection::{Phase, Recovery, TmfFailure};
 use ulp_iscsi::wire::data_in::{DataInRepr, DataInStatus};
-use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
+use ulp_iscsi::wire::login::Stage;
 use ulp_iscsi::wire::task_mgmt::{TmfFunction, TmfRequestRepr, TmfResponseRepr};
 use ulp_iscsi::wire::{Digests, Itt, Lun, Ttt};
 use ulp_iscsi::{
@@ -18,39 +20,13 @@ use ulp_iscsi::{
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// An answer to every key the initiator offers (RFC 7143 §6.2.1: it fails a login that leaves
-/// one unanswered).
-const FINAL_ANSWERS: &[u8] = b"HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0\
-InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=262144\0FirstBurstLength=65536\0\
-ErrorRecoveryLevel=0\0MaxConnections=1\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0\
-MaxOutstandingR2T=1\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0";
-
 fn login_response(itt: u32, current: Stage, next: Stage, max_cmd_sn: u32) -> Vec<u8> {
-    let r = LoginResponseRepr {
-        stages: Stages {
-            cont: false,
-            current,
-            next: Some(next),
-        },
-        version_max: 0,
-        version_active: 0,
-        isid: [0x80, 0x12, 0x34, 0x56, 0, 1],
-        tsih: if next == Stage::FullFeature { 7 } else { 0 },
-        itt: Itt(itt),
-        stat_sn: 100,
-        exp_cmd_sn: 1,
-        max_cmd_sn,
-        status_class: 0,
-        status_detail: 0,
-        data: if next == Stage::FullFeature {
-            FINAL_ANSWERS
-        } else {
-            b""
-        },
+    let text: &[u8] = if next == Stage::FullFeature {
+        common::ANSWERS
+    } else {
+        b""
     };
-    let mut b = vec![0; r.buffer_len(Digests::NONE)];
-    r.emit(&mut b, Digests::NONE).unwrap();
-    b
+    common::login_response(itt, current, next, max_cmd_sn, text)
 }
 
 /// Queue 8 deep, no pings (so that only the timers under test run).

@@ -5,7 +5,8 @@ use ulp_iscsi::ConnectionConfig;
 use ulp_iscsi::SgBuffer;
 use ulp_iscsi::blocking::{Options, Session};
 use ulp_iscsi::keys::DigestPref;
-use ulp_iscsi::wire::Lun;
+use ulp_iscsi::wire::login::{LoginResponseRepr, Stage, Stages};
+use ulp_iscsi::wire::{Digests, Itt, Lun};
 
 pub const INITIATOR: &str = "iqn.2024-01.io.ulp-ddp:test-initiator";
 
@@ -57,4 +58,45 @@ pub fn options_without_reinstatement() -> Options {
     let mut o = Options::default();
     o.reinstate = false;
     o
+}
+
+/// A target's answers to every key of the initiator's default offer (RFC 7143 §6.2.1: only an
+/// OR key offered as Yes or an AND key offered as No may go unanswered).
+pub const ANSWERS: &[u8] = b"HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0\
+InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=262144\0FirstBurstLength=65536\0\
+ErrorRecoveryLevel=0\0MaxConnections=1\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0\
+MaxOutstandingR2T=1\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0";
+
+/// A Login Response from stage `current` to `next` answering the request with `itt`, as the
+/// sans-IO tests' target sends it: the default configuration's ISID, TSIH 7 once in full
+/// feature phase, StatSN 100, ExpCmdSN 1, MaxCmdSN `max_cmd_sn`, and `text` as its keys.
+pub fn login_response(
+    itt: u32,
+    current: Stage,
+    next: Stage,
+    max_cmd_sn: u32,
+    text: &[u8],
+) -> Vec<u8> {
+    let r = LoginResponseRepr {
+        stages: Stages {
+            cont: false,
+            current,
+            next: Some(next),
+        },
+        version_max: 0,
+        version_active: 0,
+        isid: [0x80, 0x12, 0x34, 0x56, 0, 1],
+        tsih: if next == Stage::FullFeature { 7 } else { 0 },
+        itt: Itt(itt),
+        stat_sn: 100,
+        exp_cmd_sn: 1,
+        max_cmd_sn,
+        status_class: 0,
+        status_detail: 0,
+        data: text,
+    };
+    let mut b = vec![0; r.buffer_len(Digests::NONE)];
+    r.emit(&mut b, Digests::NONE)
+        .expect("a Login Response fits its buffer");
+    b
 }
