@@ -64,8 +64,8 @@ pub mod url;
 pub mod wire;
 
 pub use connection::{
-    Command, CommandError, CommandId, Completion, Connection, ConnectionConfig, ConnectionError,
-    Data, Event, ScsiOutcome, Violation,
+    AsyncEvent, Command, CommandError, CommandId, Completion, Connection, ConnectionConfig,
+    ConnectionError, Data, Event, Recovery, ScsiOutcome, Violation,
 };
 pub use plugin::{ISCSI, IscsiInitiator, TargetPdu};
 pub use ulp_ddp_core::{Digests, NoOffload, SansIo, SgBuffer};
