@@ -77,12 +77,7 @@ impl Recovery {
             "--login-timeout" => &mut self.login_timeout,
             _ => return Ok(false),
         };
-        let v = it.next().ok_or_else(|| format!("{arg} needs seconds"))?;
-        let secs: f64 = v.parse().map_err(|e| format!("{arg} {v:?}: {e}"))?;
-        if !(0.0..=1e7).contains(&secs) {
-            return Err(format!("{arg} {v}: seconds from 0 to 10000000"));
-        }
-        *slot = Some(Duration::from_secs_f64(secs));
+        *slot = Some(crate::seconds_arg(arg, it)?);
         Ok(true)
     }
 

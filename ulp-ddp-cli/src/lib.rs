@@ -27,3 +27,17 @@ pub fn usage_exit(command: &str, msg: &str, usage: &str) -> std::process::ExitCo
 
 /// The demonstration protocol (the test bed's toy protocol).
 pub use ulp_testbed::toy as demo;
+
+/// The value of a flag given in seconds (`--io-timeout 2.5`): the next argument, from 0 to
+/// 10,000,000 s; the error names the flag and the value.
+pub fn seconds_arg<'a>(
+    arg: &str,
+    it: &mut impl Iterator<Item = &'a String>,
+) -> Result<std::time::Duration, String> {
+    let v = it.next().ok_or_else(|| format!("{arg} needs seconds"))?;
+    let secs: f64 = v.parse().map_err(|e| format!("{arg} {v:?}: {e}"))?;
+    if !(0.0..=1e7).contains(&secs) {
+        return Err(format!("{arg} {v}: seconds from 0 to 10000000"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}

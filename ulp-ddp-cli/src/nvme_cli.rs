@@ -88,12 +88,7 @@ impl Recovery {
             "--ctrl-loss-tmo" => &mut self.ctrl_loss_tmo,
             _ => return Ok(false),
         };
-        let v = it.next().ok_or_else(|| format!("{arg} needs seconds"))?;
-        let secs: f64 = v.parse().map_err(|e| format!("{arg} {v:?}: {e}"))?;
-        if !(0.0..=1e7).contains(&secs) {
-            return Err(format!("{arg} {v}: seconds from 0 to 10000000"));
-        }
-        *slot = Some(Duration::from_secs_f64(secs));
+        *slot = Some(crate::seconds_arg(arg, it)?);
         Ok(true)
     }
 
