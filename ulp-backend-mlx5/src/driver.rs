@@ -88,10 +88,32 @@ impl Run {
 /// (`skb->ulp_crc`).
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 pub struct RxSegment {
+    runs: SmallVec<[Run; 4]>,
+    crc_ok: bool,
+}
+
+impl RxSegment {
+    /// A segment of `runs` (adjacent byte runs merged) with digest verdict `crc_ok`.
+    pub fn new(runs: impl IntoIterator<Item = Run>, crc_ok: bool) -> Self {
+        let mut segment = Self {
+            runs: SmallVec::new(),
+            crc_ok,
+        };
+        for run in runs {
+            push_run(&mut segment.runs, run);
+        }
+        segment
+    }
+
     /// The runs, covering the segment's payload in order.
-    pub runs: SmallVec<[Run; 4]>,
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
     /// Every data digest the segment's bytes belong to was verified by the device.
-    pub crc_ok: bool,
+    pub fn crc_ok(&self) -> bool {
+        self.crc_ok
+    }
 }
 
 /// What the driver did with a received segment.
@@ -229,12 +251,7 @@ impl<D: Device> Mlx5Backend<D> {
         }
         let Some(flow_tag) = first.flow_tag else {
             // Not an offloaded flow: a plain receive.
-            let mut runs = SmallVec::new();
-            runs.push(Run::Bytes { len: len as u32 });
-            return RxOutcome::Deliver(RxSegment {
-                runs,
-                crc_ok: false,
-            });
+            return RxOutcome::Deliver(RxSegment::new([Run::Bytes { len: len as u32 }], false));
         };
         let Some(queue) = self
             .flows

@@ -81,7 +81,7 @@ impl Reassembly {
     ) -> Result<(), E> {
         let start = self.position(seq);
         let mut at = 0usize;
-        for run in &segment.runs {
+        for run in segment.runs() {
             let len = run.len() as usize;
             let run_start = start + at as i64;
             let bytes = payload.get(at..at + len).unwrap_or(&[]);
@@ -105,20 +105,20 @@ impl Reassembly {
                 let piece = match &held {
                     Held::Bytes(b) => Piece::Bytes {
                         data: b,
-                        digest_ok: segment.crc_ok,
+                        digest_ok: segment.crc_ok(),
                     },
                     Held::Placed { tag, offset, len } => Piece::Placed {
                         tag: *tag,
                         offset: *offset,
                         len: *len,
-                        digest_ok: segment.crc_ok,
+                        digest_ok: segment.crc_ok(),
                     },
                 };
                 self.next += n as u64;
                 deliver(piece)?;
                 self.flush(deliver)?;
             } else {
-                self.hold(s, held, segment.crc_ok);
+                self.hold(s, held, segment.crc_ok());
             }
         }
         Ok(())
@@ -196,13 +196,9 @@ impl Reassembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smallvec::smallvec;
 
     fn bytes(n: u32) -> RxSegment {
-        RxSegment {
-            runs: smallvec![Run::Bytes { len: n }],
-            crc_ok: false,
-        }
+        RxSegment::new([Run::Bytes { len: n }], false)
     }
 
     fn collect(r: &mut Reassembly, seq: u32, data: &[u8], out: &mut Vec<u8>) {
@@ -239,17 +235,17 @@ mod tests {
     #[test]
     fn placed_runs_split_on_overlap() {
         let mut r = Reassembly::new(TcpSeq(0));
-        let placed = RxSegment {
-            runs: smallvec![
+        let placed = RxSegment::new(
+            [
                 Run::Bytes { len: 4 },
                 Run::Placed {
                     tag: Tag(1),
                     offset: 0,
-                    len: 6
-                }
+                    len: 6,
+                },
             ],
-            crc_ok: true,
-        };
+            true,
+        );
         let mut got = Vec::new();
         let mut sink = |p: Piece<'_>| {
             got.push(match p {

@@ -154,22 +154,32 @@ impl DdpBackend for NoOffload {
 
 /// A handle to a backend shared by several queues (one device, many connections): each engine
 /// owns a clone; control operations take a lock, the data mover does not.
+///
+/// A backend that panicked while locked does not poison the handle: the next caller gets the
+/// backend as the panic left it (the backend's own state checks apply), as with a lock that
+/// has no poisoning.
 #[derive(Debug)]
 pub struct Shared<B> {
-    inner: std::sync::Arc<parking_lot::Mutex<B>>,
+    inner: std::sync::Arc<std::sync::Mutex<B>>,
 }
 
 impl<B> Shared<B> {
     /// Shares `backend`.
     pub fn new(backend: B) -> Self {
         Self {
-            inner: std::sync::Arc::new(parking_lot::Mutex::new(backend)),
+            inner: std::sync::Arc::new(std::sync::Mutex::new(backend)),
         }
     }
 
     /// Runs `f` with the backend locked (for statistics or a device model's packet input).
     pub fn with<R>(&self, f: impl FnOnce(&mut B) -> R) -> R {
-        f(&mut self.inner.lock())
+        f(&mut self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, B> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -183,37 +193,35 @@ impl<B> Clone for Shared<B> {
 
 impl<B: DdpBackend> DdpBackend for Shared<B> {
     fn limits(&self, protocol: ProtocolId) -> Option<Limits> {
-        self.inner.lock().limits(protocol)
+        self.lock().limits(protocol)
     }
 
     fn queue_add(&mut self, config: &QueueConfig) -> Result<(), BackendError> {
-        self.inner.lock().queue_add(config)
+        self.lock().queue_add(config)
     }
 
     fn queue_del(&mut self, queue: QueueId) {
-        self.inner.lock().queue_del(queue);
+        self.lock().queue_del(queue);
     }
 
     fn setup(&mut self, queue: QueueId, io: &DdpIo<'_>) -> Result<(), BackendError> {
-        self.inner.lock().setup(queue, io)
+        self.lock().setup(queue, io)
     }
 
     fn teardown(&mut self, queue: QueueId, tag: Tag) -> Result<(), BackendError> {
-        self.inner.lock().teardown(queue, tag)
+        self.lock().teardown(queue, tag)
     }
 
     fn resync_response(&mut self, queue: QueueId, seq: TcpSeq, pdu_starts_here: bool) {
-        self.inner
-            .lock()
-            .resync_response(queue, seq, pdu_starts_here);
+        self.lock().resync_response(queue, seq, pdu_starts_here);
     }
 
     fn poll_event(&mut self, queue: QueueId) -> Option<BackendEvent> {
-        self.inner.lock().poll_event(queue)
+        self.lock().poll_event(queue)
     }
 
     fn stats(&self) -> Stats {
-        self.inner.lock().stats()
+        self.lock().stats()
     }
 
     fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {

@@ -28,6 +28,54 @@ pub struct SgBuffer {
     ends: SmallVec<[u64; 2]>,
 }
 
+/// The contiguous pieces of a range of an [`SgBuffer`], in order, from
+/// [`SgBuffer::slices`]: use it as a `&[&[u8]]` (it derefs to one) or iterate it. Two pieces are
+/// held inline (no allocation for buffers of up to two segments).
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct Slices<'a>(SmallVec<[&'a [u8]; 2]>);
+
+impl<'a> core::ops::Deref for Slices<'a> {
+    type Target = [&'a [u8]];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for Slices<'a> {
+    type Item = &'a [u8];
+    type IntoIter = SlicesIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        SlicesIter(self.0.into_iter())
+    }
+}
+
+impl<'a, 'b> IntoIterator for &'b Slices<'a> {
+    type Item = &'b &'a [u8];
+    type IntoIter = core::slice::Iter<'b, &'a [u8]>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The pieces of a [`Slices`], by value.
+#[derive(Debug)]
+pub struct SlicesIter<'a>(smallvec::IntoIter<[&'a [u8]; 2]>);
+
+impl<'a> Iterator for SlicesIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
 /// A command's data transfer, with its buffer: what both protocols' connections take with a
 /// command, and hand back (the same allocations) in its completion.
 #[derive(Debug)]
@@ -328,7 +376,7 @@ impl SgBuffer {
     /// # Errors
     ///
     /// [`OutOfRange`] if the range passes the end.
-    pub fn slices(&self, offset: u64, len: u64) -> Result<SmallVec<[&[u8]; 2]>, OutOfRange> {
+    pub fn slices(&self, offset: u64, len: u64) -> Result<Slices<'_>, OutOfRange> {
         self.check_range(offset, len)?;
         let mut pieces = SmallVec::new();
         let (mut at, end) = (offset, offset + len);
@@ -340,7 +388,7 @@ impl SgBuffer {
             at += piece.len() as u64;
             pieces.push(piece);
         }
-        Ok(pieces)
+        Ok(Slices(pieces))
     }
 
     /// Segment index and offset within it of command offset `offset`, skipping empty segments.

@@ -105,7 +105,7 @@ pub mod transmit;
 pub mod types;
 
 pub use backend::{BackendEvent, DdpBackend, DdpIo, NoOffload, Shared};
-pub use buffer::{Data, OutOfRange, SgBuffer};
+pub use buffer::{Data, OutOfRange, SgBuffer, Slices, SlicesIter};
 pub use config::QueueConfig;
 pub use digest::Digests;
 pub use engine::{DigestStatus, Engine, EngineOptions, Event, Piece, ReadTarget, SetupOutcome};
