@@ -15,8 +15,7 @@
 //!   versions.
 //!
 //! ```
-//! use ulp_backend_sw::SwBackend;
-//! use ulp_ddp_core::{DdpBackend, ProtocolId};
+//! use ulp_backend_sw::{DdpBackend, ProtocolId, SwBackend};
 //!
 //! let backend = SwBackend::new();
 //! let limits = backend.limits(ProtocolId("any")).unwrap();
@@ -32,4 +31,4 @@ pub use backend::{Cached, Mover, Streaming, SwBackend};
 #[doc(no_inline)]
 pub use ulp_ddp_core::reader::{RecvError, SocketReader};
 #[doc(no_inline)]
-pub use ulp_ddp_core::{DdpBackend, Limits};
+pub use ulp_ddp_core::{DdpBackend, Limits, ProtocolId};

@@ -3,15 +3,13 @@
 //! A blocking read, the data landing straight in the caller's buffer:
 //!
 //! ```no_run
-//! use ulp_iscsi::blocking::{Options, Session};
-//! use ulp_iscsi::wire::Lun;
-//! use ulp_iscsi::{ConnectionConfig, SgBuffer};
+//! use ulp_iscsi::{ConnectionConfig, Lun, Options, Session, SgBuffer};
 //!
 //! let config = ConnectionConfig::normal("iqn.2024-01.io.example:host", "iqn.2024-01.io.example:disk");
 //! let mut session = Session::connect("127.0.0.1:3260", config, Options::default())?;
-//! let buffer = session.read(Lun::single_level(0), 0, SgBuffer::zeroed(4096))?; // LBA 0
-//! assert_eq!(buffer.len(), 4096);
-//! # Ok::<(), ulp_iscsi::blocking::Error>(())
+//! let buffer = session.read(Lun::single_level(0), 0, SgBuffer::zeroed(1 << 20))?; // 1 MiB from LBA 0
+//! assert_eq!(buffer.len(), 1 << 20);
+//! # Ok::<(), ulp_iscsi::Error>(())
 //! ```
 //!
 //! The same initiator without I/O: bytes, commands and time in; transmits, events and the
@@ -49,6 +47,11 @@
 //!   Its default backend is [`NoOffload`].
 //! - [`scsi`], [`keys`], [`chap`], [`serial`], [`url`]: the pieces.
 //!
+//! The blocking [`Session`], its [`Options`] and [`Error`], the sans-IO [`Connection`], [`Lun`],
+//! the error types, and the core types that appear in this crate's signatures ([`SgBuffer`],
+//! [`NoOffload`], [`Digests`]) are re-exported at the crate root, so a program needs imports
+//! from this crate only; the modules stay for the less common pieces.
+//!
 //! The same roles carry the same names in `ulp-nvme-tcp`: `Connection`, `ConnectionConfig`,
 //! `Event`, `ConnectionError`, `Violation`, `Data`, `Completion`, `blocking`.
 #![forbid(unsafe_code)]
@@ -63,9 +66,18 @@ pub mod serial;
 pub mod url;
 pub mod wire;
 
+// The flat API: what a user of the blocking driver or the sans-IO initiator needs, from this
+// crate alone (the core's own types re-exported where they appear in this crate's signatures).
+pub use blocking::{Error, Options, Session, SessionEvent, Timeout};
+pub use chap::ChapError;
 pub use connection::{
-    AsyncEvent, Command, CommandError, CommandId, Completion, Connection, ConnectionConfig,
-    ConnectionError, Data, Event, Recovery, ScsiOutcome, Violation,
+    AsyncEvent, ChapCredentials, Command, CommandError, CommandId, Completion, Connection,
+    ConnectionConfig, ConnectionError, Data, DiscoveredTarget, Event, Recovery, ScsiOutcome,
+    Violation,
 };
+pub use keys::NegotiationError;
 pub use plugin::{ISCSI, IscsiInitiator, TargetPdu};
-pub use ulp_ddp_core::{Digests, NoOffload, SansIo, SgBuffer};
+pub use scsi::{Capacity, Inquiry, Sense};
+pub use ulp_ddp_core::{DdpBackend, Digests, NoOffload, SansIo, SgBuffer, Stats, Transmit};
+pub use url::{IscsiUrl, UrlError};
+pub use wire::Lun;

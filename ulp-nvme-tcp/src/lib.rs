@@ -3,14 +3,13 @@
 //! A blocking read, the data landing straight in the caller's buffer:
 //!
 //! ```no_run
-//! use ulp_nvme_tcp::SgBuffer;
-//! use ulp_nvme_tcp::blocking::{Controller, Options};
+//! use ulp_nvme_tcp::{Controller, Options, SgBuffer};
 //!
 //! let options = Options::new("nqn.2024-01.io.example:disk");
 //! let mut ctrl = Controller::connect("127.0.0.1:4420", &options)?;
-//! let buffer = ctrl.read(0, SgBuffer::zeroed(4096))?; // LBA 0, the buffer comes back
-//! assert_eq!(buffer.len(), 4096);
-//! # Ok::<(), ulp_nvme_tcp::blocking::Error>(())
+//! let buffer = ctrl.read(0, SgBuffer::zeroed(1 << 20))?; // 1 MiB from LBA 0, the buffer comes back
+//! assert_eq!(buffer.len(), 1 << 20);
+//! # Ok::<(), ulp_nvme_tcp::Error>(())
 //! ```
 //!
 //! The same host without I/O: bytes, commands and time in; transmits, events and the next
@@ -18,8 +17,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use ulp_ddp_core::QueueId;
-//! use ulp_nvme_tcp::{Connection, ConnectionConfig, Digests, NoOffload, SansIo};
+//! use ulp_nvme_tcp::{Connection, ConnectionConfig, Digests, NoOffload, QueueId, SansIo};
 //!
 //! let mut conn = Connection::new(ConnectionConfig::admin(QueueId(0), Digests::NONE), NoOffload);
 //! {
@@ -50,6 +48,11 @@
 //!   [`blocking::Controller`] (admin queue bring-up and one I/O queue). Its default backend is
 //!   [`NoOffload`]: payload is still read from the socket straight into the command's buffer.
 //!
+//! Everything above is re-exported at the crate root (the blocking [`Controller`], [`Options`],
+//! [`Error`]; the sans-IO [`Connection`]; [`SgBuffer`], [`NoOffload`], [`Digests`] and the other
+//! core types that appear in this crate's signatures), so a program needs imports from this
+//! crate only; the modules stay for the less common pieces.
+//!
 //! The same roles carry the same names in `ulp-iscsi`: `Connection`, `ConnectionConfig`,
 //! `Event`, `ConnectionError`, `Violation`, `Data`, `Completion`, `blocking`.
 #![forbid(unsafe_code)]
@@ -61,10 +64,18 @@ pub mod nvme;
 pub mod plugin;
 pub mod wire;
 
+// The flat API: what a user of the blocking driver or the sans-IO host needs, from this crate
+// alone (the core's own types re-exported where they appear in this crate's signatures).
+pub use blocking::{
+    Controller, ControllerEvent, Error, Io, IoCompletion, IoError, Options, Timeout, discover,
+};
 pub use connection::{
     Completion, Connection, ConnectionConfig, ConnectionError, Data, Event, Negotiated,
     SubmitError, Violation,
 };
-pub use nvme::Status;
+pub use discovery::DiscoveryLog;
+pub use nvme::{AsyncEvent, ControllerInfo, NamespaceInfo, Status};
 pub use plugin::{ControllerPdu, NVME_TCP, NvmeTcpHost};
-pub use ulp_ddp_core::{Digests, NoOffload, SansIo, SgBuffer};
+pub use ulp_ddp_core::{
+    DdpBackend, Digests, NoOffload, QueueId, SansIo, SgBuffer, Stats, Transmit,
+};
