@@ -159,11 +159,7 @@ fn stream<B: Bench>(data: &[u8], pdu: usize, digests: bool) -> (Vec<u8>, Vec<Par
 
 fn engine<B: Bench>(digests: bool) -> Engine<B::P, SwBackend> {
     let plugin = B::plugin(digests);
-    let config = QueueConfig {
-        header_digest: digests,
-        data_digest: digests,
-        ..QueueConfig::new(plugin.id(), QueueId(1))
-    };
+    let config = QueueConfig::new(plugin.id(), QueueId(1)).with_digests(digests, digests);
     Engine::new(plugin, SwBackend::new(), config, EngineOptions::default())
 }
 

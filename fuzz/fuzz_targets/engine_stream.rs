@@ -14,11 +14,7 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let (hd, dd) = (control & 1 == 1, control & 2 == 2);
-    let config = QueueConfig {
-        header_digest: hd,
-        data_digest: dd,
-        ..QueueConfig::new(toy::TOY, QueueId(0))
-    };
+    let config = QueueConfig::new(toy::TOY, QueueId(0)).with_digests(hd, dd);
     let mut e = Engine::new(toy::Toy::new(hd, dd), SwBackend::new(), config, EngineOptions::default());
     for t in 0..4u32 {
         let segs = vec![vec![0xEE; 8 + t as usize * 40], vec![0xEE; 16]];

@@ -33,17 +33,13 @@ fuzz_target!(|input: &[u8]| {
         return;
     }
     let isn = u32::MAX - (seed as u32 % 200_000);
-    let config = QueueConfig {
-        header_digest: hd,
-        data_digest: dd,
-        queue_depth: 16,
-        rx_seq: TcpSeq(isn),
-        ..QueueConfig::new(NVME_TCP, QueueId(1))
-    };
-    let model = Model::with_config(ModelConfig {
-        invalidate_polls: u32::from(control >> 4),
-        ..ModelConfig::default()
-    });
+    let config = QueueConfig::new(NVME_TCP, QueueId(1))
+        .with_digests(hd, dd)
+        .with_queue_depth(16)
+        .with_rx_seq(TcpSeq(isn));
+    let mut model_config = ModelConfig::default();
+    model_config.invalidate_polls = u32::from(control >> 4);
+    let model = Model::with_config(model_config);
     let mut nic = Nic::new(protocol, model, config, EngineOptions::default());
     for cmd in &workload.commands {
         let segments = cmd.segments.iter().map(|&n| vec![0xEE; n]).collect();

@@ -9,6 +9,7 @@ use ulp_ddp_core::{QueueId, TcpSeq};
 /// What the device can do (the `MLX5_CAP_DEV_NVMEOTCP` capability page, reduced to what the
 /// driver reads).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct DeviceCaps {
     /// Direct data placement (`zerocopy`).
     pub zerocopy: bool,

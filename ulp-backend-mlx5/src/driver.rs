@@ -25,6 +25,7 @@ pub const MAX_IO_BYTES: u64 = 512 * 1024;
 
 /// The driver's counters: the kernel's `rx_nvmeotcp_*` statistics, with the same meanings.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Mlx5Stats {
     /// Queue contexts created (`rx_nvmeotcp_sk_add`).
     pub sk_add: u64,
@@ -458,22 +459,18 @@ impl<D: Device> DdpBackend for Mlx5Backend<D> {
         if protocol != NVME_TCP || !caps.zerocopy || !caps.crc_rx {
             return None;
         }
-        Some(Limits {
-            protocol,
-            max_segments: MAX_SGL.min(caps.max_klm_per_mkey),
-            max_io_bytes: MAX_IO_BYTES,
-            io_threshold: IO_THRESHOLD,
-            max_queues: MAX_QUEUES.min(caps.max_queue_contexts),
-            max_queue_depth: 1 << caps.log_max_tag_buffer_size.min(16),
-            // ConnectX-7 maps only CCIDs below the queue depth (no full CCID range, so no
-            // generation bits in the CID); the driver also refuses others in `setup`.
-            tag_range: TagRange::BelowQueueDepth,
-            digests: DigestOffload {
-                header: false,
-                data: caps.crc_rx,
-            },
-            tls: false,
-        })
+        let mut limits = Limits::unlimited(protocol);
+        limits.max_segments = MAX_SGL.min(caps.max_klm_per_mkey);
+        limits.max_io_bytes = MAX_IO_BYTES;
+        limits.io_threshold = IO_THRESHOLD;
+        limits.max_queues = MAX_QUEUES.min(caps.max_queue_contexts);
+        limits.max_queue_depth = 1 << caps.log_max_tag_buffer_size.min(16);
+        // ConnectX-7 maps only CCIDs below the queue depth (no full CCID range, so no
+        // generation bits in the CID); the driver also refuses others in `setup`.
+        limits.tag_range = TagRange::BelowQueueDepth;
+        limits.digests = DigestOffload::new(false, caps.crc_rx);
+        limits.tls = false;
+        Some(limits)
     }
 
     fn queue_add(&mut self, config: &QueueConfig) -> Result<(), BackendError> {
@@ -555,19 +552,18 @@ impl<D: Device> DdpBackend for Mlx5Backend<D> {
 
     fn stats(&self) -> Stats {
         let c = self.counters;
-        Stats {
-            queues_added: c.sk_add,
-            queues_add_failed: c.sk_add_fail,
-            queues_deleted: c.sk_del,
-            setups: c.setup,
-            setup_failures: c.setup_fail,
-            teardowns: c.teardown,
-            teardowns_completed: self.teardowns_completed,
-            bytes_placed: c.bytes,
-            resync_requests: c.resync,
-            drops: c.drop,
-            ..Stats::default()
-        }
+        let mut stats = Stats::default();
+        stats.queues_added = c.sk_add;
+        stats.queues_add_failed = c.sk_add_fail;
+        stats.queues_deleted = c.sk_del;
+        stats.setups = c.setup;
+        stats.setup_failures = c.setup_fail;
+        stats.teardowns = c.teardown;
+        stats.teardowns_completed = self.teardowns_completed;
+        stats.bytes_placed = c.bytes;
+        stats.resync_requests = c.resync;
+        stats.drops = c.drop;
+        stats
     }
 
     fn copy_with_crc(dst: &mut [u8], src: &[u8], crc: Option<&mut Crc32c>) {

@@ -21,8 +21,10 @@ use crate::device::{
 /// PDUs longer than this are not believed when searching for a header.
 const MAX_PLAUSIBLE_PLEN: usize = 16 << 20;
 
-/// Settings of a [`Model`].
+/// Settings of a [`Model`]: start from `ModelConfig::default()` and assign fields (the struct
+/// may grow).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct ModelConfig {
     /// The capabilities it reports.
     pub caps: DeviceCaps,
@@ -55,6 +57,7 @@ pub struct DmaWrite {
 
 /// What the model did, for tests and the documentation's figures.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct ModelStats {
     /// Segments received on offloaded flows.
     pub segments: u64,

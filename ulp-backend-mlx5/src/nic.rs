@@ -8,6 +8,7 @@ use crate::reasm::Reassembly;
 
 /// What the harness carried between the parts.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct NicStats {
     /// Segments delivered.
     pub segments: u64,

@@ -17,10 +17,8 @@ fn conformance_kit() {
 
 #[test]
 fn conformance_kit_with_immediate_invalidation() {
-    let config = ModelConfig {
-        invalidate_polls: 0,
-        ..ModelConfig::default()
-    };
+    let mut config = ModelConfig::default();
+    config.invalidate_polls = 0;
     testkit::run_all::<Mlx5Backend<Model>, NvmeTcpHost>(|| {
         Mlx5Backend::new(Model::with_config(config))
     });
@@ -41,10 +39,7 @@ fn limits_are_connectx7() {
 
 #[test]
 fn ccids_beyond_the_queue_depth_are_not_mapped() {
-    let config = QueueConfig {
-        queue_depth: 32,
-        ..QueueConfig::new(NVME_TCP, QueueId(1))
-    };
+    let config = QueueConfig::new(NVME_TCP, QueueId(1)).with_queue_depth(32);
     let mut e = Engine::new(
         NvmeTcpHost::new(),
         Mlx5Backend::new(Model::new()),

@@ -96,12 +96,9 @@ fn finish<P: Protocol, B: DdpBackend>(e: &mut Engine<P, B>, out: &mut Outcome) {
 }
 
 fn config(hd: bool, dd: bool) -> QueueConfig {
-    QueueConfig {
-        header_digest: hd,
-        data_digest: dd,
-        queue_depth: 64,
-        ..QueueConfig::new(ulp_nvme_tcp::NVME_TCP, QueueId(1))
-    }
+    QueueConfig::new(ulp_nvme_tcp::NVME_TCP, QueueId(1))
+        .with_digests(hd, dd)
+        .with_queue_depth(64)
 }
 
 fn software(w: &Workload, hd: bool, dd: bool) -> Outcome {
@@ -187,10 +184,7 @@ fn mlx5(w: &Workload, hd: bool, dd: bool, net: Network, isn: u32, rng: &mut Rng)
     let mut nic = Nic::new(
         <NvmeTcpHost as KitProtocol>::with_digests(hd, dd),
         Model::new(),
-        QueueConfig {
-            rx_seq: TcpSeq(isn),
-            ..config(hd, dd)
-        },
+        config(hd, dd).with_rx_seq(TcpSeq(isn)),
         EngineOptions::default(),
     );
     register(nic.engine_mut(), w);
@@ -263,10 +257,7 @@ fn a_faulty_network_still_places_and_agrees() {
     let mut nic = Nic::new(
         <NvmeTcpHost as KitProtocol>::with_digests(true, true),
         Model::new(),
-        QueueConfig {
-            rx_seq: TcpSeq(isn),
-            ..config(true, true)
-        },
+        config(true, true).with_rx_seq(TcpSeq(isn)),
         EngineOptions::default(),
     );
     register(nic.engine_mut(), &w);

@@ -55,12 +55,9 @@ fn stream(commands: usize, len: usize, pdu: usize, digests: Digests) -> Stream {
 }
 
 fn nic(model: Model, digests: Digests) -> Nic<NvmeTcpHost> {
-    let config = QueueConfig {
-        header_digest: digests.header,
-        data_digest: digests.data,
-        rx_seq: TcpSeq(ISN),
-        ..QueueConfig::new(NVME_TCP, QueueId(1))
-    };
+    let config = QueueConfig::new(NVME_TCP, QueueId(1))
+        .with_digests(digests.header, digests.data)
+        .with_rx_seq(TcpSeq(ISN));
     Nic::new(
         NvmeTcpHost::with_digests(digests),
         model,
@@ -163,10 +160,9 @@ fn in_order_traffic_is_placed_with_zero_cpu_copies() {
 
 #[test]
 fn teardown_completes_asynchronously() {
-    let model = Model::with_config(ModelConfig {
-        invalidate_polls: 3,
-        ..ModelConfig::default()
-    });
+    let mut config = ModelConfig::default();
+    config.invalidate_polls = 3;
+    let model = Model::with_config(config);
     let mut nic = nic(model, Digests::NONE);
     let buffer = SgBuffer::zeroed(64 * 1024);
     assert_eq!(

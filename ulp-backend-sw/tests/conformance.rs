@@ -14,15 +14,14 @@ use ulp_ddp_core::{
 use ulp_testbed::toy::{TOY, Toy};
 
 fn device_like_limits() -> Limits {
-    Limits {
-        max_segments: 4,
-        max_io_bytes: 512 * 1024,
-        io_threshold: 2048,
-        max_queues: 16,
-        max_queue_depth: 1024,
-        tag_range: TagRange::BelowQueueDepth,
-        ..Limits::unlimited(TOY)
-    }
+    let mut limits = Limits::unlimited(TOY);
+    limits.max_segments = 4;
+    limits.max_io_bytes = 512 * 1024;
+    limits.io_threshold = 2048;
+    limits.max_queues = 16;
+    limits.max_queue_depth = 1024;
+    limits.tag_range = TagRange::BelowQueueDepth;
+    limits
 }
 
 #[test]
@@ -41,12 +40,9 @@ fn conformance_kit_with_device_like_limits() {
 }
 
 fn engine(backend: SwBackend, hd: bool, dd: bool) -> Engine<Toy, SwBackend> {
-    let config = QueueConfig {
-        header_digest: hd,
-        data_digest: dd,
-        queue_depth: 64,
-        ..QueueConfig::new(TOY, QueueId(1))
-    };
+    let config = QueueConfig::new(TOY, QueueId(1))
+        .with_digests(hd, dd)
+        .with_queue_depth(64);
     Engine::new(Toy::new(hd, dd), backend, config, EngineOptions::default())
 }
 

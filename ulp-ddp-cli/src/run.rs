@@ -51,12 +51,9 @@ pub struct Report {
 }
 
 fn engine(spec: &Spec) -> Engine<Toy, SwBackend> {
-    let config = QueueConfig {
-        header_digest: spec.digests,
-        data_digest: spec.digests,
-        queue_depth: 1024,
-        ..QueueConfig::new(TOY, QueueId(1))
-    };
+    let config = QueueConfig::new(TOY, QueueId(1))
+        .with_digests(spec.digests, spec.digests)
+        .with_queue_depth(1024);
     Engine::new(
         Toy::new(spec.digests, spec.digests),
         SwBackend::new(),

@@ -3,7 +3,20 @@
 use crate::types::{ProtocolId, QueueId, TcpSeq};
 
 /// How one queue (one TCP connection) is set up, given to the backend when the queue is added.
+///
+/// Start from [`QueueConfig::new`] and chain the `with_*` setters, or assign fields (the
+/// struct may grow: other crates cannot build it with a literal).
+///
+/// ```
+/// use ulp_ddp_core::{ProtocolId, QueueConfig, QueueId};
+///
+/// let config = QueueConfig::new(ProtocolId("toy"), QueueId(1))
+///     .with_digests(true, true)
+///     .with_queue_depth(64);
+/// assert!(config.header_digest && config.data_digest);
+/// ```
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// The protocol spoken on the connection.
     pub protocol: ProtocolId,
@@ -44,5 +57,27 @@ impl QueueConfig {
             cpu_hint: None,
             rx_seq: TcpSeq(0),
         }
+    }
+
+    /// The same configuration with header and data digests as given.
+    #[must_use]
+    pub fn with_digests(mut self, header: bool, data: bool) -> Self {
+        self.header_digest = header;
+        self.data_digest = data;
+        self
+    }
+
+    /// The same configuration with queue depth `depth`.
+    #[must_use]
+    pub fn with_queue_depth(mut self, depth: u32) -> Self {
+        self.queue_depth = depth;
+        self
+    }
+
+    /// The same configuration with the stream starting at sequence number `seq`.
+    #[must_use]
+    pub fn with_rx_seq(mut self, seq: TcpSeq) -> Self {
+        self.rx_seq = seq;
+        self
     }
 }

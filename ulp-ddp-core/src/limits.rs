@@ -27,6 +27,7 @@ impl TagRange {
 
 /// Which digests a backend verifies itself (so the CPU does not have to).
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct DigestOffload {
     /// Header digests are verified by the backend.
     pub header: bool,
@@ -34,12 +35,32 @@ pub struct DigestOffload {
     pub data: bool,
 }
 
+impl DigestOffload {
+    /// The backend verifies header digests if `header`, data digests if `data`.
+    pub const fn new(header: bool, data: bool) -> Self {
+        Self { header, data }
+    }
+}
+
 /// A backend's limits for one protocol.
 ///
 /// The receive engine applies them before asking the backend to map a command, so that every
 /// backend declines the same commands for the same reasons; the backend may still refuse for
 /// its own reasons (resources), which is not an I/O error either: the engine then copies.
+///
+/// Start from [`Limits::unlimited`] and assign the fields that differ (the struct may grow:
+/// other crates cannot build it with a literal).
+///
+/// ```
+/// use ulp_ddp_core::{DigestOffload, Limits, ProtocolId, TagRange};
+///
+/// let mut limits = Limits::unlimited(ProtocolId("toy"));
+/// limits.io_threshold = 32 * 1024;
+/// limits.tag_range = TagRange::BelowQueueDepth;
+/// limits.digests = DigestOffload::new(false, true);
+/// ```
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The protocol these limits are for.
     pub protocol: ProtocolId,

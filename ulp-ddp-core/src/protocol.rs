@@ -98,6 +98,7 @@ pub const MAX_PAD: u32 = 3;
 
 /// A [`PduLayout`] the engine cannot frame.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// The data starts inside the header.
     DataInsideHeader {

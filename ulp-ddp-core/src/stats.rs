@@ -6,7 +6,11 @@ use core::ops::AddAssign;
 ///
 /// The first block mirrors the kernel's ULP DDP counters; the rest say where every payload byte
 /// and every digest verdict came from.
+///
+/// The struct may grow: a backend builds its figures from `Stats::default()` and assigns the
+/// fields it counts.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Queues offloaded (kernel: `sk_add`).
     pub queues_added: u64,

@@ -190,6 +190,7 @@ fn data_offset<P: Protocol>(protocol: &mut P, pdu: &[u8]) -> Option<usize> {
 
 /// What one run of a workload produced.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Outcome {
     /// Buffers handed back, by tag, as bytes.
     pub buffers: Vec<(Tag, Vec<u8>)>,

@@ -40,12 +40,10 @@ impl Script {
 
 impl DdpBackend for Script {
     fn limits(&self, protocol: ProtocolId) -> Option<Limits> {
-        (protocol == TOY).then(|| Limits {
-            digests: DigestOffload {
-                header: false,
-                data: true,
-            },
-            ..Limits::unlimited(TOY)
+        (protocol == TOY).then(|| {
+            let mut limits = Limits::unlimited(TOY);
+            limits.digests = DigestOffload::new(false, true);
+            limits
         })
     }
     fn queue_add(&mut self, config: &QueueConfig) -> Result<(), BackendError> {
@@ -102,11 +100,7 @@ impl DdpBackend for Script {
 }
 
 fn cfg(hd: bool, dd: bool) -> QueueConfig {
-    QueueConfig {
-        header_digest: hd,
-        data_digest: dd,
-        ..QueueConfig::new(TOY, QueueId(1))
-    }
+    QueueConfig::new(TOY, QueueId(1)).with_digests(hd, dd)
 }
 
 fn sw(hd: bool, dd: bool) -> Engine<Toy, NoOffload> {
@@ -510,10 +504,7 @@ fn resync_requests_are_answered_at_the_right_place() {
     let start = TcpSeq(u32::MAX - 20); // wraps inside the stream
     let b_at = start.wrapping_add(a.len() as u32);
     let c_at = b_at.wrapping_add(b.len() as u32);
-    let config = QueueConfig {
-        rx_seq: start,
-        ..cfg(false, false)
-    };
+    let config = cfg(false, false).with_rx_seq(start);
     let mut e = Engine::new(toy, Script::default(), config, EngineOptions::default());
     e.setup(Tag(0), SgBuffer::zeroed(40)).unwrap();
     // Ahead, at a PDU start: confirmed when the stream reaches it.
@@ -719,11 +710,7 @@ fn reconfigure_re_offers_the_queue_between_pdus_only() {
     assert!(e.is_offloaded());
     e.receive(Piece::bytes(&toy.encode_control(b"login")[..6]))
         .unwrap();
-    let digests_on = QueueConfig {
-        header_digest: true,
-        data_digest: true,
-        ..*e.config()
-    };
+    let digests_on = e.config().with_digests(true, true);
     assert_eq!(e.reconfigure(digests_on), Err(Error::Busy), "mid-PDU");
     e.receive(Piece::bytes(&toy.encode_control(b"login")[6..]))
         .unwrap();

@@ -13,6 +13,7 @@ pub const MAX_CHALLENGE: usize = 1024;
 
 /// Why a CHAP value was refused.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub enum ChapError {
     /// Not a `0x`-hex or `0b`-base64 binary value.
     BadEncoding,

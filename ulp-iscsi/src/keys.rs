@@ -90,6 +90,7 @@ impl DigestPref {
 /// The operational parameters of a session and connection, as negotiated (RFC 7143 defaults
 /// until then).
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Params {
     /// HeaderDigest=CRC32C.
     pub header_digest: bool,
@@ -154,6 +155,7 @@ impl Default for Params {
 
 /// Why negotiation failed: the target answered outside what the rules allow.
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub enum NegotiationError {
     /// The answer to `key` is not allowed (out of range, not in the offer, breaks the result
     /// function).
@@ -280,8 +282,10 @@ impl fmt::Display for NegotiationError {
 
 impl std::error::Error for NegotiationError {}
 
-/// What the initiator asks for.
+/// What the initiator asks for: start from `Wanted::default()` and assign fields (the struct
+/// may grow).
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Wanted {
     /// Header digest preference.
     pub header_digest: DigestPref,

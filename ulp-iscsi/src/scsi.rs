@@ -564,6 +564,7 @@ impl Capacity {
 
 /// The identifying part of standard INQUIRY data.
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Inquiry {
     /// Peripheral device type (0 = direct access block device).
     pub device_type: u8,

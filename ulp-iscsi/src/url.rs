@@ -4,6 +4,7 @@ use core::fmt;
 
 /// A parsed iSCSI URL.
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct IscsiUrl {
     /// Host name or address.
     pub host: String,
@@ -21,6 +22,7 @@ pub struct IscsiUrl {
 
 /// Why a URL did not parse.
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct UrlError(pub &'static str);
 
 impl fmt::Display for UrlError {

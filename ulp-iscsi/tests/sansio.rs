@@ -95,10 +95,8 @@ fn logged_in_with(max_cmd_sn: u32, backend: SwBackend) -> Connection<SwBackend> 
 /// the new settings (52-byte header), i.e. they take effect exactly at the PDU boundary.
 #[test]
 fn header_digest_applies_from_the_pdu_after_the_final_login_response() {
-    let wanted = ulp_iscsi::keys::Wanted {
-        header_digest: ulp_iscsi::keys::DigestPref::Prefer,
-        ..ulp_iscsi::keys::Wanted::default()
-    };
+    let mut wanted = ulp_iscsi::keys::Wanted::default();
+    wanted.header_digest = ulp_iscsi::keys::DigestPref::Prefer;
     let nop = NopInRepr {
         lun: Lun::default(),
         itt: Itt::RESERVED,
@@ -259,10 +257,8 @@ fn cmd_sn_window_holds_commands_until_it_opens() {
 #[test]
 fn tags_stay_within_the_backend_tag_range() {
     // A backend tracking 2-bit tags: at most 4 ITTs (0..4) although the queue is 8 deep.
-    let limits = ulp_ddp_core::Limits {
-        tag_range: ulp_ddp_core::TagRange::Bits(2),
-        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
-    };
+    let mut limits = ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI);
+    limits.tag_range = ulp_ddp_core::TagRange::Bits(2);
     let mut c = logged_in_with(100, SwBackend::with_limits(limits));
     for _ in 0..6 {
         read(&mut c, 512);
@@ -546,10 +542,8 @@ fn queue_config_carries_required_digests() {
 #[test]
 fn no_data_out_after_the_write_completed() {
     // One task tag, so the next command takes the write's.
-    let limits = ulp_ddp_core::Limits {
-        tag_range: ulp_ddp_core::TagRange::Bits(0),
-        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
-    };
+    let mut limits = ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI);
+    limits.tag_range = ulp_ddp_core::TagRange::Bits(0);
     let mut c = logged_in_with(100, SwBackend::with_limits(limits));
     let id = c.submit(Command {
         lun: Lun::default(),
@@ -735,10 +729,8 @@ fn an_empty_read_buffer_comes_back() {
 #[test]
 fn an_answer_for_a_command_not_sent_yet_is_refused() {
     // One task tag, so the second read waits for the first one's.
-    let limits = ulp_ddp_core::Limits {
-        tag_range: ulp_ddp_core::TagRange::Bits(0),
-        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
-    };
+    let mut limits = ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI);
+    limits.tag_range = ulp_ddp_core::TagRange::Bits(0);
     let mut c = logged_in_with(100, SwBackend::with_limits(limits));
     let (first, itt) = read_with_itt(&mut c, 512);
     let second = c.submit(Command {
@@ -782,10 +774,8 @@ fn an_answer_for_a_command_not_sent_yet_is_refused() {
 /// (the tag was the previous command's) does not end that command.
 #[test]
 fn a_reject_for_a_command_not_sent_yet_is_not_for_it() {
-    let limits = ulp_ddp_core::Limits {
-        tag_range: ulp_ddp_core::TagRange::Bits(0),
-        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
-    };
+    let mut limits = ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI);
+    limits.tag_range = ulp_ddp_core::TagRange::Bits(0);
     let mut c = logged_in_with(100, SwBackend::with_limits(limits));
     let (first, itt) = read_with_itt(&mut c, 512);
     let header = {
@@ -838,10 +828,8 @@ fn a_reject_for_a_command_not_sent_yet_is_not_for_it() {
 /// did not log out cleanly (it was taken as a clean logout).
 #[test]
 fn a_logout_response_before_the_logout_request_went_out_is_refused() {
-    let limits = ulp_ddp_core::Limits {
-        tag_range: ulp_ddp_core::TagRange::Bits(0),
-        ..ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI)
-    };
+    let mut limits = ulp_ddp_core::Limits::unlimited(ulp_iscsi::ISCSI);
+    limits.tag_range = ulp_ddp_core::TagRange::Bits(0);
     let mut c = logged_in_with(100, SwBackend::with_limits(limits));
     c.logout().unwrap();
     let r = ulp_iscsi::wire::logout::LogoutResponseRepr {

@@ -363,6 +363,7 @@ impl fmt::Display for TcpSecurity {
 
 /// One Discovery Log Page entry, every field decoded.
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct DiscoveryEntry {
     /// Transport type (TRTYPE).
     pub trtype: TransportType,

@@ -649,6 +649,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
 
 /// What a host needs from Identify Controller.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct ControllerInfo {
     /// Model number, trimmed.
     pub model: String,
@@ -723,6 +724,7 @@ impl ControllerInfo {
 
 /// What a host needs from Identify Namespace.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct NamespaceInfo {
     /// Size in logical blocks.
     pub nsze: u64,

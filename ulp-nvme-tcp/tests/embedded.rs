@@ -112,10 +112,9 @@ fn pipelined_commands() {
     let mut o = Options::new(target.subnqn());
     o.queue_depth = 8;
     let mut c = Controller::connect_with(target.addr(), &o, |_| {
-        SwBackend::with_limits(ulp_ddp_core::Limits {
-            tag_range: TagRange::BelowQueueDepth,
-            ..ulp_ddp_core::Limits::unlimited(ulp_nvme_tcp::NVME_TCP)
-        })
+        let mut limits = ulp_ddp_core::Limits::unlimited(ulp_nvme_tcp::NVME_TCP);
+        limits.tag_range = TagRange::BelowQueueDepth;
+        SwBackend::with_limits(limits)
     })
     .expect("connect");
     let len = 32 * 1024;

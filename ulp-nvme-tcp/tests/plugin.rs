@@ -12,11 +12,7 @@ use ulp_nvme_tcp::wire::{
 use ulp_nvme_tcp::{ControllerPdu, NVME_TCP, NvmeTcpHost};
 
 fn engine(digests: Digests) -> Engine<NvmeTcpHost, SwBackend> {
-    let config = QueueConfig {
-        header_digest: digests.header,
-        data_digest: digests.data,
-        ..QueueConfig::new(NVME_TCP, QueueId(1))
-    };
+    let config = QueueConfig::new(NVME_TCP, QueueId(1)).with_digests(digests.header, digests.data);
     Engine::new(
         NvmeTcpHost::with_digests(digests),
         SwBackend::new(),

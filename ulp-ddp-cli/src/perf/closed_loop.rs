@@ -160,17 +160,16 @@ impl Progress {
 
 /// Subtracts counters (`after - before`) for the fields the summary shows.
 pub fn stats_delta(after: Stats, before: Stats) -> Stats {
-    Stats {
-        pdus: after.pdus - before.pdus,
-        data_pdus: after.data_pdus - before.data_pdus,
-        bytes_placed: after.bytes_placed - before.bytes_placed,
-        bytes_copied: after.bytes_copied - before.bytes_copied,
-        bytes_read_in_place: after.bytes_read_in_place - before.bytes_read_in_place,
-        digests_offloaded: after.digests_offloaded - before.digests_offloaded,
-        digests_computed: after.digests_computed - before.digests_computed,
-        digests_failed: after.digests_failed - before.digests_failed,
-        ..after
-    }
+    let mut delta = after;
+    delta.pdus = after.pdus - before.pdus;
+    delta.data_pdus = after.data_pdus - before.data_pdus;
+    delta.bytes_placed = after.bytes_placed - before.bytes_placed;
+    delta.bytes_copied = after.bytes_copied - before.bytes_copied;
+    delta.bytes_read_in_place = after.bytes_read_in_place - before.bytes_read_in_place;
+    delta.digests_offloaded = after.digests_offloaded - before.digests_offloaded;
+    delta.digests_computed = after.digests_computed - before.digests_computed;
+    delta.digests_failed = after.digests_failed - before.digests_failed;
+    delta
 }
 
 // ----- the raw TCP baselines -----

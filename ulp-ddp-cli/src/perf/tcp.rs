@@ -171,10 +171,8 @@ pub fn tcp_perf(spec: &PerfSpec, baseline: TcpBaseline) -> Result<PerfResult, St
     let _ = io.sock.shutdown(std::net::Shutdown::Both);
     let _ = server.join();
     let run = result?;
-    let stats = Stats {
-        bytes_read_in_place: run.commands * bs as u64,
-        ..Stats::default()
-    };
+    let mut stats = Stats::default();
+    stats.bytes_read_in_place = run.commands * bs as u64;
     let how = if baseline.request_response {
         "one block per 64-byte request"
     } else {

@@ -194,6 +194,7 @@ pub enum ReadTarget<'a> {
 
 /// Engine settings beyond the queue's configuration.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct EngineOptions {
     /// Most data bytes buffered for one control PDU.
     pub max_control_data: u32,

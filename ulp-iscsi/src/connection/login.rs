@@ -444,11 +444,9 @@ impl<B: DdpBackend> Connection<B> {
         // and registers no buffer, so the engine is between PDUs and idle; if it were not, the
         // queue would simply keep its first configuration (the engine frames correctly either
         // way).
-        let negotiated = QueueConfig {
-            header_digest: self.digests.header,
-            data_digest: self.digests.data,
-            ..*self.engine.config()
-        };
+        let mut negotiated: QueueConfig = *self.engine.config();
+        negotiated.header_digest = self.digests.header;
+        negotiated.data_digest = self.digests.data;
         let _ = self.engine.reconfigure(negotiated);
         self.params = params;
         self.tsih = r.tsih;

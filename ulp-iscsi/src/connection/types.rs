@@ -160,6 +160,7 @@ pub enum Residual {
 
 /// How a SCSI command ended at the target.
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct ScsiOutcome {
     /// SCSI status (0 GOOD, 2 CHECK CONDITION ...).
     pub status: u8,
@@ -286,7 +287,14 @@ impl fmt::Display for CommandError {
     }
 }
 
-impl std::error::Error for CommandError {}
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::ConnectionLost(cause) => Some(&**cause),
+            _ => None,
+        }
+    }
+}
 
 /// A completed command. Its buffer is the caller's again.
 #[derive(Debug)]
@@ -302,6 +310,7 @@ pub struct Completion {
 
 /// A target found by SendTargets.
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct DiscoveredTarget {
     /// TargetName.
     pub name: String,
@@ -978,4 +987,21 @@ pub enum Phase {
     Closed,
     /// Failed.
     Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn command_error_names_the_lost_connection_as_its_source() {
+        let lost = CommandError::ConnectionLost(Box::new(ConnectionError::Socket(
+            "connection reset by peer".into(),
+        )));
+        let source = lost.source().expect("a lost connection is the source");
+        assert_eq!(source.to_string(), "socket: connection reset by peer");
+        assert!(CommandError::Invalid("too much data").source().is_none());
+    }
 }

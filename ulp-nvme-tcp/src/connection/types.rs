@@ -97,6 +97,7 @@ impl ConnectionConfig {
 
 /// What ICResp negotiated.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Negotiated {
     /// Digests in use.
     pub digests: Digests,
