@@ -27,5 +27,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked
+# Every library crate packages and its package builds on its own (verification). One invocation:
+# cargo packages the workspace path dependencies into a local registry overlay, so ulp-nvme-tcp
+# verifies against the packaged ulp-ddp-core (alone, `cargo package -p ulp-nvme-tcp` fails until
+# the core is on crates.io). About 25 s. --allow-dirty only matters for local runs.
+cargo package --locked --allow-dirty \
+    -p ulp-ddp-core -p ulp-backend-sw -p ulp-backend-mlx5 -p ulp-nvme-tcp -p ulp-iscsi
 # The fuzz targets build on stable (they run under nightly with cargo fuzz; see fuzz/README.md).
 cargo check --manifest-path fuzz/Cargo.toml --quiet
