@@ -26,7 +26,7 @@
 //! use ulp_nvme_tcp::wire::{C2hDataRepr, Digests, Pda};
 //! use ulp_nvme_tcp::{NVME_TCP, NvmeTcpHost};
 //!
-//! let config = QueueConfig { rx_seq: TcpSeq(1000), ..QueueConfig::new(NVME_TCP, QueueId(1)) };
+//! let config = QueueConfig::new(NVME_TCP, QueueId(1)).with_rx_seq(TcpSeq(1000));
 //! let mut nic = Nic::new(NvmeTcpHost::new(), Model::new(), config, EngineOptions::default());
 //! let setup = nic.engine_mut().setup(Tag(3), SgBuffer::zeroed(64 * 1024)).unwrap();
 //! assert_eq!(setup, SetupOutcome::Offloaded);
