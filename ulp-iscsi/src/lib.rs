@@ -54,6 +54,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+pub mod bringup;
 pub mod chap;
 pub mod connection;
 pub mod keys;

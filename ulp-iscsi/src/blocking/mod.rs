@@ -27,6 +27,7 @@ use std::time::Duration;
 use ulp_ddp_core::SgBuffer;
 pub use ulp_ddp_core::blocking::Timeout;
 
+use crate::bringup::BringupError;
 use crate::connection::{CommandError, ConnectionError};
 use crate::scsi::{self, Sense};
 
@@ -126,6 +127,9 @@ pub enum Error {
     /// READ CAPACITY data the initiator does not use (a block length of 0, say): the field and
     /// its value.
     Capacity(scsi::CapacityError),
+    /// A post-login check of the bring-up failed ([`crate::bringup`]: a LUN's TEST UNIT READY
+    /// or READ CAPACITY, or a LUN that changed across a reinstatement).
+    Bringup(BringupError),
 }
 
 impl fmt::Display for Error {
@@ -152,6 +156,7 @@ impl fmt::Display for Error {
             Self::BadData(what) => write!(f, "bad data: {what}"),
             Self::Refused { reason, .. } => write!(f, "refused: {reason}"),
             Self::Capacity(e) => write!(f, "bad data: {e}"),
+            Self::Bringup(e) => write!(f, "{e}"),
         }
     }
 }
@@ -164,6 +169,7 @@ impl std::error::Error for Error {
             Self::Connection(e) => Some(e),
             Self::Command { error, .. } => Some(error),
             Self::Capacity(e) => Some(e),
+            Self::Bringup(e) => Some(e),
             _ => None,
         }
     }
@@ -209,7 +215,7 @@ impl Error {
                 error: CommandError::Aborted { .. },
                 ..
             } => io::ErrorKind::TimedOut,
-            Self::Command { .. } | Self::Status { .. } => io::ErrorKind::Other,
+            Self::Command { .. } | Self::Status { .. } | Self::Bringup(_) => io::ErrorKind::Other,
             Self::BadData(_) | Self::Capacity(_) => io::ErrorKind::InvalidData,
             Self::Refused { .. } => io::ErrorKind::InvalidInput,
         }
@@ -229,6 +235,18 @@ impl From<Error> for io::Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Self::Io(e)
+    }
+}
+
+/// The login's own errors stay [`Error::Connection`] and [`Error::Timeout`]; the post-login
+/// checks' are [`Error::Bringup`].
+impl From<BringupError> for Error {
+    fn from(e: BringupError) -> Self {
+        match e {
+            BringupError::Connection(e) => Self::Connection(e),
+            BringupError::Timeout(t) => Self::Timeout(t),
+            other => Self::Bringup(other),
+        }
     }
 }
 

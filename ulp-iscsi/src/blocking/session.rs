@@ -10,6 +10,7 @@ use ulp_ddp_core::blocking::{Driver, Turn, is_timeout};
 use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
 
 use super::{Capturing, Direction, Error, Options, SessionEvent, secs, timed_out};
+use crate::bringup::{Bringup, Ready};
 use crate::connection::{
     AsyncEvent, Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError,
     Data, DiscoveredTarget, Event, Phase, Recovery, ScsiOutcome,
@@ -256,14 +257,19 @@ impl<B: DdpBackend> Session<B> {
             hook: None,
             failed_by_end: 0,
         };
-        s.wait_event("the Login Response", |e| matches!(e, Event::Connected))?;
+        let mut bringup = Bringup::new(Instant::now(), s.options.timeout);
+        s.bring_up(&mut bringup)?;
         Ok(s)
     }
 
-    /// Replaces the connection with a new one over `stream` and logs in, before `deadline`
-    /// (and within the silence timeout). The old connection is dropped once the new one
-    /// exists.
-    pub(super) fn relogin(&mut self, stream: TcpStream, deadline: Instant) -> Result<(), Error> {
+    /// Replaces the connection with a new one over `stream` and runs `bringup` on it (login
+    /// and the checks it holds), within the silence timeout. The old connection is dropped
+    /// once the new one exists.
+    pub(super) fn relogin(
+        &mut self,
+        stream: TcpStream,
+        bringup: &mut Bringup,
+    ) -> Result<Ready, Error> {
         let (conn, driver) = start_link(
             &self.config,
             &mut *self.backend,
@@ -274,10 +280,50 @@ impl<B: DdpBackend> Session<B> {
         self.conn = conn;
         self.driver = driver;
         self.events.clear();
-        self.wait_event_until("the Login Response", Some(deadline), |e| {
-            matches!(e, Event::Connected)
-        })?;
-        Ok(())
+        self.bring_up(bringup)
+    }
+
+    /// Runs `bringup` on the new connection (its Login Request queued by
+    /// [`start_link`]): the sans-IO steps shared with the tokio driver, over this driver's
+    /// socket, with the silence timeout on top. The caller's commands are not issued
+    /// meanwhile.
+    fn bring_up(&mut self, bringup: &mut Bringup) -> Result<Ready, Error> {
+        let mut last_rx = Instant::now();
+        let result = loop {
+            while let Some(e) = self.conn.poll_event() {
+                if let Some(other) = bringup.handle_event(&mut self.conn, e) {
+                    self.note_event(other);
+                }
+            }
+            bringup.handle_timeout(Instant::now());
+            if let Some(r) = bringup.poll() {
+                break r.map_err(Error::from);
+            }
+            if let Some(end) = self.ended() {
+                // Over, every event taken (the bring-up fails on the end it sees; this is
+                // the backstop).
+                break Err(Error::Connection(end));
+            }
+            let silent_until = last_rx + self.options.timeout;
+            let until = bringup
+                .poll_timeout()
+                .map_or(silent_until, |d| d.min(silent_until));
+            match self.driver.turn(&mut self.conn, Some(until)) {
+                Ok(Turn::Read(_)) => last_rx = Instant::now(),
+                Ok(Turn::Closed) => {}
+                Ok(Turn::Woken) => {
+                    if Instant::now() >= silent_until {
+                        break Err(timed_out(self.options.timeout, bringup.waiting_for()));
+                    }
+                }
+                Err(e) => break Err(self.socket_error(e)),
+            }
+        };
+        if result.is_err() {
+            let _ = self.driver.flush(&mut self.conn);
+            bringup.abandon(&mut self.conn);
+        }
+        result
     }
 
     /// The sans-IO connection (parameters, engine statistics).
