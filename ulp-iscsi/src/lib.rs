@@ -61,6 +61,8 @@ pub mod keys;
 pub mod plugin;
 pub mod scsi;
 pub mod serial;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod url;
 pub mod wire;
 

@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use ulp_ddp_core::blocking::{Driver, Turn, is_timeout};
-use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
+use ulp_ddp_core::{DdpBackend, NoOffload, SgBuffer, SocketReader};
 
 use super::{Capturing, Direction, Error, Options, SessionEvent, secs, timed_out};
 use crate::bringup::{Bringup, Ready};
@@ -23,14 +23,14 @@ type EventHook = Box<dyn FnMut(&SessionEvent)>;
 
 /// What a tracked command moves.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Read,
     Write,
     None,
 }
 
 impl Kind {
-    fn of(data: &Data) -> Self {
+    pub(crate) fn of(data: &Data) -> Self {
         match data {
             Data::Read(_) => Self::Read,
             Data::Write(_) => Self::Write,
@@ -38,7 +38,7 @@ impl Kind {
         }
     }
 
-    pub(super) fn data(self, buffer: Option<SgBuffer>) -> Data {
+    pub(crate) fn data(self, buffer: Option<SgBuffer>) -> Data {
         match (self, buffer) {
             (Self::Read, Some(b)) => Data::Read(b),
             (Self::Write, Some(b)) => Data::Write(b),
@@ -433,17 +433,7 @@ impl<B: DdpBackend> Session<B> {
 
     /// Why the connection ended, once it has.
     pub(super) fn ended(&self) -> Option<ConnectionError> {
-        if !self.conn.is_closed() {
-            return None;
-        }
-        Some(match self.conn.phase() {
-            Phase::Closed => ConnectionError::LoggedOut,
-            _ => self
-                .conn
-                .failure()
-                .cloned()
-                .unwrap_or(ConnectionError::PeerClosed),
-        })
+        super::ended(&self.conn)
     }
 
     /// Whether recovery applies to a connection end now.
@@ -794,28 +784,13 @@ impl<B: DdpBackend> Session<B> {
         loop {
             let kind = Kind::of(&data);
             let c = self.execute(Command { lun, cdb, data })?;
-            let outcome = match c.result {
-                Ok(o) => o,
-                Err(error) => {
-                    return Err(Error::Command {
-                        error,
-                        buffer: c.buffer,
-                    });
+            match super::judge(c, tries < self.options.unit_attention_retries) {
+                super::Try::Done(r) => return r,
+                super::Try::Again(buffer) => {
+                    tries += 1;
+                    data = kind.data(buffer);
                 }
-            };
-            if outcome.is_unit_attention() && tries < self.options.unit_attention_retries {
-                tries += 1;
-                data = kind.data(c.buffer);
-                continue;
             }
-            if !outcome.is_good() {
-                return Err(Error::Status {
-                    status: outcome.status,
-                    sense: outcome.sense,
-                    buffer: c.buffer,
-                });
-            }
-            return Ok((outcome, c.buffer));
         }
     }
 
@@ -888,11 +863,7 @@ impl<B: DdpBackend> Session<B> {
     }
 
     fn blocks(&mut self, lun: Lun, len: u64) -> Result<u64, Error> {
-        let block_len = u64::from(self.block_len(lun)?.max(1));
-        if !len.is_multiple_of(block_len) {
-            return Err(Error::BadData("the buffer is not a whole number of blocks"));
-        }
-        Ok(len / block_len)
+        super::whole_blocks(self.block_len(lun)?, len)
     }
 
     /// Reads `buffer.len()` bytes at `lba` into `buffer` (READ(10), or READ(16) beyond its
@@ -907,17 +878,7 @@ impl<B: DdpBackend> Session<B> {
     pub fn read(&mut self, lun: Lun, lba: u64, buffer: SgBuffer) -> Result<SgBuffer, Error> {
         let blocks = self.blocks(lun, buffer.len())?;
         let (outcome, b) = self.run(lun, read_cdb(lba, blocks), Data::Read(buffer))?;
-        let b = b.ok_or(Error::BadData("no buffer"))?;
-        if outcome.data_in != b.len() {
-            return Err(Error::Command {
-                error: CommandError::ShortData {
-                    expected: b.len(),
-                    received: outcome.data_in,
-                },
-                buffer: Some(b),
-            });
-        }
-        Ok(b)
+        super::read_back(&outcome, b)
     }
 
     /// Writes `data` (whole blocks) at `lba` with WRITE(10), or WRITE(16) beyond its range, and
@@ -1022,7 +983,7 @@ fn may_reissue(e: &CommandError) -> bool {
 }
 
 /// READ(10), or READ(16) beyond its range.
-pub(super) fn read_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
+pub(crate) fn read_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
     match (u32::try_from(lba), u16::try_from(blocks)) {
         (Ok(l), Ok(b)) => scsi::read_10(l, b),
         _ => scsi::read_16(lba, u32::try_from(blocks).unwrap_or(u32::MAX)),
@@ -1030,7 +991,7 @@ pub(super) fn read_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
 }
 
 /// WRITE(10), or WRITE(16) beyond its range.
-pub(super) fn write_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
+pub(crate) fn write_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
     match (u32::try_from(lba), u16::try_from(blocks)) {
         (Ok(l), Ok(b)) => scsi::write_10(l, b),
         _ => scsi::write_16(lba, u32::try_from(blocks).unwrap_or(u32::MAX)),
