@@ -45,6 +45,13 @@
 //! - [`blocking::Session`]: the blocking `std::net` driver using the reader path (payload read
 //!   from the socket straight into the command's buffer) and vectored sends (no payload copy).
 //!   Its default backend is [`NoOffload`].
+//! - `tokio::Session` (feature `tokio`): the same `Connection` driven by one tokio task,
+//!   behind a cloneable handle whose `async` methods many tasks call at once; timers through
+//!   `tokio::time::sleep_until`, payload read in place with `readable` + `try_read`. No
+//!   session reinstatement: the connection's end fails every command with its buffer.
+//! - [`bringup`]: what both drivers do between "TCP connected" and "ready for I/O" (login,
+//!   then TEST UNIT READY / READ CAPACITY per LUN) as sans-IO steps, for a driver on any
+//!   runtime.
 //! - [`scsi`], [`keys`], [`chap`], [`serial`], [`url`]: the pieces.
 //!
 //! The blocking [`Session`], its [`Options`] and [`Error`], the sans-IO [`Connection`], [`Lun`],
@@ -57,12 +64,15 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+pub mod bringup;
 pub mod chap;
 pub mod connection;
 pub mod keys;
 pub mod plugin;
 pub mod scsi;
 pub mod serial;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod url;
 pub mod wire;
 

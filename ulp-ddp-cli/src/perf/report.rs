@@ -1,6 +1,5 @@
 //! One perf run's result: the table row and the JSON object.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use ulp_ddp_core::Stats;
@@ -20,8 +19,8 @@ pub struct PerfResult {
     pub bs: usize,
     /// Queue depth.
     pub qd: usize,
-    /// Digests on.
-    pub digests: bool,
+    /// Digests asked for.
+    pub digests: ulp_ddp_core::Digests,
     /// Commands completed.
     pub commands: u64,
     /// Commands that failed (bad status, digest error).
@@ -62,59 +61,58 @@ impl PerfResult {
         self.stats.bytes_read_in_place + self.stats.bytes_placed
     }
 
-    /// The summary as one JSON object.
-    pub fn json(&self) -> String {
+    /// The summary as one JSON object (keys as before serde_json: `digests` is true when any
+    /// digest is on; `header_digest` and `data_digest` say which).
+    pub fn json_value(&self) -> serde_json::Value {
         let s = &self.stats;
-        let mut o = String::from("{");
-        let _ = write!(
-            o,
-            "\"protocol\":{},\"target\":{},\"op\":\"{}\",\"bs\":{},\"qd\":{},\"digests\":{},\
-             \"commands\":{},\"errors\":{},\"seconds\":{:.6},\"iops\":{:.1},\"gbps\":{:.4},\
-             \"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_mean_us\":{:.2},\"lat_max_us\":{:.2},\
-             \"host_cpu_s\":{},\"host_cpu_s_per_gb\":{},\
-             \"bytes_read_in_place\":{},\"bytes_copied\":{},\"bytes_placed\":{},\
-             \"cpu_copies_avoided_bytes\":{},\"digests_offloaded\":{},\"digests_computed\":{},\
-             \"digests_failed\":{}",
-            json_str(&self.protocol),
-            json_str(&self.target),
-            self.op,
-            self.bs,
-            self.qd,
-            self.digests,
-            self.commands,
-            self.errors,
-            self.elapsed.as_secs_f64(),
-            self.iops(),
-            self.gbps(),
-            us(self.latency.quantile(0.50)),
-            us(self.latency.quantile(0.99)),
-            us(self.latency.mean()),
-            us(self.latency.max()),
-            self.host_cpu
-                .map_or_else(|| "null".to_string(), |c| format!("{:.6}", c.as_secs_f64())),
-            self.cpu_per_gb()
-                .map_or_else(|| "null".to_string(), |c| format!("{c:.4}")),
-            s.bytes_read_in_place,
-            s.bytes_copied,
-            s.bytes_placed,
-            self.copies_avoided(),
-            s.digests_offloaded,
-            s.digests_computed,
-            s.digests_failed
-        );
-        o.push('}');
-        o
+        let num = |v: f64, places: i32| {
+            let p = 10f64.powi(places);
+            serde_json::Value::from((v * p).round() / p)
+        };
+        serde_json::json!({
+            "protocol": self.protocol,
+            "target": self.target,
+            "op": self.op,
+            "bs": self.bs,
+            "qd": self.qd,
+            "digests": self.digests.header || self.digests.data,
+            "header_digest": self.digests.header,
+            "data_digest": self.digests.data,
+            "commands": self.commands,
+            "errors": self.errors,
+            "seconds": num(self.elapsed.as_secs_f64(), 6),
+            "iops": num(self.iops(), 1),
+            "gbps": num(self.gbps(), 4),
+            "lat_p50_us": num(us(self.latency.quantile(0.50)), 2),
+            "lat_p99_us": num(us(self.latency.quantile(0.99)), 2),
+            "lat_mean_us": num(us(self.latency.mean()), 2),
+            "lat_max_us": num(us(self.latency.max()), 2),
+            "host_cpu_s": self.host_cpu.map(|c| num(c.as_secs_f64(), 6)),
+            "host_cpu_s_per_gb": self.cpu_per_gb().map(|c| num(c, 4)),
+            "bytes_read_in_place": s.bytes_read_in_place,
+            "bytes_copied": s.bytes_copied,
+            "bytes_placed": s.bytes_placed,
+            "cpu_copies_avoided_bytes": self.copies_avoided(),
+            "digests_offloaded": s.digests_offloaded,
+            "digests_computed": s.digests_computed,
+            "digests_failed": s.digests_failed,
+        })
+    }
+
+    /// The summary as one JSON object, serialized ([`json_value`](Self::json_value)).
+    pub fn json(&self) -> String {
+        self.json_value().to_string()
     }
 
     /// Prints the summary (table, or JSON with `spec.json`).
     pub fn print(&self, json: bool) {
         if json {
-            println!("{}", self.json());
+            crate::outln!("{}", self.json());
             return;
         }
-        println!("{}", self.target);
-        println!("{}", table_header());
-        println!("{}", self.table_row());
+        crate::outln!("{}", self.target);
+        crate::outln!("{}", table_header());
+        crate::outln!("{}", self.table_row());
     }
 
     /// One row of the summary table.
@@ -126,7 +124,7 @@ impl PerfResult {
             self.op,
             self.bs,
             self.qd,
-            if self.digests { "on" } else { "off" },
+            crate::args::digests_word(self.digests),
             self.commands,
             self.iops(),
             self.gbps(),
@@ -178,20 +176,4 @@ fn us(nanos: u64) -> f64 {
 
 fn mb(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / 1e6)
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
 }

@@ -27,13 +27,16 @@ use std::time::Duration;
 use ulp_ddp_core::SgBuffer;
 pub use ulp_ddp_core::blocking::Timeout;
 
-use crate::connection::{CommandError, ConnectionError};
+use crate::bringup::BringupError;
+use crate::connection::{
+    CommandError, Completion, Connection, ConnectionError, Phase, ScsiOutcome,
+};
 use crate::scsi::{self, Sense};
 
 mod capture;
 mod events;
 mod recovery;
-mod session;
+pub(crate) mod session;
 
 pub use capture::{Capturing, Direction};
 pub use events::SessionEvent;
@@ -126,6 +129,9 @@ pub enum Error {
     /// READ CAPACITY data the initiator does not use (a block length of 0, say): the field and
     /// its value.
     Capacity(scsi::CapacityError),
+    /// A post-login check of the bring-up failed ([`crate::bringup`]: a LUN's TEST UNIT READY
+    /// or READ CAPACITY, or a LUN that changed across a reinstatement).
+    Bringup(BringupError),
 }
 
 impl fmt::Display for Error {
@@ -152,6 +158,7 @@ impl fmt::Display for Error {
             Self::BadData(what) => write!(f, "bad data: {what}"),
             Self::Refused { reason, .. } => write!(f, "refused: {reason}"),
             Self::Capacity(e) => write!(f, "bad data: {e}"),
+            Self::Bringup(e) => write!(f, "{e}"),
         }
     }
 }
@@ -164,6 +171,7 @@ impl std::error::Error for Error {
             Self::Connection(e) => Some(e),
             Self::Command { error, .. } => Some(error),
             Self::Capacity(e) => Some(e),
+            Self::Bringup(e) => Some(e),
             _ => None,
         }
     }
@@ -209,7 +217,7 @@ impl Error {
                 error: CommandError::Aborted { .. },
                 ..
             } => io::ErrorKind::TimedOut,
-            Self::Command { .. } | Self::Status { .. } => io::ErrorKind::Other,
+            Self::Command { .. } | Self::Status { .. } | Self::Bringup(_) => io::ErrorKind::Other,
             Self::BadData(_) | Self::Capacity(_) => io::ErrorKind::InvalidData,
             Self::Refused { .. } => io::ErrorKind::InvalidInput,
         }
@@ -232,6 +240,18 @@ impl From<io::Error> for Error {
     }
 }
 
+/// The login's own errors stay [`Error::Connection`] and [`Error::Timeout`]; the post-login
+/// checks' are [`Error::Bringup`].
+impl From<BringupError> for Error {
+    fn from(e: BringupError) -> Self {
+        match e {
+            BringupError::Connection(e) => Self::Connection(e),
+            BringupError::Timeout(t) => Self::Timeout(t),
+            other => Self::Bringup(other),
+        }
+    }
+}
+
 impl From<ConnectionError> for Error {
     fn from(e: ConnectionError) -> Self {
         Self::Connection(e)
@@ -239,7 +259,7 @@ impl From<ConnectionError> for Error {
 }
 
 /// The target did not answer within `waited`.
-fn timed_out(waited: Duration, what: String) -> Error {
+pub(crate) fn timed_out(waited: Duration, what: String) -> Error {
     Error::Timeout(Timeout {
         peer: "target",
         waited,
@@ -248,6 +268,79 @@ fn timed_out(waited: Duration, what: String) -> Error {
 }
 
 /// Seconds with one decimal, for messages.
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+/// What one try of a command came to (both drivers' `run`).
+pub(crate) enum Try {
+    /// GOOD (the outcome and the buffer), or the error with the buffer.
+    Done(Result<(ScsiOutcome, Option<SgBuffer>), Error>),
+    /// A unit attention to try again after: the buffer.
+    Again(Option<SgBuffer>),
+}
+
+/// Judges a completion: GOOD is done, a unit attention is tried again when `retry` allows,
+/// anything else is an error in words with the buffer.
+pub(crate) fn judge(c: Completion, retry: bool) -> Try {
+    let outcome = match c.result {
+        Ok(o) => o,
+        Err(error) => {
+            return Try::Done(Err(Error::Command {
+                error,
+                buffer: c.buffer,
+            }));
+        }
+    };
+    if outcome.is_unit_attention() && retry {
+        return Try::Again(c.buffer);
+    }
+    if !outcome.is_good() {
+        return Try::Done(Err(Error::Status {
+            status: outcome.status,
+            sense: outcome.sense,
+            buffer: c.buffer,
+        }));
+    }
+    Try::Done(Ok((outcome, c.buffer)))
+}
+
+/// A read's buffer, every byte of it received: fewer (GOOD status with an underflow residual)
+/// is [`CommandError::ShortData`], never stale buffer bytes passed off as data.
+pub(crate) fn read_back(outcome: &ScsiOutcome, b: Option<SgBuffer>) -> Result<SgBuffer, Error> {
+    let b = b.ok_or(Error::BadData("no buffer"))?;
+    if outcome.data_in != b.len() {
+        return Err(Error::Command {
+            error: CommandError::ShortData {
+                expected: b.len(),
+                received: outcome.data_in,
+            },
+            buffer: Some(b),
+        });
+    }
+    Ok(b)
+}
+
+/// How many blocks of `block_len` bytes `len` bytes are.
+pub(crate) fn whole_blocks(block_len: u32, len: u64) -> Result<u64, Error> {
+    let block_len = u64::from(block_len.max(1));
+    if !len.is_multiple_of(block_len) {
+        return Err(Error::BadData("the buffer is not a whole number of blocks"));
+    }
+    Ok(len / block_len)
+}
+
+/// Why `conn` ended, once it has.
+pub(crate) fn ended<B: ulp_ddp_core::DdpBackend>(conn: &Connection<B>) -> Option<ConnectionError> {
+    use ulp_ddp_core::SansIo;
+    if !conn.is_closed() {
+        return None;
+    }
+    Some(match conn.phase() {
+        Phase::Closed => ConnectionError::LoggedOut,
+        _ => conn
+            .failure()
+            .cloned()
+            .unwrap_or(ConnectionError::PeerClosed),
+    })
 }

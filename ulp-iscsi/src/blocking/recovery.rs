@@ -4,18 +4,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ulp_ddp_core::{DdpBackend, SansIo, SgBuffer};
+use ulp_ddp_core::{DdpBackend, SansIo};
 
 use super::session::tcp_connect;
 use super::{Error, Session, SessionEvent, secs};
-use crate::connection::{
-    Command, CommandError, CommandId, Completion, ConnectionError, Data, Event,
-};
-use crate::scsi::{self, Capacity};
+use crate::bringup::{Bringup, BringupError};
+use crate::connection::{CommandError, CommandId, Completion, ConnectionError};
 use crate::wire::Lun;
-
-/// How often one LUN's unit attentions are taken after a login before giving up on it.
-const UNIT_ATTENTIONS: u32 = 8;
 
 /// Why an attempt did not give a usable session.
 enum Attempt {
@@ -143,22 +138,15 @@ impl<B: DdpBackend> Session<B> {
         }
     }
 
-    /// One reinstatement attempt within `limit`: TCP connection, login (same ISID, TSIH 0),
-    /// each LUN's unit attention taken and its capacity checked.
+    /// One reinstatement attempt within `limit`: TCP connection, then the shared bring-up
+    /// ([`Bringup`]): login (same ISID, TSIH 0), each LUN's unit attention taken and its
+    /// known capacity checked.
     fn attempt(&mut self, limit: Duration) -> Result<(), Attempt> {
-        let deadline = Instant::now() + limit;
+        let started = Instant::now();
         let stream = tcp_connect(self.addr, limit).map_err(|e| match e {
             Error::Io(e) => Attempt::Retry(format!("TCP connection to {}: {e}", self.addr)),
             other => Attempt::Retry(other.to_string()),
         })?;
-        if let Err(e) = self.relogin(stream, deadline) {
-            let words = format!("login: {e}");
-            return Err(if is_fatal(&e) {
-                Attempt::Fatal(words)
-            } else {
-                Attempt::Retry(words)
-            });
-        }
         // The LUNs the session used: each one's unit attention (the new I_T nexus) is taken
         // here, not by a re-issued command, and a known capacity must not have changed.
         let luns: BTreeSet<[u8; 8]> = self
@@ -167,143 +155,28 @@ impl<B: DdpBackend> Session<B> {
             .chain(self.backlog.iter().map(|(t, _)| &t.lun))
             .map(|l| l.0)
             .collect();
+        let mut bringup = Bringup::new(started, limit);
         for raw in luns {
             let lun = Lun(raw);
-            self.settle(lun, deadline).map_err(Attempt::Retry)?;
-            let Some(&was) = self.capacities.get(&lun) else {
-                continue;
+            bringup = match self.capacities.get(&lun) {
+                Some(&was) => bringup.capacity(lun, Some(was)),
+                None => bringup.settle(lun),
             };
-            let now = self.capacity_now(lun, deadline).map_err(Attempt::Retry)?;
-            if now != was {
-                return Err(Attempt::Fatal(format!(
-                    "LUN {} changed across the reinstatement ({} blocks of {} bytes, was {} \
-                     of {}); commands fail rather than reach the wrong blocks",
-                    lun_number(lun),
-                    now.blocks(),
-                    now.block_len,
-                    was.blocks(),
-                    was.block_len
-                )));
-            }
         }
-        Ok(())
-    }
-
-    /// TEST UNIT READY until it is answered without a unit attention.
-    fn settle(&mut self, lun: Lun, deadline: Instant) -> Result<(), String> {
-        for _ in 0..UNIT_ATTENTIONS {
-            let c = self.raw(
-                "TEST UNIT READY",
-                lun,
-                scsi::test_unit_ready(),
-                Data::None,
-                deadline,
-            )?;
-            match c.result {
-                Ok(o) if o.is_unit_attention() => continue,
-                // Not ready or another status: the re-issued commands will say so.
-                Ok(_) => return Ok(()),
-                Err(e) => return Err(format!("TEST UNIT READY after the login: {e}")),
+        match self.relogin(stream, &mut bringup) {
+            Ok(_) => Ok(()),
+            Err(e @ Error::Bringup(BringupError::Changed { .. })) => {
+                Err(Attempt::Fatal(e.to_string()))
             }
-        }
-        Ok(())
-    }
-
-    /// READ CAPACITY(16) on the new connection.
-    fn capacity_now(&mut self, lun: Lun, deadline: Instant) -> Result<Capacity, String> {
-        for _ in 0..UNIT_ATTENTIONS {
-            let c = self.raw(
-                "READ CAPACITY(16)",
-                lun,
-                scsi::read_capacity_16(),
-                Data::Read(SgBuffer::zeroed(32)),
-                deadline,
-            )?;
-            let outcome = c
-                .result
-                .map_err(|e| format!("READ CAPACITY(16) after the login: {e}"))?;
-            if outcome.is_unit_attention() {
-                continue;
-            }
-            if !outcome.is_good() {
-                return Err(format!(
-                    "READ CAPACITY(16) after the login: SCSI status {} ({:#04x})",
-                    scsi::status_name(outcome.status),
-                    outcome.status
-                ));
-            }
-            let data = c.buffer.map(SgBuffer::into_vec).unwrap_or_default();
-            return Capacity::parse_16(&data)
-                .map_err(|e| format!("READ CAPACITY(16) after the login: {e}"));
-        }
-        Err("READ CAPACITY(16) after the login: unit attention after unit attention".into())
-    }
-
-    /// One command (`name`, for messages) on the current connection outside the session's
-    /// tracking (the waiting commands are not issued yet), before `deadline`.
-    fn raw(
-        &mut self,
-        name: &str,
-        lun: Lun,
-        cdb: scsi::Cdb,
-        data: Data,
-        deadline: Instant,
-    ) -> Result<Completion, String> {
-        let id = self.conn.submit(Command { lun, cdb, data });
-        let mut found = None;
-        let r = self.wait_completion(id, name, deadline, &mut found);
-        if found.is_none() {
-            // The attempt is abandoned with the command still outstanding: end the connection
-            // here and drop what it reports, so that the command's completion never reaches
-            // the caller as one of theirs (it has the connection's id, not the session's).
-            self.conn.close();
-            while self.conn.poll_event().is_some() {}
-        }
-        match (found, r) {
-            (Some(c), _) => Ok(c),
-            // A timeout names the command already.
-            (None, Err(e @ Error::Timeout(_))) => Err(e.to_string()),
-            (None, Err(e)) => Err(format!("{name} after the login: {e}")),
-            (None, Ok(())) => Err(format!("{name} after the login: no completion")),
-        }
-    }
-
-    /// Turns the current connection until connection command `id` (`name`) completes (into
-    /// `found`), before `deadline`.
-    fn wait_completion(
-        &mut self,
-        id: CommandId,
-        name: &str,
-        deadline: Instant,
-        found: &mut Option<Completion>,
-    ) -> Result<(), Error> {
-        use ulp_ddp_core::blocking::Turn;
-        let started = Instant::now();
-        loop {
-            while let Some(e) = self.conn.poll_event() {
-                match e {
-                    Event::Completed(c) if c.id == id => *found = Some(c),
-                    Event::Completed(_) => {}
-                    // Recovery steps reported as they happen, like on any connection.
-                    other => self.note_event(other),
-                }
-            }
-            if found.is_some() {
-                return Ok(());
-            }
-            if let Some(end) = self.ended() {
-                return Err(Error::Connection(end));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(super::timed_out(
-                    now - started,
-                    format!("the answer to {name} after the login"),
-                ));
-            }
-            match self.driver.turn(&mut self.conn, Some(deadline)) {
-                Ok(Turn::Read(_) | Turn::Closed | Turn::Woken) => {}
-                Err(e) => return Err(Error::Io(e)),
+            // A check after the login names its command.
+            Err(e) if bringup.logged_in() => Err(Attempt::Retry(e.to_string())),
+            Err(e) => {
+                let words = format!("login: {e}");
+                Err(if is_fatal(&e) {
+                    Attempt::Fatal(words)
+                } else {
+                    Attempt::Retry(words)
+                })
             }
         }
     }
@@ -322,9 +195,4 @@ impl<B: DdpBackend> Session<B> {
             self.dispatch();
         }
     }
-}
-
-/// A LUN's number for messages (single-level addressing).
-fn lun_number(lun: Lun) -> u16 {
-    u16::from_be_bytes([lun.0[0] & 0x3F, lun.0[1]])
 }

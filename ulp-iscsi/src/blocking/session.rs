@@ -7,9 +7,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use ulp_ddp_core::blocking::{Driver, Turn, is_timeout};
-use ulp_ddp_core::{DdpBackend, NoOffload, SansIo, SgBuffer, SocketReader};
+use ulp_ddp_core::{DdpBackend, NoOffload, SgBuffer, SocketReader};
 
 use super::{Capturing, Direction, Error, Options, SessionEvent, secs, timed_out};
+use crate::bringup::{Bringup, Ready};
 use crate::connection::{
     AsyncEvent, Command, CommandError, CommandId, Completion, ConnectionConfig, ConnectionError,
     Data, DiscoveredTarget, Event, Phase, Recovery, ScsiOutcome,
@@ -22,14 +23,14 @@ type EventHook = Box<dyn FnMut(&SessionEvent)>;
 
 /// What a tracked command moves.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Read,
     Write,
     None,
 }
 
 impl Kind {
-    fn of(data: &Data) -> Self {
+    pub(crate) fn of(data: &Data) -> Self {
         match data {
             Data::Read(_) => Self::Read,
             Data::Write(_) => Self::Write,
@@ -37,7 +38,7 @@ impl Kind {
         }
     }
 
-    pub(super) fn data(self, buffer: Option<SgBuffer>) -> Data {
+    pub(crate) fn data(self, buffer: Option<SgBuffer>) -> Data {
         match (self, buffer) {
             (Self::Read, Some(b)) => Data::Read(b),
             (Self::Write, Some(b)) => Data::Write(b),
@@ -256,14 +257,19 @@ impl<B: DdpBackend> Session<B> {
             hook: None,
             failed_by_end: 0,
         };
-        s.wait_event("the Login Response", |e| matches!(e, Event::Connected))?;
+        let mut bringup = Bringup::new(Instant::now(), s.options.timeout);
+        s.bring_up(&mut bringup)?;
         Ok(s)
     }
 
-    /// Replaces the connection with a new one over `stream` and logs in, before `deadline`
-    /// (and within the silence timeout). The old connection is dropped once the new one
-    /// exists.
-    pub(super) fn relogin(&mut self, stream: TcpStream, deadline: Instant) -> Result<(), Error> {
+    /// Replaces the connection with a new one over `stream` and runs `bringup` on it (login
+    /// and the checks it holds), within the silence timeout. The old connection is dropped
+    /// once the new one exists.
+    pub(super) fn relogin(
+        &mut self,
+        stream: TcpStream,
+        bringup: &mut Bringup,
+    ) -> Result<Ready, Error> {
         let (conn, driver) = start_link(
             &self.config,
             &mut *self.backend,
@@ -274,10 +280,50 @@ impl<B: DdpBackend> Session<B> {
         self.conn = conn;
         self.driver = driver;
         self.events.clear();
-        self.wait_event_until("the Login Response", Some(deadline), |e| {
-            matches!(e, Event::Connected)
-        })?;
-        Ok(())
+        self.bring_up(bringup)
+    }
+
+    /// Runs `bringup` on the new connection (its Login Request queued by
+    /// [`start_link`]): the sans-IO steps shared with the tokio driver, over this driver's
+    /// socket, with the silence timeout on top. The caller's commands are not issued
+    /// meanwhile.
+    fn bring_up(&mut self, bringup: &mut Bringup) -> Result<Ready, Error> {
+        let mut last_rx = Instant::now();
+        let result = loop {
+            while let Some(e) = self.conn.poll_event() {
+                if let Some(other) = bringup.handle_event(&mut self.conn, e) {
+                    self.note_event(other);
+                }
+            }
+            bringup.handle_timeout(Instant::now());
+            if let Some(r) = bringup.poll() {
+                break r.map_err(Error::from);
+            }
+            if let Some(end) = self.ended() {
+                // Over, every event taken (the bring-up fails on the end it sees; this is
+                // the backstop).
+                break Err(Error::Connection(end));
+            }
+            let silent_until = last_rx + self.options.timeout;
+            let until = bringup
+                .poll_timeout()
+                .map_or(silent_until, |d| d.min(silent_until));
+            match self.driver.turn(&mut self.conn, Some(until)) {
+                Ok(Turn::Read(_)) => last_rx = Instant::now(),
+                Ok(Turn::Closed) => {}
+                Ok(Turn::Woken) => {
+                    if Instant::now() >= silent_until {
+                        break Err(timed_out(self.options.timeout, bringup.waiting_for()));
+                    }
+                }
+                Err(e) => break Err(self.socket_error(e)),
+            }
+        };
+        if result.is_err() {
+            let _ = self.driver.flush(&mut self.conn);
+            bringup.abandon(&mut self.conn);
+        }
+        result
     }
 
     /// The sans-IO connection (parameters, engine statistics).
@@ -387,17 +433,7 @@ impl<B: DdpBackend> Session<B> {
 
     /// Why the connection ended, once it has.
     pub(super) fn ended(&self) -> Option<ConnectionError> {
-        if !self.conn.is_closed() {
-            return None;
-        }
-        Some(match self.conn.phase() {
-            Phase::Closed => ConnectionError::LoggedOut,
-            _ => self
-                .conn
-                .failure()
-                .cloned()
-                .unwrap_or(ConnectionError::PeerClosed),
-        })
+        super::ended(&self.conn)
     }
 
     /// Whether recovery applies to a connection end now.
@@ -748,28 +784,13 @@ impl<B: DdpBackend> Session<B> {
         loop {
             let kind = Kind::of(&data);
             let c = self.execute(Command { lun, cdb, data })?;
-            let outcome = match c.result {
-                Ok(o) => o,
-                Err(error) => {
-                    return Err(Error::Command {
-                        error,
-                        buffer: c.buffer,
-                    });
+            match super::judge(c, tries < self.options.unit_attention_retries) {
+                super::Try::Done(r) => return r,
+                super::Try::Again(buffer) => {
+                    tries += 1;
+                    data = kind.data(buffer);
                 }
-            };
-            if outcome.is_unit_attention() && tries < self.options.unit_attention_retries {
-                tries += 1;
-                data = kind.data(c.buffer);
-                continue;
             }
-            if !outcome.is_good() {
-                return Err(Error::Status {
-                    status: outcome.status,
-                    sense: outcome.sense,
-                    buffer: c.buffer,
-                });
-            }
-            return Ok((outcome, c.buffer));
         }
     }
 
@@ -842,11 +863,7 @@ impl<B: DdpBackend> Session<B> {
     }
 
     fn blocks(&mut self, lun: Lun, len: u64) -> Result<u64, Error> {
-        let block_len = u64::from(self.block_len(lun)?.max(1));
-        if !len.is_multiple_of(block_len) {
-            return Err(Error::BadData("the buffer is not a whole number of blocks"));
-        }
-        Ok(len / block_len)
+        super::whole_blocks(self.block_len(lun)?, len)
     }
 
     /// Reads `buffer.len()` bytes at `lba` into `buffer` (READ(10), or READ(16) beyond its
@@ -861,17 +878,7 @@ impl<B: DdpBackend> Session<B> {
     pub fn read(&mut self, lun: Lun, lba: u64, buffer: SgBuffer) -> Result<SgBuffer, Error> {
         let blocks = self.blocks(lun, buffer.len())?;
         let (outcome, b) = self.run(lun, read_cdb(lba, blocks), Data::Read(buffer))?;
-        let b = b.ok_or(Error::BadData("no buffer"))?;
-        if outcome.data_in != b.len() {
-            return Err(Error::Command {
-                error: CommandError::ShortData {
-                    expected: b.len(),
-                    received: outcome.data_in,
-                },
-                buffer: Some(b),
-            });
-        }
-        Ok(b)
+        super::read_back(&outcome, b)
     }
 
     /// Writes `data` (whole blocks) at `lba` with WRITE(10), or WRITE(16) beyond its range, and
@@ -976,7 +983,7 @@ fn may_reissue(e: &CommandError) -> bool {
 }
 
 /// READ(10), or READ(16) beyond its range.
-pub(super) fn read_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
+pub(crate) fn read_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
     match (u32::try_from(lba), u16::try_from(blocks)) {
         (Ok(l), Ok(b)) => scsi::read_10(l, b),
         _ => scsi::read_16(lba, u32::try_from(blocks).unwrap_or(u32::MAX)),
@@ -984,7 +991,7 @@ pub(super) fn read_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
 }
 
 /// WRITE(10), or WRITE(16) beyond its range.
-pub(super) fn write_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
+pub(crate) fn write_cdb(lba: u64, blocks: u64) -> scsi::Cdb {
     match (u32::try_from(lba), u16::try_from(blocks)) {
         (Ok(l), Ok(b)) => scsi::write_10(l, b),
         _ => scsi::write_16(lba, u32::try_from(blocks).unwrap_or(u32::MAX)),
