@@ -57,9 +57,12 @@ pub enum IscsiCmd {
 /// Where and how to log in: the flags every iscsi subcommand takes.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Login {
-    /// iscsi://[USER@]HOST[:PORT]/IQN/LUN (port 3260 unless given); without it, the embedded
-    /// target
-    #[arg(value_name = "URL", value_parser = url_arg)]
+    /// The target's URL (see the help text).
+    #[arg(
+        value_name = "URL",
+        value_parser = url_arg,
+        help = "iscsi://[USER@]HOST[:PORT]/IQN/LUN (port 3260 unless given); without it, the embedded target"
+    )]
     pub url: Option<String>,
     /// Initiator name
     #[arg(long, value_name = "IQN", default_value = "iqn.2024-01.io.ulp-ddp:cli")]

@@ -49,9 +49,12 @@ pub enum NvmeCmd {
 /// The flags of `nvme read`, `write` and `verify`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct IoArgs {
-    /// nvme-tcp://HOST[:PORT]/NQN/NSID (port 4420 unless given; IPv6 hosts in brackets);
-    /// without it, the embedded target
-    #[arg(value_name = "URL", value_parser = url_arg)]
+    /// The subsystem's URL (see the help text).
+    #[arg(
+        value_name = "URL",
+        value_parser = url_arg,
+        help = "nvme-tcp://HOST[:PORT]/NQN/NSID (port 4420 unless given; IPv6 hosts in brackets); without it, the embedded target"
+    )]
     pub url: Option<NvmeUrl>,
     /// Bytes per command, a multiple of the block size (4k, 128k, 1M ...)
     #[arg(long, visible_aliases = ["size", "len"], value_name = "BYTES", default_value = "128k", value_parser = crate::args::size)]
@@ -112,9 +115,12 @@ pub struct WriteArgs {
 /// The flags of `nvme discover`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DiscoverArgs {
-    /// nvme-tcp://HOST[:PORT] of the discovery controller (port 4420 unless given); without
-    /// it, the embedded target
-    #[arg(value_name = "URL", value_parser = discovery_url_arg)]
+    /// The discovery controller's URL (see the help text).
+    #[arg(
+        value_name = "URL",
+        value_parser = discovery_url_arg,
+        help = "nvme-tcp://HOST[:PORT] of the discovery controller (port 4420 unless given); without it, the embedded target"
+    )]
     pub url: Option<NvmeUrl>,
     /// Digests to ask for: header, data, both or none (--digests alone: both)
     #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "both")]
@@ -127,8 +133,12 @@ pub struct DiscoverArgs {
 /// The flags of `nvme perf`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct NvmePerfArgs {
-    /// nvme-tcp://HOST[:PORT]/NQN/NSID; without it, the embedded target
-    #[arg(value_name = "URL", value_parser = url_arg)]
+    /// The subsystem's URL (see the help text).
+    #[arg(
+        value_name = "URL",
+        value_parser = url_arg,
+        help = "nvme-tcp://HOST[:PORT]/NQN/NSID; without it, the embedded target"
+    )]
     pub url: Option<NvmeUrl>,
     /// I/O queues, each its own TCP connection (1 to 64)
     #[arg(long, visible_alias = "nr-io-queues", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
