@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod iscsi_cli;
 pub mod nvme_cli;
+pub mod nvme_info;
 pub mod perf;
 pub mod run;
 

@@ -384,7 +384,7 @@ fn embedded_config() -> TargetConfig {
 type Opened = (Option<Target>, Controller<SwBackend>, String);
 
 /// Connects to `url`, or to a freshly started embedded target.
-fn open(
+pub(crate) fn open(
     url: Option<&(String, u16, String, u32)>,
     qd: u16,
     digests: bool,
