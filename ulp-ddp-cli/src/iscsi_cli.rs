@@ -52,7 +52,7 @@ options:
 
 /// Recovery settings from the command line; `None` keeps the library's default.
 #[derive(Clone, Copy, Debug, Default)]
-struct Recovery {
+pub(crate) struct Recovery {
     noop_interval: Option<Duration>,
     noop_timeout: Option<Duration>,
     task_timeout: Option<Duration>,
@@ -196,15 +196,15 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 /// A logged-in session, the LUN and its capacity, and the embedded target if one was started.
-struct Opened {
-    target: Option<Target>,
-    client: Session<SwBackend>,
-    lun: Lun,
-    cap: scsi::Capacity,
-    name: String,
+pub(crate) struct Opened {
+    pub(crate) target: Option<Target>,
+    pub(crate) client: Session<SwBackend>,
+    pub(crate) lun: Lun,
+    pub(crate) cap: scsi::Capacity,
+    pub(crate) name: String,
 }
 
-fn open(
+pub(crate) fn open(
     url: Option<&str>,
     initiator: &str,
     digests: bool,

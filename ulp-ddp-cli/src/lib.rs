@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod iscsi_cli;
+pub mod iscsi_info;
 pub mod nvme_cli;
 pub mod nvme_info;
 pub mod perf;
