@@ -71,6 +71,7 @@ impl PerfResult {
             "\"protocol\":{},\"target\":{},\"op\":\"{}\",\"bs\":{},\"qd\":{},\"digests\":{},\
              \"commands\":{},\"errors\":{},\"seconds\":{:.6},\"iops\":{:.1},\"gbps\":{:.4},\
              \"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_mean_us\":{:.2},\"lat_max_us\":{:.2},\
+             \"lat_p90_us\":{:.2},\"lat_p99_9_us\":{:.2},\"lat_p99_99_us\":{:.2},\
              \"host_cpu_s\":{},\"host_cpu_s_per_gb\":{},\
              \"bytes_read_in_place\":{},\"bytes_copied\":{},\"bytes_placed\":{},\
              \"cpu_copies_avoided_bytes\":{},\"digests_offloaded\":{},\"digests_computed\":{},\
@@ -90,6 +91,9 @@ impl PerfResult {
             us(self.latency.quantile(0.99)),
             us(self.latency.mean()),
             us(self.latency.max()),
+            us(self.latency.quantile(0.90)),
+            us(self.latency.quantile(0.999)),
+            us(self.latency.quantile(0.9999)),
             self.host_cpu
                 .map_or_else(|| "null".to_string(), |c| format!("{:.6}", c.as_secs_f64())),
             self.cpu_per_gb()
@@ -102,7 +106,18 @@ impl PerfResult {
             s.digests_computed,
             s.digests_failed
         );
-        o.push('}');
+        o.push_str(",\"lat_percentiles_us\":{");
+        for (i, (name, v)) in self.latency.percentiles().iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(o, "{sep}\"{}\":{:.2}", &name[1..], us(*v));
+        }
+        // The histogram: [lowest ns, highest ns, commands] per bucket that holds any.
+        o.push_str("},\"lat_histogram_ns\":[");
+        for (i, (lo, hi, n)) in self.latency.buckets().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(o, "{sep}[{lo},{hi},{n}]");
+        }
+        o.push_str("]}");
         o
     }
 
@@ -121,7 +136,7 @@ impl PerfResult {
     pub fn table_row(&self) -> String {
         let s = &self.stats;
         format!(
-            "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10.0} {:>7.3} {:>9.1} {:>9.1} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}",
+            "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10.0} {:>7.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}",
             self.protocol,
             self.op,
             self.bs,
@@ -131,7 +146,10 @@ impl PerfResult {
             self.iops(),
             self.gbps(),
             us(self.latency.quantile(0.50)),
+            us(self.latency.quantile(0.90)),
             us(self.latency.quantile(0.99)),
+            us(self.latency.quantile(0.999)),
+            us(self.latency.quantile(0.9999)),
             self.cpu_per_gb()
                 .map_or_else(|| "-".to_string(), |c| format!("{c:.3}")),
             mb(s.bytes_read_in_place),
@@ -150,7 +168,7 @@ impl PerfResult {
 /// The summary table's header line.
 pub fn table_header() -> String {
     format!(
-        "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10} {:>7} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}\n{}",
+        "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}\n{}",
         "proto",
         "op",
         "bs",
@@ -160,7 +178,10 @@ pub fn table_header() -> String {
         "IOPS",
         "GB/s",
         "p50 us",
+        "p90 us",
         "p99 us",
+        "p99.9 us",
+        "p99.99us",
         "cpu s/GB",
         "inplace MB",
         "copy MB",
@@ -194,4 +215,69 @@ fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result() -> PerfResult {
+        let mut latency = Histogram::default();
+        for v in 1..=1000u64 {
+            latency.record(v * 1000);
+        }
+        PerfResult {
+            protocol: "nvme-tcp".into(),
+            target: "t".into(),
+            op: "read",
+            bs: 4096,
+            qd: 1,
+            digests: false,
+            commands: 1000,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            latency,
+            host_cpu: None,
+            stats: Stats::default(),
+        }
+    }
+
+    #[test]
+    fn percentiles_and_histogram_in_json_and_table() {
+        let r = result();
+        let j = r.json();
+        for key in [
+            "\"lat_p50_us\":",
+            "\"lat_p90_us\":",
+            "\"lat_p99_us\":",
+            "\"lat_p99_9_us\":",
+            "\"lat_p99_99_us\":",
+        ] {
+            assert!(j.contains(key), "{key} in {j}");
+        }
+        assert!(
+            j.contains("\"lat_percentiles_us\":{\"50\":") && j.contains(",\"99.99\":1000.00}"),
+            "{j}"
+        );
+        let hist = &j[j.find("\"lat_histogram_ns\":[").expect("histogram") + 19..];
+        let total: u64 = hist
+            .trim_end_matches(['}', ']'])
+            .trim_start_matches('[')
+            .split("],[")
+            .map(|b| b.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(total, 1000, "{hist}");
+        assert!(table_header().contains("p90 us") && table_header().contains("p99.99us"));
+        let cols = r.table_row().split_whitespace().count();
+        assert_eq!(
+            cols,
+            table_header()
+                .lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .count()
+                - 10
+        );
+    }
 }
