@@ -11,6 +11,7 @@ pub mod iscsi_info;
 pub mod nvme_cli;
 pub mod nvme_info;
 pub mod perf;
+pub mod plot;
 pub mod run;
 
 /// Ends a command whose arguments did not parse: prints `msg` (prefixed by `command`) unless it
