@@ -85,6 +85,9 @@ impl Layout {
 
 type Result<T> = std::result::Result<T, String>;
 
+/// What a panel shows of a point.
+type Value = fn(&PlotPoint) -> Option<f64>;
+
 fn err(e: impl std::fmt::Display) -> String {
     format!("drawing the plot: {e}")
 }
@@ -107,7 +110,7 @@ fn draw(points: &[PlotPoint], l: &Layout, title: &str, mode: Option<usize>) -> R
             ))
             .map_err(err)?;
         }
-        let panels: [(&DrawingArea<_, _>, &str, f64, fn(&PlotPoint) -> Option<f64>); 2] = [
+        let panels: [(_, _, _, Value); 2] = [
             (&upper, "GB/s", l.gbps_top, |p| Some(p.gbps)),
             (&lower, "host CPU s per GB", l.cpu_top, |p| p.cpu_per_gb),
         ];
