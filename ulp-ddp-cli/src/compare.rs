@@ -2,59 +2,41 @@
 //! targets, back to back with the same flags; medians and ratios.
 
 use crate::perf::table_header;
-use crate::perf::{FLAGS, PerfResult, PerfSpec, TcpBaseline, tcp_perf};
+use crate::perf::{PerfResult, PerfSpec, TcpBaseline, tcp_perf};
+
+/// The flags of `ulp-ddp perf-compare`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CompareArgs {
+    /// Rounds (at least 1); medians are taken over them
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub repeat: u64,
+    #[command(flatten)]
+    /// The raw TCP server's source span.
+    pub span: crate::perf::tcp::SpanArg,
+    #[command(flatten)]
+    /// The perf flags, the same for every protocol.
+    pub perf: crate::perf::PerfArgs,
+}
 
 /// `ulp-ddp perf-compare [flags] [--repeat N] [--span BYTES]`: the raw TCP baselines (stream
 /// and request-response), then nvme and iscsi against their embedded targets, back to back with
 /// the same flags, `N` rounds; prints every run, then the medians and each protocol's ratios to
 /// both baselines.
-pub fn compare_main(args: &[String]) -> std::process::ExitCode {
+pub fn compare_main(a: &CompareArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let mut repeat = 3usize;
-    let mut filtered = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--repeat" {
-            match it.next().and_then(|v| v.parse().ok()) {
-                Some(n) => repeat = usize::max(n, 1),
-                None => {
-                    eprintln!("ulp-ddp perf-compare: --repeat needs a number");
-                    return ExitCode::from(2);
-                }
-            }
-        } else {
-            filtered.push(a.clone());
-        }
-    }
-    let parsed = PerfSpec::parse(&filtered)
-        .and_then(|(spec, rest)| TcpBaseline::parse(&rest).map(|(b, rest)| (spec, b, rest)));
-    let (mut spec, baseline, rest) = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ulp-ddp perf-compare: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if !rest.is_empty() || baseline.request_response {
-        eprintln!(
-            "usage: ulp-ddp perf-compare [--repeat N] [--span BYTES] [flags]\n  raw TCP (stream, then request-response), nvme and iscsi perf back to back on\n  loopback (embedded targets); --span: the TCP server's source bytes\n{FLAGS}"
-        );
-        return if rest.iter().any(|a| a == "-h" || a == "--help") {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(2)
-        };
-    }
+    let repeat = usize::try_from(a.repeat).unwrap_or(1);
+    let mut spec = a.perf.spec();
+    let baseline = a.span.baseline();
     let json = spec.json;
     spec.json = false;
     const LABELS: [&str; 4] = ["tcp", "tcp-rr", "nvme-tcp", "iscsi"];
     let mut runs: Vec<[PerfResult; 4]> = Vec::new();
     if !json {
-        println!("{}", table_header());
+        crate::outln!("{}", table_header());
     }
     let tcp_spec = PerfSpec {
         write: false,
-        digests: false,
+        digests: ulp_ddp_core::Digests::NONE,
         ..spec
     };
     for _ in 0..repeat {
@@ -80,11 +62,11 @@ pub fn compare_main(args: &[String]) -> std::process::ExitCode {
             return ExitCode::FAILURE;
         };
         if json {
-            let parts: Vec<String> = round.iter().map(PerfResult::json).collect();
-            println!("{{\"runs\":[{}]}}", parts.join(","));
+            let runs: Vec<serde_json::Value> = round.iter().map(PerfResult::json_value).collect();
+            crate::outln!("{}", serde_json::json!({ "runs": runs }));
         } else {
             for r in &round {
-                println!("{}", r.table_row());
+                crate::outln!("{}", r.table_row());
             }
         }
         runs.push(round);
@@ -109,43 +91,44 @@ pub fn compare_main(args: &[String]) -> std::process::ExitCode {
         })
         .collect();
     if json {
-        let g: Vec<String> = LABELS
+        let round4 = |v: f64| (v * 1e4).round() / 1e4;
+        let g: serde_json::Map<String, serde_json::Value> = LABELS
             .iter()
             .zip(&gbps)
-            .map(|(l, v)| format!("\"{l}\":{v:.4}"))
+            .map(|(l, v)| ((*l).to_string(), round4(*v).into()))
             .collect();
-        let r: Vec<String> = LABELS[2..]
+        let r: serde_json::Map<String, serde_json::Value> = LABELS[2..]
             .iter()
             .zip(&ratios)
             .zip(&cpu)
             .map(|((l, [t, rr]), c)| {
-                let c = if c.is_finite() {
-                    format!("{c:.4}")
-                } else {
-                    "null".into()
-                };
-                format!(
-                    "\"{l}\":{{\"tcp\":{t:.4},\"tcp-rr\":{rr:.4},\"host_cpu_per_gb_vs_tcp\":{c}}}"
+                let c = c.is_finite().then(|| round4(*c));
+                (
+                    (*l).to_string(),
+                    serde_json::json!({
+                        "tcp": round4(*t),
+                        "tcp-rr": round4(*rr),
+                        "host_cpu_per_gb_vs_tcp": c,
+                    }),
                 )
             })
             .collect();
-        println!(
-            "{{\"median_gbps\":{{{}}},\"median_ratio\":{{{}}},\"repeat\":{repeat}}}",
-            g.join(","),
-            r.join(",")
+        crate::outln!(
+            "{}",
+            serde_json::json!({ "median_gbps": g, "median_ratio": r, "repeat": repeat })
         );
     } else {
-        println!(
+        crate::outln!(
             "medians of {repeat} rounds, {} B {} QD {} digests {}: tcp {:.3} GB/s, tcp-rr {:.3} GB/s",
             spec.bs,
             spec.op(),
             spec.qd,
-            if spec.digests { "on" } else { "off" },
+            crate::args::digests_word(spec.digests),
             gbps[0],
             gbps[1]
         );
         for (i, [t, rr]) in ratios.iter().enumerate() {
-            println!(
+            crate::outln!(
                 "  {:<8} {:.3} GB/s = {t:.2}x tcp, {rr:.2}x tcp-rr; host CPU per GB {:.2}x tcp's receiver",
                 LABELS[i + 2],
                 gbps[i + 2],

@@ -7,80 +7,204 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
+use ulp_ddp_core::Digests;
 use ulp_ddp_core::SgBuffer;
 use ulp_iscsi::blocking::{Options, Session};
 use ulp_iscsi::connection::ChapCredentials;
 use ulp_iscsi::keys::DigestPref;
 use ulp_iscsi::url::IscsiUrl;
 use ulp_iscsi::wire::Lun;
+
+use crate::args::DigestsArg;
 use ulp_iscsi::{Command, CommandId, ConnectionConfig, Data, scsi};
 use ulp_testbed::iscsi::{Target, TargetConfig};
 
 use crate::perf::{PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
-const USAGE: &str = "\
-usage: ulp-ddp iscsi read|write|verify|perf [iscsi://[user%secret@]HOST[:PORT]/IQN/LUN] [options]
+/// The write patterns and the CHAP secret's sources, in `--help`.
+const NOTES: &str = "\
+Data written without --in: write puts byte i = (i * 2654435761) mod 256 (i from 0 over all it
+writes); verify gives the command at LBA L in pass P byte i = (i * 0x9E37 + L * 31 + P * 0x5bd1)
+mod 256; perf writes bytes of 0x5A. Writing to a real target at LBA 0 prints a warning.
+CHAP: the user goes in the URL (iscsi://USER@HOST/IQN/LUN), the secret in the environment
+variable ULP_DDP_CHAP_SECRET or a file (--chap-secret-file); a secret in the URL
+(USER%SECRET@) still works but is visible to every user in ps.";
 
-  read    read --len bytes at --lba and print their CRC32C (--out FILE to save them)
-  write   write a pattern (or --in FILE) at --lba, read it back and compare
-  verify  write --count commands of --bs bytes (a pattern) from --lba with --qd outstanding,
-          then read them all back the same way and compare every byte
-  perf    the shared perf mode: --qd reads (or writes with --write) of --bs bytes for
-          --seconds (or --count commands); see the perf flags below
-Without a URL the embedded target (16 MiB RAM LUN on 127.0.0.1) is started (and, for a perf
-read run, written first).
+/// The environment variable holding the CHAP secret.
+pub const CHAP_SECRET_ENV: &str = "ULP_DDP_CHAP_SECRET";
 
-options:
-  --lba N        first block (default 0)
-  --len BYTES    bytes to read or write (default 131072)
-  --bs BYTES / --count N / --qd N   verify: bytes per command (default 65536), commands
-                 (default 256), commands outstanding (default 16)
-  --passes N     verify: write and read back N times, a new pattern each time (default 1)
-  --digests      ask for CRC32C header and data digests
-  --in FILE / --out FILE
-  --initiator IQN (default iqn.2024-01.io.ulp-ddp:cli)
-  Recovery (defaults as open-iscsi's; seconds, fractions allowed; also for perf):
-  --noop-interval S        NOP-Out ping after S idle (default 5; 0: none)
-  --noop-timeout S         an unanswered ping ends the connection after S (default 5)
-  --task-timeout S         a command outstanding S starts the connection's recovery ladder
-                           (default 30; 0: none)
-  --replacement-timeout S  reinstate the session for at most S after losing the connection,
-                           then fail every command (default 120)
-  --reconnect-delay S      between reinstatement attempts (default 3)
-  --login-timeout S        one reinstatement attempt's limit (default 15)
-";
+/// `ulp-ddp iscsi ...`: the iSCSI initiator; without a URL the embedded target (a 16 MiB RAM
+/// LUN on 127.0.0.1, written first for a perf read run).
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum IscsiCmd {
+    /// Read --count commands of --bs bytes (default one) from --lba and print their CRC32C
+    /// (--out FILE or - to save them)
+    #[command(args_override_self = true, after_help = NOTES)]
+    Read(ReadArgs),
+    /// Write a pattern (or --in FILE, - for stdin) at --lba, read it back and compare
+    #[command(args_override_self = true, after_help = NOTES)]
+    Write(WriteArgs),
+    /// Write --count commands of --bs bytes (a pattern) from --lba with --qd outstanding, then
+    /// read them all back the same way and compare every byte
+    #[command(args_override_self = true, after_help = NOTES)]
+    Verify(VerifyArgs),
+    /// The shared perf mode: --qd reads (or writes with --write) of --bs bytes for --seconds
+    /// (or --count commands)
+    #[command(args_override_self = true, after_help = NOTES)]
+    Perf(IscsiPerfArgs),
+}
+
+/// Where and how to log in: the flags every iscsi subcommand takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Login {
+    /// iscsi://[USER@]HOST[:PORT]/IQN/LUN (port 3260 unless given); without it, the embedded
+    /// target
+    #[arg(value_name = "URL", value_parser = url_arg)]
+    pub url: Option<String>,
+    /// Initiator name
+    #[arg(long, value_name = "IQN", default_value = "iqn.2024-01.io.ulp-ddp:cli")]
+    pub initiator: String,
+    /// Read the CHAP secret from FILE (trailing newline dropped) instead of
+    /// ULP_DDP_CHAP_SECRET
+    #[arg(long, value_name = "FILE")]
+    pub chap_secret_file: Option<String>,
+    #[command(flatten)]
+    /// Recovery settings.
+    pub recovery: Recovery,
+}
+
+/// The flags of `iscsi read`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    /// Where to log in.
+    pub login: Login,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: DigestsArg,
+    /// First logical block
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub lba: u64,
+    /// Bytes per command, a multiple of the block size (4k, 128k, 1M ...)
+    #[arg(long, visible_aliases = ["len", "size"], value_name = "BYTES", default_value = "128k", value_parser = crate::args::size)]
+    pub bs: usize,
+    /// Commands, one after the other from --lba (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Read this many logical blocks from --lba instead (commands of at most --bs bytes)
+    #[arg(long, visible_alias = "block-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub blocks: Option<u64>,
+    /// Save the data to FILE (- for standard output; the messages then go to standard error)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<String>,
+}
+
+/// The flags of `iscsi write`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WriteArgs {
+    #[command(flatten)]
+    /// Where to log in.
+    pub login: Login,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: DigestsArg,
+    /// First logical block
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub lba: u64,
+    /// Bytes per command, a multiple of the block size (4k, 128k, 1M ...)
+    #[arg(long, visible_aliases = ["len", "size"], value_name = "BYTES", default_value = "128k", value_parser = crate::args::size)]
+    pub bs: usize,
+    /// Commands of the pattern, one after the other from --lba (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Write the contents of FILE (- for standard input) instead of the pattern (the last
+    /// block padded with zeros)
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<String>,
+}
+
+/// The flags of `iscsi verify`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    /// Where to log in.
+    pub login: Login,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: DigestsArg,
+    /// First logical block
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub lba: u64,
+    /// Bytes per command, a multiple of the block size (4k, 128k, 1M ...)
+    #[arg(long, visible_aliases = ["len", "size"], value_name = "BYTES", default_value = "64k", value_parser = crate::args::size)]
+    pub bs: usize,
+    /// Commands per phase (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Commands outstanding at once (1 to 1024)
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub qd: u16,
+    /// Write and read back N times, a new pattern each time (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub passes: u64,
+}
+
+/// The flags of `iscsi perf`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct IscsiPerfArgs {
+    #[command(flatten)]
+    /// Where to log in.
+    pub login: Login,
+    #[command(flatten)]
+    /// The shared perf flags.
+    pub perf: crate::perf::PerfArgs,
+}
+
+fn url_arg(url: &str) -> Result<String, String> {
+    check_url(url).map(|_| url.to_string())
+}
+
+/// Parses an `iscsi://` URL; the error quotes it.
+///
+/// # Errors
+///
+/// A message quoting the URL and saying what is wrong.
+pub fn check_url(url: &str) -> Result<IscsiUrl, String> {
+    const FORM: &str = "iscsi://[USER@]HOST[:PORT]/IQN/LUN";
+    if !url.starts_with("iscsi://") {
+        return Err(format!(
+            "not an iscsi:// URL: {url:?} (it must start with iscsi://; expected {FORM})"
+        ));
+    }
+    IscsiUrl::parse(url).map_err(|e| format!("not an iscsi:// URL: {url:?} ({e}; expected {FORM})"))
+}
 
 /// Recovery settings from the command line; `None` keeps the library's default.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Recovery {
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+#[command(next_help_heading = "Recovery (defaults as open-iscsi's; seconds, fractions allowed)")]
+pub struct Recovery {
+    /// NOP-Out ping after S idle (default 5; 0: none)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     noop_interval: Option<Duration>,
+    /// An unanswered ping ends the connection after S (default 5)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     noop_timeout: Option<Duration>,
+    /// A command outstanding S starts the connection's recovery ladder (default 30; 0: none)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     task_timeout: Option<Duration>,
+    /// Reinstate the session for at most S after losing the connection, then fail every
+    /// command (default 120)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     replacement_timeout: Option<Duration>,
+    /// Between reinstatement attempts (default 3)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     reconnect_delay: Option<Duration>,
+    /// One reinstatement attempt's limit (default 15)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     login_timeout: Option<Duration>,
 }
 
 impl Recovery {
-    /// Parses one recovery flag and its value from `it`; `Ok(false)` when `arg` is not one.
-    fn parse<'a>(
-        &mut self,
-        arg: &str,
-        it: &mut impl Iterator<Item = &'a String>,
-    ) -> Result<bool, String> {
-        let slot = match arg {
-            "--noop-interval" => &mut self.noop_interval,
-            "--noop-timeout" => &mut self.noop_timeout,
-            "--task-timeout" => &mut self.task_timeout,
-            "--replacement-timeout" => &mut self.replacement_timeout,
-            "--reconnect-delay" => &mut self.reconnect_delay,
-            "--login-timeout" => &mut self.login_timeout,
-            _ => return Ok(false),
-        };
-        *slot = Some(crate::seconds_arg(arg, it)?);
-        Ok(true)
-    }
-
     /// Applies the settings given to the connection's configuration and the driver's options.
     fn apply(&self, config: &mut ConnectionConfig, o: &mut Options) {
         if let Some(i) = self.noop_interval {
@@ -112,87 +236,132 @@ fn print_events(c: &mut Session<SwBackend>) {
 }
 
 struct Args {
-    cmd: String,
+    cmd: &'static str,
     url: Option<String>,
     lba: u64,
-    len: usize,
     bs: usize,
     count: usize,
+    blocks: Option<u64>,
     qd: usize,
     passes: usize,
-    digests: bool,
+    digests: Digests,
     input: Option<String>,
     output: Option<String>,
     initiator: String,
+    chap_secret_file: Option<String>,
     recovery: Recovery,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args {
-        cmd: String::new(),
-        url: None,
-        lba: 0,
-        len: 128 * 1024,
-        bs: 64 * 1024,
-        count: 256,
-        qd: 16,
-        passes: 1,
-        digests: false,
-        input: None,
-        output: None,
-        initiator: "iqn.2024-01.io.ulp-ddp:cli".into(),
-        recovery: Recovery::default(),
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if a.recovery.parse(arg, &mut it)? {
-            continue;
-        }
-        let mut value = |name: &str| -> Result<String, String> {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let num = |v: String, name: &str| v.parse::<u64>().map_err(|e| format!("{name}: {e}"));
-        match arg.as_str() {
-            "read" | "write" | "verify" if a.cmd.is_empty() => a.cmd = arg.clone(),
-            u if u.starts_with("iscsi://") => a.url = Some(u.to_string()),
-            "--lba" => a.lba = num(value(arg)?, arg)?,
-            "--len" => a.len = num(value(arg)?, arg)? as usize,
-            "--bs" => a.bs = (num(value(arg)?, arg)? as usize).max(1),
-            "--count" => a.count = (num(value(arg)?, arg)? as usize).max(1),
-            "--qd" => a.qd = (num(value(arg)?, arg)? as usize).clamp(1, 1024),
-            "--passes" => a.passes = (num(value(arg)?, arg)? as usize).max(1),
-            "--digests" => a.digests = true,
-            "--in" => a.input = Some(value(arg)?),
-            "--out" => a.output = Some(value(arg)?),
-            "--initiator" => a.initiator = value(arg)?,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+impl Args {
+    fn new(cmd: &'static str, login: &Login, digests: DigestsArg, lba: u64, bs: usize) -> Self {
+        Self {
+            cmd,
+            url: login.url.clone(),
+            lba,
+            bs,
+            count: 1,
+            blocks: None,
+            qd: 16,
+            passes: 1,
+            digests: digests.get(),
+            input: None,
+            output: None,
+            initiator: login.initiator.clone(),
+            chap_secret_file: login.chap_secret_file.clone(),
+            recovery: login.recovery,
         }
     }
-    if a.cmd.is_empty() {
-        return Err("read, write, verify or perf?".into());
+
+    fn from_cmd(cmd: &IscsiCmd) -> Option<Self> {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Some(match cmd {
+            IscsiCmd::Read(r) => Self {
+                count: n(r.count),
+                blocks: r.blocks,
+                output: r.out.clone(),
+                ..Self::new("read", &r.login, r.digests, r.lba, r.bs)
+            },
+            IscsiCmd::Write(w) => Self {
+                count: n(w.count),
+                input: w.input.clone(),
+                ..Self::new("write", &w.login, w.digests, w.lba, w.bs)
+            },
+            IscsiCmd::Verify(v) => Self {
+                count: n(v.count),
+                qd: usize::from(v.qd),
+                passes: n(v.passes),
+                ..Self::new("verify", &v.login, v.digests, v.lba, v.bs)
+            },
+            IscsiCmd::Perf(_) => return None,
+        })
     }
-    Ok(a)
+
+    /// Whether the messages go to standard error (the data goes to standard output).
+    fn quiet_stdout(&self) -> bool {
+        self.output.as_deref() == Some("-")
+    }
 }
 
-/// Runs the `iscsi` subcommand with the arguments after it.
-pub fn main(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "perf") {
-        return perf_main(args);
+/// Prints a message line to standard output, or to standard error when standard output
+/// carries data.
+fn say(to_stderr: bool, line: &str) {
+    if to_stderr {
+        eprintln!("{line}");
+    } else {
+        crate::outln!("{line}");
     }
-    let a = match parse(args) {
-        Ok(a) => a,
-        Err(msg) => return crate::usage_exit("ulp-ddp iscsi", &msg, USAGE),
+}
+
+/// Runs a parsed `ulp-ddp iscsi` command line.
+pub fn main(cmd: &IscsiCmd) -> ExitCode {
+    if let IscsiCmd::Perf(p) = cmd {
+        let spec = p.perf.spec();
+        let secret = match chap_secret(p.login.chap_secret_file.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ulp-ddp iscsi perf: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = perf_as(
+            &spec,
+            p.login.url.as_deref(),
+            &p.login.initiator,
+            &p.login.recovery,
+            secret,
+        );
+        return crate::perf::finish("ulp-ddp iscsi perf", spec.json, outcome);
+    }
+    let Some(a) = Args::from_cmd(cmd) else {
+        return ExitCode::FAILURE;
     };
     match run(&a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ulp-ddp iscsi: {e}");
+            eprintln!("ulp-ddp iscsi {}: {e}", a.cmd);
             ExitCode::FAILURE
         }
     }
+}
+
+/// The CHAP secret from `--chap-secret-file` or [`CHAP_SECRET_ENV`] (`None`: neither given).
+fn chap_secret(file: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+    if let Some(f) = file {
+        let mut s = std::fs::read(f).map_err(|e| format!("--chap-secret-file {f}: {e}"))?;
+        while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            s.pop();
+        }
+        return Ok(Some(s));
+    }
+    Ok(std::env::var_os(CHAP_SECRET_ENV).map(|v| v.into_encoded_bytes()))
+}
+
+/// Where `open` reports the login.
+#[derive(Clone, Copy)]
+pub(crate) enum Verbose {
+    Silent,
+    Stdout,
+    Stderr,
 }
 
 /// A logged-in session, the LUN and its capacity, and the embedded target if one was started.
@@ -207,34 +376,53 @@ pub(crate) struct Opened {
 pub(crate) fn open(
     url: Option<&str>,
     initiator: &str,
-    digests: bool,
+    digests: Digests,
     queue_depth: u32,
     recovery: &Recovery,
-    verbose: bool,
+    secret: Option<Vec<u8>>,
+    verbose: Verbose,
 ) -> Result<Opened, Box<dyn std::error::Error>> {
+    let info = |line: String| match verbose {
+        Verbose::Silent => {}
+        Verbose::Stdout => say(false, &line),
+        Verbose::Stderr => say(true, &line),
+    };
     // The embedded target lives until the end of the run.
     let (target, url) = match url {
-        Some(u) => (None, IscsiUrl::parse(u)?),
+        Some(u) => (None, check_url(u)?),
         None => {
             let t = Target::start(TargetConfig::default())
                 .map_err(|e| format!("embedded target: {e}"))?;
-            if verbose {
-                println!("embedded target: {}", t.url());
-            }
+            info(format!("embedded target: {}", t.url()));
             let url = IscsiUrl::parse(&t.url())?;
             (Some(t), url)
         }
     };
     let mut config = ConnectionConfig::normal(initiator, &url.target);
     config.queue_depth = queue_depth.max(config.queue_depth);
-    if digests {
+    if digests.header {
         config.wanted.header_digest = DigestPref::Require;
+    }
+    if digests.data {
         config.wanted.data_digest = DigestPref::Require;
     }
+    if url.password.is_some() {
+        eprintln!(
+            "warning: the CHAP secret in the URL is visible to every user of this machine (ps); \
+             put it in {CHAP_SECRET_ENV} or a file (--chap-secret-file) instead"
+        );
+    }
     if let Some(user) = &url.user {
+        let secret = secret
+            .or_else(|| url.password.clone().map(String::into_bytes))
+            .ok_or_else(|| {
+                format!(
+                    "CHAP user {user:?} given but no secret: set {CHAP_SECRET_ENV} or use --chap-secret-file"
+                )
+            })?;
         config.chap = Some(ChapCredentials {
             user: user.clone(),
-            secret: url.password.clone().unwrap_or_default().into_bytes(),
+            secret,
         });
     }
     let mut options = Options::default();
@@ -245,8 +433,8 @@ pub(crate) fn open(
     // What recovery does is printed as it happens.
     c.on_event(|e| eprintln!("{e}"));
     let p = c.connection().params().clone();
-    if verbose {
-        println!(
+    {
+        info(format!(
             "logged in to {} (TSIH {}): HeaderDigest={} DataDigest={} MaxRecvDataSegmentLength out={} in={} MaxBurstLength={} FirstBurstLength={} InitialR2T={} ImmediateData={}",
             url.target,
             c.connection().tsih(),
@@ -258,19 +446,17 @@ pub(crate) fn open(
             p.first_burst_len,
             p.initial_r2t,
             p.immediate_data
-        );
+        ));
     }
     let lun = Lun::single_level(u8::try_from(url.lun).map_err(|_| "LUN above 255")?);
     c.test_unit_ready(lun)?;
     let cap = c.read_capacity(lun)?;
-    if verbose {
-        println!(
-            "capacity: {} blocks of {} bytes ({} MiB)",
-            cap.blocks(),
-            cap.block_len,
-            cap.bytes() >> 20
-        );
-    }
+    info(format!(
+        "capacity: {} blocks of {} bytes ({} MiB)",
+        cap.blocks(),
+        cap.block_len,
+        cap.bytes() >> 20
+    ));
     let name = format!(
         "iscsi {}{} {} LUN {} ({} x {} B, MaxRecvDataSegmentLength in {})",
         if target.is_some() { "embedded " } else { "" },
@@ -291,39 +477,65 @@ pub(crate) fn open(
 }
 
 fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let secret = chap_secret(a.chap_secret_file.as_deref())?;
     let Opened {
-        target: _target,
+        target,
         client: mut c,
         lun,
         cap,
-        ..
+        name,
     } = open(
         a.url.as_deref(),
         &a.initiator,
         a.digests,
         u32::try_from(a.qd).unwrap_or(1024),
         &a.recovery,
-        true,
+        secret,
+        if a.quiet_stdout() {
+            Verbose::Stderr
+        } else {
+            Verbose::Stdout
+        },
     )?;
     let bl = cap.block_len.max(1) as usize;
-    let result = match a.cmd.as_str() {
+    if !a.bs.is_multiple_of(bl) {
+        return Err(format!(
+            "--bs {}: not a multiple of the LUN's block size {bl} (allowed: {bl}, {}, {} ...)",
+            a.bs,
+            2 * bl,
+            4 * bl
+        )
+        .into());
+    }
+    if target.is_none() && a.lba == 0 && a.cmd != "read" {
+        eprintln!(
+            "warning: writing from LBA 0 of {name}: this overwrites the start of the LUN (a partition table, a file system); use --lba to write elsewhere"
+        );
+    }
+    let result = match a.cmd {
         "verify" => verify(&mut c, lun, cap, a),
-        _ => read_or_write(&mut c, lun, bl, a),
+        _ => read_or_write(&mut c, lun, cap, a),
     };
     print_events(&mut c);
     result?;
     let s = c.connection().engine().stats();
-    println!(
-        "engine: {} PDUs, {} data PDUs, {} bytes read in place, {} bytes copied, {} digests computed, {} failed",
-        s.pdus,
-        s.data_pdus,
-        s.bytes_read_in_place,
-        s.bytes_copied,
-        s.digests_computed,
-        s.digests_failed
+    say(
+        a.quiet_stdout(),
+        &format!(
+            "engine: {} PDUs, {} data PDUs, {} bytes read in place, {} bytes copied, {} digests computed, {} failed",
+            s.pdus,
+            s.data_pdus,
+            s.bytes_read_in_place,
+            s.bytes_copied,
+            s.digests_computed,
+            s.digests_failed
+        ),
     );
     if c.reinstatements() > 0 {
-        println!("session reinstated {} time(s)", c.reinstatements());
+        say(
+            a.quiet_stdout(),
+            &format!("session reinstated {} time(s)", c.reinstatements()),
+        );
     }
     let r = c.logout();
     print_events(&mut c);
@@ -331,44 +543,114 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Reads or writes `a.count` commands of `a.bs` bytes (or `a.blocks` blocks, or the input)
+/// from `a.lba`, one after the other.
 fn read_or_write(
     c: &mut Session<SwBackend>,
     lun: Lun,
-    bl: usize,
+    cap: scsi::Capacity,
     a: &Args,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    match a.cmd.as_str() {
-        "read" => {
-            let len = a.len.div_ceil(bl) * bl;
-            let data = c.read(lun, a.lba, SgBuffer::zeroed(len))?.into_vec();
-            println!(
-                "read {} bytes at LBA {}: crc32c {:#010x}",
-                data.len(),
+    let bl = cap.block_len.max(1) as u64;
+    let per_cmd = a.bs as u64 / bl;
+    let fits = |blocks: u64| -> Result<(), String> {
+        if a.lba
+            .checked_add(blocks)
+            .is_none_or(|end| end > cap.blocks())
+        {
+            return Err(format!(
+                "{blocks} blocks from LBA {} do not fit in the LUN's {} blocks",
                 a.lba,
-                ulp_ddp_core::digest::crc32c(&data)
-            );
-            if let Some(out) = &a.output {
-                std::fs::write(out, &data).map_err(|e| format!("write {out}: {e}"))?;
+                cap.blocks()
+            ));
+        }
+        Ok(())
+    };
+    match a.cmd {
+        "read" => {
+            let total = a.blocks.unwrap_or(a.count as u64 * per_cmd);
+            fits(total)?;
+            let mut out: Option<Box<dyn std::io::Write>> = match a.output.as_deref() {
+                None => None,
+                Some("-") => Some(Box::new(std::io::stdout().lock())),
+                Some(f) => Some(Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(f).map_err(|e| format!("--out {f}: {e}"))?,
+                ))),
+            };
+            let name = a.output.as_deref().unwrap_or("-");
+            let mut crc = ulp_ddp_core::digest::Crc32c::new();
+            let mut done = 0u64;
+            while done < total {
+                let n = per_cmd.min(total - done);
+                let data = c
+                    .read(lun, a.lba + done, SgBuffer::zeroed((n * bl) as usize))?
+                    .into_vec();
+                crc.update(&data);
+                if let Some(o) = out.as_mut() {
+                    crate::out::write_all(o.as_mut(), &data, name)?;
+                }
+                done += n;
             }
+            if let Some(o) = out.as_mut() {
+                match o.flush() {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        crate::out::quiet_exit()
+                    }
+                    r => r.map_err(|e| format!("write {name}: {e}"))?,
+                }
+            }
+            say(
+                a.quiet_stdout(),
+                &format!(
+                    "read {} bytes at LBA {}: crc32c {:#010x}",
+                    total * bl,
+                    a.lba,
+                    crc.value()
+                ),
+            );
         }
         "write" => {
-            let mut data = match &a.input {
-                Some(f) => std::fs::read(f).map_err(|e| format!("read {f}: {e}"))?,
-                None => (0..a.len)
+            let mut data = match a.input.as_deref() {
+                Some("-") => {
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
+                        .map_err(|e| format!("--in -: {e}"))?;
+                    v
+                }
+                Some(f) => std::fs::read(f).map_err(|e| format!("--in {f}: {e}"))?,
+                None => (0..a.bs * a.count)
                     .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
                     .collect(),
             };
-            data.resize(data.len().div_ceil(bl) * bl, 0);
-            let data = c.write(lun, a.lba, SgBuffer::from_vec(data))?.into_vec();
-            print_events(c);
-            let back = c.read(lun, a.lba, SgBuffer::zeroed(data.len()))?;
-            if back.into_vec() != data {
-                return Err("read-back differs from what was written".into());
+            if data.is_empty() {
+                return Err("--in: the input is empty".into());
             }
-            println!(
-                "wrote and read back {} bytes at LBA {}: identical",
-                data.len(),
-                a.lba
+            if !(data.len() as u64).is_multiple_of(bl) {
+                eprintln!(
+                    "write: the input ends inside a block: its last {} bytes are padded with zeros to {bl}",
+                    data.len() as u64 % bl
+                );
+            }
+            data.resize((data.len() as u64).div_ceil(bl) as usize * bl as usize, 0);
+            fits(data.len() as u64 / bl)?;
+            for (i, chunk) in data.chunks(a.bs).enumerate() {
+                let lba = a.lba + i as u64 * per_cmd;
+                c.write(lun, lba, SgBuffer::from_vec(chunk.to_vec()))?;
+                print_events(c);
+                let back = c.read(lun, lba, SgBuffer::zeroed(chunk.len()))?;
+                if back.into_vec() != chunk {
+                    return Err(
+                        format!("read-back at LBA {lba} differs from what was written").into(),
+                    );
+                }
+            }
+            say(
+                a.quiet_stdout(),
+                &format!(
+                    "wrote and read back {} bytes at LBA {}: identical",
+                    data.len(),
+                    a.lba
+                ),
             );
         }
         _ => return Err("read or write?".into()),
@@ -499,7 +781,7 @@ fn verify(
         } else {
             format!("pass {pass}/{} ", a.passes)
         };
-        println!(
+        crate::outln!(
             "{label}{phase}: {} commands of {} bytes at QD {} in {:.2} s: {} failed, {} buffers back{}",
             a.count,
             a.bs,
@@ -528,7 +810,7 @@ fn verify(
     if failed_total > 0 {
         return Err(format!("{failed_total} commands failed").into());
     }
-    println!(
+    crate::outln!(
         "verified {} bytes at LBA {}{}: every byte read back as written",
         a.bs * a.count,
         a.lba,
@@ -609,6 +891,7 @@ pub fn perf(spec: &PerfSpec, url: Option<&str>) -> Result<PerfResult, String> {
         url,
         "iqn.2024-01.io.ulp-ddp:cli",
         &Recovery::default(),
+        None,
     )
 }
 
@@ -617,6 +900,7 @@ fn perf_as(
     url: Option<&str>,
     initiator: &str,
     recovery: &Recovery,
+    secret: Option<Vec<u8>>,
 ) -> Result<PerfResult, String> {
     let qd = u32::try_from(spec.qd).unwrap_or(u32::MAX);
     let Opened {
@@ -625,7 +909,16 @@ fn perf_as(
         lun,
         cap,
         name,
-    } = open(url, initiator, spec.digests, qd, recovery, false).map_err(|e| e.to_string())?;
+    } = open(
+        url,
+        initiator,
+        spec.digests,
+        qd,
+        recovery,
+        secret,
+        Verbose::Silent,
+    )
+    .map_err(|e| e.to_string())?;
     c.copy_small_payloads(spec.copy_below);
     let bl = cap.block_len.max(1) as usize;
     if !spec.bs.is_multiple_of(bl) {
@@ -679,35 +972,6 @@ fn perf_as(
     })
 }
 
-fn perf_main(args: &[String]) -> ExitCode {
-    let parsed = PerfSpec::parse(args).and_then(|(spec, rest)| {
-        let mut url = None;
-        let mut initiator = "iqn.2024-01.io.ulp-ddp:cli".to_string();
-        let mut recovery = Recovery::default();
-        let mut it = rest.iter();
-        while let Some(a) = it.next() {
-            if recovery.parse(a, &mut it)? {
-                continue;
-            }
-            match a.as_str() {
-                "perf" => {}
-                u if u.starts_with("iscsi://") => url = Some(u.to_string()),
-                "--initiator" => {
-                    initiator = it.next().cloned().ok_or("--initiator needs a value")?
-                }
-                "-h" | "--help" => return Err(String::new()),
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        Ok((spec, url, initiator, recovery))
-    });
-    let json = parsed.as_ref().is_ok_and(|(spec, ..)| spec.json);
-    let outcome = parsed.map(|(spec, url, initiator, recovery)| {
-        perf_as(&spec, url.as_deref(), &initiator, &recovery)
-    });
-    crate::perf::finish("ulp-ddp iscsi", USAGE, json, outcome)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,7 +984,11 @@ mod tests {
                 qd: 4,
                 limit: crate::perf::Limit::Count(30),
                 write,
-                digests,
+                digests: if digests {
+                    Digests::BOTH
+                } else {
+                    Digests::NONE
+                },
                 progress: false,
                 ..PerfSpec::default()
             };

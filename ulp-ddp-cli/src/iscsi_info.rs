@@ -4,13 +4,14 @@
 
 use std::fmt::Write as _;
 
+use ulp_ddp_core::Digests;
 use ulp_iscsi::blocking::{Options, Session};
 use ulp_iscsi::connection::DiscoveredTarget;
 use ulp_iscsi::scsi::{self, Capacity, Inquiry};
 use ulp_iscsi::url::IscsiUrl;
 use ulp_testbed::iscsi::{Target, TargetConfig};
 
-use crate::iscsi_cli::{Opened, Recovery};
+use crate::iscsi_cli::{Opened, Recovery, Verbose};
 
 /// One information command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +143,8 @@ pub fn run(
     cmd: InfoCommand,
     url: Option<&str>,
     initiator: &str,
-    digests: bool,
+    digests: Digests,
+    secret: Option<Vec<u8>>,
 ) -> Result<String, String> {
     if cmd == InfoCommand::Discover {
         let (embedded, addr) = match url {
@@ -165,8 +167,16 @@ pub fn run(
         lun,
         cap,
         ..
-    } = crate::iscsi_cli::open(url, initiator, digests, 1, &Recovery::default(), false)
-        .map_err(|e| e.to_string())?;
+    } = crate::iscsi_cli::open(
+        url,
+        initiator,
+        digests,
+        1,
+        &Recovery::default(),
+        secret,
+        Verbose::Silent,
+    )
+    .map_err(|e| e.to_string())?;
     let text = match cmd {
         InfoCommand::ReportLuns => c.report_luns().map(|l| format_luns(&l)),
         InfoCommand::Inquiry => c.inquiry(lun).map(|i| format_inquiry(&i)),
@@ -186,20 +196,21 @@ mod tests {
 
     #[test]
     fn discover_lists_the_embedded_target() {
-        let text = run(InfoCommand::Discover, None, IQN, false).expect("discover");
+        let text = run(InfoCommand::Discover, None, IQN, Digests::NONE, None).expect("discover");
         assert!(text.starts_with("Target:iqn."), "{text}");
         assert!(text.contains(" Portal:127.0.0.1:"), "{text}");
     }
 
     #[test]
     fn report_luns_inquiry_readcap_on_the_embedded_target() {
-        let luns = run(InfoCommand::ReportLuns, None, IQN, false).expect("report-luns");
+        let luns =
+            run(InfoCommand::ReportLuns, None, IQN, Digests::NONE, None).expect("report-luns");
         assert!(
             luns.starts_with("Lun list length = 8 which implies 1 lun entry\n"),
             "{luns}"
         );
         assert!(luns.ends_with("\n    0000000000000000\n"), "{luns}");
-        let inq = run(InfoCommand::Inquiry, None, IQN, true).expect("inquiry");
+        let inq = run(InfoCommand::Inquiry, None, IQN, Digests::BOTH, None).expect("inquiry");
         assert!(
             inq.starts_with(
                 "Peripheral Qualifier:CONNECTED\nPeripheral Device Type:DIRECT_ACCESS\n"
@@ -210,7 +221,7 @@ mod tests {
             inq.contains("\nVendor:") && inq.contains("\nProduct:"),
             "{inq}"
         );
-        let cap = run(InfoCommand::ReadCap, None, IQN, false).expect("readcap");
+        let cap = run(InfoCommand::ReadCap, None, IQN, Digests::NONE, None).expect("readcap");
         let size = TargetConfig::default().size;
         let bl = TargetConfig::default().block_len;
         assert!(

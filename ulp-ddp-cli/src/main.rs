@@ -13,62 +13,16 @@
 
 use std::process::ExitCode;
 
-use ulp_ddp_cli::run::{self, Report, Spec};
-
-const USAGE: &str = "\
-usage: ulp-ddp                    the tour: demo, then NVMe/TCP and iSCSI against embedded targets
-       ulp-ddp demo [options]
-       ulp-ddp nvme|iscsi ...     (see ulp-ddp nvme --help, ulp-ddp iscsi --help)
-       ulp-ddp tcp perf [flags]   the raw loopback TCP baseline
-       ulp-ddp perf-compare [--repeat N] [flags]   tcp, nvme, iscsi back to back, with ratios
-
-demo (default): run a generated read workload through the receive engine
-  --commands N     commands in the workload (default 64)
-  --max-len BYTES  largest command (default 1048576)
-  --piece BYTES    largest stream piece on the copy path (default 65536)
-  --no-digests     header and data digests off (default on)
-  --no-corrupt     corrupt no PDU (default: some, to show the digest catching them)
-  --seed N         generator seed (default 1)
-";
-
-fn parse(args: &[String]) -> Result<Spec, String> {
-    let mut spec = Spec {
-        commands: 64,
-        max_len: 1 << 20,
-        digests: true,
-        corrupt: true,
-        max_piece: 64 * 1024,
-        seed: 1,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<usize, String> {
-            it.next()
-                .ok_or_else(|| format!("{name} needs a value"))?
-                .parse()
-                .map_err(|e| format!("{name}: {e}"))
-        };
-        match arg.as_str() {
-            "demo" => {}
-            "--commands" => spec.commands = value("--commands")?.max(1),
-            "--max-len" => spec.max_len = value("--max-len")?.max(1),
-            "--piece" => spec.max_piece = value("--piece")?.max(1),
-            "--seed" => spec.seed = value("--seed")? as u64,
-            "--no-digests" => spec.digests = false,
-            "--no-corrupt" => spec.corrupt = false,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(spec)
-}
+use ulp_ddp_cli::cli::{Cli, Cmd, DemoArgs};
+use ulp_ddp_cli::run::{self, Report};
+use ulp_ddp_cli::{outln, run::Spec};
 
 fn mb(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / 1e6)
 }
 
 fn print(reports: &[Report]) {
-    println!(
+    outln!(
         "{:<7} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>9}",
         "path",
         "stream MB",
@@ -85,7 +39,7 @@ fn print(reports: &[Report]) {
     for r in reports {
         let s = r.stats;
         let gbps = r.stream_bytes as f64 / r.elapsed.as_secs_f64().max(1e-9) / 1e9;
-        println!(
+        outln!(
             "{:<7} {:>9} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>9.2}",
             r.path,
             mb(r.stream_bytes as u64),
@@ -104,14 +58,14 @@ fn print(reports: &[Report]) {
 
 /// The default job: the engine demo, then both protocols end to end against embedded targets.
 fn tour() -> ExitCode {
-    println!("== 1/3 receive engine demo (ulp-ddp demo)");
-    let demo = run_demo(&[]);
-    println!("\n== 2/3 NVMe/TCP host vs the embedded target (ulp-ddp nvme verify --digests)");
-    let nvme = ulp_ddp_cli::nvme_cli::main(&strings(&["verify", "--digests", "--count", "32"]));
-    println!("\n== 3/3 iSCSI initiator vs the embedded target (ulp-ddp iscsi write --digests)");
-    let iscsi = ulp_ddp_cli::iscsi_cli::main(&strings(&["write", "--digests", "--len", "1048576"]));
+    outln!("== 1/3 receive engine demo (ulp-ddp demo)");
+    let demo = dispatch(&strings(&["demo"]));
+    outln!("\n== 2/3 NVMe/TCP host vs the embedded target (ulp-ddp nvme verify --digests)");
+    let nvme = dispatch(&strings(&["nvme", "verify", "--digests", "--count", "32"]));
+    outln!("\n== 3/3 iSCSI initiator vs the embedded target (ulp-ddp iscsi write --digests)");
+    let iscsi = dispatch(&strings(&["iscsi", "write", "--digests", "--bs", "1M"]));
     let ok = [demo, nvme, iscsi].iter().all(|c| *c == ExitCode::SUCCESS);
-    println!(
+    outln!(
         "\n{}",
         if ok {
             "tour: all three passed"
@@ -130,33 +84,42 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_string()).collect()
 }
 
+/// Parses `args` and runs them; help and version go to standard output (exit 0), errors to
+/// standard error (exit 2).
+fn dispatch(args: &[String]) -> ExitCode {
+    let cli = match Cli::try_parse_full(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.exit_code();
+            // clap writes help and version to standard output, errors to standard error; a
+            // closed pipe is ignored there.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
+    match &cli.cmd {
+        None => run_demo(&cli.demo),
+        Some(Cmd::Demo(d)) => run_demo(d),
+        Some(Cmd::Nvme { cmd }) => ulp_ddp_cli::nvme_cli::main(cmd),
+        Some(Cmd::Iscsi { cmd }) => ulp_ddp_cli::iscsi_cli::main(cmd),
+        Some(Cmd::Tcp { cmd }) => ulp_ddp_cli::perf::tcp_main(cmd),
+        Some(Cmd::PerfCompare(a)) => ulp_ddp_cli::compare::compare_main(a),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         return tour();
     }
-    if args.first().map(String::as_str) == Some("iscsi") {
-        return ulp_ddp_cli::iscsi_cli::main(&args[1..]);
-    }
-    if args.first().map(String::as_str) == Some("nvme") {
-        return ulp_ddp_cli::nvme_cli::main(&args[1..]);
-    }
-    if args.first().map(String::as_str) == Some("tcp") {
-        return ulp_ddp_cli::perf::tcp_main(&args[1..]);
-    }
-    if args.first().map(String::as_str) == Some("perf-compare") {
-        return ulp_ddp_cli::compare::compare_main(&args[1..]);
-    }
-    run_demo(&args)
+    dispatch(&args)
 }
 
-fn run_demo(args: &[String]) -> ExitCode {
-    let spec = match parse(args) {
-        Ok(spec) => spec,
-        Err(msg) => return ulp_ddp_cli::usage_exit("ulp-ddp", &msg, USAGE),
-    };
+fn run_demo(args: &DemoArgs) -> ExitCode {
+    let spec: Spec = args.spec();
+
     let w = run::workload(&spec);
-    println!(
+    outln!(
         "demo: {} read commands, {} MB of payload in {} PDUs ({} control), digests {}, {} PDUs corrupted on purpose",
         w.commands.len(),
         mb(w.commands.iter().map(|c| c.data.len() as u64).sum()),
@@ -175,12 +138,12 @@ fn run_demo(args: &[String]) -> ExitCode {
     };
     let reports = [copy, reader];
     print(&reports);
-    println!(
+    outln!(
         "placed: bytes a device wrote; copied: CPU copies from a receive buffer (fused with the \
          digest); in-place: read from the socket straight into the command's buffer"
     );
     if reports.iter().all(|r| r.verified) {
-        println!("all buffers equal the reference; every corrupted PDU was caught");
+        outln!("all buffers equal the reference; every corrupted PDU was caught");
         ExitCode::SUCCESS
     } else {
         eprintln!("ulp-ddp: verification FAILED");

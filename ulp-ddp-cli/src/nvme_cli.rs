@@ -1,7 +1,7 @@
 //! `ulp-ddp nvme read|write|verify|perf [nvme-tcp://HOST:PORT/NQN/NSID] [options]`: the NVMe/TCP host
 //! on a real target, or on the embedded one when no URL is given.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use ulp_backend_sw::SwBackend;
@@ -10,88 +10,238 @@ use ulp_nvme_tcp::blocking::{CommandId, Controller, Io, Options};
 use ulp_nvme_tcp::wire::Digests;
 use ulp_testbed::nvme::{Target, TargetConfig};
 
+use crate::args::DigestKind;
 use crate::perf::{EMBEDDED_BYTES, PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
-/// Usage text of the `nvme` subcommand.
-pub const USAGE: &str = "\
-usage: ulp-ddp nvme read|write|verify [nvme-tcp://HOST:PORT/NQN/NSID] [options]
-       ulp-ddp nvme perf [nvme-tcp://HOST:PORT/NQN/NSID] [perf flags]
-       ulp-ddp nvme discover [nvme-tcp://HOST[:PORT]] [--digests]
+/// The NVMe/TCP URL of a namespace: host (an IPv6 address in brackets), port, subsystem NQN
+/// and namespace ID.
+pub type NvmeUrl = (String, u16, String, u32);
 
-  read    read --count commands of --size bytes at consecutive blocks
-  write   write them (a pattern)
-  verify  write, then read back and verify
-  perf    the shared perf mode (reads, or writes with --write); see the perf flags below
-  discover  read the discovery controller's log and list its entries, as nvme discover does
-            (port 4420 unless given)
-  With no URL an embedded NVMe/TCP target (64 MiB RAM namespace, filled before a read run) is
-  started on 127.0.0.1.
+/// The write patterns, documented in `--help`.
+const PATTERNS: &str = "\
+Data written without --in (write, verify): the command at LBA L gets byte i = (i * 0x9E37 + L)
+mod 256 (i from 0 in the command), so every command's data differs and a read-back can be
+checked; perf writes use the same rule with the slot number for L.
+Writing to a real target (a URL) at LBA 0 prints a warning: it overwrites the start of the
+namespace (a partition table, a file system's superblock).";
 
-  --size BYTES   bytes per command, a multiple of the block size (default 131072)
-  --count N      commands per phase (default 256)
-  --qd N         commands outstanding at once (default 8)
-  --digests      header and data digests on
-  --queues N     I/O queues, each its own TCP connection (nvme-cli's --nr-io-queues, also
-                 accepted; default 1; also for perf)
-  Recovery (defaults as Linux's nvme-tcp host; seconds, fractions allowed):
-  --keep-alive-tmo S   KATO given to Connect, Keep Alive every S/2 (default 5; 0: none)
-  --io-timeout S       a command outstanding this long is aborted (default 30)
-  --reconnect-delay S  wait before each reconnect after losing the controller (default 10)
-  --ctrl-loss-tmo S    give up reconnecting, failing every command, after S (default 600)
-";
+/// `ulp-ddp nvme ...`: the NVMe/TCP host on a real target, or on an embedded one (a 64 MiB RAM
+/// namespace on 127.0.0.1, filled before a read run) when no URL is given.
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum NvmeCmd {
+    /// Read --count commands of --bs bytes from --lba (--out FILE or - to save the data)
+    #[command(args_override_self = true, after_help = PATTERNS)]
+    Read(ReadArgs),
+    /// Write --count commands of --bs bytes from --lba: a pattern, or --in FILE (- for stdin)
+    #[command(args_override_self = true, after_help = PATTERNS)]
+    Write(WriteArgs),
+    /// Write --count commands of --bs bytes (a pattern) from --lba, read them back and compare
+    #[command(args_override_self = true, after_help = PATTERNS)]
+    Verify(IoArgs),
+    /// The shared perf mode: reads (or writes with --write) for --seconds or --count commands
+    #[command(args_override_self = true)]
+    Perf(NvmePerfArgs),
+    /// Read a discovery controller's log and list its entries, as nvme discover does
+    #[command(args_override_self = true)]
+    Discover(DiscoverArgs),
+}
+
+/// The flags of `nvme read`, `write` and `verify`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct IoArgs {
+    /// nvme-tcp://HOST[:PORT]/NQN/NSID (port 4420 unless given; IPv6 hosts in brackets);
+    /// without it, the embedded target
+    #[arg(value_name = "URL", value_parser = url_arg)]
+    pub url: Option<NvmeUrl>,
+    /// Bytes per command, a multiple of the block size (4k, 128k, 1M ...)
+    #[arg(long, visible_aliases = ["size", "len"], value_name = "BYTES", default_value = "128k", value_parser = crate::args::size)]
+    pub bs: usize,
+    /// Commands per phase (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// First logical block (nvme-cli's --start-block)
+    #[arg(
+        long,
+        visible_alias = "start-block",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub lba: u64,
+    /// Commands outstanding at once (1 to 1024)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub qd: u16,
+    /// Digests to ask for: header, data, both or none (--digests alone: both)
+    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "both")]
+    pub digests: Option<DigestKind>,
+    /// I/O queues, each its own TCP connection (1 to 64)
+    #[arg(long, visible_alias = "nr-io-queues", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub queues: u16,
+    #[command(flatten)]
+    /// Recovery settings.
+    pub recovery: Recovery,
+}
+
+/// The flags of `nvme read`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    /// The shared flags.
+    pub io: IoArgs,
+    /// Read this many logical blocks from --lba (in commands of at most --bs bytes) instead of
+    /// --count commands
+    #[arg(long, visible_alias = "block-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub blocks: Option<u64>,
+    /// Save the data read, in LBA order, to FILE (- for standard output; the summary then
+    /// goes to standard error)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<String>,
+}
+
+/// The flags of `nvme write`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WriteArgs {
+    #[command(flatten)]
+    /// The shared flags.
+    pub io: IoArgs,
+    /// Write the contents of FILE (- for standard input) from --lba, in commands of at most
+    /// --bs bytes (the last block padded with zeros), instead of --count pattern commands
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<String>,
+}
+
+/// The flags of `nvme discover`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DiscoverArgs {
+    /// nvme-tcp://HOST[:PORT] of the discovery controller (port 4420 unless given); without
+    /// it, the embedded target
+    #[arg(value_name = "URL", value_parser = discovery_url_arg)]
+    pub url: Option<NvmeUrl>,
+    /// Digests to ask for: header, data, both or none (--digests alone: both)
+    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "both")]
+    pub digests: Option<DigestKind>,
+    #[command(flatten)]
+    /// Recovery settings.
+    pub recovery: Recovery,
+}
+
+/// The flags of `nvme perf`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NvmePerfArgs {
+    /// nvme-tcp://HOST[:PORT]/NQN/NSID; without it, the embedded target
+    #[arg(value_name = "URL", value_parser = url_arg)]
+    pub url: Option<NvmeUrl>,
+    /// I/O queues, each its own TCP connection (1 to 64)
+    #[arg(long, visible_alias = "nr-io-queues", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub queues: u16,
+    #[command(flatten)]
+    /// The shared perf flags.
+    pub perf: crate::perf::PerfArgs,
+}
 
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
-    /// `read`, `write` or `verify`.
+    /// `read`, `write`, `verify` or `discover`.
     pub op: String,
     /// Host, port, subsystem NQN and namespace, or `None` for the embedded target.
-    pub url: Option<(String, u16, String, u32)>,
+    pub url: Option<NvmeUrl>,
     /// Bytes per command.
     pub size: usize,
     /// Commands per phase.
     pub count: usize,
+    /// First logical block.
+    pub lba: u64,
+    /// `read --blocks`: logical blocks to read instead of `count` commands.
+    pub blocks: Option<u64>,
+    /// `read --out`: where the data goes (`-`: standard output).
+    pub output: Option<String>,
+    /// `write --in`: where the data comes from (`-`: standard input).
+    pub input: Option<String>,
     /// Queue depth.
     pub qd: u16,
-    /// Header and data digests.
-    pub digests: bool,
+    /// Header and data digests asked for.
+    pub digests: Digests,
     /// Recovery settings given on the command line (`None`: the library's default).
     pub recovery: Recovery,
     /// I/O queues.
     pub queues: u16,
 }
 
+impl Spec {
+    fn from_io(op: &str, a: &IoArgs) -> Self {
+        Self {
+            op: op.to_string(),
+            url: a.url.clone(),
+            size: a.bs,
+            count: usize::try_from(a.count).unwrap_or(usize::MAX),
+            lba: a.lba,
+            blocks: None,
+            output: None,
+            input: None,
+            qd: a.qd,
+            digests: crate::args::digests(a.digests),
+            recovery: a.recovery,
+            queues: a.queues,
+        }
+    }
+
+    /// The spec of a parsed `nvme` command line (`None` for `perf`).
+    pub fn from_cmd(cmd: &NvmeCmd) -> Option<Self> {
+        Some(match cmd {
+            NvmeCmd::Read(r) => Self {
+                blocks: r.blocks,
+                output: r.out.clone(),
+                ..Self::from_io("read", &r.io)
+            },
+            NvmeCmd::Write(w) => Self {
+                input: w.input.clone(),
+                ..Self::from_io("write", &w.io)
+            },
+            NvmeCmd::Verify(v) => Self::from_io("verify", v),
+            NvmeCmd::Discover(d) => Self {
+                url: d.url.clone(),
+                digests: crate::args::digests(d.digests),
+                recovery: d.recovery,
+                ..Self::from_io(
+                    "discover",
+                    &IoArgs {
+                        url: None,
+                        bs: 4096,
+                        count: 1,
+                        lba: 0,
+                        qd: 1,
+                        digests: None,
+                        queues: 1,
+                        recovery: Recovery::default(),
+                    },
+                )
+            },
+            NvmeCmd::Perf(_) => return None,
+        })
+    }
+}
+
 /// Recovery settings from the command line; `None` keeps [`Options::new`]'s default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[command(
+    next_help_heading = "Recovery (defaults as Linux's nvme-tcp host; seconds, fractions allowed)"
+)]
 pub struct Recovery {
-    /// `--keep-alive-tmo`.
+    /// KATO given to Connect, Keep Alive every S/2 (default 5; 0: none)
+    #[arg(long = "keep-alive-tmo", value_name = "S", value_parser = crate::args::seconds)]
     pub kato: Option<Duration>,
-    /// `--io-timeout`.
+    /// A command outstanding this long is aborted (default 30)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     pub io_timeout: Option<Duration>,
-    /// `--reconnect-delay`.
+    /// Wait before each reconnect after losing the controller (default 10)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     pub reconnect_delay: Option<Duration>,
-    /// `--ctrl-loss-tmo`.
+    /// Give up reconnecting, failing every command, after S (default 600)
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds)]
     pub ctrl_loss_tmo: Option<Duration>,
 }
 
 impl Recovery {
-    /// Parses one recovery flag and its value from `it`; `Ok(false)` when `arg` is not one.
-    fn parse<'a>(
-        &mut self,
-        arg: &str,
-        it: &mut impl Iterator<Item = &'a String>,
-    ) -> Result<bool, String> {
-        let slot = match arg {
-            "--keep-alive-tmo" => &mut self.kato,
-            "--io-timeout" => &mut self.io_timeout,
-            "--reconnect-delay" => &mut self.reconnect_delay,
-            "--ctrl-loss-tmo" => &mut self.ctrl_loss_tmo,
-            _ => return Ok(false),
-        };
-        *slot = Some(crate::seconds_arg(arg, it)?);
-        Ok(true)
-    }
-
     /// Applies the settings given to `o`.
     fn apply(&self, o: &mut Options) {
         if let Some(k) = self.kato {
@@ -109,24 +259,61 @@ impl Recovery {
     }
 }
 
-/// Parses `nvme-tcp://HOST:PORT/NQN/NSID`.
+fn url_arg(url: &str) -> Result<NvmeUrl, String> {
+    parse_url(url)
+}
+
+fn discovery_url_arg(url: &str) -> Result<NvmeUrl, String> {
+    parse_discovery_url(url)
+}
+
+/// Splits `HOST[:PORT]` (an IPv6 host in brackets, kept with them so that `host:port` is an
+/// address) with `default` for a missing port.
+fn host_port(hostport: &str, default: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 host needs its closing ]")?;
+        (format!("[{h}]"), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
+        None => default,
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("empty host".into());
+    }
+    Ok((host, port))
+}
+
+fn url_error(url: &str, why: &str, form: &str) -> String {
+    format!("not an nvme-tcp:// URL: {url:?} ({why}; expected {form})")
+}
+
+/// Parses `nvme-tcp://HOST[:PORT]/NQN/NSID` (port 4420 unless given; `[v6 address]`).
 ///
 /// # Errors
 ///
-/// A message saying what is wrong.
-pub fn parse_url(url: &str) -> Result<(String, u16, String, u32), String> {
+/// A message quoting the URL and saying what is wrong.
+pub fn parse_url(url: &str) -> Result<NvmeUrl, String> {
+    const FORM: &str = "nvme-tcp://HOST[:PORT]/NQN/NSID";
+    let e = |why: &str| url_error(url, why, FORM);
     let rest = url
         .strip_prefix("nvme-tcp://")
-        .ok_or("the URL must start with nvme-tcp://")?;
-    let (hostport, path) = rest.split_once('/').ok_or("missing /NQN/NSID")?;
-    let (host, port) = hostport.rsplit_once(':').ok_or("missing :PORT")?;
-    let port = port.parse().map_err(|e| format!("port: {e}"))?;
-    let (nqn, nsid) = path.rsplit_once('/').ok_or("missing /NSID")?;
-    let nsid = nsid.parse().map_err(|e| format!("NSID: {e}"))?;
-    if nqn.is_empty() || host.is_empty() {
-        return Err("empty host or NQN".into());
+        .ok_or_else(|| e("it must start with nvme-tcp://"))?;
+    let (hostport, path) = rest.split_once('/').ok_or_else(|| e("missing /NQN/NSID"))?;
+    let (host, port) = host_port(hostport, 4420).map_err(|w| e(&w))?;
+    let (nqn, nsid) = path.rsplit_once('/').ok_or_else(|| e("missing /NSID"))?;
+    let nsid = nsid.parse().map_err(|_| e(&format!("bad NSID {nsid:?}")))?;
+    if nqn.is_empty() {
+        return Err(e("empty NQN"));
     }
-    Ok((host.to_string(), port, nqn.to_string(), nsid))
+    Ok((host, port, nqn.to_string(), nsid))
 }
 
 /// Parses `nvme-tcp://HOST[:PORT][/]` (a discovery controller; port 4420 by default) into the
@@ -134,75 +321,30 @@ pub fn parse_url(url: &str) -> Result<(String, u16, String, u32), String> {
 ///
 /// # Errors
 ///
-/// A message saying what is wrong.
-pub fn parse_discovery_url(url: &str) -> Result<(String, u16, String, u32), String> {
+/// A message quoting the URL and saying what is wrong.
+pub fn parse_discovery_url(url: &str) -> Result<NvmeUrl, String> {
+    const FORM: &str = "nvme-tcp://HOST[:PORT]";
+    let e = |why: &str| url_error(url, why, FORM);
     let rest = url
         .strip_prefix("nvme-tcp://")
-        .ok_or("the URL must start with nvme-tcp://")?;
+        .ok_or_else(|| e("it must start with nvme-tcp://"))?;
     let hostport = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|e| format!("port: {e}"))?),
-        None => (hostport, 4420),
-    };
-    if host.is_empty() {
-        return Err("empty host".into());
-    }
-    Ok((
-        host.to_string(),
-        port,
-        ulp_nvme_tcp::nvme::DISCOVERY_NQN.to_string(),
-        0,
-    ))
+    let (host, port) = host_port(hostport, 4420).map_err(|w| e(&w))?;
+    Ok((host, port, ulp_nvme_tcp::nvme::DISCOVERY_NQN.to_string(), 0))
 }
 
-/// Parses the subcommand's arguments.
+/// Parses the subcommand's arguments (after `nvme`), as the command line does.
 ///
 /// # Errors
 ///
-/// A message, or an empty one for `--help`.
+/// clap's message (usage included), or "perf" for a perf command line.
 pub fn parse(args: &[String]) -> Result<Spec, String> {
-    let mut spec = Spec {
-        op: String::new(),
-        url: None,
-        size: 128 * 1024,
-        count: 256,
-        qd: 8,
-        digests: false,
-        recovery: Recovery::default(),
-        queues: 1,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if spec.recovery.parse(arg, &mut it)? {
-            continue;
-        }
-        let mut value = |name: &str| -> Result<usize, String> {
-            it.next()
-                .ok_or_else(|| format!("{name} needs a value"))?
-                .parse()
-                .map_err(|e| format!("{name}: {e}"))
-        };
-        match arg.as_str() {
-            "read" | "write" | "verify" | "discover" if spec.op.is_empty() => {
-                spec.op = arg.clone();
-            }
-            url if url.starts_with("nvme-tcp://") && spec.op == "discover" => {
-                spec.url = Some(parse_discovery_url(url)?);
-            }
-            "--size" => spec.size = value("--size")?.max(1),
-            "--count" => spec.count = value("--count")?.max(1),
-            "--qd" => spec.qd = value("--qd")?.clamp(1, 1024) as u16,
-            "--digests" => spec.digests = true,
-            "--queues" | "--nr-io-queues" => spec.queues = value(arg)?.clamp(1, 64) as u16,
-            "-h" | "--help" => return Err(String::new()),
-            url if url.starts_with("nvme-tcp://") => spec.url = Some(parse_url(url)?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+    let mut v = vec!["nvme".to_string()];
+    v.extend_from_slice(args);
+    match crate::cli::Cli::try_parse_args(&v).map_err(|e| e.to_string())? {
+        Some(crate::cli::Cmd::Nvme { cmd }) => Spec::from_cmd(&cmd).ok_or_else(|| "perf".into()),
+        _ => Err("not an nvme command line".into()),
     }
-    if spec.op.is_empty() {
-        return Err("read, write, verify, discover or perf?".into());
-    }
-    Ok(spec)
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -228,80 +370,268 @@ pub struct PhaseResult {
     pub mismatches: usize,
 }
 
+/// Where a phase's data comes from or goes: `--in` for writes, `--out` for reads.
+#[derive(Default)]
+pub struct DataIo {
+    /// Data to write (`write --in`).
+    pub input: Option<Box<dyn std::io::Read>>,
+    /// Where read data goes (`read --out`), in LBA order.
+    pub output: Option<Box<dyn std::io::Write>>,
+    /// Name of the output, for messages.
+    pub output_name: String,
+}
+
+/// Reads up to `len` bytes (fewer only at the end of the input).
+fn read_chunk(r: &mut dyn std::io::Read, len: usize) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::with_capacity(len);
+    r.take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("read --in: {e}"))?;
+    Ok(buf)
+}
+
+/// Which commands a phase runs: a region from `--lba` (`--out`, `--blocks`), or `count`
+/// commands from `--lba`, wrapping around the namespace as before `--lba` existed.
+struct Plan {
+    lba: u64,
+    per_cmd: u64,
+    /// Region: blocks to cover; `None`: `count` commands, wrapping after `slots`.
+    region: Option<u64>,
+    slots: u64,
+    commands: usize,
+}
+
+impl Plan {
+    fn new(spec: &Spec, block: u64, nsze: u64, data: bool) -> Result<Self, String> {
+        let per_cmd = spec.size as u64 / block;
+        if spec.lba >= nsze {
+            return Err(format!(
+                "--lba {}: beyond the namespace (0 to {})",
+                spec.lba,
+                nsze - 1
+            ));
+        }
+        let left = nsze - spec.lba;
+        if let Some(total) = spec
+            .blocks
+            .or_else(|| data.then(|| spec.count as u64 * per_cmd))
+        {
+            if total > left {
+                return Err(format!(
+                    "{total} blocks from LBA {} do not fit in the namespace's {nsze} blocks",
+                    spec.lba
+                ));
+            }
+            return Ok(Self {
+                lba: spec.lba,
+                per_cmd,
+                region: Some(total),
+                slots: 0,
+                commands: usize::try_from(total.div_ceil(per_cmd)).unwrap_or(usize::MAX),
+            });
+        }
+        if per_cmd > left {
+            return Err(format!(
+                "--bs {}: a command from LBA {} does not fit in the namespace's {nsze} blocks",
+                spec.size, spec.lba
+            ));
+        }
+        Ok(Self {
+            lba: spec.lba,
+            per_cmd,
+            region: None,
+            slots: (left / per_cmd).max(1),
+            commands: spec.count,
+        })
+    }
+
+    /// The `i`th command's first block and block count.
+    fn command(&self, i: usize) -> (u64, u64) {
+        let i = i as u64;
+        match self.region {
+            Some(total) => (
+                self.lba + i * self.per_cmd,
+                self.per_cmd.min(total - i * self.per_cmd),
+            ),
+            None => (self.lba + (i % self.slots) * self.per_cmd, self.per_cmd),
+        }
+    }
+}
+
 fn phase(
     c: &mut Controller<SwBackend>,
     spec: &Spec,
     write: bool,
     verify: bool,
+    data: &mut DataIo,
 ) -> Result<PhaseResult, String> {
-    let block = u64::from(c.namespace().block_size.max(1));
-    let per_cmd = spec.size as u64 / block;
-    let slots = (c.namespace().nsze / per_cmd.max(1)).max(1);
+    let ns = c.namespace();
+    let block = u64::from(ns.block_size.max(1));
+    let op = if write { "write" } else { "read" };
+    let from_input = write && data.input.is_some();
+    let plan = Plan::new(spec, block, ns.nsze, data.output.is_some())?;
+    let commands = if from_input {
+        usize::MAX
+    } else {
+        plan.commands
+    };
+    let bar = crate::progress::bar(if from_input { 0 } else { commands as u64 }, op);
+    if !crate::progress::visible() {
+        let what = if from_input {
+            format!(
+                "{} in commands of up to {} B",
+                spec.input.as_deref().unwrap_or("-"),
+                spec.size
+            )
+        } else {
+            format!("{commands} commands of {} B", spec.size)
+        };
+        eprintln!("{op} {what} from LBA {} at QD {}", spec.lba, spec.qd);
+    }
     let start = Instant::now();
-    let mut last_progress = start;
     let (mut next, mut done, mut errors, mut mismatches) = (0usize, 0usize, 0usize, 0usize);
     let mut bytes = 0u64;
-    while done < spec.count {
-        while next < spec.count && c.outstanding() < usize::from(spec.qd) {
-            let slba = (next as u64 % slots) * per_cmd;
-            let io = if write {
+    let mut input_lba = spec.lba;
+    let mut eof = false;
+    // Reads for --out, completed out of order, written in order.
+    let mut pending: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+    let mut out_lba = spec.lba;
+    loop {
+        while !eof && next < commands && c.outstanding() < usize::from(spec.qd) {
+            let io = if let Some(input) = data.input.as_mut().filter(|_| write) {
+                let mut chunk = read_chunk(input.as_mut(), spec.size)?;
+                if chunk.is_empty() {
+                    eof = true;
+                    break;
+                }
+                let blocks = (chunk.len() as u64).div_ceil(block);
+                if input_lba + blocks > ns.nsze {
+                    return Err(format!(
+                        "--in {}: the data from LBA {} does not fit in the namespace's {} blocks",
+                        spec.input.as_deref().unwrap_or("-"),
+                        spec.lba,
+                        ns.nsze
+                    ));
+                }
+                if !(chunk.len() as u64).is_multiple_of(block) {
+                    eprintln!(
+                        "{op}: the input ends inside a block: its last {} bytes are padded with zeros to {block}",
+                        chunk.len() as u64 % block
+                    );
+                    chunk.resize((blocks * block) as usize, 0);
+                }
+                let slba = input_lba;
+                input_lba += blocks;
                 Io::Write {
                     slba,
-                    data: SgBuffer::from_vec(pattern(spec.size, slba)),
+                    data: SgBuffer::from_vec(chunk),
                 }
             } else {
-                Io::Read {
-                    slba,
-                    buffer: SgBuffer::zeroed(spec.size),
+                let (slba, blocks) = plan.command(next);
+                let len = (blocks * block) as usize;
+                if write {
+                    Io::Write {
+                        slba,
+                        data: SgBuffer::from_vec(pattern(len, slba)),
+                    }
+                } else {
+                    Io::Read {
+                        slba,
+                        buffer: SgBuffer::zeroed(len),
+                    }
                 }
             };
             c.submit(io).map_err(|e| e.to_string())?;
             next += 1;
         }
+        if c.outstanding() == 0 {
+            break;
+        }
         let completion = c.wait(None).map_err(|e| e.to_string())?;
         for event in c.take_events() {
-            eprintln!("\n{event}");
+            bar.suspend(|| eprintln!("{event}"));
         }
         done += 1;
+        bar.inc(1);
         if let Some(msg) = completion.error_message() {
             errors += 1;
-            if errors <= 10 {
-                eprintln!("\n{msg}");
-            } else if errors == 11 {
-                eprintln!("\n(further failed commands are counted, not listed)");
+            bar.suspend(|| {
+                if errors <= 10 {
+                    eprintln!("{msg}");
+                } else if errors == 11 {
+                    eprintln!("(further failed commands are counted, not listed)");
+                }
+            });
+            if data.output.is_some() {
+                return Err(format!(
+                    "the read at LBA {} failed; {} is incomplete",
+                    completion.slba, data.output_name
+                ));
             }
             continue;
         }
         bytes += completion.len;
-        if verify
-            && completion
-                .buffer
-                .is_some_and(|b| b.into_vec() != pattern(spec.size, completion.slba))
-        {
-            mismatches += 1;
+        let slba = completion.slba;
+        if let Some(buf) = completion.buffer {
+            let v = buf.into_vec();
+            if verify && v != pattern(v.len(), slba) {
+                mismatches += 1;
+            }
+            if let Some(out) = data.output.as_mut() {
+                pending.insert(slba, v);
+                while let Some(chunk) = pending.remove(&out_lba) {
+                    out_lba += chunk.len() as u64 / block;
+                    crate::out::write_all(out.as_mut(), &chunk, &data.output_name)?;
+                }
+            }
         }
-        if last_progress.elapsed() > Duration::from_millis(200) {
-            last_progress = Instant::now();
-            let secs = start.elapsed().as_secs_f64();
-            eprint!(
-                "\r{} {done}/{} commands, {:.1} MiB/s   ",
-                if write { "write" } else { "read" },
-                spec.count,
-                bytes as f64 / secs / (1 << 20) as f64
-            );
-            let _ = std::io::stderr().flush();
-        }
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "{:.1} MiB/s",
+            bytes as f64 / secs / (1 << 20) as f64
+        ));
     }
-    if last_progress != start {
-        eprintln!();
+    bar.finish_and_clear();
+    if let Some(out) = data.output.as_mut() {
+        match out.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => crate::out::quiet_exit(),
+            r => r.map_err(|e| format!("write {}: {e}", data.output_name))?,
+        }
     }
     Ok(PhaseResult {
-        op: if write { "write" } else { "read" },
+        op,
         commands: done - errors,
         bytes,
         elapsed: start.elapsed(),
         errors,
         mismatches,
+    })
+}
+
+/// Opens `--in` and `--out` (`-`: standard input, standard output).
+fn data_io(spec: &Spec) -> Result<DataIo, String> {
+    let input: Option<Box<dyn std::io::Read>> = match spec.input.as_deref() {
+        None => None,
+        Some("-") => Some(Box::new(std::io::stdin().lock())),
+        Some(f) => Some(Box::new(std::io::BufReader::new(
+            std::fs::File::open(f).map_err(|e| format!("--in {f}: {e}"))?,
+        ))),
+    };
+    let output: Option<Box<dyn std::io::Write>> = match spec.output.as_deref() {
+        None => None,
+        Some("-") => Some(Box::new(std::io::stdout().lock())),
+        Some(f) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(f).map_err(|e| format!("--out {f}: {e}"))?,
+        ))),
+    };
+    Ok(DataIo {
+        input,
+        output,
+        output_name: match spec.output.as_deref() {
+            Some("-") => "standard output".into(),
+            Some(f) => f.to_string(),
+            None => String::new(),
+        },
     })
 }
 
@@ -311,7 +641,7 @@ fn phase(
 ///
 /// Connection or set-up failures, as a message.
 pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
-    let (_embedded, mut c, target) = open(
+    let (embedded, mut c, target) = open(
         spec.url.as_ref(),
         spec.qd,
         spec.digests,
@@ -320,25 +650,43 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
     )?;
     let ns = c.namespace();
     if !(spec.size as u64).is_multiple_of(u64::from(ns.block_size.max(1))) {
-        return Err(format!("--size must be a multiple of {}", ns.block_size));
+        return Err(format!(
+            "--bs {}: not a multiple of the namespace's block size {} (allowed: {0}, {}, {} ...)",
+            spec.size,
+            ns.block_size,
+            2 * ns.block_size,
+            4 * ns.block_size
+        ));
     }
+    if embedded.is_none() && spec.lba == 0 && spec.op != "read" {
+        eprintln!(
+            "warning: writing from LBA 0 of {target}: this overwrites the start of the namespace (a partition table, a file system); use --lba to write elsewhere"
+        );
+    }
+    let mut data = data_io(spec)?;
     let mut phases = Vec::new();
     match spec.op.as_str() {
-        "read" => phases.push(phase(&mut c, spec, false, false)?),
-        "write" => phases.push(phase(&mut c, spec, true, false)?),
+        "read" => phases.push(phase(&mut c, spec, false, false, &mut data)?),
+        "write" => phases.push(phase(&mut c, spec, true, false, &mut data)?),
         _ => {
-            phases.push(phase(&mut c, spec, true, false)?);
-            phases.push(phase(&mut c, spec, false, true)?);
+            phases.push(phase(&mut c, spec, true, false, &mut data)?);
+            phases.push(phase(&mut c, spec, false, true, &mut data)?);
         }
     }
     let stats = c.stats();
     let reconnects = c.reconnects();
+    let negotiated = c
+        .io_queues()
+        .first()
+        .map(|q| q.connection().engine().protocol().digests());
     c.close().map_err(|e| format!("shutdown: {e}"))?;
-    let target = if reconnects > 0 {
-        format!("{target}; reconnected {reconnects} time(s)")
-    } else {
-        target
-    };
+    let mut target = target;
+    if let Some(d) = negotiated {
+        target = format!("{target}, {d}");
+    }
+    if reconnects > 0 {
+        target = format!("{target}; reconnected {reconnects} time(s)");
+    }
     Ok((phases, stats, target))
 }
 
@@ -362,9 +710,7 @@ pub fn discover(spec: &Spec) -> Result<String, String> {
     };
     let mut o = Options::new(ulp_nvme_tcp::nvme::DISCOVERY_NQN);
     spec.recovery.apply(&mut o);
-    if spec.digests {
-        o.digests = Digests::BOTH;
-    }
+    o.digests = spec.digests;
     let log =
         ulp_nvme_tcp::blocking::discover(addr.as_str(), &o).map_err(|e| format!("{addr}: {e}"))?;
     drop(embedded);
@@ -387,7 +733,7 @@ type Opened = (Option<Target>, Controller<SwBackend>, String);
 pub(crate) fn open(
     url: Option<&(String, u16, String, u32)>,
     qd: u16,
-    digests: bool,
+    digests: Digests,
     recovery: &Recovery,
     queues: u16,
 ) -> Result<Opened, String> {
@@ -407,11 +753,7 @@ pub(crate) fn open(
     o.queues = queues;
     o.nsid = nsid;
     o.queue_depth = qd.saturating_add(1);
-    o.digests = if digests {
-        Digests::BOTH
-    } else {
-        Digests::NONE
-    };
+    o.digests = digests;
     let c = Controller::connect_with(addr.as_str(), &o, |_| SwBackend::new())
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let ns = c.namespace();
@@ -546,47 +888,24 @@ pub fn perf(
     })
 }
 
-fn perf_main(args: &[String]) -> std::process::ExitCode {
-    let parsed = PerfSpec::parse(args).and_then(|(spec, rest)| {
-        let mut url = None;
-        let mut queues = 1u16;
-        let mut it = rest.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "perf" => {}
-                "--queues" | "--nr-io-queues" => {
-                    let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-                    queues = v
-                        .parse::<u16>()
-                        .map_err(|e| format!("{a} {v:?}: {e}"))?
-                        .clamp(1, 64);
-                }
-                u if u.starts_with("nvme-tcp://") => url = Some(parse_url(u)?),
-                "-h" | "--help" => return Err(String::new()),
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        Ok((spec, url, queues))
-    });
-    let json = parsed.as_ref().is_ok_and(|(spec, ..)| spec.json);
-    let outcome = parsed.map(|(spec, url, queues)| perf(&spec, url.as_ref(), queues));
-    crate::perf::finish("ulp-ddp nvme", USAGE, json, outcome)
-}
-
-/// The `nvme` subcommand: parses `args` (after `nvme`), runs, prints the result table.
-pub fn main(args: &[String]) -> std::process::ExitCode {
+/// Runs a parsed `ulp-ddp nvme` command line and prints its result.
+pub fn main(cmd: &NvmeCmd) -> std::process::ExitCode {
     use std::process::ExitCode;
-    if args.iter().any(|a| a == "perf") {
-        return perf_main(args);
+    if let NvmeCmd::Perf(p) = cmd {
+        let spec = p.perf.spec();
+        return crate::perf::finish(
+            "ulp-ddp nvme perf",
+            spec.json,
+            perf(&spec, p.url.as_ref(), p.queues),
+        );
     }
-    let spec = match parse(args) {
-        Ok(s) => s,
-        Err(msg) => return crate::usage_exit("ulp-ddp nvme", &msg, USAGE),
+    let Some(spec) = Spec::from_cmd(cmd) else {
+        return ExitCode::FAILURE;
     };
     if spec.op == "discover" {
         return match discover(&spec) {
             Ok(text) => {
-                print!("{text}");
+                crate::out!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -598,25 +917,34 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
     let (phases, stats, target) = match run(&spec) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ulp-ddp nvme: {e}");
+            eprintln!("ulp-ddp nvme {}: {e}", spec.op);
             return ExitCode::FAILURE;
         }
     };
-    println!(
+    // With the data on standard output, the summary goes to standard error.
+    let to_stderr = spec.output.as_deref() == Some("-");
+    let say = |line: String| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            crate::outln!("{line}");
+        }
+    };
+    say(format!(
         "target: {target}; {} B x {} at QD {}, digests {}",
         spec.size,
         spec.count,
         spec.qd,
-        if spec.digests { "on" } else { "off" }
-    );
-    println!(
+        crate::args::digests_word(spec.digests)
+    ));
+    say(format!(
         "{:<6} {:>8} {:>10} {:>9} {:>10} {:>9} {:>7} {:>10}",
         "op", "commands", "MiB", "seconds", "IOPS", "MiB/s", "errors", "mismatches"
-    );
+    ));
     let mut failed = false;
     for p in &phases {
         let secs = p.elapsed.as_secs_f64().max(1e-9);
-        println!(
+        say(format!(
             "{:<6} {:>8} {:>10.1} {:>9.3} {:>10.0} {:>9.1} {:>7} {:>10}",
             p.op,
             p.commands,
@@ -626,17 +954,17 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
             p.bytes as f64 / secs / (1 << 20) as f64,
             p.errors,
             p.mismatches
-        );
+        ));
         failed |= p.errors > 0 || p.mismatches > 0;
     }
-    println!(
+    say(format!(
         "placement: read in place {} B, copied {} B, placed by device {} B; digests computed {}, failed {}",
         stats.bytes_read_in_place,
         stats.bytes_copied,
         stats.bytes_placed,
         stats.digests_computed,
         stats.digests_failed
-    );
+    ));
     if failed {
         ExitCode::FAILURE
     } else {
@@ -658,12 +986,25 @@ mod tests {
             parse_url("nvme-tcp://127.0.0.1:4420/nqn.2024-01.io.x:ram0/1"),
             Ok(("127.0.0.1".into(), 4420, "nqn.2024-01.io.x:ram0".into(), 1))
         );
-        assert!(parse_url("nvme-tcp://h/n/1").is_err());
+        assert_eq!(
+            parse_url("nvme-tcp://h/n/1"),
+            Ok(("h".into(), 4420, "n".into(), 1)),
+            "port 4420 by default"
+        );
+        assert_eq!(
+            parse_url("nvme-tcp://[::1]:4421/n/2"),
+            Ok(("[::1]".into(), 4421, "n".into(), 2))
+        );
+        let e = parse_url("nvme://h/n/1").unwrap_err();
+        assert!(
+            e.starts_with("not an nvme-tcp:// URL: \"nvme://h/n/1\""),
+            "{e}"
+        );
         assert!(parse_url("tcp://h:1/n/1").is_err());
         let s = parse(&args("verify --size 4096 --count 3 --qd 2 --digests")).expect("parse");
         assert_eq!(
             (s.op.as_str(), s.size, s.count, s.qd, s.digests, s.url),
-            ("verify", 4096, 3, 2, true, None)
+            ("verify", 4096, 3, 2, Digests::BOTH, None)
         );
         assert!(parse(&args("frob")).is_err());
         assert!(parse(&args("--size 4096")).is_err());
@@ -672,11 +1013,16 @@ mod tests {
     #[test]
     fn perf_mode_on_the_embedded_target() {
         for extra in ["", "--digests", "--write --digests"] {
-            let (spec, rest) = PerfSpec::parse(&args(&format!(
-                "perf --bs 65536 --count 40 --qd 4 --no-progress {extra}"
-            )))
-            .expect("spec");
-            assert_eq!(rest, args("perf"));
+            let v = args(&format!(
+                "nvme perf --bs 64k --count 40 --qd 4 --no-progress {extra}"
+            ));
+            let Ok(Some(crate::cli::Cmd::Nvme {
+                cmd: NvmeCmd::Perf(p),
+            })) = crate::cli::Cli::try_parse_args(&v)
+            else {
+                panic!("{v:?} does not parse as nvme perf");
+            };
+            let spec = p.perf.spec();
             let r = perf(&spec, None, 1).expect("perf");
             assert_eq!((r.commands, r.errors), (40, 0), "{extra}");
             assert_eq!(r.latency.count(), 40);
@@ -686,7 +1032,11 @@ mod tests {
                 assert_eq!(r.stats.bytes_read_in_place, 40 * 65536);
                 assert_eq!(r.copies_avoided(), 40 * 65536);
                 // Header and data digests: C2HData (both) and CapsuleResp (header) per read.
-                let digests = if spec.digests { 3 * 40 } else { 0 };
+                let digests = if spec.digests == Digests::BOTH {
+                    3 * 40
+                } else {
+                    0
+                };
                 assert_eq!(
                     (r.stats.digests_computed, r.stats.digests_failed),
                     (digests, 0)
@@ -723,7 +1073,8 @@ mod tests {
     fn verify_on_four_queues() {
         let spec = parse(&args("verify --size 8192 --count 200 --qd 16 --queues 4")).expect("spec");
         assert_eq!(spec.queues, 4);
-        let (embedded, mut c, _) = open(None, 17, false, &Recovery::default(), 4).expect("open");
+        let (embedded, mut c, _) =
+            open(None, 17, Digests::NONE, &Recovery::default(), 4).expect("open");
         assert_eq!(
             c.io_queues().len(),
             4,

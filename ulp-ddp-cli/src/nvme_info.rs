@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use ulp_ddp_core::SgBuffer;
+use ulp_ddp_core::{Digests, SgBuffer};
 use ulp_nvme_tcp::connection::Data;
 use ulp_nvme_tcp::nvme::{self, ControllerInfo};
 
@@ -89,7 +89,7 @@ pub fn format_ns_list(list: &[u32]) -> String {
 /// # Errors
 ///
 /// Connection failures, as a message.
-pub fn id_ctrl(url: Option<&Url>, digests: bool, recovery: &Recovery) -> Result<String, String> {
+pub fn id_ctrl(url: Option<&Url>, digests: Digests, recovery: &Recovery) -> Result<String, String> {
     let (embedded, c, _) = crate::nvme_cli::open(url, 1, digests, recovery, 1)?;
     let text = format_id_ctrl(c.info());
     let _ = c.close();
@@ -103,7 +103,7 @@ pub fn id_ctrl(url: Option<&Url>, digests: bool, recovery: &Recovery) -> Result<
 /// # Errors
 ///
 /// Connection failures, an error status, a list out of order, as a message.
-pub fn list_ns(url: Option<&Url>, digests: bool, recovery: &Recovery) -> Result<String, String> {
+pub fn list_ns(url: Option<&Url>, digests: Digests, recovery: &Recovery) -> Result<String, String> {
     let (embedded, mut c, _) = crate::nvme_cli::open(url, 1, digests, recovery, 1)?;
     let done = c
         .admin()
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn id_ctrl_of_the_embedded_target() {
-        let text = id_ctrl(None, false, &Recovery::default()).expect("id-ctrl");
+        let text = id_ctrl(None, Digests::NONE, &Recovery::default()).expect("id-ctrl");
         assert!(text.starts_with("NVME Identify Controller:\n"), "{text}");
         for line in [
             "vid       : 0\n",
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn list_ns_of_the_embedded_target() {
-        let text = list_ns(None, true, &Recovery::default()).expect("list-ns");
+        let text = list_ns(None, Digests::BOTH, &Recovery::default()).expect("list-ns");
         assert_eq!(text, "[   0]:0x1\n");
         assert_eq!(
             format_ns_list(&[1, 2, 0x10]),

@@ -1,7 +1,6 @@
 //! The closed loop: `--qd` commands outstanding, latency per command, a progress bar, and
 //! the driving thread's CPU time.
 
-use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use ulp_ddp_core::Stats;
@@ -104,57 +103,51 @@ pub fn closed_loop(
     })
 }
 
-/// A progress bar on stderr, redrawn at most every 100 ms, only on a terminal.
+/// The progress bar on stderr (indicatif, hidden when stderr is not a terminal or with
+/// `--no-progress` or `--json`).
 struct Progress {
-    on: bool,
+    bar: indicatif::ProgressBar,
     limit: Limit,
-    label: String,
     last: Instant,
-    drawn: bool,
 }
 
 impl Progress {
     fn new(spec: &PerfSpec, label: &str) -> Self {
+        let len = match spec.limit {
+            Limit::Seconds(s) => (s * 1000.0) as u64,
+            Limit::Count(n) => n,
+        };
+        let bar = if spec.progress && !spec.json {
+            crate::progress::bar(len, label)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         Self {
-            on: spec.progress && !spec.json && std::io::stderr().is_terminal(),
+            bar,
             limit: spec.limit,
-            label: label.to_string(),
             last: Instant::now(),
-            drawn: false,
         }
     }
 
     fn tick(&mut self, now: Instant, start: Instant, done: u64, bs: usize) {
-        if !self.on || now.duration_since(self.last) < Duration::from_millis(100) {
+        if self.bar.is_hidden() || now.duration_since(self.last) < Duration::from_millis(100) {
             return;
         }
         self.last = now;
         let secs = now.duration_since(start).as_secs_f64();
-        let frac = match self.limit {
-            Limit::Seconds(s) => secs / s,
-            Limit::Count(n) => done as f64 / n as f64,
-        }
-        .clamp(0.0, 1.0);
-        let width = 30;
-        let filled = (frac * width as f64) as usize;
-        eprint!(
-            "\r{} [{}{}] {:>3.0}% {:>8.2} GB/s {:>9.0} IOPS ",
-            self.label,
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            frac * 100.0,
+        self.bar.set_position(match self.limit {
+            Limit::Seconds(_) => (secs * 1000.0) as u64,
+            Limit::Count(_) => done,
+        });
+        self.bar.set_message(format!(
+            "{:>8.2} GB/s {:>9.0} IOPS",
             done as f64 * bs as f64 / secs.max(1e-9) / 1e9,
             done as f64 / secs.max(1e-9)
-        );
-        let _ = std::io::stderr().flush();
-        self.drawn = true;
+        ));
     }
 
     fn finish(&mut self) {
-        if self.drawn {
-            eprint!("\r{:79}\r", "");
-            let _ = std::io::stderr().flush();
-        }
+        self.bar.finish_and_clear();
     }
 }
 

@@ -14,42 +14,24 @@ pub mod tcp;
 pub use closed_loop::{LoopOutcome, PerfIo, closed_loop, stats_delta, thread_cpu};
 pub use histogram::Histogram;
 pub use report::{PerfResult, table_header};
-pub use spec::{Limit, PerfSpec};
-pub use tcp::{TCP_REQUEST_LEN, TcpBaseline, tcp_main, tcp_perf};
+pub use spec::{Limit, PerfArgs, PerfSpec};
+pub use tcp::{TCP_REQUEST_LEN, TcpArgs, TcpBaseline, tcp_main, tcp_perf};
 
 /// Bytes of the embedded NVMe/TCP namespace in perf runs (larger than this machine's 32 MiB L3,
 /// so reads come from memory, as a target's would), and the TCP baseline's source. (The
 /// embedded iSCSI target keeps its default 16 MiB LUN.)
 pub const EMBEDDED_BYTES: usize = 64 << 20;
 
-/// Usage text of the flags every `perf` mode takes.
-pub const FLAGS: &str = "\
-perf flags (the same for tcp, nvme and iscsi):
-  --bs BYTES      bytes per command (default 131072)
-  --qd N          commands outstanding at once (default 8)
-  --seconds S     run for S seconds (default 3) ...
-  --count N       ... or for N commands
-  --write         writes instead of reads
-  --digests       header and data digests on
-  --copy-below B  nvme/iscsi: while every outstanding read expects fewer than B bytes, read
-                  the socket through a 64 KiB buffer, many PDUs per read, copying their
-                  payload (SPDK's small-I/O policy); default 0: every payload read in place
-  --json          one JSON object instead of the table
-  --no-progress   no progress bar (it is only drawn on a terminal anyway)
-";
-
-/// The end of a `perf` subcommand: a parse error gives the usage (with the perf flags); a run
-/// prints its result, and the exit code says whether the run or any of its commands failed.
+/// The end of a `perf` subcommand: a run prints its result, and the exit code says whether the
+/// run or any of its commands failed.
 pub fn finish<E: std::fmt::Display>(
     command: &str,
-    usage: &str,
     json: bool,
-    outcome: Result<Result<PerfResult, E>, String>,
+    outcome: Result<PerfResult, E>,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
     match outcome {
-        Err(msg) => crate::usage_exit(command, &msg, &format!("{usage}\n{FLAGS}")),
-        Ok(Ok(r)) => {
+        Ok(r) => {
             r.print(json);
             if r.errors > 0 {
                 ExitCode::FAILURE
@@ -57,7 +39,7 @@ pub fn finish<E: std::fmt::Display>(
                 ExitCode::SUCCESS
             }
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             eprintln!("{command}: {e}");
             ExitCode::FAILURE
         }

@@ -1,6 +1,5 @@
 //! One perf run's result: the table row and the JSON object.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use ulp_ddp_core::Stats;
@@ -20,8 +19,8 @@ pub struct PerfResult {
     pub bs: usize,
     /// Queue depth.
     pub qd: usize,
-    /// Digests on.
-    pub digests: bool,
+    /// Digests asked for.
+    pub digests: ulp_ddp_core::Digests,
     /// Commands completed.
     pub commands: u64,
     /// Commands that failed (bad status, digest error).
@@ -62,74 +61,73 @@ impl PerfResult {
         self.stats.bytes_read_in_place + self.stats.bytes_placed
     }
 
-    /// The summary as one JSON object.
-    pub fn json(&self) -> String {
+    /// The summary as one JSON object (keys as before serde_json: `digests` is true when any
+    /// digest is on; `header_digest` and `data_digest` say which).
+    pub fn json_value(&self) -> serde_json::Value {
         let s = &self.stats;
-        let mut o = String::from("{");
-        let _ = write!(
-            o,
-            "\"protocol\":{},\"target\":{},\"op\":\"{}\",\"bs\":{},\"qd\":{},\"digests\":{},\
-             \"commands\":{},\"errors\":{},\"seconds\":{:.6},\"iops\":{:.1},\"gbps\":{:.4},\
-             \"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_mean_us\":{:.2},\"lat_max_us\":{:.2},\
-             \"lat_p90_us\":{:.2},\"lat_p99_9_us\":{:.2},\"lat_p99_99_us\":{:.2},\
-             \"host_cpu_s\":{},\"host_cpu_s_per_gb\":{},\
-             \"bytes_read_in_place\":{},\"bytes_copied\":{},\"bytes_placed\":{},\
-             \"cpu_copies_avoided_bytes\":{},\"digests_offloaded\":{},\"digests_computed\":{},\
-             \"digests_failed\":{}",
-            json_str(&self.protocol),
-            json_str(&self.target),
-            self.op,
-            self.bs,
-            self.qd,
-            self.digests,
-            self.commands,
-            self.errors,
-            self.elapsed.as_secs_f64(),
-            self.iops(),
-            self.gbps(),
-            us(self.latency.quantile(0.50)),
-            us(self.latency.quantile(0.99)),
-            us(self.latency.mean()),
-            us(self.latency.max()),
-            us(self.latency.quantile(0.90)),
-            us(self.latency.quantile(0.999)),
-            us(self.latency.quantile(0.9999)),
-            self.host_cpu
-                .map_or_else(|| "null".to_string(), |c| format!("{:.6}", c.as_secs_f64())),
-            self.cpu_per_gb()
-                .map_or_else(|| "null".to_string(), |c| format!("{c:.4}")),
-            s.bytes_read_in_place,
-            s.bytes_copied,
-            s.bytes_placed,
-            self.copies_avoided(),
-            s.digests_offloaded,
-            s.digests_computed,
-            s.digests_failed
-        );
-        o.push_str(",\"lat_percentiles_us\":{");
-        for (i, (name, v)) in self.latency.percentiles().iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(o, "{sep}\"{}\":{:.2}", &name[1..], us(*v));
-        }
-        // The histogram: [lowest ns, highest ns, commands] per bucket that holds any.
-        o.push_str("},\"lat_histogram_ns\":[");
-        for (i, (lo, hi, n)) in self.latency.buckets().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(o, "{sep}[{lo},{hi},{n}]");
-        }
-        o.push_str("]}");
-        o
+        let num = |v: f64, places: i32| {
+            let p = 10f64.powi(places);
+            serde_json::Value::from((v * p).round() / p)
+        };
+        serde_json::json!({
+            "protocol": self.protocol,
+            "target": self.target,
+            "op": self.op,
+            "bs": self.bs,
+            "qd": self.qd,
+            "digests": self.digests.header || self.digests.data,
+            "header_digest": self.digests.header,
+            "data_digest": self.digests.data,
+            "commands": self.commands,
+            "errors": self.errors,
+            "seconds": num(self.elapsed.as_secs_f64(), 6),
+            "iops": num(self.iops(), 1),
+            "gbps": num(self.gbps(), 4),
+            "lat_p50_us": num(us(self.latency.quantile(0.50)), 2),
+            "lat_p99_us": num(us(self.latency.quantile(0.99)), 2),
+            "lat_mean_us": num(us(self.latency.mean()), 2),
+            "lat_max_us": num(us(self.latency.max()), 2),
+            "lat_p90_us": num(us(self.latency.quantile(0.90)), 2),
+            "lat_p99_9_us": num(us(self.latency.quantile(0.999)), 2),
+            "lat_p99_99_us": num(us(self.latency.quantile(0.9999)), 2),
+            "lat_percentiles_us": self
+                .latency
+                .percentiles()
+                .iter()
+                .map(|(name, v)| (name[1..].to_string(), num(us(*v), 2)))
+                .collect::<serde_json::Map<_, _>>(),
+            // [lowest ns, highest ns, commands] per bucket that holds any.
+            "lat_histogram_ns": self
+                .latency
+                .buckets()
+                .map(|(lo, hi, n)| [lo, hi, n])
+                .collect::<Vec<_>>(),
+            "host_cpu_s": self.host_cpu.map(|c| num(c.as_secs_f64(), 6)),
+            "host_cpu_s_per_gb": self.cpu_per_gb().map(|c| num(c, 4)),
+            "bytes_read_in_place": s.bytes_read_in_place,
+            "bytes_copied": s.bytes_copied,
+            "bytes_placed": s.bytes_placed,
+            "cpu_copies_avoided_bytes": self.copies_avoided(),
+            "digests_offloaded": s.digests_offloaded,
+            "digests_computed": s.digests_computed,
+            "digests_failed": s.digests_failed,
+        })
+    }
+
+    /// The summary as one JSON object, serialized ([`json_value`](Self::json_value)).
+    pub fn json(&self) -> String {
+        self.json_value().to_string()
     }
 
     /// Prints the summary (table, or JSON with `spec.json`).
     pub fn print(&self, json: bool) {
         if json {
-            println!("{}", self.json());
+            crate::outln!("{}", self.json());
             return;
         }
-        println!("{}", self.target);
-        println!("{}", table_header());
-        println!("{}", self.table_row());
+        crate::outln!("{}", self.target);
+        crate::outln!("{}", table_header());
+        crate::outln!("{}", self.table_row());
     }
 
     /// One row of the summary table.
@@ -141,7 +139,7 @@ impl PerfResult {
             self.op,
             self.bs,
             self.qd,
-            if self.digests { "on" } else { "off" },
+            crate::args::digests_word(self.digests),
             self.commands,
             self.iops(),
             self.gbps(),
@@ -201,22 +199,6 @@ fn mb(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / 1e6)
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +214,7 @@ mod tests {
             op: "read",
             bs: 4096,
             qd: 1,
-            digests: false,
+            digests: ulp_ddp_core::Digests::NONE,
             commands: 1000,
             errors: 0,
             elapsed: Duration::from_secs(1),
@@ -245,6 +227,7 @@ mod tests {
     #[test]
     fn percentiles_and_histogram_in_json_and_table() {
         let r = result();
+        let v = r.json_value();
         let j = r.json();
         for key in [
             "\"lat_p50_us\":",
@@ -255,18 +238,17 @@ mod tests {
         ] {
             assert!(j.contains(key), "{key} in {j}");
         }
+        let p = &v["lat_percentiles_us"];
+        assert_eq!(p["99.99"], 1000.0, "{j}");
         assert!(
-            j.contains("\"lat_percentiles_us\":{\"50\":") && j.contains(",\"99.99\":1000.00}"),
+            p["50"].as_f64().is_some_and(|x| (x - 500.0).abs() < 20.0),
             "{j}"
         );
-        let hist = &j[j.find("\"lat_histogram_ns\":[").expect("histogram") + 19..];
-        let total: u64 = hist
-            .trim_end_matches(['}', ']'])
-            .trim_start_matches('[')
-            .split("],[")
-            .map(|b| b.rsplit(',').next().unwrap().parse::<u64>().unwrap())
-            .sum();
-        assert_eq!(total, 1000, "{hist}");
+        assert!(p["90"].is_number() && p["99"].is_number() && p["99.9"].is_number());
+        let hist = v["lat_histogram_ns"].as_array().expect("histogram");
+        let total: u64 = hist.iter().map(|b| b[2].as_u64().expect("count")).sum();
+        assert_eq!(total, 1000, "{j}");
+        assert!(hist.iter().all(|b| b[0].as_u64() <= b[1].as_u64()), "{j}");
         assert!(table_header().contains("p90 us") && table_header().contains("p99.99us"));
         let cols = r.table_row().split_whitespace().count();
         assert_eq!(

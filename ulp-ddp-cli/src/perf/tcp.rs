@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use ulp_ddp_core::Stats;
 
-use super::FLAGS;
 use super::closed_loop::{PerfIo, closed_loop};
 use super::report::PerfResult;
 use super::spec::PerfSpec;
@@ -39,31 +38,6 @@ impl Default for TcpBaseline {
 }
 
 impl TcpBaseline {
-    /// Takes `--span BYTES` and `--rr` out of `args`; returns the rest.
-    ///
-    /// # Errors
-    ///
-    /// A message for a bad or missing `--span` value.
-    pub fn parse(args: &[String]) -> Result<(Self, Vec<String>), String> {
-        let mut b = Self::default();
-        let mut rest = Vec::new();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            match arg.as_str() {
-                "--span" => {
-                    b.span = it
-                        .next()
-                        .ok_or("--span needs a value")?
-                        .parse()
-                        .map_err(|e| format!("--span: {e}"))?;
-                }
-                "--rr" => b.request_response = true,
-                _ => rest.push(arg.clone()),
-            }
-        }
-        Ok((b, rest))
-    }
-
     /// The protocol label of a run: `tcp` (stream) or `tcp-rr`.
     pub fn label(&self) -> &'static str {
         if self.request_response {
@@ -189,7 +163,7 @@ pub fn tcp_perf(spec: &PerfSpec, baseline: TcpBaseline) -> Result<PerfResult, St
         op: "read",
         bs,
         qd: spec.qd,
-        digests: false,
+        digests: ulp_ddp_core::Digests::NONE,
         commands: run.commands,
         errors: run.errors,
         elapsed: run.elapsed,
@@ -237,57 +211,63 @@ impl PerfIo for TcpIo {
     }
 }
 
-/// The `tcp` subcommand: `ulp-ddp tcp perf [--rr] [--span BYTES] [flags]`.
-pub fn tcp_main(args: &[String]) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let usage = format!(
-        "usage: ulp-ddp tcp perf [--rr] [--span BYTES] [flags]\n  the raw loopback TCP baseline: a server thread sends --bs blocks, walking through\n  --span bytes of source (default {} MiB, the embedded NVMe/TCP namespace); as a stream, or\n  with --rr one block per 64-byte request, --qd requests outstanding\n{FLAGS}",
-        super::EMBEDDED_BYTES >> 20
-    );
-    let parsed = PerfSpec::parse(args)
-        .and_then(|(spec, rest)| TcpBaseline::parse(&rest).map(|(b, rest)| (spec, b, rest)));
-    let (spec, baseline, rest) = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ulp-ddp tcp: {e}\n{usage}");
-            return ExitCode::from(2);
+/// `ulp-ddp tcp perf`: the raw loopback TCP baseline.
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum TcpCmd {
+    /// The raw loopback TCP baseline: a server thread sends --bs blocks, walking through --span
+    /// bytes of source (default 64 MiB, the embedded NVMe/TCP namespace); as a stream, or with
+    /// --rr one block per 64-byte request, --qd requests outstanding
+    #[command(args_override_self = true)]
+    Perf(TcpArgs),
+}
+
+/// The flags of `ulp-ddp tcp perf`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TcpArgs {
+    /// Request-response: one block per 64-byte request
+    #[arg(long)]
+    pub rr: bool,
+    #[command(flatten)]
+    /// The source span.
+    pub span: SpanArg,
+    #[command(flatten)]
+    /// The perf flags.
+    pub perf: super::PerfArgs,
+}
+
+/// `--span BYTES`: the TCP server's source bytes.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct SpanArg {
+    /// Bytes of source the TCP server walks through (default: 64M)
+    #[arg(long, value_name = "BYTES", value_parser = crate::args::size)]
+    pub span: Option<usize>,
+}
+
+impl SpanArg {
+    /// The baseline with this span (stream).
+    pub fn baseline(&self) -> TcpBaseline {
+        TcpBaseline {
+            span: self.span.unwrap_or(super::EMBEDDED_BYTES),
+            request_response: false,
         }
+    }
+}
+
+/// Runs `ulp-ddp tcp perf`.
+pub fn tcp_main(cmd: &TcpCmd) -> std::process::ExitCode {
+    let TcpCmd::Perf(a) = cmd;
+    let spec = a.perf.spec();
+    let baseline = TcpBaseline {
+        request_response: a.rr,
+        ..a.span.baseline()
     };
-    match rest
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["perf"] => {}
-        ["-h" | "--help"] | ["perf", "-h" | "--help"] => {
-            return crate::usage_exit("ulp-ddp tcp", "", &usage);
-        }
-        _ => {
-            eprintln!("ulp-ddp tcp: expected `perf` and flags\n{usage}");
-            return ExitCode::from(2);
-        }
-    }
-    match tcp_perf(&spec, baseline) {
-        Ok(r) => {
-            r.print(spec.json);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("ulp-ddp tcp: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    super::finish("ulp-ddp tcp", spec.json, tcp_perf(&spec, baseline))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::perf::spec::Limit;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
 
     #[test]
     fn tcp_baseline_runs() {
@@ -313,17 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn tcp_baseline_flags_and_source() {
-        let (b, rest) = TcpBaseline::parse(&args("perf --rr --span 4096 --bs 9")).expect("parse");
-        assert_eq!(
-            b,
-            TcpBaseline {
-                span: 4096,
-                request_response: true
-            }
-        );
-        assert_eq!(rest, args("perf --bs 9"));
-        assert!(TcpBaseline::parse(&args("--span x")).is_err());
+    fn tcp_baseline_source() {
         // The source walks every block of the span in turn, then starts over.
         let mut src = Source::new(100, 250);
         let seen: Vec<_> = (0..4).map(|_| src.next_block()).collect();
