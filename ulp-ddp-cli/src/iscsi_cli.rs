@@ -52,6 +52,30 @@ pub enum IscsiCmd {
     /// (or --count commands)
     #[command(args_override_self = true, after_help = NOTES)]
     Perf(IscsiPerfArgs),
+    /// List the targets a portal offers (SendTargets=All), as iscsi-ls does; the URL needs
+    /// only iscsi://HOST[:PORT]
+    #[command(args_override_self = true)]
+    Discover(InfoArgs),
+    /// REPORT LUNS, printed as sg_luns prints it
+    #[command(args_override_self = true)]
+    ReportLuns(InfoArgs),
+    /// Standard INQUIRY of the URL's LUN, printed as iscsi-inq prints it
+    #[command(args_override_self = true)]
+    Inquiry(InfoArgs),
+    /// READ CAPACITY(16) of the URL's LUN, printed as iscsi-readcapacity16 prints it
+    #[command(args_override_self = true)]
+    Readcap(InfoArgs),
+}
+
+/// The flags of `iscsi discover`, `report-luns`, `inquiry` and `readcap`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    /// Where to log in.
+    pub login: Login,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: DigestsArg,
 }
 
 /// Where and how to log in: the flags every iscsi subcommand takes.
@@ -292,7 +316,11 @@ impl Args {
                 passes: n(v.passes),
                 ..Self::new("verify", &v.login, v.digests, v.lba, v.bs)
             },
-            IscsiCmd::Perf(_) => return None,
+            IscsiCmd::Perf(_)
+            | IscsiCmd::Discover(_)
+            | IscsiCmd::ReportLuns(_)
+            | IscsiCmd::Inquiry(_)
+            | IscsiCmd::Readcap(_) => return None,
         })
     }
 
@@ -331,6 +359,36 @@ pub fn main(cmd: &IscsiCmd) -> ExitCode {
             secret,
         );
         return crate::perf::finish("ulp-ddp iscsi perf", spec.json, outcome);
+    }
+    use crate::iscsi_info::InfoCommand;
+    let info = match cmd {
+        IscsiCmd::Discover(i) => Some((InfoCommand::Discover, i)),
+        IscsiCmd::ReportLuns(i) => Some((InfoCommand::ReportLuns, i)),
+        IscsiCmd::Inquiry(i) => Some((InfoCommand::Inquiry, i)),
+        IscsiCmd::Readcap(i) => Some((InfoCommand::ReadCap, i)),
+        _ => None,
+    };
+    if let Some((what, i)) = info {
+        let text = chap_secret(i.login.chap_secret_file.as_deref()).and_then(|secret| {
+            crate::iscsi_info::run(
+                what,
+                i.login.url.as_deref(),
+                &i.login.initiator,
+                i.digests.get(),
+                &i.login.recovery,
+                secret,
+            )
+        });
+        return match text {
+            Ok(text) => {
+                crate::out!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ulp-ddp iscsi {}: {e}", what.name());
+                ExitCode::FAILURE
+            }
+        };
     }
     let Some(a) = Args::from_cmd(cmd) else {
         return ExitCode::FAILURE;

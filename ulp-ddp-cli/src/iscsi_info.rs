@@ -133,7 +133,7 @@ pub fn format_capacity(c: &Capacity) -> String {
     )
 }
 
-/// Runs `cmd` against `url` (`iscsi://HOST[:PORT]` is enough for `discover`), or against the
+/// Runs `cmd` against `url` (logging in with `recovery`'s settings and the CHAP `secret`) (`iscsi://HOST[:PORT]` is enough for `discover`), or against the
 /// embedded target when `url` is `None`; returns the text to print.
 ///
 /// # Errors
@@ -144,6 +144,7 @@ pub fn run(
     url: Option<&str>,
     initiator: &str,
     digests: Digests,
+    recovery: &Recovery,
     secret: Option<Vec<u8>>,
 ) -> Result<String, String> {
     if cmd == InfoCommand::Discover {
@@ -172,7 +173,7 @@ pub fn run(
         initiator,
         digests,
         1,
-        &Recovery::default(),
+        recovery,
         secret,
         Verbose::Silent,
     )
@@ -196,21 +197,44 @@ mod tests {
 
     #[test]
     fn discover_lists_the_embedded_target() {
-        let text = run(InfoCommand::Discover, None, IQN, Digests::NONE, None).expect("discover");
+        let text = run(
+            InfoCommand::Discover,
+            None,
+            IQN,
+            Digests::NONE,
+            &Recovery::default(),
+            None,
+        )
+        .expect("discover");
         assert!(text.starts_with("Target:iqn."), "{text}");
         assert!(text.contains(" Portal:127.0.0.1:"), "{text}");
     }
 
     #[test]
     fn report_luns_inquiry_readcap_on_the_embedded_target() {
-        let luns =
-            run(InfoCommand::ReportLuns, None, IQN, Digests::NONE, None).expect("report-luns");
+        let luns = run(
+            InfoCommand::ReportLuns,
+            None,
+            IQN,
+            Digests::NONE,
+            &Recovery::default(),
+            None,
+        )
+        .expect("report-luns");
         assert!(
             luns.starts_with("Lun list length = 8 which implies 1 lun entry\n"),
             "{luns}"
         );
         assert!(luns.ends_with("\n    0000000000000000\n"), "{luns}");
-        let inq = run(InfoCommand::Inquiry, None, IQN, Digests::BOTH, None).expect("inquiry");
+        let inq = run(
+            InfoCommand::Inquiry,
+            None,
+            IQN,
+            Digests::BOTH,
+            &Recovery::default(),
+            None,
+        )
+        .expect("inquiry");
         assert!(
             inq.starts_with(
                 "Peripheral Qualifier:CONNECTED\nPeripheral Device Type:DIRECT_ACCESS\n"
@@ -221,7 +245,15 @@ mod tests {
             inq.contains("\nVendor:") && inq.contains("\nProduct:"),
             "{inq}"
         );
-        let cap = run(InfoCommand::ReadCap, None, IQN, Digests::NONE, None).expect("readcap");
+        let cap = run(
+            InfoCommand::ReadCap,
+            None,
+            IQN,
+            Digests::NONE,
+            &Recovery::default(),
+            None,
+        )
+        .expect("readcap");
         let size = TargetConfig::default().size;
         let bl = TargetConfig::default().block_len;
         assert!(

@@ -7,10 +7,7 @@ use ulp_ddp_core::{Digests, SgBuffer};
 use ulp_nvme_tcp::connection::Data;
 use ulp_nvme_tcp::nvme::{self, ControllerInfo};
 
-use crate::nvme_cli::Recovery;
-
-/// Host, port, subsystem NQN and namespace, as `nvme_cli::parse_url` gives them.
-type Url = (String, u16, String, u32);
+use crate::nvme_cli::{NvmeUrl as Url, Recovery};
 
 /// C's `%#x`: `0` for zero, else `0x` and lowercase hex (what nvme-cli prints).
 fn hex(v: impl Into<u64>) -> String {
