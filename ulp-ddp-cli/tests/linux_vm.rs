@@ -2,7 +2,8 @@
 //! paths that take time and faults: the target's port unlinked and linked again in the middle
 //! of a `verify` at QD 32 (the host reconnects, every byte verifies, the reconnect is printed),
 //! transfers larger than one command (8 MiB and 64 MiB, split by the transport cap), `discover`,
-//! and `verify` over four I/O queues.
+//! `verify` over four I/O queues, and a file written with `write --lba 100 --in f` read back
+//! with `read --lba 100 --out - | cmp - f`.
 //!
 //! If the VM cannot be built or booted (qemu, cpio or apt-get missing), the test prints why and
 //! passes, unless `ULP_REQUIRE_PEERS=1`, when it fails.
@@ -181,6 +182,64 @@ fn ulp_ddp_nvme_against_linux() {
     );
     assert!(out.contains("4 I/O queues"), "{out}");
 
+    // (f) a file written at LBA 100 reads back the same through stdout.
+    round_trip(&url);
+
     // (a) the port unlinked and linked again in the middle of a verify.
     reconnect_mid_verify(&vm, &url);
+}
+
+/// (f) `ulp-ddp nvme write --lba 100 --in f URL`, then `ulp-ddp nvme read --lba 100 --blocks N
+/// --out - URL | cmp - f`, as a user checks data on a real target.
+fn round_trip(url: &str) {
+    let dir = std::env::temp_dir().join(format!("ulp-ddp-nvme-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // One block read to standard output tells the block size.
+    let (ok, block, err) = tool_bytes(&[
+        "nvme", "read", "--lba", "0", "--blocks", "1", "--out", "-", url,
+    ]);
+    assert!(ok && !block.is_empty(), "read one block: {err}");
+    let f = dir.join("f");
+    let data: Vec<u8> = (0..192 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&f, &data).expect("write f");
+    let f = f.to_str().expect("utf-8 path");
+    let (ok, out, err) = tool(&["nvme", "write", "--lba", "100", "--in", f, url]);
+    println!("ulp-ddp nvme write --lba 100 --in f:\n{out}{err}");
+    assert!(ok, "write --in failed:\n{out}\n{err}");
+    let blocks = (data.len() / block.len()).to_string();
+    let cmd = format!(
+        "set -o pipefail; '{}' nvme read --lba 100 --blocks {blocks} --out - '{url}' | cmp - '{f}'",
+        env!("CARGO_BIN_EXE_ulp-ddp")
+    );
+    let out = Command::new("bash")
+        .args(["-c", &cmd])
+        .output()
+        .expect("bash starts");
+    println!(
+        "ulp-ddp nvme read --lba 100 --blocks {blocks} --out - | cmp - f ({} B blocks): {}\n{}{}",
+        block.len(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "read back differs from f (cmp or read failed)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `ulp-ddp args`; returns (success, stdout bytes, stderr).
+fn tool_bytes(args: &[&str]) -> (bool, Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ulp-ddp"))
+        .args(args)
+        .output()
+        .expect("ulp-ddp starts");
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
