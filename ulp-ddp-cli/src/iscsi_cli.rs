@@ -53,7 +53,7 @@ pub enum IscsiCmd {
     #[command(args_override_self = true, after_help = NOTES)]
     Perf(IscsiPerfArgs),
     /// List the targets a portal offers (SendTargets=All), as iscsi-ls does; the URL needs
-    /// only iscsi://HOST[:PORT]
+    /// only iscsi://HOST:PORT (without :PORT, 3260)
     #[command(args_override_self = true)]
     Discover(InfoArgs),
     /// REPORT LUNS, printed as sg_luns prints it

@@ -55,8 +55,7 @@ pub enum NvmeCmd {
 /// The flags of `nvme id-ctrl` and `list-ns`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct InfoArgs {
-    /// nvme-tcp://HOST[:PORT]/NQN/NSID (port 4420 unless given); without it, the embedded
-    /// target
+    /// nvme-tcp://HOST:PORT/NQN/NSID (without :PORT, 4420); without it, the embedded target
     #[arg(value_name = "URL", value_parser = url_arg)]
     pub url: Option<NvmeUrl>,
     /// Digests to ask for: header, data, both or none (--digests alone: both)
