@@ -3,25 +3,9 @@
 //! print the fields nvme-cli and the libiscsi tools print; `perf-compare --plot` writes valid
 //! SVG with one series per mode.
 
-use std::process::Command;
+mod common;
 
-/// Runs `ulp-ddp args`; returns its standard output, failing the test if it exits with an
-/// error.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ulp-ddp"))
-        .args(args)
-        .output()
-        .expect("ulp-ddp starts");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ulp-ddp {} failed ({}):\n{stdout}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use common::ok as run;
 
 /// `name      : value` lines of `nvme id-ctrl`, as pairs.
 fn fields(out: &str) -> Vec<(String, String)> {

@@ -15,18 +15,9 @@ use std::time::{Duration, Instant};
 
 use ulp_testbed::vm::{self, Vm};
 
-/// Runs `ulp-ddp args` to completion; returns (success, stdout, stderr).
-fn tool(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ulp-ddp"))
-        .args(args)
-        .output()
-        .expect("ulp-ddp starts");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+
+use common::tool;
 
 /// The row of the table for `op`: commands, errors, mismatches.
 fn row(out: &str, op: &str) -> (u64, u64, u64) {
@@ -192,54 +183,10 @@ fn ulp_ddp_nvme_against_linux() {
 /// (f) `ulp-ddp nvme write --lba 100 --in f URL`, then `ulp-ddp nvme read --lba 100 --blocks N
 /// --out - URL | cmp - f`, as a user checks data on a real target.
 fn round_trip(url: &str) {
-    let dir = std::env::temp_dir().join(format!("ulp-ddp-nvme-rt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     // One block read to standard output tells the block size.
-    let (ok, block, err) = tool_bytes(&[
+    let (ok, block, err) = common::tool_bytes(&[
         "nvme", "read", "--lba", "0", "--blocks", "1", "--out", "-", url,
     ]);
     assert!(ok && !block.is_empty(), "read one block: {err}");
-    let f = dir.join("f");
-    let data: Vec<u8> = (0..192 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(&f, &data).expect("write f");
-    let f = f.to_str().expect("utf-8 path");
-    let (ok, out, err) = tool(&["nvme", "write", "--lba", "100", "--in", f, url]);
-    println!("ulp-ddp nvme write --lba 100 --in f:\n{out}{err}");
-    assert!(ok, "write --in failed:\n{out}\n{err}");
-    let blocks = (data.len() / block.len()).to_string();
-    let cmd = format!(
-        "set -o pipefail; '{}' nvme read --lba 100 --blocks {blocks} --out - '{url}' | cmp - '{f}'",
-        env!("CARGO_BIN_EXE_ulp-ddp")
-    );
-    let out = Command::new("bash")
-        .args(["-c", &cmd])
-        .output()
-        .expect("bash starts");
-    println!(
-        "ulp-ddp nvme read --lba 100 --blocks {blocks} --out - | cmp - f ({} B blocks): {}\n{}{}",
-        block.len(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "read back differs from f (cmp or read failed)"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Runs `ulp-ddp args`; returns (success, stdout bytes, stderr).
-fn tool_bytes(args: &[&str]) -> (bool, Vec<u8>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ulp-ddp"))
-        .args(args)
-        .output()
-        .expect("ulp-ddp starts");
-    (
-        out.status.success(),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::write_then_read_to_cmp("nvme", url, block.len());
 }

@@ -6,29 +6,15 @@
 //! Without tgtd the test prints why and passes, unless `ULP_REQUIRE_PEERS=1`, when it fails
 //! ([`peer_available`]).
 
-use std::process::Command;
+mod common;
 
 use ulp_testbed::peers::{Tgtd, peer_available};
 
 const LUN_BYTES: u64 = 16 << 20;
 
-/// Runs `ulp-ddp args`; returns (success, stdout, stderr).
-fn tool(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ulp-ddp"))
-        .args(args)
-        .output()
-        .expect("ulp-ddp starts");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn ok(args: &[&str]) -> String {
-    let (ok, out, err) = tool(args);
-    println!("$ ulp-ddp {}\n{out}{err}", args.join(" "));
-    assert!(ok, "ulp-ddp {} failed:\n{out}\n{err}", args.join(" "));
+    let out = common::ok(args);
+    println!("$ ulp-ddp {}\n{out}", args.join(" "));
     out
 }
 
@@ -72,33 +58,5 @@ fn write_in_then_read_out_to_cmp_and_the_information_commands() {
         .and_then(|v| v.parse().ok())
         .expect("block length");
 
-    let dir = std::env::temp_dir().join(format!("ulp-ddp-iscsi-rt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let f = dir.join("f");
-    let data: Vec<u8> = (0..192 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    std::fs::write(&f, &data).expect("write f");
-    let f = f.to_str().expect("utf-8 path");
-    ok(&["iscsi", "write", "--lba", "100", "--in", f, &url]);
-    let blocks = (data.len() / block).to_string();
-    let cmd = format!(
-        "set -o pipefail; '{}' iscsi read --lba 100 --blocks {blocks} --out - '{url}' | cmp - '{f}'",
-        env!("CARGO_BIN_EXE_ulp-ddp")
-    );
-    let out = Command::new("bash")
-        .args(["-c", &cmd])
-        .output()
-        .expect("bash starts");
-    println!(
-        "$ ulp-ddp iscsi read --lba 100 --blocks {blocks} --out - URL | cmp - f: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "read back differs from f (cmp or read failed)"
-    );
+    common::write_then_read_to_cmp("iscsi", &url, block);
 }
