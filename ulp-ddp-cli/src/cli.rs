@@ -33,13 +33,13 @@ pub enum Cmd {
     /// Run a generated read workload through the receive engine (copy and reader paths)
     #[command(args_override_self = true)]
     Demo(DemoArgs),
-    /// The NVMe/TCP host: read, write, verify, perf, discover
+    /// The NVMe/TCP host: read, write, verify, perf, discover, id-ctrl, list-ns
     Nvme {
         /// The nvme subcommand.
         #[command(subcommand)]
         cmd: crate::nvme_cli::NvmeCmd,
     },
-    /// The iSCSI initiator: read, write, verify, perf
+    /// The iSCSI initiator: read, write, verify, perf, discover, report-luns, inquiry, readcap
     Iscsi {
         /// The iscsi subcommand.
         #[command(subcommand)]

@@ -16,6 +16,14 @@ pub struct CompareArgs {
     #[command(flatten)]
     /// The perf flags, the same for every protocol.
     pub perf: crate::perf::PerfArgs,
+    /// Run the whole comparison at each of these block sizes (4k,128k,1M), instead of at
+    /// --bs alone
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = crate::args::size)]
+    pub sweep: Vec<usize>,
+    /// Draw the medians (throughput and host CPU per GB, per mode over the block sizes) as an
+    /// SVG picture in FILE
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// `ulp-ddp perf-compare [flags] [--repeat N] [--span BYTES]`: the raw TCP baselines (stream
@@ -29,6 +37,47 @@ pub fn compare_main(a: &CompareArgs) -> std::process::ExitCode {
     let baseline = a.span.baseline();
     let json = spec.json;
     spec.json = false;
+    let sizes = if a.sweep.is_empty() {
+        vec![spec.bs]
+    } else {
+        a.sweep.clone()
+    };
+    let mut points = Vec::new();
+    for bs in sizes {
+        match compare_at(PerfSpec { bs, ..spec }, baseline, repeat, json) {
+            Ok(p) => points.extend(p),
+            Err(code) => return code,
+        }
+    }
+    if let Some(path) = &a.plot {
+        let title = format!(
+            "ulp-ddp perf-compare: {} QD {}, digests {}, medians of {repeat} round{}",
+            spec.op(),
+            spec.qd,
+            crate::args::digests_word(spec.digests),
+            if repeat == 1 { "" } else { "s" }
+        );
+        let written = crate::plot::comparison_svg(&points, &title).and_then(|svg| {
+            std::fs::write(path, svg).map_err(|e| format!("writing {}: {e}", path.display()))
+        });
+        if let Err(e) = written {
+            eprintln!("ulp-ddp perf-compare --plot: {e}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("perf-compare: plot written to {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+/// One comparison at `spec.bs`: `repeat` rounds, printed, then the medians printed; the
+/// medians per mode as plot points.
+fn compare_at(
+    spec: PerfSpec,
+    baseline: TcpBaseline,
+    repeat: usize,
+    json: bool,
+) -> Result<Vec<crate::plot::PlotPoint>, std::process::ExitCode> {
+    use std::process::ExitCode;
     const LABELS: [&str; 4] = ["tcp", "tcp-rr", "nvme-tcp", "iscsi"];
     let mut runs: Vec<[PerfResult; 4]> = Vec::new();
     if !json {
@@ -59,7 +108,7 @@ pub fn compare_main(a: &CompareArgs) -> std::process::ExitCode {
             for e in errors.into_iter().filter_map(Result::err) {
                 eprintln!("ulp-ddp perf-compare: {e}");
             }
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         };
         if json {
             let runs: Vec<serde_json::Value> = round.iter().map(PerfResult::json_value).collect();
@@ -136,5 +185,15 @@ pub fn compare_main(a: &CompareArgs) -> std::process::ExitCode {
             );
         }
     }
-    ExitCode::SUCCESS
+    Ok((0..4)
+        .map(|i| {
+            let cpu = median(&|r| r[i].cpu_per_gb().unwrap_or(f64::NAN));
+            crate::plot::PlotPoint {
+                mode: LABELS[i].to_string(),
+                bs: spec.bs,
+                gbps: gbps[i],
+                cpu_per_gb: cpu.is_finite().then_some(cpu),
+            }
+        })
+        .collect())
 }

@@ -52,6 +52,30 @@ pub enum IscsiCmd {
     /// (or --count commands)
     #[command(args_override_self = true, after_help = NOTES)]
     Perf(IscsiPerfArgs),
+    /// List the targets a portal offers (SendTargets=All), as iscsi-ls does; the URL needs
+    /// only iscsi://HOST:PORT (without :PORT, 3260)
+    #[command(args_override_self = true)]
+    Discover(InfoArgs),
+    /// REPORT LUNS, printed as sg_luns prints it
+    #[command(args_override_self = true)]
+    ReportLuns(InfoArgs),
+    /// Standard INQUIRY of the URL's LUN, printed as iscsi-inq prints it
+    #[command(args_override_self = true)]
+    Inquiry(InfoArgs),
+    /// READ CAPACITY(16) of the URL's LUN, printed as iscsi-readcapacity16 prints it
+    #[command(args_override_self = true)]
+    Readcap(InfoArgs),
+}
+
+/// The flags of `iscsi discover`, `report-luns`, `inquiry` and `readcap`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    /// Where to log in.
+    pub login: Login,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: DigestsArg,
 }
 
 /// Where and how to log in: the flags every iscsi subcommand takes.
@@ -295,7 +319,11 @@ impl Args {
                 passes: n(v.passes),
                 ..Self::new("verify", &v.login, v.digests, v.lba, v.bs)
             },
-            IscsiCmd::Perf(_) => return None,
+            IscsiCmd::Perf(_)
+            | IscsiCmd::Discover(_)
+            | IscsiCmd::ReportLuns(_)
+            | IscsiCmd::Inquiry(_)
+            | IscsiCmd::Readcap(_) => return None,
         })
     }
 
@@ -335,6 +363,36 @@ pub fn main(cmd: &IscsiCmd) -> ExitCode {
         );
         return crate::perf::finish("ulp-ddp iscsi perf", spec.json, outcome);
     }
+    use crate::iscsi_info::InfoCommand;
+    let info = match cmd {
+        IscsiCmd::Discover(i) => Some((InfoCommand::Discover, i)),
+        IscsiCmd::ReportLuns(i) => Some((InfoCommand::ReportLuns, i)),
+        IscsiCmd::Inquiry(i) => Some((InfoCommand::Inquiry, i)),
+        IscsiCmd::Readcap(i) => Some((InfoCommand::ReadCap, i)),
+        _ => None,
+    };
+    if let Some((what, i)) = info {
+        let text = chap_secret(i.login.chap_secret_file.as_deref()).and_then(|secret| {
+            crate::iscsi_info::run(
+                what,
+                i.login.url.as_deref(),
+                &i.login.initiator,
+                i.digests.get(),
+                &i.login.recovery,
+                secret,
+            )
+        });
+        return match text {
+            Ok(text) => {
+                crate::out!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ulp-ddp iscsi {}: {e}", what.name());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(a) = Args::from_cmd(cmd) else {
         return ExitCode::FAILURE;
     };
@@ -361,22 +419,22 @@ fn chap_secret(file: Option<&str>) -> Result<Option<Vec<u8>>, String> {
 
 /// Where `open` reports the login.
 #[derive(Clone, Copy)]
-enum Verbose {
+pub(crate) enum Verbose {
     Silent,
     Stdout,
     Stderr,
 }
 
 /// A logged-in session, the LUN and its capacity, and the embedded target if one was started.
-struct Opened {
-    target: Option<Target>,
-    client: Session<SwBackend>,
-    lun: Lun,
-    cap: scsi::Capacity,
-    name: String,
+pub(crate) struct Opened {
+    pub(crate) target: Option<Target>,
+    pub(crate) client: Session<SwBackend>,
+    pub(crate) lun: Lun,
+    pub(crate) cap: scsi::Capacity,
+    pub(crate) name: String,
 }
 
-fn open(
+pub(crate) fn open(
     url: Option<&str>,
     initiator: &str,
     digests: Digests,

@@ -23,9 +23,12 @@ pub mod args;
 pub mod cli;
 pub mod compare;
 pub mod iscsi_cli;
+pub mod iscsi_info;
 pub mod nvme_cli;
+pub mod nvme_info;
 pub mod out;
 pub mod perf;
+pub mod plot;
 pub mod progress;
 pub mod run;
 

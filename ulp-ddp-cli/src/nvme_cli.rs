@@ -44,6 +44,26 @@ pub enum NvmeCmd {
     /// Read a discovery controller's log and list its entries, as nvme discover does
     #[command(args_override_self = true)]
     Discover(DiscoverArgs),
+    /// Identify Controller, printed as nvme id-ctrl prints it
+    #[command(args_override_self = true)]
+    IdCtrl(InfoArgs),
+    /// The active namespace list (Identify CNS 02h), printed as nvme list-ns prints it
+    #[command(args_override_self = true)]
+    ListNs(InfoArgs),
+}
+
+/// The flags of `nvme id-ctrl` and `list-ns`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InfoArgs {
+    /// nvme-tcp://HOST:PORT/NQN/NSID (without :PORT, 4420); without it, the embedded target
+    #[arg(value_name = "URL", value_parser = url_arg)]
+    pub url: Option<NvmeUrl>,
+    /// Digests to ask for: header, data, both or none (--digests alone: both)
+    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "both")]
+    pub digests: Option<DigestKind>,
+    #[command(flatten)]
+    /// Recovery settings.
+    pub recovery: Recovery,
 }
 
 /// The flags of `nvme read`, `write` and `verify`.
@@ -226,7 +246,7 @@ impl Spec {
                     },
                 )
             },
-            NvmeCmd::Perf(_) => return None,
+            NvmeCmd::Perf(_) | NvmeCmd::IdCtrl(_) | NvmeCmd::ListNs(_) => return None,
         })
     }
 }
@@ -740,7 +760,7 @@ fn embedded_config() -> TargetConfig {
 type Opened = (Option<Target>, Controller<SwBackend>, String);
 
 /// Connects to `url`, or to a freshly started embedded target.
-fn open(
+pub(crate) fn open(
     url: Option<&(String, u16, String, u32)>,
     qd: u16,
     digests: Digests,
@@ -908,6 +928,36 @@ pub fn main(cmd: &NvmeCmd) -> std::process::ExitCode {
             spec.json,
             perf(&spec, p.url.as_ref(), p.queues),
         );
+    }
+    if let NvmeCmd::IdCtrl(a) | NvmeCmd::ListNs(a) = cmd {
+        let (name, text) = match cmd {
+            NvmeCmd::IdCtrl(_) => (
+                "id-ctrl",
+                crate::nvme_info::id_ctrl(
+                    a.url.as_ref(),
+                    crate::args::digests(a.digests),
+                    &a.recovery,
+                ),
+            ),
+            _ => (
+                "list-ns",
+                crate::nvme_info::list_ns(
+                    a.url.as_ref(),
+                    crate::args::digests(a.digests),
+                    &a.recovery,
+                ),
+            ),
+        };
+        return match text {
+            Ok(text) => {
+                crate::out!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ulp-ddp nvme {name}: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let Some(spec) = Spec::from_cmd(cmd) else {
         return ExitCode::FAILURE;

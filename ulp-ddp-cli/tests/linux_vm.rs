@@ -2,7 +2,8 @@
 //! paths that take time and faults: the target's port unlinked and linked again in the middle
 //! of a `verify` at QD 32 (the host reconnects, every byte verifies, the reconnect is printed),
 //! transfers larger than one command (8 MiB and 64 MiB, split by the transport cap), `discover`,
-//! and `verify` over four I/O queues.
+//! `verify` over four I/O queues, and a file written with `write --lba 100 --in f` read back
+//! with `read --lba 100 --out - | cmp - f`.
 //!
 //! If the VM cannot be built or booted (qemu, cpio or apt-get missing), the test prints why and
 //! passes, unless `ULP_REQUIRE_PEERS=1`, when it fails.
@@ -14,18 +15,9 @@ use std::time::{Duration, Instant};
 
 use ulp_testbed::vm::{self, Vm};
 
-/// Runs `ulp-ddp args` to completion; returns (success, stdout, stderr).
-fn tool(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ulp-ddp"))
-        .args(args)
-        .output()
-        .expect("ulp-ddp starts");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+
+use common::tool;
 
 /// The row of the table for `op`: commands, errors, mismatches.
 fn row(out: &str, op: &str) -> (u64, u64, u64) {
@@ -181,6 +173,20 @@ fn ulp_ddp_nvme_against_linux() {
     );
     assert!(out.contains("4 I/O queues"), "{out}");
 
+    // (f) a file written at LBA 100 reads back the same through stdout.
+    round_trip(&url);
+
     // (a) the port unlinked and linked again in the middle of a verify.
     reconnect_mid_verify(&vm, &url);
+}
+
+/// (f) `ulp-ddp nvme write --lba 100 --in f URL`, then `ulp-ddp nvme read --lba 100 --blocks N
+/// --out - URL | cmp - f`, as a user checks data on a real target.
+fn round_trip(url: &str) {
+    // One block read to standard output tells the block size.
+    let (ok, block, err) = common::tool_bytes(&[
+        "nvme", "read", "--lba", "0", "--blocks", "1", "--out", "-", url,
+    ]);
+    assert!(ok && !block.is_empty(), "read one block: {err}");
+    common::write_then_read_to_cmp("nvme", url, block.len());
 }

@@ -562,33 +562,111 @@ impl Capacity {
     }
 }
 
-/// The identifying part of standard INQUIRY data.
-#[derive(Clone, Debug, Eq, PartialEq)]
+/// Standard INQUIRY data (SPC-4 6.6.2): the identifying part and the capability bits the
+/// libiscsi tool `iscsi-inq` prints.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
 #[non_exhaustive]
 pub struct Inquiry {
-    /// Peripheral device type (0 = direct access block device).
+    /// Peripheral qualifier (byte 0 bits 7:5; 0 = a device of this type is connected to this
+    /// LUN, 1 = not connected now, 3 = not supported on this LUN).
+    pub qualifier: u8,
+    /// Peripheral device type (byte 0 bits 4:0; 0 = direct access block device, see
+    /// [`device_type_name`]).
     pub device_type: u8,
-    /// T10 vendor identification (trimmed).
+    /// RMB: removable medium (byte 1 bit 7).
+    pub removable: bool,
+    /// VERSION: the SPC standard claimed (byte 2; 5 = SPC-3, 6 = SPC-4, 7 = SPC-5).
+    pub version: u8,
+    /// NORMACA (byte 3 bit 5).
+    pub normaca: bool,
+    /// HISUP: hierarchical LUN addressing (byte 3 bit 4).
+    pub hisup: bool,
+    /// RESPONSE DATA FORMAT (byte 3 bits 3:0; 2 for current standards).
+    pub response_data_format: u8,
+    /// SCCS: embedded storage array controller (byte 5 bit 7).
+    pub sccs: bool,
+    /// ACC: access controls coordinator (byte 5 bit 6).
+    pub acc: bool,
+    /// TPGS: target port group support (byte 5 bits 5:4).
+    pub tpgs: u8,
+    /// 3PC: third-party copy (byte 5 bit 3).
+    pub three_pc: bool,
+    /// PROTECT: protection information (byte 5 bit 0).
+    pub protect: bool,
+    /// ENCSERV: embedded enclosure services (byte 6 bit 6).
+    pub encserv: bool,
+    /// MULTIP: multi-port (byte 6 bit 4).
+    pub multip: bool,
+    /// CMDQUE: command queuing (byte 7 bit 1).
+    pub cmdque: bool,
+    /// T10 vendor identification (bytes 8..16, trimmed).
     pub vendor: String,
-    /// Product identification (trimmed).
+    /// Product identification (bytes 16..32, trimmed).
     pub product: String,
-    /// Product revision level (trimmed).
+    /// Product revision level (bytes 32..36, trimmed).
     pub revision: String,
 }
 
 impl Inquiry {
-    /// Parses standard INQUIRY data (at least 36 bytes).
+    /// Parses standard INQUIRY data (at least 36 bytes; `None` when shorter). The text fields
+    /// lose the spaces (and NULs, which some targets pad with) around them.
     pub fn parse(b: &[u8]) -> Option<Self> {
         let text = |r: core::ops::Range<usize>| {
-            b.get(r)
-                .map(|s| String::from_utf8_lossy(s).trim().to_string())
+            b.get(r).map(|s| {
+                String::from_utf8_lossy(s)
+                    .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                    .to_string()
+            })
         };
+        let bit = |at: usize, n: u8| b.get(at).is_some_and(|v| v & (1 << n) != 0);
+        let (b3, b5) = (*b.get(3)?, *b.get(5)?);
         Some(Self {
+            qualifier: b.first()? >> 5,
             device_type: b.first()? & 0x1F,
+            removable: bit(1, 7),
+            version: *b.get(2)?,
+            normaca: bit(3, 5),
+            hisup: bit(3, 4),
+            response_data_format: b3 & 0x0F,
+            sccs: bit(5, 7),
+            acc: bit(5, 6),
+            tpgs: (b5 >> 4) & 3,
+            three_pc: bit(5, 3),
+            protect: bit(5, 0),
+            encserv: bit(6, 6),
+            multip: bit(6, 4),
+            cmdque: bit(7, 1),
             vendor: text(8..16)?,
             product: text(16..32)?,
             revision: text(32..36)?,
         })
+    }
+}
+
+/// The name of a peripheral device type (SPC-4 table 49), in the words libiscsi uses
+/// (`DIRECT_ACCESS`, `SEQUENTIAL_ACCESS`, ...; `UNKNOWN` for reserved values).
+pub const fn device_type_name(device_type: u8) -> &'static str {
+    match device_type {
+        0x00 => "DIRECT_ACCESS",
+        0x01 => "SEQUENTIAL_ACCESS",
+        0x02 => "PRINTER",
+        0x03 => "PROCESSOR",
+        0x04 => "WRITE_ONCE",
+        0x05 => "MMC",
+        0x06 => "SCANNER",
+        0x07 => "OPTICAL_MEMORY",
+        0x08 => "MEDIA_CHANGER",
+        0x09 => "COMMUNICATIONS",
+        0x0C => "STORAGE_ARRAY_CONTROLLER",
+        0x0D => "ENCLOSURE_SERVICES",
+        0x0E => "SIMPLIFIED_DIRECT_ACCESS",
+        0x0F => "OPTICAL_CARD_READER",
+        0x10 => "BRIDGE_CONTROLLER",
+        0x11 => "OSD",
+        0x12 => "AUTOMATION",
+        0x13 => "SECURITY_MANAGER",
+        0x1E => "WELL_KNOWN_LUN",
+        _ => "UNKNOWN",
     }
 }
 
@@ -824,6 +902,42 @@ mod tests {
         rl.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(parse_report_luns(&rl).unwrap().len(), 2);
         assert_eq!(parse_report_luns(&rl[..3]), None);
+    }
+
+    #[test]
+    fn inquiry_bits_and_names() {
+        let mut d = [0u8; 36];
+        d[0] = (1 << 5) | 0x05;
+        d[1] = 0x80;
+        d[2] = 6;
+        d[3] = 0x32;
+        d[5] = 0x39;
+        d[6] = 0x50;
+        d[7] = 0x02;
+        d[8..12].copy_from_slice(b"LIO ");
+        d[16..22].copy_from_slice(b"rd ram");
+        d[32..36].copy_from_slice(b"4.0 ");
+        let i = Inquiry::parse(&d).unwrap();
+        assert_eq!(
+            (i.qualifier, i.device_type, i.removable, i.version),
+            (1, 5, true, 6)
+        );
+        assert_eq!(
+            (i.normaca, i.hisup, i.response_data_format),
+            (true, true, 2)
+        );
+        assert_eq!(
+            (i.sccs, i.acc, i.tpgs, i.three_pc, i.protect),
+            (false, false, 3, true, true)
+        );
+        assert_eq!((i.encserv, i.multip, i.cmdque), (true, true, true));
+        assert_eq!(
+            (i.vendor.as_str(), i.product.as_str(), i.revision.as_str()),
+            ("LIO", "rd ram", "4.0")
+        );
+        assert_eq!(device_type_name(i.device_type), "MMC");
+        assert_eq!(device_type_name(0), "DIRECT_ACCESS");
+        assert_eq!(device_type_name(0x1F), "UNKNOWN");
     }
 }
 

@@ -647,40 +647,111 @@ fn le32(b: &[u8], at: usize) -> u32 {
         .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-/// What a host needs from Identify Controller.
+fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2)
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+/// Identify Controller data: what a host needs, and the fields `nvme id-ctrl` prints (NVMe
+/// Base Specification, Identify Controller data structure; byte offsets in each field's doc).
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 #[non_exhaustive]
 pub struct ControllerInfo {
-    /// Model number, trimmed.
-    pub model: String,
-    /// Serial number, trimmed.
+    /// PCI Vendor ID (VID, bytes 1:0).
+    pub vid: u16,
+    /// PCI Subsystem Vendor ID (SSVID, bytes 3:2).
+    pub ssvid: u16,
+    /// Serial number (SN, bytes 23:4), trimmed.
     pub serial: String,
-    /// Firmware revision, trimmed.
+    /// Model number (MN, bytes 63:24), trimmed.
+    pub model: String,
+    /// Firmware revision (FR, bytes 71:64), trimmed.
     pub firmware: String,
-    /// MDTS (0: no limit).
+    /// Recommended Arbitration Burst (RAB, byte 72).
+    pub rab: u8,
+    /// IEEE OUI Identifier (IEEE, bytes 75:73), as the wire has it (least significant byte
+    /// first).
+    pub ieee: [u8; 3],
+    /// Controller Multi-Path I/O and Namespace Sharing Capabilities (CMIC, byte 76).
+    pub cmic: u8,
+    /// MDTS (byte 77; 0: no limit).
     pub mdts: u8,
-    /// Controller id.
+    /// Controller id (CNTLID, bytes 79:78).
     pub cntlid: u16,
-    /// Optional Asynchronous Events Supported (OAES; bit 8 Namespace Attribute Notices, bit
-    /// 31 Discovery Log Page Change Notices, ...).
+    /// Version (VER, bytes 83:80): major in bits 31:16, minor 15:8, tertiary 7:0.
+    pub ver: u32,
+    /// RTD3 Resume Latency in microseconds (RTD3R, bytes 87:84).
+    pub rtd3r: u32,
+    /// RTD3 Entry Latency in microseconds (RTD3E, bytes 91:88).
+    pub rtd3e: u32,
+    /// Optional Asynchronous Events Supported (OAES, bytes 95:92; bit 8 Namespace Attribute
+    /// Notices, bit 31 Discovery Log Page Change Notices, ...).
     pub oaes: u32,
-    /// Controller type (CNTRLTYPE: [`CNTRLTYPE_IO`], [`CNTRLTYPE_DISCOVERY`],
+    /// Controller Attributes (CTRATT, bytes 99:96).
+    pub ctratt: u32,
+    /// Controller type (CNTRLTYPE, byte 111: [`CNTRLTYPE_IO`], [`CNTRLTYPE_DISCOVERY`],
     /// [`CNTRLTYPE_ADMIN`]; 0 when not reported, as before NVMe 1.4).
     pub cntrltype: u8,
-    /// Asynchronous Event Request Limit (AERL, 0's based: AERL + 1 may be outstanding).
+    /// Optional Admin Command Support (OACS, bytes 257:256).
+    pub oacs: u16,
+    /// Abort Command Limit (ACL, byte 258, 0's based).
+    pub acl: u8,
+    /// Asynchronous Event Request Limit (AERL, byte 259, 0's based: AERL + 1 may be
+    /// outstanding).
     pub aerl: u8,
-    /// Log Page Attributes (LPA; bit 2: offsets and 32-bit lengths in Get Log Page).
+    /// Firmware Updates (FRMW, byte 260).
+    pub frmw: u8,
+    /// Log Page Attributes (LPA, byte 261; bit 2: offsets and 32-bit lengths in Get Log Page).
     pub lpa: u8,
-    /// Number of namespaces.
+    /// Error Log Page Entries (ELPE, byte 262, 0's based).
+    pub elpe: u8,
+    /// Number of Power States Support (NPSS, byte 263, 0's based).
+    pub npss: u8,
+    /// Keep Alive Support granularity in 100 ms units (KAS, bytes 321:320; 0: no Keep Alive).
+    pub kas: u16,
+    /// Submission Queue Entry Size (SQES, byte 512: maximum in bits 7:4, required 3:0, as
+    /// powers of two).
+    pub sqes: u8,
+    /// Completion Queue Entry Size (CQES, byte 513).
+    pub cqes: u8,
+    /// Maximum Outstanding Commands (MAXCMD, bytes 515:514).
+    pub maxcmd: u16,
+    /// Number of namespaces (NN, bytes 519:516).
     pub nn: u32,
-    /// I/O command capsule size in 16-byte units (0 when not reported).
-    pub ioccsz: u32,
-    /// Subsystem NQN.
+    /// Optional NVM Command Support (ONCS, bytes 521:520).
+    pub oncs: u16,
+    /// Fused Operation Support (FUSES, bytes 523:522).
+    pub fuses: u16,
+    /// Format NVM Attributes (FNA, byte 524).
+    pub fna: u8,
+    /// Volatile Write Cache (VWC, byte 525).
+    pub vwc: u8,
+    /// Atomic Write Unit Normal (AWUN, bytes 527:526, 0's based, in blocks).
+    pub awun: u16,
+    /// Atomic Write Unit Power Fail (AWUPF, bytes 529:528).
+    pub awupf: u16,
+    /// SGL Support (SGLS, bytes 539:536).
+    pub sgls: u32,
+    /// Maximum Number of Allowed Namespaces (MNAN, bytes 543:540).
+    pub mnan: u32,
+    /// Subsystem NQN (SUBNQN, bytes 1023:768).
     pub subnqn: String,
+    /// I/O command capsule size in 16-byte units (IOCCSZ, bytes 1795:1792; 0 when not
+    /// reported).
+    pub ioccsz: u32,
+    /// I/O response capsule size in 16-byte units (IORCSZ, bytes 1799:1796).
+    pub iorcsz: u32,
+    /// In Capsule Data Offset in 16-byte units (ICDOFF, bytes 1801:1800).
+    pub icdoff: u16,
+    /// Fabrics Controller Attributes (FCATT, byte 1802; bit 0: dynamic controller model).
+    pub fcatt: u8,
+    /// Maximum SGL Data Block Descriptors (MSDBD, byte 1803; 0: no limit).
+    pub msdbd: u8,
 }
 
 impl ControllerInfo {
-    /// Parses Identify Controller data (missing bytes read as zero).
+    /// Parses Identify Controller data (missing bytes read as zero: a short answer never
+    /// panics, it leaves the fields past its end 0 and empty).
     pub fn parse(d: &[u8]) -> Self {
         let text = |r: core::ops::Range<usize>| {
             d.get(r)
@@ -691,21 +762,50 @@ impl ControllerInfo {
                 })
                 .unwrap_or_default()
         };
+        let byte = |at: usize| d.get(at).copied().unwrap_or(0);
         Self {
+            vid: le16(d, 0),
+            ssvid: le16(d, 2),
             serial: text(4..24),
             model: text(24..64),
             firmware: text(64..72),
-            mdts: d.get(77).copied().unwrap_or(0),
-            cntlid: d
-                .get(78..80)
-                .map_or(0, |s| u16::from_le_bytes([s[0], s[1]])),
+            rab: byte(72),
+            ieee: [byte(73), byte(74), byte(75)],
+            cmic: byte(76),
+            mdts: byte(77),
+            cntlid: le16(d, 78),
+            ver: le32(d, 80),
+            rtd3r: le32(d, 84),
+            rtd3e: le32(d, 88),
             oaes: le32(d, 92),
-            cntrltype: d.get(111).copied().unwrap_or(0),
-            aerl: d.get(259).copied().unwrap_or(0),
-            lpa: d.get(261).copied().unwrap_or(0),
+            ctratt: le32(d, 96),
+            cntrltype: byte(111),
+            oacs: le16(d, 256),
+            acl: byte(258),
+            aerl: byte(259),
+            frmw: byte(260),
+            lpa: byte(261),
+            elpe: byte(262),
+            npss: byte(263),
+            kas: le16(d, 320),
+            sqes: byte(512),
+            cqes: byte(513),
+            maxcmd: le16(d, 514),
             nn: le32(d, 516),
-            ioccsz: le32(d, 1792),
+            oncs: le16(d, 520),
+            fuses: le16(d, 522),
+            fna: byte(524),
+            vwc: byte(525),
+            awun: le16(d, 526),
+            awupf: le16(d, 528),
+            sgls: le32(d, 536),
+            mnan: le32(d, 540),
             subnqn: text(768..1024),
+            ioccsz: le32(d, 1792),
+            iorcsz: le32(d, 1796),
+            icdoff: le16(d, 1800),
+            fcatt: byte(1802),
+            msdbd: byte(1803),
         }
     }
 
@@ -783,6 +883,35 @@ impl NamespaceInfo {
     }
 }
 
+/// Parses an Active Namespace ID list (Identify CNS 02h): the NSIDs in order, up to the first
+/// 0 entry or the end of the data (1024 entries in a full answer; a trailing partial entry is
+/// ignored).
+///
+/// # Errors
+///
+/// [`IdentifyError::NamespaceListOrder`] when an entry is not above the one before it or is
+/// FFFFFFFFh.
+pub fn parse_active_ns_list(d: &[u8]) -> Result<Vec<u32>, IdentifyError> {
+    let mut list = Vec::new();
+    let mut previous = 0u32;
+    for (index, c) in d.chunks_exact(4).enumerate() {
+        let nsid = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if nsid == 0 {
+            break;
+        }
+        if nsid <= previous || nsid == u32::MAX {
+            return Err(IdentifyError::NamespaceListOrder {
+                index,
+                nsid,
+                previous,
+            });
+        }
+        list.push(nsid);
+        previous = nsid;
+    }
+    Ok(list)
+}
+
 /// Identify data a host cannot use.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 #[non_exhaustive]
@@ -805,6 +934,16 @@ pub enum IdentifyError {
         /// Its LBADS (the block size is 2^LBADS).
         lbads: u8,
     },
+    /// An Active Namespace ID list entry that is not above the one before it, or is the
+    /// broadcast value FFFFFFFFh (the list holds increasing NSIDs, ended by 0).
+    NamespaceListOrder {
+        /// The entry's position (0-based).
+        index: usize,
+        /// Its NSID.
+        nsid: u32,
+        /// The entry before it (0 for the first).
+        previous: u32,
+    },
 }
 
 impl core::fmt::Display for IdentifyError {
@@ -821,6 +960,15 @@ impl core::fmt::Display for IdentifyError {
                 f,
                 "Identify Namespace: LBA format {index} has LBADS {lbads}, not a block size of \
                  512 B to 64 KiB (LBADS 9 to 16)"
+            ),
+            Self::NamespaceListOrder {
+                index,
+                nsid,
+                previous,
+            } => write!(
+                f,
+                "Active Namespace ID list: entry {index} is NSID {nsid:#x} after {previous:#x} \
+                 (the list must hold increasing NSIDs from 1 to 0xfffffffe)"
             ),
         }
     }
@@ -1072,6 +1220,86 @@ mod tests {
             (0x09, 0x0B, 0x8000_0100)
         );
         assert_eq!(command_name(&c, true), "Set Features");
+    }
+
+    #[test]
+    fn identify_controller_fields_at_their_offsets() {
+        let mut d = vec![0u8; IDENTIFY_LEN];
+        d[0..2].copy_from_slice(&0x1b36u16.to_le_bytes());
+        d[2..4].copy_from_slice(&0x1af4u16.to_le_bytes());
+        d[4..12].copy_from_slice(b"SN123   ");
+        d[64..70].copy_from_slice(b"6.1.0\0");
+        d[72] = 6;
+        d[73..76].copy_from_slice(&[0x00, 0x54, 0x52]);
+        d[76] = 0x0b;
+        d[77] = 5;
+        d[78..80].copy_from_slice(&0x21u16.to_le_bytes());
+        d[80..84].copy_from_slice(&0x0002_0000u32.to_le_bytes());
+        d[256..258].copy_from_slice(&0x000au16.to_le_bytes());
+        d[258] = 3;
+        d[262] = 127;
+        d[320..322].copy_from_slice(&1u16.to_le_bytes());
+        d[512] = 0x66;
+        d[513] = 0x44;
+        d[514..516].copy_from_slice(&128u16.to_le_bytes());
+        d[520..522].copy_from_slice(&0x005du16.to_le_bytes());
+        d[525] = 1;
+        d[536..540].copy_from_slice(&0x0010_0005u32.to_le_bytes());
+        d[540..544].copy_from_slice(&1024u32.to_le_bytes());
+        d[768..775].copy_from_slice(b"nqn.x:y");
+        d[1796..1800].copy_from_slice(&1u32.to_le_bytes());
+        d[1802] = 1;
+        let c = ControllerInfo::parse(&d);
+        assert_eq!(
+            (c.vid, c.ssvid, c.rab, c.ieee),
+            (0x1b36, 0x1af4, 6, [0, 0x54, 0x52])
+        );
+        assert_eq!((c.serial.as_str(), c.firmware.as_str()), ("SN123", "6.1.0"));
+        assert_eq!(
+            (c.cmic, c.mdts, c.cntlid, c.ver),
+            (0x0b, 5, 0x21, 0x0002_0000)
+        );
+        assert_eq!((c.oacs, c.acl, c.elpe, c.kas), (0x0a, 3, 127, 1));
+        assert_eq!(
+            (c.sqes, c.cqes, c.maxcmd, c.oncs, c.vwc),
+            (0x66, 0x44, 128, 0x5d, 1)
+        );
+        assert_eq!(
+            (c.sgls, c.mnan, c.subnqn.as_str()),
+            (0x0010_0005, 1024, "nqn.x:y")
+        );
+        assert_eq!((c.iorcsz, c.icdoff, c.fcatt, c.msdbd), (1, 0, 1, 0));
+        // A truncated answer leaves the fields past its end zero, without a panic.
+        let short = ControllerInfo::parse(&d[..79]);
+        assert_eq!((short.mdts, short.cntlid, short.ver), (5, 0, 0));
+        assert_eq!(ControllerInfo::parse(&[]), ControllerInfo::default());
+    }
+
+    #[test]
+    fn active_namespace_list_is_checked() {
+        let mut d = vec![0u8; IDENTIFY_LEN];
+        for (i, nsid) in [1u32, 2, 7].iter().enumerate() {
+            d[4 * i..4 * i + 4].copy_from_slice(&nsid.to_le_bytes());
+        }
+        assert_eq!(parse_active_ns_list(&d), Ok(vec![1, 2, 7]));
+        assert_eq!(parse_active_ns_list(&d[..10]), Ok(vec![1, 2]));
+        assert_eq!(parse_active_ns_list(&[0; 8]), Ok(vec![]));
+        d[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let e = parse_active_ns_list(&d).unwrap_err();
+        assert_eq!(
+            e,
+            IdentifyError::NamespaceListOrder {
+                index: 2,
+                nsid: 2,
+                previous: 2
+            }
+        );
+        assert!(
+            e.to_string().contains("entry 2 is NSID 0x2 after 0x2"),
+            "{e}"
+        );
+        let broadcast = u32::MAX.to_le_bytes();
+        assert!(parse_active_ns_list(&broadcast).is_err());
     }
 
     #[test]

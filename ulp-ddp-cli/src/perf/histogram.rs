@@ -13,6 +13,15 @@ pub struct Histogram {
 const SUB_BITS: u32 = 5;
 const SUB: u64 = 1 << SUB_BITS;
 
+/// The latency percentiles perf reports (fio's and libiscsi's usual set): name, percent.
+pub const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+    ("p99.99", 99.99),
+];
+
 impl Default for Histogram {
     fn default() -> Self {
         Self {
@@ -81,6 +90,27 @@ impl Histogram {
         self.max
     }
 
+    /// The percentiles the reports show, as (name, nanoseconds): [`PERCENTILES`] in order.
+    pub fn percentiles(&self) -> [(&'static str, u64); 5] {
+        PERCENTILES.map(|(name, p)| (name, self.quantile(p / 100.0)))
+    }
+
+    /// The buckets that hold samples, in increasing order: (lowest, highest value in
+    /// nanoseconds, samples).
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(i, &n)| {
+                (
+                    if i == 0 { 0 } else { Self::upper(i - 1) + 1 },
+                    Self::upper(i),
+                    n,
+                )
+            })
+    }
+
     /// The mean.
     pub fn mean(&self) -> u64 {
         if self.count == 0 {
@@ -106,9 +136,44 @@ mod tests {
             assert!((got - want).abs() / want < 0.04, "q{q}: {got} vs {want}");
         }
         assert_eq!(h.quantile(1.0), 10_000_000);
+        let p = h.percentiles();
+        assert_eq!(p.map(|(n, _)| n), ["p50", "p90", "p99", "p99.9", "p99.99"]);
+        assert!(p.windows(2).all(|w| w[0].1 <= w[1].1), "{p:?}");
+        assert!((p[1].1 as f64 - 9_000_000.0).abs() / 9e6 < 0.04, "{p:?}");
+        assert_eq!(p[4].1, 10_000_000, "the top 1 of 10,000 samples");
         for v in [0u64, 1, 31, 32, 33, 1 << 40, u64::MAX / 2] {
             let i = Histogram::index(v);
             assert!(Histogram::upper(i) >= v, "{v}");
         }
+    }
+
+    #[test]
+    fn buckets_cover_every_sample_once() {
+        let mut h = Histogram::default();
+        let values = [0u64, 5, 31, 32, 33, 100, 1000, 1001, 1_000_000, 1_000_000];
+        for v in values {
+            h.record(v);
+        }
+        let b: Vec<_> = h.buckets().collect();
+        assert_eq!(b.iter().map(|&(.., n)| n).sum::<u64>(), values.len() as u64);
+        assert!(
+            b.windows(2).all(|w| w[0].1 < w[1].0),
+            "increasing, disjoint: {b:?}"
+        );
+        for v in values {
+            let holding: Vec<_> = b
+                .iter()
+                .filter(|&&(lo, hi, _)| lo <= v && v <= hi)
+                .collect();
+            assert_eq!(holding.len(), 1, "{v} in {b:?}");
+        }
+        assert_eq!(
+            b.last(),
+            Some(&(
+                Histogram::upper(Histogram::index(1_000_000) - 1) + 1,
+                Histogram::upper(Histogram::index(1_000_000)),
+                2
+            ))
+        );
     }
 }

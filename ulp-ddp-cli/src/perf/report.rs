@@ -87,6 +87,21 @@ impl PerfResult {
             "lat_p99_us": num(us(self.latency.quantile(0.99)), 2),
             "lat_mean_us": num(us(self.latency.mean()), 2),
             "lat_max_us": num(us(self.latency.max()), 2),
+            "lat_p90_us": num(us(self.latency.quantile(0.90)), 2),
+            "lat_p99_9_us": num(us(self.latency.quantile(0.999)), 2),
+            "lat_p99_99_us": num(us(self.latency.quantile(0.9999)), 2),
+            "lat_percentiles_us": self
+                .latency
+                .percentiles()
+                .iter()
+                .map(|(name, v)| (name[1..].to_string(), num(us(*v), 2)))
+                .collect::<serde_json::Map<_, _>>(),
+            // [lowest ns, highest ns, commands] per bucket that holds any.
+            "lat_histogram_ns": self
+                .latency
+                .buckets()
+                .map(|(lo, hi, n)| [lo, hi, n])
+                .collect::<Vec<_>>(),
             "host_cpu_s": self.host_cpu.map(|c| num(c.as_secs_f64(), 6)),
             "host_cpu_s_per_gb": self.cpu_per_gb().map(|c| num(c, 4)),
             "bytes_read_in_place": s.bytes_read_in_place,
@@ -119,7 +134,7 @@ impl PerfResult {
     pub fn table_row(&self) -> String {
         let s = &self.stats;
         format!(
-            "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10.0} {:>7.3} {:>9.1} {:>9.1} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}",
+            "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10.0} {:>7.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}",
             self.protocol,
             self.op,
             self.bs,
@@ -129,7 +144,10 @@ impl PerfResult {
             self.iops(),
             self.gbps(),
             us(self.latency.quantile(0.50)),
+            us(self.latency.quantile(0.90)),
             us(self.latency.quantile(0.99)),
+            us(self.latency.quantile(0.999)),
+            us(self.latency.quantile(0.9999)),
             self.cpu_per_gb()
                 .map_or_else(|| "-".to_string(), |c| format!("{c:.3}")),
             mb(s.bytes_read_in_place),
@@ -148,7 +166,7 @@ impl PerfResult {
 /// The summary table's header line.
 pub fn table_header() -> String {
     format!(
-        "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10} {:>7} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}\n{}",
+        "{:<8} {:<5} {:>8} {:>3} {:>4} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>10} {:>16} {:>4}\n{}",
         "proto",
         "op",
         "bs",
@@ -158,7 +176,10 @@ pub fn table_header() -> String {
         "IOPS",
         "GB/s",
         "p50 us",
+        "p90 us",
         "p99 us",
+        "p99.9 us",
+        "p99.99us",
         "cpu s/GB",
         "inplace MB",
         "copy MB",
@@ -176,4 +197,69 @@ fn us(nanos: u64) -> f64 {
 
 fn mb(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result() -> PerfResult {
+        let mut latency = Histogram::default();
+        for v in 1..=1000u64 {
+            latency.record(v * 1000);
+        }
+        PerfResult {
+            protocol: "nvme-tcp".into(),
+            target: "t".into(),
+            op: "read",
+            bs: 4096,
+            qd: 1,
+            digests: ulp_ddp_core::Digests::NONE,
+            commands: 1000,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            latency,
+            host_cpu: None,
+            stats: Stats::default(),
+        }
+    }
+
+    #[test]
+    fn percentiles_and_histogram_in_json_and_table() {
+        let r = result();
+        let v = r.json_value();
+        let j = r.json();
+        for key in [
+            "\"lat_p50_us\":",
+            "\"lat_p90_us\":",
+            "\"lat_p99_us\":",
+            "\"lat_p99_9_us\":",
+            "\"lat_p99_99_us\":",
+        ] {
+            assert!(j.contains(key), "{key} in {j}");
+        }
+        let p = &v["lat_percentiles_us"];
+        assert_eq!(p["99.99"], 1000.0, "{j}");
+        assert!(
+            p["50"].as_f64().is_some_and(|x| (x - 500.0).abs() < 20.0),
+            "{j}"
+        );
+        assert!(p["90"].is_number() && p["99"].is_number() && p["99.9"].is_number());
+        let hist = v["lat_histogram_ns"].as_array().expect("histogram");
+        let total: u64 = hist.iter().map(|b| b[2].as_u64().expect("count")).sum();
+        assert_eq!(total, 1000, "{j}");
+        assert!(hist.iter().all(|b| b[0].as_u64() <= b[1].as_u64()), "{j}");
+        assert!(table_header().contains("p90 us") && table_header().contains("p99.99us"));
+        let cols = r.table_row().split_whitespace().count();
+        assert_eq!(
+            cols,
+            table_header()
+                .lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .count()
+                - 10
+        );
+    }
 }
