@@ -1,44 +1,12 @@
 //! Runs the iSCSI examples (built by `cargo test` into target/<profile>/examples/) against the
 //! embedded iSCSI target and checks what they print.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Command;
+
+use common::{example, run};
 use ulp_testbed::iscsi::{Target, TargetConfig};
-
-/// The example binary `name`, next to this test's own directory (target/<profile>/deps).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path = profile
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
-
-fn run(name: &str, args: &[&str]) -> String {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(example(name))
-        .args(args)
-        .output()
-        .expect("run the example");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr),
-    );
-    assert!(
-        status.success(),
-        "{name} {args:?}: {status}\n{stdout}\n{stderr}"
-    );
-    stdout.into_owned()
-}
 
 #[test]
 fn iscsi_read_reads_1_mib_from_a_url_and_from_an_address_and_iqn() {
