@@ -1,7 +1,6 @@
 //! Reads 1 MiB from LUN 0 of an iSCSI target into your own buffer, the data landing in it
 //! straight from the socket: `iscsi_read iscsi://HOST[:PORT]/IQN/LUN` or `iscsi_read HOST:PORT IQN`.
-use ulp_iscsi::blocking::{Options, Session};
-use ulp_iscsi::{ConnectionConfig, SgBuffer, url::IscsiUrl, wire::Lun};
+use ulp_iscsi::{ConnectionConfig, IscsiUrl, Lun, Options, Session, SgBuffer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

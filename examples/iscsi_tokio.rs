@@ -2,9 +2,8 @@
 //! session, then prints the throughput: `iscsi_tokio iscsi://HOST[:PORT]/IQN/LUN`.
 use std::time::Instant;
 
-use ulp_iscsi::blocking::{Error, Options};
 use ulp_iscsi::tokio::Session;
-use ulp_iscsi::{ConnectionConfig, SgBuffer, url::IscsiUrl, wire::Lun};
+use ulp_iscsi::{ConnectionConfig, Error, IscsiUrl, Lun, Options, SgBuffer};
 
 const TOTAL: usize = 4 << 20;
 const TASKS: usize = 8;
