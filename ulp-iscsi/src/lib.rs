@@ -1,15 +1,22 @@
 //! # ulp-iscsi: an iSCSI initiator on the direct data placement contract (RFC 7143)
 //!
-//! A blocking read, the data landing straight in the caller's buffer:
+//! Log in, write, and read back, the data landing straight in the caller's buffer (this
+//! example runs against the test bed's embedded target; `addr` is a target's `HOST:PORT`, such
+//! as `"192.0.2.10:3260"`, and `iqn` its name):
 //!
-//! ```no_run
+//! ```
 //! use ulp_iscsi::{ConnectionConfig, Lun, Options, Session, SgBuffer};
+//! # let target = ulp_testbed::iscsi::Target::start(Default::default())?;
+//! # let (addr, iqn) = (target.addr().to_string(), target.iqn().to_string());
 //!
-//! let config = ConnectionConfig::normal("iqn.2024-01.io.example:host", "iqn.2024-01.io.example:disk");
-//! let mut session = Session::connect("127.0.0.1:3260", config, Options::default())?;
-//! let buffer = session.read(Lun::single_level(0), 0, SgBuffer::zeroed(1 << 20))?; // 1 MiB from LBA 0
-//! assert_eq!(buffer.len(), 1 << 20);
-//! # Ok::<(), ulp_iscsi::Error>(())
+//! let config = ConnectionConfig::normal("iqn.2024-01.io.example:host", &iqn);
+//! let mut session = Session::connect(addr.as_str(), config, Options::default())?;
+//! let lun = Lun::single_level(0);
+//! session.write(lun, 8, SgBuffer::from(vec![0xA5; 1 << 20]))?; // 1 MiB at LBA 8
+//! let buffer = session.read(lun, 8, SgBuffer::zeroed(1 << 20))?; // your buffer comes back
+//! assert!(buffer.into_vec().iter().all(|&b| b == 0xA5));
+//! session.logout()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The same initiator without I/O: bytes, commands and time in; transmits, events and the
