@@ -55,16 +55,20 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+pub mod bringup;
 pub mod connection;
 pub mod discovery;
 pub mod nvme;
+mod options;
 pub mod plugin;
 pub mod wire;
 
+pub use bringup::host_id;
 pub use connection::{
     Completion, Connection, ConnectionConfig, ConnectionError, Data, Event, Negotiated,
     SubmitError, Violation,
 };
 pub use nvme::Status;
+pub use options::Options;
 pub use plugin::{ControllerPdu, NVME_TCP, NvmeTcpHost};
 pub use ulp_ddp_core::{Digests, NoOffload, SansIo, SgBuffer};

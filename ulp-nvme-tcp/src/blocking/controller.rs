@@ -9,12 +9,11 @@ use ulp_ddp_core::types::IdMap;
 use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SgBuffer};
 
 use super::bringup::{Queues, bring_up, shutdown};
-use super::types::{
-    CommandId, ControllerEvent, Io, IoCompletion, IoError, Options, TRANSPORT_MAX_TRANSFER,
-};
+use super::types::{CommandId, ControllerEvent, Io, IoCompletion, IoError, TRANSPORT_MAX_TRANSFER};
 use super::{Connection, Error, QueueEvent, timed_out};
 use crate::connection::{Completion, Data};
 use crate::nvme::{self, ControllerInfo, NamespaceInfo};
+use crate::options::Options;
 use crate::wire::capsule_cmd::SQE_LEN;
 
 /// One NVMe command of an [`Io`].
