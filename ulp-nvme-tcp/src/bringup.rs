@@ -141,6 +141,35 @@ pub trait Steps {
 
     /// The end: the result, once (then `None`).
     fn poll_result(&mut self) -> Option<Result<Self::Output, BringupError>>;
+
+    /// A driver's loop in one call: tells the time, then says what to do next (submit a
+    /// command and hand its completion back, sleep until an instant, or stop).
+    fn next_action(&mut self, now: Instant) -> Action<Self::Output> {
+        self.handle_timeout(now);
+        if let Some(result) = self.poll_result() {
+            return Action::Done(result);
+        }
+        if let Some(command) = self.poll_command() {
+            return Action::Submit(command);
+        }
+        match self.poll_timeout() {
+            Some(wake) => Action::Sleep(wake),
+            None => Action::Done(Err(BringupError::Setup(
+                "bring-up stalled: no command to send and nothing to wait for".into(),
+            ))),
+        }
+    }
+}
+
+/// What [`Steps::next_action`] asks the driver to do.
+#[derive(Debug)]
+pub enum Action<T> {
+    /// Submit this command and hand its completion to [`Steps::handle_completion`].
+    Submit(Command),
+    /// Nothing to send: sleep until then (keeping the connection's own timers running).
+    Sleep(Instant),
+    /// The end.
+    Done(Result<T, BringupError>),
 }
 
 /// A stable host identifier derived from the host NQN (the same on every reconnect, as the
@@ -168,6 +197,18 @@ pub fn admin_config(options: &Options, queue_id: QueueId) -> ConnectionConfig {
 pub fn io_config(options: &Options, queue_id: QueueId, qid: u16, depth: u16) -> ConnectionConfig {
     ConnectionConfig::io(queue_id, qid, depth, options.digests)
         .with_command_timeout((!options.io_timeout.is_zero()).then_some(options.io_timeout))
+}
+
+/// The most bytes one NVMe command carries: MDTS, or
+/// [`TRANSPORT_MAX_TRANSFER`](crate::blocking::TRANSPORT_MAX_TRANSFER) when the controller sets
+/// none, and never more than 65536 blocks (NLB is 16 bits); a whole number of blocks.
+pub fn max_transfer(info: &ControllerInfo, cap: u64, ns: NamespaceInfo) -> u64 {
+    let bs = u64::from(ns.block_size.max(1));
+    let limit = info
+        .max_transfer(cap)
+        .unwrap_or(crate::blocking::TRANSPORT_MAX_TRANSFER)
+        .min(65536 * bs);
+    (limit / bs).max(1) * bs
 }
 
 /// `c`'s result if it succeeded, else [`BringupError::Status`] naming `command`.

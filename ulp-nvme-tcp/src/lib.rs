@@ -61,6 +61,8 @@ pub mod discovery;
 pub mod nvme;
 mod options;
 pub mod plugin;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod wire;
 
 pub use bringup::host_id;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SgBuffer};
 
 use super::{Connection, Error, timed_out};
-use crate::bringup::{self, AdminBringup, BringupError, IoQueueBringup, Shutdown, Steps};
+use crate::bringup::{self, Action, AdminBringup, BringupError, IoQueueBringup, Shutdown, Steps};
 use crate::connection::{Completion, ConnectionConfig, Data};
 use crate::nvme::{self, ControllerInfo, NamespaceInfo};
 use crate::options::Options;
@@ -69,21 +69,16 @@ pub(super) fn drive<B: DdpBackend, S: Steps>(
     steps: &mut S,
 ) -> Result<S::Output, Error> {
     loop {
-        steps.handle_timeout(Instant::now());
-        if let Some(result) = steps.poll_result() {
-            return result.map_err(Error::from);
+        match steps.next_action(Instant::now()) {
+            Action::Submit(command) => {
+                let c = q.run(command.sqe, command.data)?;
+                steps.handle_completion(c);
+            }
+            Action::Sleep(wake) => {
+                std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+            }
+            Action::Done(result) => return result.map_err(Error::from),
         }
-        if let Some(command) = steps.poll_command() {
-            let c = q.run(command.sqe, command.data)?;
-            steps.handle_completion(c);
-            continue;
-        }
-        let Some(wake) = steps.poll_timeout() else {
-            return Err(Error::Setup(
-                "bring-up stalled: no command to send and nothing to wait for".into(),
-            ));
-        };
-        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
     }
 }
 

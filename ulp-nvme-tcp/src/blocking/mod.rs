@@ -546,7 +546,7 @@ impl<B: DdpBackend> Connection<B> {
 }
 
 /// The controller did not answer within `waited`.
-fn timed_out(waited: Duration, what: String) -> Error {
+pub(crate) fn timed_out(waited: Duration, what: String) -> Error {
     Error::Timeout(Timeout {
         peer: "controller",
         waited,
