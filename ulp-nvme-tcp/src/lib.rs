@@ -46,9 +46,15 @@
 //! - [`discovery`]: the NVMe over Fabrics Discovery Log Page, parsed and checked, shown as
 //!   `nvme discover` shows it, and the header / page / header reading the specification asks
 //!   for ([`discovery::LogReader`]).
+//! - [`bringup`]: the association's bring-up as sans-IO steps (Connect, CC.EN and CSTS.RDY,
+//!   Identify, Number of Queues; shutdown) that every driver runs, and [`host_id`].
 //! - [`blocking`]: the blocking driver over `std::net::TcpStream`, and
-//!   [`blocking::Controller`] (admin queue bring-up and one I/O queue). Its default backend is
+//!   [`blocking::Controller`] (admin queue and N I/O queues, recovery). Its default backend is
 //!   [`NoOffload`]: payload is still read from the socket straight into the command's buffer.
+//! - `tokio` (feature `tokio`): the async driver, `tokio::Controller`: the same connections
+//!   and bring-up on tokio sockets, a task per queue, a cloneable handle whose `read`, `write`
+//!   and `flush` any number of tasks await at once, Keep Alive from the connection's timers,
+//!   `close().await` with CC.SHN; errors are [`blocking::Error`], each with its buffer.
 //!
 //! The same roles carry the same names in `ulp-iscsi`: `Connection`, `ConnectionConfig`,
 //! `Event`, `ConnectionError`, `Violation`, `Data`, `Completion`, `blocking`.

@@ -1,6 +1,6 @@
 //! The tokio driver (feature `tokio`): [`Controller`], an admin queue and N I/O queues over
 //! `tokio::net::TcpStream`, each queue driven by its own task, the same sans-IO
-//! [`Connection`](crate::Connection)s and the same [`bringup`](crate::bringup) steps as the
+//! [`Connection`](crate::Connection)s and the same [`bringup`] steps as the
 //! blocking driver.
 //!
 //! ```no_run
