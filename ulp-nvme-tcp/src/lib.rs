@@ -44,9 +44,15 @@
 //! - [`discovery`]: the NVMe over Fabrics Discovery Log Page, parsed and checked, shown as
 //!   `nvme discover` shows it, and the header / page / header reading the specification asks
 //!   for ([`discovery::LogReader`]).
+//! - [`bringup`]: the association's bring-up as sans-IO steps (Connect, CC.EN and CSTS.RDY,
+//!   Identify, Number of Queues; shutdown) that every driver runs, and [`host_id`].
 //! - [`blocking`]: the blocking driver over `std::net::TcpStream`, and
-//!   [`blocking::Controller`] (admin queue bring-up and one I/O queue). Its default backend is
+//!   [`blocking::Controller`] (admin queue and N I/O queues, recovery). Its default backend is
 //!   [`NoOffload`]: payload is still read from the socket straight into the command's buffer.
+//! - `tokio` (feature `tokio`): the async driver, `tokio::Controller`: the same connections
+//!   and bring-up on tokio sockets, a task per queue, a cloneable handle whose `read`, `write`
+//!   and `flush` any number of tasks await at once, Keep Alive from the connection's timers,
+//!   `close().await` with CC.SHN; errors are [`blocking::Error`], each with its buffer.
 //!
 //! Everything above is re-exported at the crate root (the blocking [`Controller`], [`Options`],
 //! [`Error`]; the sans-IO [`Connection`]; [`SgBuffer`], [`NoOffload`], [`Digests`] and the other
@@ -58,23 +64,29 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+pub mod bringup;
 pub mod connection;
 pub mod discovery;
 pub mod nvme;
+mod options;
 pub mod plugin;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod wire;
 
 // The flat API: what a user of the blocking driver or the sans-IO host needs, from this crate
 // alone (the core's own types re-exported where they appear in this crate's signatures).
 pub use blocking::{
-    Controller, ControllerEvent, Error, Io, IoCompletion, IoError, Options, Timeout, discover,
+    Controller, ControllerEvent, Error, Io, IoCompletion, IoError, Timeout, discover,
 };
+pub use bringup::host_id;
 pub use connection::{
     Completion, Connection, ConnectionConfig, ConnectionError, Data, Event, Negotiated,
     SubmitError, Violation,
 };
 pub use discovery::DiscoveryLog;
 pub use nvme::{AsyncEvent, ControllerInfo, NamespaceInfo, Status};
+pub use options::Options;
 pub use plugin::{ControllerPdu, NVME_TCP, NvmeTcpHost};
 pub use ulp_ddp_core::{
     DdpBackend, Digests, NoOffload, QueueId, SansIo, SgBuffer, Stats, Transmit,

@@ -9,12 +9,11 @@ use ulp_ddp_core::types::IdMap;
 use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, SgBuffer};
 
 use super::bringup::{Queues, bring_up, shutdown};
-use super::types::{
-    CommandId, ControllerEvent, Io, IoCompletion, IoError, Options, TRANSPORT_MAX_TRANSFER,
-};
+use super::types::{CommandId, ControllerEvent, Io, IoCompletion, IoError};
 use super::{Connection, Error, QueueEvent, timed_out};
 use crate::connection::{Completion, Data};
 use crate::nvme::{self, ControllerInfo, NamespaceInfo};
+use crate::options::Options;
 use crate::wire::capsule_cmd::SQE_LEN;
 
 /// One NVMe command of an [`Io`].
@@ -61,7 +60,7 @@ struct Pending {
 ///
 /// Commands go in with [`Controller::submit`] and come out with [`Controller::wait`] as
 /// [`IoCompletion`]s, keyed by a [`CommandId`] that survives reconnects. Transfers larger than
-/// the controller takes in one command (MDTS, or [`TRANSPORT_MAX_TRANSFER`] when MDTS is 0)
+/// the controller takes in one command (MDTS, or [`TRANSPORT_MAX_TRANSFER`](super::TRANSPORT_MAX_TRANSFER) when MDTS is 0)
 /// are split into several commands and completed as one.
 ///
 /// When things go wrong over time:
@@ -213,17 +212,10 @@ impl<B: DdpBackend> Controller<B> {
         std::mem::take(&mut self.events)
     }
 
-    /// The most bytes one NVMe command carries: MDTS, or [`TRANSPORT_MAX_TRANSFER`] when the
+    /// The most bytes one NVMe command carries: MDTS, or [`TRANSPORT_MAX_TRANSFER`](super::TRANSPORT_MAX_TRANSFER) when the
     /// controller sets none, and never more than 65536 blocks (NLB is 16 bits).
     pub fn max_transfer(&self) -> u64 {
-        let bs = u64::from(self.q.ns.block_size.max(1));
-        let limit = self
-            .q
-            .info
-            .max_transfer(self.q.cap)
-            .unwrap_or(TRANSPORT_MAX_TRANSFER)
-            .min(65536 * bs);
-        (limit / bs).max(1) * bs
+        crate::bringup::max_transfer(&self.q.info, self.q.cap, self.q.ns)
     }
 
     /// Commands submitted and not yet taken with [`wait`](Self::wait).

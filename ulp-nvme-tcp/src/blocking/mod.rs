@@ -33,10 +33,9 @@ mod types;
 
 pub use bringup::discover;
 
+pub use crate::options::Options;
 pub use controller::Controller;
-pub use types::{
-    CommandId, ControllerEvent, Io, IoCompletion, IoError, Options, TRANSPORT_MAX_TRANSFER,
-};
+pub use types::{CommandId, ControllerEvent, Io, IoCompletion, IoError, TRANSPORT_MAX_TRANSFER};
 
 /// Why a blocking operation failed.
 #[derive(Debug)]
@@ -105,11 +104,7 @@ impl fmt::Display for Error {
                 cid,
                 status,
                 ..
-            } => write!(
-                f,
-                "{command} (CID {cid}) failed: {}",
-                status.describe(command)
-            ),
+            } => crate::bringup::write_failed(f, command, *cid, *status),
             Self::Setup(s) => f.write_str(s),
             Self::Lost { reason, .. } => write!(f, "controller lost: {reason}"),
             Self::Refused { reason, .. } => write!(f, "refused: {reason}"),
@@ -551,7 +546,7 @@ impl<B: DdpBackend> Connection<B> {
 }
 
 /// The controller did not answer within `waited`.
-fn timed_out(waited: Duration, what: String) -> Error {
+pub(crate) fn timed_out(waited: Duration, what: String) -> Error {
     Error::Timeout(Timeout {
         peer: "controller",
         waited,

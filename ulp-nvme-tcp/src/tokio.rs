@@ -1,0 +1,851 @@
+//! The tokio driver (feature `tokio`): [`Controller`], an admin queue and N I/O queues over
+//! `tokio::net::TcpStream`, each queue driven by its own task, the same sans-IO
+//! [`Connection`](crate::Connection)s and the same [`bringup`] steps as the
+//! blocking driver.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), ulp_nvme_tcp::blocking::Error> {
+//! use ulp_nvme_tcp::tokio::{Controller, Options};
+//! use ulp_nvme_tcp::SgBuffer;
+//!
+//! let ctrl = Controller::connect("127.0.0.1:4420", &Options::new("nqn.2024-01.io.example:disk")).await?;
+//! let buffer = ctrl.read(0, SgBuffer::zeroed(1 << 20)).await?; // the data lands in it
+//! assert_eq!(buffer.len(), 1 << 20);
+//! ctrl.close().await?; // CC.SHN, CSTS.SHST
+//! # Ok(()) }
+//! ```
+//!
+//! - **Concurrency**: `Controller` is a cheap handle (`Clone`); commands from any number of
+//!   tasks go round-robin to the I/O queues, each queue's task submitting as many as it has
+//!   CIDs and keeping the rest in order. Transfers larger than the controller takes in one
+//!   command are split over several commands (and queues) and completed as one.
+//! - **Payload in place**: when the socket is readable, the queue's task reads through the
+//!   core's reader path ([`SocketReader`] over `TcpStream::try_read`), so C2HData payload
+//!   lands straight in the command's buffer, as with the blocking driver.
+//! - **Time**: each task sleeps no later than its connection's `poll_timeout()`
+//!   (`tokio::time::sleep_until`), so Keep Alive goes out on the admin queue every half KATO
+//!   whatever the caller does, and command deadlines (`io_timeout`) are seen.
+//! - **Failures**: every buffer comes back, in the error ([`Error::into_buffer`]). There is
+//!   no reconnect in this driver: a queue that ends (the controller closed it, a violation,
+//!   Keep Alive unanswered, a command past `io_timeout`) ends the whole controller, and every
+//!   outstanding and later command fails with [`Error::Lost`] saying why. Reconnecting is the
+//!   caller's: connect again (the bring-up is the same).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::tokio::net::{TcpStream, ToSocketAddrs, lookup_host};
+use ::tokio::sync::{mpsc, oneshot, watch};
+use ::tokio::task::JoinHandle;
+use ulp_ddp_core::timer::earliest;
+use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, RecvError, SansIo, SgBuffer, SocketReader};
+
+pub use crate::blocking::Error;
+use crate::blocking::timed_out;
+use crate::bringup::{self, Action, AdminBringup, IoQueueBringup, Shutdown, Steps};
+use crate::connection::{Completion, Data, Event};
+use crate::nvme::{self, ControllerInfo, NamespaceInfo, Status};
+pub use crate::options::Options;
+use crate::wire::capsule_cmd::SQE_LEN;
+
+/// PDUs of at most this many bytes are gathered and sent together.
+const GATHER_MAX: usize = 512;
+
+/// A controller driven by tokio tasks; see the [module documentation](self).
+#[derive(Clone, Debug)]
+pub struct Controller {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    options: Options,
+    found: bringup::Association,
+    admin: mpsc::Sender<Msg>,
+    io: Vec<mpsc::Sender<Msg>>,
+    next: AtomicUsize,
+    /// Why the controller ended (a queue's end, or the close), once it did.
+    ended: Arc<watch::Sender<Option<Ended>>>,
+    keep_alives: Arc<AtomicU64>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A command for a queue's task.
+#[derive(Debug)]
+struct Request {
+    sqe: [u8; SQE_LEN],
+    data: Data,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// What a queue's task answers.
+#[derive(Debug)]
+enum Outcome {
+    Done(Completion),
+    Failed {
+        reason: String,
+        buffer: Option<SgBuffer>,
+    },
+}
+
+/// Why the controller ended.
+#[derive(Clone, Debug)]
+struct Ended {
+    reason: String,
+    /// By [`Controller::close`]: the queues end by its messages, not by this.
+    by_close: bool,
+}
+
+#[derive(Debug)]
+enum Msg {
+    Command(Request),
+    /// Finish what is outstanding, then end (I/O queues, at close).
+    Finish(oneshot::Sender<()>),
+    /// CC.SHN and CSTS.SHST, then end (the admin queue, at close).
+    Shutdown(oneshot::Sender<Result<(), Error>>),
+}
+
+impl Controller {
+    /// Connects with the default backend ([`NoOffload`]: payload still read in place).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_with`](Self::connect_with).
+    pub async fn connect(addr: impl ToSocketAddrs, options: &Options) -> Result<Self, Error> {
+        Self::connect_with(addr, options, |_| NoOffload).await
+    }
+
+    /// Connects the admin queue and brings it up ([`AdminBringup`]: Connect, CC.EN and
+    /// CSTS.RDY, Identify, Number of Queues), then each I/O queue ([`IoQueueBringup`]), and
+    /// starts one task per queue. `backend` makes each queue's backend handle (called with
+    /// the queue's backend id).
+    ///
+    /// # Errors
+    ///
+    /// Any step's failure, in words naming it.
+    pub async fn connect_with<B>(
+        addr: impl ToSocketAddrs,
+        options: &Options,
+        mut backend: impl FnMut(QueueId) -> B,
+    ) -> Result<Self, Error>
+    where
+        B: DdpBackend + Send + 'static,
+    {
+        let addr = lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| Error::Setup("the address resolves to nothing".into()))?;
+        let t = options.timeout;
+        let queue_id = |qid: u16| QueueId(u32::from(qid));
+        let admin_cfg = bringup::admin_config(options, queue_id(0));
+        let mut admin = Queue::connect(addr, backend(queue_id(0)), admin_cfg, t).await?;
+        let found = admin.drive(&mut AdminBringup::new(options), t).await?;
+        let mut io = Vec::with_capacity(usize::from(found.io_queues));
+        for qid in 1..=found.io_queues {
+            let depth = found.queue_depth;
+            let cfg = bringup::io_config(options, queue_id(qid), qid, depth);
+            let mut q = Queue::connect(addr, backend(queue_id(qid)), cfg, t).await?;
+            q.drive(
+                &mut IoQueueBringup::new(options, qid, depth, found.cntlid),
+                t,
+            )
+            .await?;
+            q.conn.set_in_capsule_limit(found.info.in_capsule_limit());
+            io.push(q);
+        }
+        let (ended, _) = watch::channel(None);
+        let ended = Arc::new(ended);
+        let keep_alives = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::with_capacity(io.len() + 1);
+        let mut senders = Vec::with_capacity(io.len());
+        for q in io {
+            let depth = usize::from(found.queue_depth);
+            let (tx, rx) = mpsc::channel(depth * 2);
+            senders.push(tx);
+            let ended = Arc::clone(&ended);
+            tasks.push(::tokio::spawn(q.serve(rx, ended, None, t)));
+        }
+        let (admin_tx, admin_rx) = mpsc::channel(4);
+        tasks.push(::tokio::spawn(admin.serve(
+            admin_rx,
+            Arc::clone(&ended),
+            Some(Arc::clone(&keep_alives)),
+            t,
+        )));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                options: options.clone(),
+                found,
+                admin: admin_tx,
+                io: senders,
+                next: AtomicUsize::new(0),
+                ended,
+                keep_alives,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Identify Controller, as parsed.
+    pub fn info(&self) -> &ControllerInfo {
+        &self.shared.found.info
+    }
+
+    /// The I/O namespace.
+    pub fn namespace(&self) -> NamespaceInfo {
+        self.shared.found.ns
+    }
+
+    /// The controller id the admin Connect returned.
+    pub fn cntlid(&self) -> u16 {
+        self.shared.found.cntlid
+    }
+
+    /// How many I/O queues (tasks) there are: as many as the controller granted of
+    /// [`Options::queues`].
+    pub fn io_queues(&self) -> usize {
+        self.shared.io.len()
+    }
+
+    /// Keep Alive commands the admin queue has sent.
+    pub fn keep_alives(&self) -> u64 {
+        self.shared.keep_alives.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes one NVMe command carries (larger transfers are split).
+    pub fn max_transfer(&self) -> u64 {
+        let f = &self.shared.found;
+        bringup::max_transfer(&f.info, f.cap, f.ns)
+    }
+
+    /// Why the controller ended, once it did (then every command fails with it).
+    pub fn ended(&self) -> Option<String> {
+        self.shared
+            .ended
+            .borrow()
+            .as_ref()
+            .map(|e| e.reason.clone())
+    }
+
+    /// Reads `buffer.len()` bytes at block `slba` into `buffer` and hands it back with the
+    /// data in it.
+    ///
+    /// # Errors
+    ///
+    /// A length that is not a whole number of blocks ([`Error::Refused`]), a failed status
+    /// ([`Error::Status`]), an ended controller ([`Error::Lost`]); each hands the buffer back
+    /// ([`Error::into_buffer`]).
+    pub async fn read(&self, slba: u64, buffer: SgBuffer) -> Result<SgBuffer, Error> {
+        let b = self.transfer(Kind::Read, slba, Some(buffer)).await?;
+        Ok(b.unwrap_or_default())
+    }
+
+    /// Writes `data` at block `slba` and hands the buffer back.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub async fn write(&self, slba: u64, data: SgBuffer) -> Result<SgBuffer, Error> {
+        let b = self.transfer(Kind::Write, slba, Some(data)).await?;
+        Ok(b.unwrap_or_default())
+    }
+
+    /// Flushes the namespace.
+    ///
+    /// # Errors
+    ///
+    /// A failed status, or an ended controller.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.transfer(Kind::Flush, 0, None).await.map(|_| ())
+    }
+
+    /// Shuts the controller down cleanly, as the blocking driver does: the I/O queues finish
+    /// what is outstanding and end, then CC.SHN and CSTS.SHST polled until the controller
+    /// reports shutdown complete (at most [`Options::timeout`]). Commands sent after (from
+    /// other handles) fail with [`Error::Lost`].
+    ///
+    /// # Errors
+    ///
+    /// The admin queue's failures, or a controller that does not finish its shutdown in time.
+    pub async fn close(self) -> Result<(), Error> {
+        for q in &self.shared.io {
+            let (tx, rx) = oneshot::channel();
+            if q.send(Msg::Finish(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        self.shared.ended.send_if_modified(|e| {
+            e.get_or_insert_with(|| Ended {
+                reason: "the controller was closed".into(),
+                by_close: true,
+            });
+            true
+        });
+        let (tx, rx) = oneshot::channel();
+        let result = match self.shared.admin.send(Msg::Shutdown(tx)).await {
+            Ok(()) => rx.await.unwrap_or_else(|_| Err(ended_admin())),
+            Err(_) => Err(ended_admin()),
+        };
+        let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
+        for task in tasks {
+            let _ = task.await;
+        }
+        result
+    }
+
+    async fn transfer(
+        &self,
+        kind: Kind,
+        slba: u64,
+        buffer: Option<SgBuffer>,
+    ) -> Result<Option<SgBuffer>, Error> {
+        let command = kind.name();
+        let len = buffer.as_ref().map_or(0, SgBuffer::len);
+        if let Some(reason) = self.ended() {
+            return Err(Error::Lost {
+                reason: format!("{command} of {len} bytes at LBA {slba}: {reason}"),
+                buffer,
+            });
+        }
+        let bs = u64::from(self.shared.found.ns.block_size.max(1));
+        if kind != Kind::Flush && (len == 0 || !len.is_multiple_of(bs)) {
+            return Err(Error::Refused {
+                reason: format!("{command} of {len} bytes: not a whole number of {bs}-byte blocks"),
+                buffer,
+            });
+        }
+        let max = self.max_transfer();
+        let pieces = match buffer {
+            Some(b) if b.len() > max => b.split(max, kind == Kind::Write),
+            Some(b) => vec![b],
+            None => Vec::new(),
+        };
+        let nsid = self.shared.options.nsid;
+        let mut waits = Vec::with_capacity(pieces.len().max(1));
+        let mut lba = slba;
+        let send = |sqe, data| {
+            let (reply, rx) = oneshot::channel();
+            let q = &self.shared.io
+                [self.shared.next.fetch_add(1, Ordering::Relaxed) % self.shared.io.len().max(1)];
+            let msg = Msg::Command(Request { sqe, data, reply });
+            async move {
+                match q.send(msg).await {
+                    Ok(()) => Ok(rx),
+                    Err(mpsc::error::SendError(m)) => Err(m),
+                }
+            }
+        };
+        if pieces.is_empty() {
+            waits.push(send(nvme::flush(nsid), Data::None).await);
+        }
+        for piece in pieces {
+            let blocks = (piece.len() / bs) as u32;
+            let (sqe, data) = match kind {
+                Kind::Read => (nvme::read(nsid, lba, blocks), Data::Read(piece)),
+                _ => (nvme::write(nsid, lba, blocks), Data::Write(piece)),
+            };
+            lba += u64::from(blocks);
+            waits.push(send(sqe, data).await);
+        }
+        let mut buffers = Vec::with_capacity(waits.len());
+        let mut error = None;
+        for wait in waits {
+            let outcome = match wait {
+                Ok(rx) => rx.await.unwrap_or_else(|_| Outcome::Failed {
+                    reason: "its queue's task ended without answering".into(),
+                    buffer: None,
+                }),
+                Err(Msg::Command(r)) => Outcome::Failed {
+                    reason: self
+                        .ended()
+                        .unwrap_or_else(|| "its I/O queue has ended".into()),
+                    buffer: r.data.into_buffer(),
+                },
+                Err(_) => Outcome::Failed {
+                    reason: "its I/O queue has ended".into(),
+                    buffer: None,
+                },
+            };
+            match outcome {
+                Outcome::Done(c) => {
+                    if !c.status.is_success() && error.is_none() {
+                        error = Some(Error::Status {
+                            command,
+                            cid: c.cid,
+                            status: c.status,
+                            buffer: None,
+                        });
+                    }
+                    buffers.extend(c.buffer);
+                }
+                Outcome::Failed { reason, buffer } => {
+                    error.get_or_insert_with(|| Error::Lost {
+                        reason: format!("{command} of {len} bytes at LBA {slba}: {reason}"),
+                        buffer: None,
+                    });
+                    buffers.extend(buffer);
+                }
+            }
+        }
+        let buffer = match buffers.len() {
+            0 => None,
+            1 => buffers.pop(),
+            _ => Some(SgBuffer::join(buffers)),
+        };
+        match error {
+            None => Ok(buffer),
+            Some(Error::Status {
+                command,
+                cid,
+                status,
+                ..
+            }) => Err(Error::Status {
+                command,
+                cid,
+                status,
+                buffer,
+            }),
+            Some(Error::Lost { reason, .. }) => Err(Error::Lost { reason, buffer }),
+            Some(other) => Err(other),
+        }
+    }
+}
+
+fn ended_admin() -> Error {
+    Error::Setup("the admin queue ended before the shutdown".into())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "Read",
+            Self::Write => "Write",
+            Self::Flush => "Flush",
+        }
+    }
+}
+
+/// `TcpStream::try_read` as `std::io::Read`, for the core's reader path (`WouldBlock` when
+/// nothing is there, which also clears tokio's readiness).
+struct TryRead<'a>(&'a TcpStream);
+
+impl Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        self.0.try_read_vectored(bufs)
+    }
+}
+
+/// One queue: its sans-IO connection and its socket.
+struct Queue<B: DdpBackend> {
+    conn: crate::Connection<B>,
+    stream: TcpStream,
+    reader: SocketReader,
+    gathered: Vec<u8>,
+}
+
+impl<B: DdpBackend> Queue<B> {
+    /// TCP connect, ICReq, ICResp, each within `t`.
+    async fn connect(
+        addr: SocketAddr,
+        backend: B,
+        config: crate::ConnectionConfig,
+        t: Duration,
+    ) -> Result<Self, Error> {
+        let stream = match ::tokio::time::timeout(t, TcpStream::connect(addr)).await {
+            Ok(s) => s?,
+            Err(_) => return Err(timed_out(t, format!("the TCP connection to {addr}"))),
+        };
+        stream.set_nodelay(true)?;
+        let mut q = Self {
+            conn: crate::Connection::new(config, backend),
+            stream,
+            reader: SocketReader::new(4096),
+            gathered: Vec::new(),
+        };
+        q.wait(None, t).await?;
+        Ok(q)
+    }
+
+    /// The queue, in words.
+    fn name(&self) -> String {
+        match self.conn.config().qid {
+            0 => "the admin queue".into(),
+            qid => format!("I/O queue {qid}"),
+        }
+    }
+
+    /// Sends everything the connection has to send: small PDUs gathered, payload borrowed
+    /// from the command's buffer.
+    async fn send(&mut self) -> io::Result<()> {
+        let Self {
+            conn,
+            stream,
+            gathered,
+            ..
+        } = self;
+        conn.handle_timeout(Instant::now());
+        while let Some(t) = conn.poll_transmit() {
+            if t.len() <= GATHER_MAX {
+                for part in t.parts() {
+                    gathered.extend_from_slice(part);
+                }
+                continue;
+            }
+            let mut parts = Vec::with_capacity(t.parts().len() + 1);
+            if !gathered.is_empty() {
+                parts.push(&gathered[..]);
+            }
+            parts.extend_from_slice(t.parts());
+            write_all(stream, &parts).await?;
+            gathered.clear();
+        }
+        if !gathered.is_empty() {
+            write_all(stream, &[&gathered[..]]).await?;
+            gathered.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads what is there through the reader path (payload straight into the command's
+    /// buffer), without waiting.
+    fn receive(&mut self) -> io::Result<()> {
+        // Bounded: a busy socket leaves its readiness set for the next turn.
+        for _ in 0..64 {
+            if self.conn.is_closed() {
+                break;
+            }
+            let mut src = TryRead(&self.stream);
+            match self.reader.read_once(self.conn.engine_mut(), &mut src) {
+                Ok(n) => {
+                    self.conn.handle_received(Ok(n));
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Err(RecvError::Engine(e)) => {
+                    self.conn.handle_received(Err(e));
+                    break;
+                }
+                Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(RecvError::Io(e)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// One turn: send, then wait for bytes no later than the connection's next timer or
+    /// `deadline`, take them, tell the time. Returns whether bytes came.
+    async fn turn(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        self.send().await?;
+        if self.conn.is_closed() {
+            return Ok(false);
+        }
+        let wake = earliest([self.conn.poll_timeout(), deadline]);
+        let read = ::tokio::select! {
+            r = self.stream.readable() => {
+                r?;
+                self.receive()?;
+                true
+            }
+            () = sleep(wake) => false,
+        };
+        self.conn.handle_timeout(Instant::now());
+        Ok(read)
+    }
+
+    /// Waits for the completion of `cid` (or, with `None`, for ICResp), failing if the
+    /// controller stays silent for `silence`.
+    async fn wait(
+        &mut self,
+        cid: Option<u16>,
+        silence: Duration,
+    ) -> Result<Option<Completion>, Error> {
+        let mut until = Instant::now() + silence;
+        loop {
+            match cid {
+                Some(cid) => {
+                    if let Some(c) = self.conn.poll_completion(Some(cid)) {
+                        return Ok(Some(c));
+                    }
+                }
+                None if self.conn.is_connected() => return Ok(None),
+                None => {}
+            }
+            while let Some(event) = self.conn.poll_other_event() {
+                match event {
+                    Event::Closed(e) => return Err(Error::Connection(e)),
+                    Event::TimedOut {
+                        cid: c,
+                        command,
+                        waited,
+                    } if Some(c) == cid => {
+                        let what =
+                            format!("the completion of {command} (CID {c}) on {}", self.name());
+                        return Err(timed_out(waited, what));
+                    }
+                    _ => {}
+                }
+            }
+            if Instant::now() >= until {
+                let what = match cid {
+                    Some(cid) => format!("the completion of CID {cid} on {}", self.name()),
+                    None => format!("ICResp on {}", self.name()),
+                };
+                return Err(timed_out(silence, what));
+            }
+            if self.turn(Some(until)).await? {
+                until = Instant::now() + silence;
+            }
+        }
+    }
+
+    /// Runs sans-IO `steps` on this queue to their end (the tokio twin of the blocking
+    /// driver's loop).
+    async fn drive<S: Steps>(
+        &mut self,
+        steps: &mut S,
+        silence: Duration,
+    ) -> Result<S::Output, Error> {
+        loop {
+            match steps.next_action(Instant::now()) {
+                Action::Submit(command) => {
+                    let cid = self
+                        .conn
+                        .submit(command.sqe, command.data)
+                        .map_err(|(e, _)| Error::Submit(e))?;
+                    let c = self.wait(Some(cid), silence).await?.ok_or_else(|| {
+                        Error::Setup("a wait ended without its completion".into())
+                    })?;
+                    steps.handle_completion(c);
+                }
+                Action::Sleep(wake) => sleep(Some(wake)).await,
+                Action::Done(result) => return result.map_err(Error::from),
+            }
+        }
+    }
+
+    /// The queue's task: takes commands, sends, reads, runs the timers, answers every command
+    /// (its buffer back); ends with the connection, at `Finish`/`Shutdown`, or when every
+    /// handle is gone and nothing is outstanding.
+    async fn serve(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        ended: Arc<watch::Sender<Option<Ended>>>,
+        keep_alives: Option<Arc<AtomicU64>>,
+        timeout: Duration,
+    ) {
+        let name = self.name();
+        let mut ended_rx = ended.subscribe();
+        let mut waiting: HashMap<u16, oneshot::Sender<Outcome>> = HashMap::new();
+        let mut backlog: VecDeque<Request> = VecDeque::new();
+        let mut finish: Option<oneshot::Sender<()>> = None;
+        let mut open = true;
+        let mut end: Option<String> = None;
+        loop {
+            while self.conn.free_slots() > 0
+                && !self.conn.is_closed()
+                && let Some(r) = backlog.pop_front()
+            {
+                match self.conn.submit(r.sqe, r.data) {
+                    Ok(cid) => {
+                        waiting.insert(cid, r.reply);
+                    }
+                    Err((e, data)) => {
+                        let _ = r.reply.send(Outcome::Failed {
+                            reason: format!("{name} refused it: {e}"),
+                            buffer: data.into_buffer(),
+                        });
+                    }
+                }
+            }
+            if let Err(e) = self.send().await {
+                end.get_or_insert_with(|| format!("{name}: socket: {e}"));
+                self.conn.close();
+            }
+            if let Some(k) = &keep_alives {
+                k.store(self.conn.keep_alives(), Ordering::Relaxed);
+            }
+            let mut events = Vec::new();
+            while let Some(event) = self.conn.poll_event() {
+                events.push(event);
+            }
+            for event in &events {
+                match event {
+                    Event::TimedOut {
+                        cid,
+                        command,
+                        waited,
+                    } => {
+                        end.get_or_insert_with(|| format!(
+                            "{command} (CID {cid}) on {name} timed out after {:.1} s; the tokio \
+                             driver does not recover, so the controller was closed",
+                            waited.as_secs_f64()
+                        ));
+                        self.conn.close();
+                    }
+                    Event::Closed(e) => {
+                        end.get_or_insert_with(|| format!("{name}: {e}"));
+                    }
+                    _ => {}
+                }
+            }
+            // A close queued the aborted completions behind these: take them too.
+            while let Some(event) = self.conn.poll_event() {
+                events.push(event);
+            }
+            for event in events {
+                let Event::Completed(c) = event else { continue };
+                let Some(reply) = waiting.remove(&c.cid) else {
+                    continue;
+                };
+                let outcome = match &end {
+                    Some(reason) if c.status == Status::ABORTED => Outcome::Failed {
+                        reason: reason.clone(),
+                        buffer: c.buffer,
+                    },
+                    _ => Outcome::Done(c),
+                };
+                let _ = reply.send(outcome);
+            }
+            if self.conn.is_closed() {
+                let reason = end.clone().unwrap_or_else(|| format!("{name} was closed"));
+                if finish.is_none() {
+                    ended.send_if_modified(|e| {
+                        let first = e.is_none();
+                        e.get_or_insert_with(|| Ended {
+                            reason: reason.clone(),
+                            by_close: false,
+                        });
+                        first
+                    });
+                }
+                fail_all(&mut waiting, &mut backlog, &reason, &mut rx);
+                break;
+            }
+            let idle = waiting.is_empty() && backlog.is_empty();
+            if idle && (finish.is_some() || !open) {
+                break;
+            }
+            if !backlog.is_empty() && self.conn.free_slots() > 0 {
+                // Completions freed CIDs: issue what waits before waiting again.
+                continue;
+            }
+            let wake = self.conn.poll_timeout();
+            ::tokio::select! {
+                biased;
+                r = ended_rx.changed(), if end.is_none() => {
+                    let why = match r {
+                        Ok(()) => ended_rx.borrow_and_update().clone(),
+                        Err(_) => None,
+                    };
+                    if let Some(why) = why && !why.by_close && finish.is_none() {
+                        end = Some(why.reason);
+                        self.conn.close();
+                    }
+                }
+                r = self.stream.readable() => {
+                    if let Err(e) = r.and_then(|()| self.receive()) {
+                        end.get_or_insert_with(|| format!("{name}: socket: {e}"));
+                        self.conn.close();
+                    }
+                }
+                m = rx.recv(), if open && finish.is_none() => match m {
+                    Some(Msg::Command(r)) => {
+                        backlog.push_back(r);
+                        // Take what else is queued: one send for the batch.
+                        while backlog.len() < 1024
+                            && let Ok(Msg::Command(r)) = rx.try_recv()
+                        {
+                            backlog.push_back(r);
+                        }
+                    }
+                    Some(Msg::Finish(tx)) => finish = Some(tx),
+                    Some(Msg::Shutdown(tx)) => {
+                        let result = self.drive(&mut Shutdown::new(timeout), timeout).await;
+                        let _ = tx.send(result);
+                        return;
+                    }
+                    None => open = false,
+                },
+                () = sleep(wake) => {}
+            }
+            self.conn.handle_timeout(Instant::now());
+        }
+        if let Some(tx) = finish {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Fails every command still held, its buffer back, with `reason`; and whatever is still
+/// queued for the task.
+fn fail_all(
+    waiting: &mut HashMap<u16, oneshot::Sender<Outcome>>,
+    backlog: &mut VecDeque<Request>,
+    reason: &str,
+    rx: &mut mpsc::Receiver<Msg>,
+) {
+    // A command still held here had no completion: its backend kept the buffer (a device
+    // may still write into it), so it cannot come back.
+    for (_, reply) in waiting.drain() {
+        let _ = reply.send(Outcome::Failed {
+            reason: format!("{reason} (the DDP backend did not release its buffer)"),
+            buffer: None,
+        });
+    }
+    rx.close();
+    let queued = std::iter::from_fn(|| rx.try_recv().ok()).filter_map(|m| match m {
+        Msg::Command(r) => Some(r),
+        _ => None,
+    });
+    for r in backlog.drain(..).chain(queued.collect::<Vec<_>>()) {
+        let _ = r.reply.send(Outcome::Failed {
+            reason: reason.to_string(),
+            buffer: r.data.into_buffer(),
+        });
+    }
+}
+
+/// Sleeps until `t` (tokio's clock), or forever.
+async fn sleep(t: Option<Instant>) {
+    match t {
+        Some(t) => ::tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes every slice in order with vectored writes, waiting while the socket is full.
+async fn write_all(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let mut storage: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut slices = &mut storage[..];
+    while !slices.is_empty() {
+        stream.writable().await?;
+        match stream.try_write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
