@@ -126,6 +126,30 @@ impl DigestsArg {
     }
 }
 
+/// Where `read` puts what it read: `--blocks N` (instead of `--count` commands) and
+/// `--out FILE|-`; shared by `nvme read` and `iscsi read`.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadTo {
+    /// Read this many logical blocks from --lba (in commands of at most --bs bytes) instead of
+    /// --count commands
+    #[arg(long, visible_alias = "block-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub blocks: Option<u64>,
+    /// Save the data read, in LBA order, to FILE (- for standard output; the messages then go
+    /// to standard error)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<String>,
+}
+
+/// What `write` writes: `--in FILE|-` instead of the pattern; shared by `nvme write` and
+/// `iscsi write`.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteFrom {
+    /// Write the contents of FILE (- for standard input) from --lba, in commands of at most
+    /// --bs bytes (the last block padded with zeros), instead of --count pattern commands
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<String>,
+}
+
 /// The digests of an optional `--digests` flag (absent: none).
 pub fn digests(kind: Option<DigestKind>) -> Digests {
     kind.map_or(Digests::NONE, DigestKind::digests)

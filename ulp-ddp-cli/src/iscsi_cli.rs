@@ -100,9 +100,9 @@ pub struct Login {
     pub recovery: Recovery,
 }
 
-/// The flags of `iscsi read`.
+/// The flags `iscsi read` and `write` share.
 #[derive(clap::Args, Clone, Debug)]
-pub struct ReadArgs {
+pub struct IoArgs {
     #[command(flatten)]
     /// Where to log in.
     pub login: Login,
@@ -115,39 +115,31 @@ pub struct ReadArgs {
     /// Bytes per command, a multiple of the block size (4k, 128k, 1M ...)
     #[arg(long, visible_aliases = ["len", "size"], value_name = "BYTES", default_value = "128k", value_parser = crate::args::size)]
     pub bs: usize,
-    /// Commands, one after the other from --lba (at least 1)
+    /// Commands of --bs bytes, one after the other from --lba (at least 1)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
-    /// Read this many logical blocks from --lba instead (commands of at most --bs bytes)
-    #[arg(long, visible_alias = "block-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub blocks: Option<u64>,
-    /// Save the data to FILE (- for standard output; the messages then go to standard error)
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<String>,
+}
+
+/// The flags of `iscsi read`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    /// The shared flags.
+    pub io: IoArgs,
+    #[command(flatten)]
+    /// `--blocks`, `--out`.
+    pub to: crate::args::ReadTo,
 }
 
 /// The flags of `iscsi write`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct WriteArgs {
     #[command(flatten)]
-    /// Where to log in.
-    pub login: Login,
+    /// The shared flags.
+    pub io: IoArgs,
     #[command(flatten)]
-    /// `--digests`.
-    pub digests: DigestsArg,
-    /// First logical block
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub lba: u64,
-    /// Bytes per command, a multiple of the block size (4k, 128k, 1M ...)
-    #[arg(long, visible_aliases = ["len", "size"], value_name = "BYTES", default_value = "128k", value_parser = crate::args::size)]
-    pub bs: usize,
-    /// Commands of the pattern, one after the other from --lba (at least 1)
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: u64,
-    /// Write the contents of FILE (- for standard input) instead of the pattern (the last
-    /// block padded with zeros)
-    #[arg(long = "in", value_name = "FILE")]
-    pub input: Option<String>,
+    /// `--in`.
+    pub from: crate::args::WriteFrom,
 }
 
 /// The flags of `iscsi verify`.
@@ -303,15 +295,15 @@ impl Args {
         let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         Some(match cmd {
             IscsiCmd::Read(r) => Self {
-                count: n(r.count),
-                blocks: r.blocks,
-                output: r.out.clone(),
-                ..Self::new("read", &r.login, r.digests, r.lba, r.bs)
+                count: n(r.io.count),
+                blocks: r.to.blocks,
+                output: r.to.out.clone(),
+                ..Self::new("read", &r.io.login, r.io.digests, r.io.lba, r.io.bs)
             },
             IscsiCmd::Write(w) => Self {
-                count: n(w.count),
-                input: w.input.clone(),
-                ..Self::new("write", &w.login, w.digests, w.lba, w.bs)
+                count: n(w.io.count),
+                input: w.from.input.clone(),
+                ..Self::new("write", &w.io.login, w.io.digests, w.io.lba, w.io.bs)
             },
             IscsiCmd::Verify(v) => Self {
                 count: n(v.count),

@@ -10,7 +10,6 @@ use ulp_nvme_tcp::blocking::{CommandId, Controller, Io, Options};
 use ulp_nvme_tcp::wire::Digests;
 use ulp_testbed::nvme::{Target, TargetConfig};
 
-use crate::args::DigestKind;
 use crate::perf::{EMBEDDED_BYTES, PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
 /// The NVMe/TCP URL of a namespace: host (an IPv6 address in brackets), port, subsystem NQN
@@ -58,9 +57,9 @@ pub struct InfoArgs {
     /// nvme-tcp://HOST:PORT/NQN/NSID (without :PORT, 4420); without it, the embedded target
     #[arg(value_name = "URL", value_parser = url_arg)]
     pub url: Option<NvmeUrl>,
-    /// Digests to ask for: header, data, both or none (--digests alone: both)
-    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "both")]
-    pub digests: Option<DigestKind>,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: crate::args::DigestsArg,
     #[command(flatten)]
     /// Recovery settings.
     pub recovery: Recovery,
@@ -93,9 +92,9 @@ pub struct IoArgs {
     /// Commands outstanding at once (1 to 1024)
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub qd: u16,
-    /// Digests to ask for: header, data, both or none (--digests alone: both)
-    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "both")]
-    pub digests: Option<DigestKind>,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: crate::args::DigestsArg,
     /// I/O queues, each its own TCP connection (1 to 64)
     #[arg(long, visible_alias = "nr-io-queues", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub queues: u16,
@@ -110,14 +109,9 @@ pub struct ReadArgs {
     #[command(flatten)]
     /// The shared flags.
     pub io: IoArgs,
-    /// Read this many logical blocks from --lba (in commands of at most --bs bytes) instead of
-    /// --count commands
-    #[arg(long, visible_alias = "block-count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub blocks: Option<u64>,
-    /// Save the data read, in LBA order, to FILE (- for standard output; the summary then
-    /// goes to standard error)
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<String>,
+    #[command(flatten)]
+    /// `--blocks`, `--out`.
+    pub to: crate::args::ReadTo,
 }
 
 /// The flags of `nvme write`.
@@ -126,10 +120,9 @@ pub struct WriteArgs {
     #[command(flatten)]
     /// The shared flags.
     pub io: IoArgs,
-    /// Write the contents of FILE (- for standard input) from --lba, in commands of at most
-    /// --bs bytes (the last block padded with zeros), instead of --count pattern commands
-    #[arg(long = "in", value_name = "FILE")]
-    pub input: Option<String>,
+    #[command(flatten)]
+    /// `--in`.
+    pub from: crate::args::WriteFrom,
 }
 
 /// The flags of `nvme discover`.
@@ -142,9 +135,9 @@ pub struct DiscoverArgs {
         help = "nvme-tcp://HOST[:PORT] of the discovery controller (port 4420 unless given); without it, the embedded target"
     )]
     pub url: Option<NvmeUrl>,
-    /// Digests to ask for: header, data, both or none (--digests alone: both)
-    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "both")]
-    pub digests: Option<DigestKind>,
+    #[command(flatten)]
+    /// `--digests`.
+    pub digests: crate::args::DigestsArg,
     #[command(flatten)]
     /// Recovery settings.
     pub recovery: Recovery,
@@ -209,7 +202,7 @@ impl Spec {
             output: None,
             input: None,
             qd: a.qd,
-            digests: crate::args::digests(a.digests),
+            digests: a.digests.get(),
             recovery: a.recovery,
             queues: a.queues,
         }
@@ -219,18 +212,18 @@ impl Spec {
     pub fn from_cmd(cmd: &NvmeCmd) -> Option<Self> {
         Some(match cmd {
             NvmeCmd::Read(r) => Self {
-                blocks: r.blocks,
-                output: r.out.clone(),
+                blocks: r.to.blocks,
+                output: r.to.out.clone(),
                 ..Self::from_io("read", &r.io)
             },
             NvmeCmd::Write(w) => Self {
-                input: w.input.clone(),
+                input: w.from.input.clone(),
                 ..Self::from_io("write", &w.io)
             },
             NvmeCmd::Verify(v) => Self::from_io("verify", v),
             NvmeCmd::Discover(d) => Self {
                 url: d.url.clone(),
-                digests: crate::args::digests(d.digests),
+                digests: d.digests.get(),
                 recovery: d.recovery,
                 ..Self::from_io(
                     "discover",
@@ -240,7 +233,7 @@ impl Spec {
                         count: 1,
                         lba: 0,
                         qd: 1,
-                        digests: None,
+                        digests: crate::args::DigestsArg::default(),
                         queues: 1,
                         recovery: Recovery::default(),
                     },
@@ -933,19 +926,11 @@ pub fn main(cmd: &NvmeCmd) -> std::process::ExitCode {
         let (name, text) = match cmd {
             NvmeCmd::IdCtrl(_) => (
                 "id-ctrl",
-                crate::nvme_info::id_ctrl(
-                    a.url.as_ref(),
-                    crate::args::digests(a.digests),
-                    &a.recovery,
-                ),
+                crate::nvme_info::id_ctrl(a.url.as_ref(), a.digests.get(), &a.recovery),
             ),
             _ => (
                 "list-ns",
-                crate::nvme_info::list_ns(
-                    a.url.as_ref(),
-                    crate::args::digests(a.digests),
-                    &a.recovery,
-                ),
+                crate::nvme_info::list_ns(a.url.as_ref(), a.digests.get(), &a.recovery),
             ),
         };
         return match text {

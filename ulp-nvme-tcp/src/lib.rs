@@ -1,15 +1,20 @@
 //! NVMe/TCP for the ULP DDP workspace: a complete host on the DDP contract.
 //!
-//! A blocking read, the data landing straight in the caller's buffer:
+//! Connect, write, and read back, the data landing straight in the caller's buffer (this
+//! example runs against the test bed's embedded target; `addr` is a controller's `HOST:PORT`,
+//! such as `"192.0.2.10:4420"`, and `nqn` its subsystem NQN):
 //!
-//! ```no_run
+//! ```
 //! use ulp_nvme_tcp::{Controller, Options, SgBuffer};
+//! # let target = ulp_testbed::nvme::Target::start(Default::default())?;
+//! # let (addr, nqn) = (target.addr(), target.subnqn().to_string());
 //!
-//! let options = Options::new("nqn.2024-01.io.example:disk");
-//! let mut ctrl = Controller::connect("127.0.0.1:4420", &options)?;
-//! let buffer = ctrl.read(0, SgBuffer::zeroed(1 << 20))?; // 1 MiB from LBA 0, the buffer comes back
-//! assert_eq!(buffer.len(), 1 << 20);
-//! # Ok::<(), ulp_nvme_tcp::Error>(())
+//! let mut ctrl = Controller::connect(addr, &Options::new(&nqn))?; // Connect, enable, Identify
+//! ctrl.write(8, SgBuffer::from(vec![0xA5; 1 << 20]))?; // 1 MiB at LBA 8
+//! let buffer = ctrl.read(8, SgBuffer::zeroed(1 << 20))?; // your buffer comes back
+//! assert!(buffer.into_vec().iter().all(|&b| b == 0xA5));
+//! ctrl.close()?; // CC.SHN, as `nvme disconnect` does
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The same host without I/O: bytes, commands and time in; transmits, events and the next
