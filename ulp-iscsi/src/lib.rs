@@ -76,6 +76,7 @@ pub mod chap;
 pub mod connection;
 pub mod keys;
 pub mod plugin;
+pub mod recovery;
 pub mod scsi;
 pub mod serial;
 #[cfg(feature = "tokio")]
