@@ -11,14 +11,15 @@
 //! [`reinstated`](Reinstatement::reinstated) or [`attempt_failed`](Reinstatement::attempt_failed).
 //! No clock inside: time is an input.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use crate::blocking::SessionEvent;
 use crate::blocking::{Error, Options, secs};
-use crate::bringup::BringupError;
+use crate::bringup::{Bringup, BringupError};
 use crate::connection::{CommandError, ConnectionError};
-use crate::scsi;
+use crate::scsi::{self, Capacity};
+use crate::wire::Lun;
 
 /// Whether a command that completed with `error`, tried `tries` times again so far, goes out
 /// again on the new connection: the connection ended (or its task management aborted it)
@@ -30,6 +31,33 @@ pub fn should_reissue(cdb: &scsi::Cdb, tries: u32, error: &CommandError, max_ret
         CommandError::ConnectionLost(_) | CommandError::Aborted { .. }
     ) && scsi::is_retry_safe(cdb)
         && tries < max_retries
+}
+
+/// The bring-up of a reinstatement attempt started at `now` within `limit`: for each LUN the
+/// session used (those with a known capacity, and `waiting`, the LUNs of the commands that go
+/// out again), its unit attention (the new I_T nexus) is taken here, not by a re-issued
+/// command, and a known capacity must not have changed.
+pub fn bringup(
+    now: Instant,
+    limit: Duration,
+    capacities: &HashMap<Lun, Capacity>,
+    waiting: impl Iterator<Item = Lun>,
+) -> Bringup {
+    let luns: BTreeSet<[u8; 8]> = capacities
+        .keys()
+        .copied()
+        .chain(waiting)
+        .map(|l| l.0)
+        .collect();
+    let mut b = Bringup::new(now, limit);
+    for raw in luns {
+        let lun = Lun(raw);
+        b = match capacities.get(&lun) {
+            Some(&was) => b.capacity(lun, Some(was)),
+            None => b.settle(lun),
+        };
+    }
+    b
 }
 
 /// Why one reinstatement attempt did not give a usable session, in words.

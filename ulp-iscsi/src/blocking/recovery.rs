@@ -2,17 +2,14 @@
 //! without the caller asking. The decisions are the sans-IO [`Reinstatement`]'s, shared with
 //! the tokio driver; this file runs them with blocking sleeps and sockets.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ulp_ddp_core::{DdpBackend, SansIo};
 
 use super::session::tcp_connect;
 use super::{Error, Session};
-use crate::bringup::Bringup;
 use crate::connection::{CommandError, CommandId, Completion, ConnectionError};
 use crate::recovery::{Failure, Next, Reinstatement};
-use crate::wire::Lun;
 
 impl<B: DdpBackend> Session<B> {
     /// The connection ended (`cause`): the commands it completed are sorted (retry-safe ones
@@ -88,22 +85,12 @@ impl<B: DdpBackend> Session<B> {
             Error::Io(e) => Failure::tcp(self.addr, e),
             other => Failure::Retry(other.to_string()),
         })?;
-        // The LUNs the session used: each one's unit attention (the new I_T nexus) is taken
-        // here, not by a re-issued command, and a known capacity must not have changed.
-        let luns: BTreeSet<[u8; 8]> = self
-            .capacities
-            .keys()
-            .chain(self.backlog.iter().map(|(t, _)| &t.lun))
-            .map(|l| l.0)
-            .collect();
-        let mut bringup = Bringup::new(started, limit);
-        for raw in luns {
-            let lun = Lun(raw);
-            bringup = match self.capacities.get(&lun) {
-                Some(&was) => bringup.capacity(lun, Some(was)),
-                None => bringup.settle(lun),
-            };
-        }
+        let mut bringup = crate::recovery::bringup(
+            started,
+            limit,
+            &self.capacities,
+            self.backlog.iter().map(|(t, _)| t.lun),
+        );
         match self.relogin(stream, &mut bringup) {
             Ok(_) => Ok(()),
             Err(e) => Err(Failure::of_bringup(&e, bringup.logged_in())),
