@@ -7,7 +7,7 @@
 //! `tokio` feature) run a [`Reinstatement`] with their own I/O: on an unasked end of the
 //! connection they call [`on_lost`](Reinstatement::on_lost), then
 //! [`poll`](Reinstatement::poll) at the time it asks for; an attempt (TCP connection, then the
-//! shared [`Bringup`](crate::bringup::Bringup)) ends in
+//! shared [`Bringup`]) ends in
 //! [`reinstated`](Reinstatement::reinstated) or [`attempt_failed`](Reinstatement::attempt_failed).
 //! No clock inside: time is an input.
 
