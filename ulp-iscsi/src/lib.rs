@@ -54,8 +54,11 @@
 //!   Its default backend is [`NoOffload`].
 //! - `tokio::Session` (feature `tokio`): the same `Connection` driven by one tokio task,
 //!   behind a cloneable handle whose `async` methods many tasks call at once; timers through
-//!   `tokio::time::sleep_until`, payload read in place with `readable` + `try_read`. No
-//!   session reinstatement: the connection's end fails every command with its buffer.
+//!   `tokio::time::sleep_until`, payload read in place with `readable` + `try_read`; session
+//!   reinstatement as the blocking driver's.
+//! - [`recovery`]: the session reinstatement policy both drivers run (which commands go out
+//!   again, when the next attempt is due, fatal login failures, when to give up, the
+//!   [`SessionEvent`]s), sans-IO.
 //! - [`bringup`]: what both drivers do between "TCP connected" and "ready for I/O" (login,
 //!   then TEST UNIT READY / READ CAPACITY per LUN) as sans-IO steps, for a driver on any
 //!   runtime.
@@ -76,6 +79,7 @@ pub mod chap;
 pub mod connection;
 pub mod keys;
 pub mod plugin;
+pub mod recovery;
 pub mod scsi;
 pub mod serial;
 #[cfg(feature = "tokio")]

@@ -12,14 +12,19 @@
 //! through [`SocketReader`]); write payload goes out with vectored writes, never copied.
 //!
 //! Errors are the blocking driver's [`Error`], in words; every failure hands the command's
-//! buffer back ([`Error::into_buffer`]), including the connection's end: when the target closes
-//! or resets the connection, every outstanding command fails with
-//! [`CommandError::ConnectionLost`] and its buffer.
+//! buffer back ([`Error::into_buffer`]).
 //!
-//! Not here (yet): session reinstatement. The blocking driver reinstates the session when the
-//! connection ends; this driver fails every outstanding command with its buffer and refuses
-//! later ones ([`Error::Refused`], buffer back): connect again. Of [`Options`], `timeout` and
-//! `unit_attention_retries` apply; the reinstatement settings and `capture` do not.
+//! Session reinstatement, as the blocking driver's (the same
+//! [`Reinstatement`] policy and [`Options`]): when the
+//! connection ends without the caller's logout, the retry-safe commands with retries left keep
+//! their buffers and wait, the others complete with [`CommandError::ConnectionLost`] and their
+//! buffer; the task sleeps until the policy's deadline, connects again, logs in with the same
+//! ISID and TSIH 0, runs the [`Bringup`] checks for the session's LUNs and issues the waiting
+//! commands again. A login that cannot succeed ends it at once; past `replacement_timeout`
+//! every waiting command completes with [`CommandError::SessionLost`] in words and its buffer,
+//! and later requests are [`Error::Refused`] (buffer back). [`Session::take_events`] says what
+//! happened. With `Options::reinstate` off, the connection's end fails every outstanding
+//! command with its buffer and later requests are refused. `capture` does not apply.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ulp_iscsi::blocking::Error> {
@@ -38,9 +43,10 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, IoSliceMut, Read};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ::tokio::net::{TcpStream, ToSocketAddrs};
@@ -51,7 +57,7 @@ use ulp_ddp_core::{NoOffload, RecvError, SansIo, SgBuffer, SocketReader, Stats};
 
 use crate::blocking::session::{Kind, read_cdb, write_cdb};
 use crate::blocking::{
-    Error, Options, Try, ended, judge, read_back, secs, timed_out, whole_blocks,
+    Error, Options, SessionEvent, Try, ended, judge, read_back, secs, timed_out, whole_blocks,
 };
 use crate::bringup::{Bringup, Ready};
 use crate::connection::{
@@ -59,6 +65,7 @@ use crate::connection::{
     Data, Event, Phase, ScsiOutcome,
 };
 use crate::keys::Params;
+use crate::recovery::{Failure, Next, Reinstatement, should_reissue};
 use crate::scsi::{self, Capacity, Inquiry};
 use crate::wire::Lun;
 
@@ -70,10 +77,38 @@ enum Request {
     Stats(oneshot::Sender<Stats>),
 }
 
+/// A command the task tracks across reinstatements: what it needs to issue it again.
+struct Tracked {
+    /// The session's id for it, stable across reinstatements (the one its [`Completion`]
+    /// carries).
+    id: u64,
+    lun: Lun,
+    cdb: scsi::Cdb,
+    kind: Kind,
+    /// Times issued again so far.
+    tries: u32,
+    tx: oneshot::Sender<Result<Completion, Error>>,
+}
+
 /// Who waits for a connection-level id.
 enum Waiter {
-    Command(oneshot::Sender<Result<Completion, Error>>),
+    Command(Tracked),
     Ping(oneshot::Sender<Result<Vec<u8>, Error>>),
+}
+
+/// What the handles and the task share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Why requests are refused, in words, once the task ended.
+    refusal: Mutex<Option<String>>,
+    /// Recovery events not taken yet.
+    events: Mutex<Vec<SessionEvent>>,
+    /// READ CAPACITY answers, checked again after a reinstatement.
+    capacities: Mutex<HashMap<Lun, Capacity>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An iSCSI session driven by a tokio task: a cloneable handle. See the
@@ -89,8 +124,7 @@ struct Inner {
     options: Options,
     params: Params,
     block_lens: Mutex<HashMap<Lun, u32>>,
-    /// Why the connection ended, once its task did.
-    end: Arc<Mutex<Option<ConnectionError>>>,
+    shared: Arc<Shared>,
 }
 
 impl Session {
@@ -109,34 +143,45 @@ impl Session {
         let stream = ::tokio::time::timeout(options.timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| timed_out(options.timeout, "the TCP connection to open".into()))??;
-        stream.set_nodelay(true)?;
-        // Mutual CHAP: a fresh random challenge for every connection.
-        let config = config
-            .with_random_chap_challenge()
-            .map_err(|e| io::Error::other(format!("random CHAP challenge: {e}")))?;
-        let mut link = Link {
-            stream,
-            conn: Connection::new(config, NoOffload),
-            reader: SocketReader::new(64 * 1024),
-            scratch: vec![0; 4096],
-            last_rx: Instant::now(),
-        };
+        let addr = stream.peer_addr()?;
+        let mut link = Link::new(stream, &config)?;
         let mut bringup = Bringup::new(Instant::now(), options.timeout);
         bringup.start(&mut link.conn)?;
         link.bring_up(&mut bringup, options.timeout).await?;
         let params = link.conn.params().clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        let end = Arc::new(Mutex::new(None));
-        ::tokio::spawn(link.run(rx, options.timeout, Arc::clone(&end)));
+        let shared = Arc::new(Shared::default());
+        let task = Task {
+            addr,
+            config,
+            options,
+            waiting: HashMap::new(),
+            backlog: VecDeque::new(),
+            logout: None,
+            open: true,
+            failed_by_end: 0,
+            next_id: 0,
+            policy: Reinstatement::new(&options),
+            shared: Arc::clone(&shared),
+        };
+        ::tokio::spawn(task.run(link, rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
                 options,
                 params,
                 block_lens: Mutex::new(HashMap::new()),
-                end,
+                shared,
             }),
         })
+    }
+
+    /// What recovery did since the last call (the connection lost, each reinstatement
+    /// attempt, the session reinstated or lost), for the caller to log; each says it in words
+    /// (`Display`), as the blocking driver's
+    /// [`take_events`](crate::blocking::Session::take_events).
+    pub fn take_events(&self) -> Vec<SessionEvent> {
+        std::mem::take(&mut *lock(&self.inner.shared.events))
     }
 
     /// The negotiated parameters (digests, burst lengths).
@@ -158,17 +203,13 @@ impl Session {
     /// The connection's task ended: a request is refused with the connection's end in
     /// words, its buffer back.
     fn refused(&self, buffer: Option<SgBuffer>) -> Error {
-        let end = self
-            .inner
-            .end
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .unwrap_or(ConnectionError::PeerClosed);
-        Error::Refused {
-            reason: format!("the session's connection is over: {end}"),
-            buffer,
-        }
+        let reason = lock(&self.inner.shared.refusal).clone().unwrap_or_else(|| {
+            format!(
+                "the session's connection is over: {}",
+                ConnectionError::PeerClosed
+            )
+        });
+        Error::Refused { reason, buffer }
     }
 
     fn send(&self, r: Request) -> Result<(), Error> {
@@ -258,6 +299,7 @@ impl Session {
         let d = self.run_read(lun, scsi::read_capacity_16(), 32).await?;
         let c = Capacity::parse_16(&d).map_err(Error::Capacity)?;
         self.block_lens().insert(lun, c.block_len);
+        lock(&self.inner.shared.capacities).insert(lun, c);
         Ok(c)
     }
 
@@ -273,11 +315,8 @@ impl Session {
         scsi::parse_report_luns(&d).ok_or(Error::BadData("REPORT LUNS data"))
     }
 
-    fn block_lens(&self) -> std::sync::MutexGuard<'_, HashMap<Lun, u32>> {
-        self.inner
-            .block_lens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn block_lens(&self) -> MutexGuard<'_, HashMap<Lun, u32>> {
+        lock(&self.inner.block_lens)
     }
 
     /// The LUN's block length: remembered from READ CAPACITY, which runs on first use.
@@ -409,6 +448,23 @@ struct Link {
 }
 
 impl Link {
+    /// A new connection over `stream`, its login not started.
+    fn new(stream: TcpStream, config: &ConnectionConfig) -> Result<Self, Error> {
+        stream.set_nodelay(true)?;
+        // Mutual CHAP: a fresh random challenge for every connection.
+        let config = config
+            .clone()
+            .with_random_chap_challenge()
+            .map_err(|e| io::Error::other(format!("random CHAP challenge: {e}")))?;
+        Ok(Self {
+            stream,
+            conn: Connection::new(config, NoOffload),
+            reader: SocketReader::new(64 * 1024),
+            scratch: vec![0; 4096],
+            last_rx: Instant::now(),
+        })
+    }
+
     /// Sends everything the connection has to send.
     async fn flush(&mut self) -> io::Result<()> {
         while let Some(t) = self.conn.poll_transmit() {
@@ -507,79 +563,238 @@ impl Link {
         }
         result
     }
+}
 
-    /// The connection's task: requests in, completions out, until the connection ends or
-    /// every handle is dropped.
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Request>,
-        silence: Duration,
-        end_out: Arc<Mutex<Option<ConnectionError>>>,
-    ) {
-        let mut waiting: HashMap<CommandId, Waiter> = HashMap::new();
-        let mut logout: Option<oneshot::Sender<Result<(), Error>>> = None;
-        let mut open = true;
+/// The connection's task: the link (replaced on each reinstatement), the commands and who
+/// waits for them, and the reinstatement policy shared with the blocking driver.
+struct Task {
+    /// Where reinstatements connect to.
+    addr: SocketAddr,
+    config: ConnectionConfig,
+    options: Options,
+    waiting: HashMap<CommandId, Waiter>,
+    /// Commands waiting for a (new) connection, with their data.
+    backlog: VecDeque<(Tracked, Data)>,
+    logout: Option<oneshot::Sender<Result<(), Error>>>,
+    /// Some handle is left.
+    open: bool,
+    /// Commands the connection's end failed (not retry-safe, or out of retries).
+    failed_by_end: usize,
+    /// The last session-level command id given.
+    next_id: u64,
+    policy: Reinstatement,
+    shared: Arc<Shared>,
+}
+
+impl Task {
+    /// Requests in, completions out; on an end the caller did not ask for, the session is
+    /// reinstated; until the logout, the session is lost, or every handle is dropped.
+    async fn run(mut self, mut link: Link, mut rx: mpsc::UnboundedReceiver<Request>) {
+        loop {
+            let end = self.serve(&mut link, &mut rx).await;
+            let recover = self.options.reinstate && self.open && self.logout.is_none();
+            self.sort_the_end(&end, recover);
+            if !recover {
+                return self.finish(
+                    format!("the session's connection is over: {end}"),
+                    Some(&end),
+                    rx,
+                );
+            }
+            // The target sees the old connection close before the new one logs in.
+            drop(link);
+            link = match self.reinstate(&mut rx, &end).await {
+                Ok(link) => link,
+                Err(reason) => {
+                    return self.finish(format!("the session was lost: {reason}"), None, rx);
+                }
+            };
+        }
+    }
+
+    /// Runs the current connection until it ends; returns why.
+    async fn serve(
+        &mut self,
+        link: &mut Link,
+        rx: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> ConnectionError {
+        let silence = self.options.timeout;
         loop {
             let now = Instant::now();
-            self.conn.handle_timeout(now);
-            if let Err(e) = self.flush().await {
-                self.conn.fail(ConnectionError::Socket(format!(
+            link.conn.handle_timeout(now);
+            self.issue(link);
+            if let Err(e) = link.flush().await {
+                link.conn.fail(ConnectionError::Socket(format!(
                     "sending to the target: {e}"
                 )));
             }
-            while let Some(e) = self.conn.poll_event() {
-                deliver(e, &mut waiting);
+            while let Some(e) = link.conn.poll_event() {
+                self.deliver(e);
             }
-            if self.conn.is_closed() {
-                break;
+            if let Some(end) = ended(&link.conn) {
+                return end;
             }
-            let commands = waiting
+            let commands = self
+                .waiting
                 .values()
                 .filter(|w| matches!(w, Waiter::Command(_)))
                 .count();
-            let silent_until = (commands > 0).then(|| self.last_rx + silence);
+            let silent_until = (commands > 0).then(|| link.last_rx + silence);
             if silent_until.is_some_and(|s| now >= s) {
-                self.conn.fail(ConnectionError::Socket(format!(
+                link.conn.fail(ConnectionError::Socket(format!(
                     "the target sent nothing for {} while {commands} command{} waited",
                     secs(silence),
                     if commands == 1 { "" } else { "s" }
                 )));
                 continue;
             }
-            let wake = earliest([self.conn.poll_timeout(), silent_until]);
+            let wake = earliest([link.conn.poll_timeout(), silent_until]);
             ::tokio::select! {
-                req = rx.recv(), if open => match req {
+                req = rx.recv(), if self.open => match req {
                     Some(req) => {
-                        if waiting.is_empty() {
+                        if self.waiting.is_empty() {
                             // An idle connection's silence is the pings' business; a
                             // command's starts now.
-                            self.last_rx = self.last_rx.max(Instant::now());
+                            link.last_rx = link.last_rx.max(Instant::now());
                         }
-                        self.handle(req, &mut waiting, &mut logout);
+                        self.handle(link, req);
                     }
                     None => {
                         // Every handle was dropped: nobody is left to answer.
-                        open = false;
-                        self.conn.close();
+                        self.open = false;
+                        link.conn.close();
                     }
                 },
-                r = self.stream.readable() => {
-                    if let Err(e) = r.and_then(|()| self.read_now()) {
-                        self.conn.fail(ConnectionError::Socket(format!("receiving from the target: {e}")));
+                r = link.stream.readable() => {
+                    if let Err(e) = r.and_then(|()| link.read_now()) {
+                        link.conn.fail(ConnectionError::Socket(format!("receiving from the target: {e}")));
                     }
                 }
                 () = sleep_until_opt(wake) => {}
             }
         }
-        // Over: whatever still waits learns why, with its buffer where the connection
-        // returned one (it completed every command it held before closing).
-        let end = ended(&self.conn).unwrap_or(ConnectionError::PeerClosed);
-        *end_out.lock().unwrap_or_else(PoisonError::into_inner) = Some(end.clone());
-        for (id, w) in waiting.drain() {
+    }
+
+    /// One request from a handle while the connection runs.
+    fn handle(&mut self, link: &mut Link, req: Request) {
+        let full = link.conn.phase() == Phase::FullFeature;
+        match req {
+            Request::Command(cmd, tx) if full => {
+                self.queue(cmd, tx);
+                self.issue(link);
+            }
+            Request::Ping(data, tx) if full => match link.conn.ping(data) {
+                Ok(id) => {
+                    self.waiting.insert(id, Waiter::Ping(tx));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Error::Connection(e)));
+                }
+            },
+            Request::Logout(tx) if full => match link.conn.logout() {
+                Ok(_) => self.logout = Some(tx),
+                Err(e) => {
+                    let _ = tx.send(Err(Error::Connection(e)));
+                }
+            },
+            Request::Stats(tx) => {
+                let _ = tx.send(link.conn.engine().stats());
+            }
+            other => {
+                // Logging out: nothing new goes in.
+                let end = ended(&link.conn).unwrap_or(ConnectionError::NotReady);
+                refuse(other, &format!("the session's connection is over: {end}"));
+            }
+        }
+    }
+
+    /// A new command waits for the connection, with a session-level id.
+    fn queue(&mut self, cmd: Command, tx: oneshot::Sender<Result<Completion, Error>>) {
+        self.next_id += 1;
+        let t = Tracked {
+            id: self.next_id,
+            lun: cmd.lun,
+            cdb: cmd.cdb,
+            kind: Kind::of(&cmd.data),
+            tries: 0,
+            tx,
+        };
+        self.backlog.push_back((t, cmd.data));
+    }
+
+    /// Issues the waiting commands on a connection in full feature phase (not while logging
+    /// out).
+    fn issue(&mut self, link: &mut Link) {
+        if link.conn.phase() != Phase::FullFeature || self.logout.is_some() {
+            return;
+        }
+        while let Some((t, data)) = self.backlog.pop_front() {
+            let id = link.conn.submit(Command {
+                lun: t.lun,
+                cdb: t.cdb,
+                data,
+            });
+            self.waiting.insert(id, Waiter::Command(t));
+        }
+    }
+
+    /// Hands one connection event to whoever waits for it; a command the connection's end
+    /// (or its task management) interrupted waits for the next connection when it may go
+    /// out again.
+    fn deliver(&mut self, e: Event) {
+        match e {
+            Event::Completed(c) => {
+                let Some(Waiter::Command(mut t)) = self.waiting.remove(&c.id) else {
+                    return;
+                };
+                let recovering = self.options.reinstate && self.open && self.logout.is_none();
+                if let Err(e) = &c.result {
+                    if recovering && should_reissue(&t.cdb, t.tries, e, self.options.max_retries) {
+                        t.tries += 1;
+                        let data = t.kind.data(c.buffer);
+                        self.backlog.push_back((t, data));
+                        return;
+                    }
+                    if recovering && matches!(e, CommandError::ConnectionLost(_)) {
+                        self.failed_by_end += 1;
+                    }
+                }
+                // A caller that stopped waiting dropped its buffer with its future.
+                let _ = t.tx.send(Ok(Completion {
+                    id: CommandId(t.id),
+                    ..c
+                }));
+            }
+            Event::Pong { id, data } => {
+                if let Some(Waiter::Ping(tx)) = self.waiting.remove(&id) {
+                    let _ = tx.send(Ok(data));
+                }
+            }
+            Event::Failed { id, error } => {
+                if let Some(Waiter::Ping(tx)) = self.waiting.remove(&id) {
+                    let _ = tx.send(Err(Error::Command {
+                        error,
+                        buffer: None,
+                    }));
+                }
+            }
+            // The end (Event::Closed) is answered once the task has recorded it, so that a
+            // request after the logout's answer is refused in the same words.
+            // Recovery steps and asynchronous messages: the connection acts on them itself.
+            _ => {}
+        }
+    }
+
+    /// The connection ended (`end`): what still waits on it learns why. The connection
+    /// completed every command it held, with its buffer; one it did not (none with this
+    /// driver's backend) fails without. Pings fail with the end.
+    fn sort_the_end(&mut self, end: &ConnectionError, recover: bool) {
+        for (_, w) in self.waiting.drain() {
             match w {
-                Waiter::Command(tx) => {
-                    let _ = tx.send(Ok(Completion {
-                        id,
+                Waiter::Command(t) => {
+                    self.failed_by_end += usize::from(recover);
+                    let _ = t.tx.send(Ok(Completion {
+                        id: CommandId(t.id),
                         result: Err(CommandError::ConnectionLost(Box::new(end.clone()))),
                         buffer: None,
                     }));
@@ -589,114 +804,180 @@ impl Link {
                 }
             }
         }
-        if let Some(tx) = logout.take() {
-            let _ = tx.send(logout_result(&end));
+    }
+
+    /// Reinstates the session after the unasked `end`, as the [`Reinstatement`] policy says;
+    /// meanwhile new commands wait with the interrupted ones. `Err` with the reason when the
+    /// session is lost (every waiting command has failed with it, its buffer back).
+    async fn reinstate(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Request>,
+        end: &ConnectionError,
+    ) -> Result<Link, String> {
+        let failed = std::mem::take(&mut self.failed_by_end);
+        self.policy
+            .on_lost(Instant::now(), end, self.backlog.len(), failed);
+        loop {
+            let next = self.policy.poll(Instant::now());
+            self.publish();
+            match next {
+                Next::Wait(at) => {
+                    ::tokio::select! {
+                        req = rx.recv(), if self.open => match req {
+                            Some(req) => self.handle_while_down(req, end),
+                            None => self.open = false,
+                        },
+                        () = sleep_until(at.into()) => {}
+                    }
+                    if !self.open {
+                        return Err(self.give_up(
+                            "every handle of the session was dropped during its reinstatement"
+                                .into(),
+                        ));
+                    }
+                }
+                Next::Attempt { limit, .. } => match self.attempt(limit).await {
+                    Ok(link) => {
+                        self.policy.reinstated(
+                            Instant::now(),
+                            self.backlog.len(),
+                            link.conn.tsih(),
+                        );
+                        self.publish();
+                        return Ok(link);
+                    }
+                    Err(f) => self.policy.attempt_failed(Instant::now(), f),
+                },
+                Next::GiveUp(reason) => return Err(self.give_up(reason)),
+            }
+        }
+    }
+
+    /// A request while the session is being reinstated: a command waits for the new
+    /// connection; a ping or a logout is answered with the end.
+    fn handle_while_down(&mut self, req: Request, end: &ConnectionError) {
+        match req {
+            Request::Command(cmd, tx) => {
+                self.queue(cmd, tx);
+            }
+            Request::Ping(_, tx) => {
+                let _ = tx.send(Err(Error::Connection(end.clone())));
+            }
+            Request::Logout(tx) => {
+                let _ = tx.send(Err(Error::Connection(end.clone())));
+            }
+            Request::Stats(tx) => {
+                // No connection, no engine: nothing counted yet.
+                let _ = tx.send(Stats::default());
+            }
+        }
+    }
+
+    /// One reinstatement attempt within `limit`: a TCP connection, then the shared bring-up
+    /// ([`Bringup`]): login (same ISID, TSIH 0), each LUN's unit attention taken and its
+    /// known capacity checked.
+    async fn attempt(&self, limit: Duration) -> Result<Link, Failure> {
+        let started = Instant::now();
+        let stream = match ::tokio::time::timeout(limit, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Failure::tcp(self.addr, e)),
+            Err(_) => {
+                return Err(Failure::Retry(
+                    timed_out(
+                        limit,
+                        format!("the TCP connection to {} to open", self.addr),
+                    )
+                    .to_string(),
+                ));
+            }
+        };
+        let mut link =
+            Link::new(stream, &self.config).map_err(|e| Failure::Retry(e.to_string()))?;
+        let capacities = lock(&self.shared.capacities).clone();
+        let mut bringup = crate::recovery::bringup(
+            started,
+            limit,
+            &capacities,
+            self.backlog.iter().map(|(t, _)| t.lun),
+        );
+        let result = match bringup.start(&mut link.conn) {
+            Ok(()) => link.bring_up(&mut bringup, limit).await.map(|_| ()),
+            Err(e) => Err(Error::from(e)),
+        };
+        match result {
+            Ok(()) => Ok(link),
+            Err(e) => {
+                let _ = link.flush().await;
+                Err(Failure::of_bringup(&e, bringup.logged_in()))
+            }
+        }
+    }
+
+    /// The session is lost: every waiting command fails with `reason`, its buffer back;
+    /// reported. Returns the reason.
+    fn give_up(&mut self, reason: String) -> String {
+        let failed = self.backlog.len();
+        for (t, data) in self.backlog.drain(..) {
+            let _ = t.tx.send(Ok(Completion {
+                id: CommandId(t.id),
+                result: Err(CommandError::SessionLost(reason.clone())),
+                buffer: data.into_buffer(),
+            }));
+        }
+        self.policy.lost(reason.clone(), failed);
+        self.publish();
+        reason
+    }
+
+    /// Hands the policy's events to the handles.
+    fn publish(&mut self) {
+        let mut events = lock(&self.shared.events);
+        while let Some(e) = self.policy.poll_event() {
+            events.push(e);
+        }
+    }
+
+    /// Over: the logout learns how it went (`end`, when the connection ended), and every
+    /// later request is refused with `refusal`, its buffer back.
+    fn finish(
+        mut self,
+        refusal: String,
+        end: Option<&ConnectionError>,
+        mut rx: mpsc::UnboundedReceiver<Request>,
+    ) {
+        *lock(&self.shared.refusal) = Some(refusal.clone());
+        if let Some(tx) = self.logout.take() {
+            let _ = tx.send(match end {
+                Some(ConnectionError::LoggedOut) => Ok(()),
+                Some(other) => Err(Error::Connection(other.clone())),
+                None => Err(Error::Refused {
+                    reason: refusal.clone(),
+                    buffer: None,
+                }),
+            });
         }
         rx.close();
         while let Ok(req) = rx.try_recv() {
-            refuse(req, &end);
-        }
-    }
-
-    /// One request from a handle.
-    fn handle(
-        &mut self,
-        req: Request,
-        waiting: &mut HashMap<CommandId, Waiter>,
-        logout: &mut Option<oneshot::Sender<Result<(), Error>>>,
-    ) {
-        match req {
-            Request::Command(cmd, tx) if self.conn.phase() == Phase::FullFeature => {
-                let id = self.conn.submit(cmd);
-                waiting.insert(id, Waiter::Command(tx));
-            }
-            Request::Ping(data, tx) if self.conn.phase() == Phase::FullFeature => {
-                match self.conn.ping(data) {
-                    Ok(id) => {
-                        waiting.insert(id, Waiter::Ping(tx));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::Connection(e)));
-                    }
-                }
-            }
-            Request::Logout(tx) if self.conn.phase() == Phase::FullFeature => {
-                match self.conn.logout() {
-                    Ok(_) => *logout = Some(tx),
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::Connection(e)));
-                    }
-                }
-            }
-            Request::Stats(tx) => {
-                let _ = tx.send(self.conn.engine().stats());
-            }
-            other => {
-                // Logging out: nothing new goes in.
-                let end = ended(&self.conn).unwrap_or(ConnectionError::NotReady);
-                refuse(other, &end);
-            }
+            refuse(req, &refusal);
         }
     }
 }
 
-/// Hands one connection event to whoever waits for it.
-fn deliver(e: Event, waiting: &mut HashMap<CommandId, Waiter>) {
-    match e {
-        Event::Completed(c) => {
-            if let Some(Waiter::Command(tx)) = waiting.remove(&c.id) {
-                // A caller that stopped waiting dropped its buffer with its future.
-                let _ = tx.send(Ok(c));
-            }
-        }
-        Event::Pong { id, data } => {
-            if let Some(Waiter::Ping(tx)) = waiting.remove(&id) {
-                let _ = tx.send(Ok(data));
-            }
-        }
-        Event::Failed { id, error } => {
-            if let Some(Waiter::Ping(tx)) = waiting.remove(&id) {
-                let _ = tx.send(Err(Error::Command {
-                    error,
-                    buffer: None,
-                }));
-            }
-        }
-        // The end (Event::Closed) is answered once the task has recorded it, so that a
-        // request after the logout's answer is refused in the same words.
-        // Recovery steps and asynchronous messages: the connection acts on them itself.
-        _ => {}
-    }
-}
-
-fn logout_result(end: &ConnectionError) -> Result<(), Error> {
-    match end {
-        ConnectionError::LoggedOut => Ok(()),
-        other => Err(Error::Connection(other.clone())),
-    }
-}
-
-/// Answers a request the connection cannot take: why, with the command's buffer.
-fn refuse(req: Request, end: &ConnectionError) {
-    let reason = format!("the session's connection is over: {end}");
+/// Answers a request the session cannot take: why (`reason`), with the command's buffer.
+fn refuse(req: Request, reason: &str) {
+    let refused = |buffer| Error::Refused {
+        reason: reason.to_string(),
+        buffer,
+    };
     match req {
         Request::Command(cmd, tx) => {
-            let _ = tx.send(Err(Error::Refused {
-                reason,
-                buffer: cmd.data.into_buffer(),
-            }));
+            let _ = tx.send(Err(refused(cmd.data.into_buffer())));
         }
         Request::Ping(_, tx) => {
-            let _ = tx.send(Err(Error::Refused {
-                reason,
-                buffer: None,
-            }));
+            let _ = tx.send(Err(refused(None)));
         }
         Request::Logout(tx) => {
-            let _ = tx.send(Err(Error::Refused {
-                reason,
-                buffer: None,
-            }));
+            let _ = tx.send(Err(refused(None)));
         }
         Request::Stats(_) => {}
     }

@@ -490,9 +490,7 @@ impl<B: DdpBackend> Session<B> {
         };
         if self.recovering()
             && let Err(e) = &c.result
-            && may_reissue(e)
-            && scsi::is_retry_safe(&t.cdb)
-            && t.tries < self.options.max_retries
+            && crate::recovery::should_reissue(&t.cdb, t.tries, e, self.options.max_retries)
         {
             t.tries += 1;
             let data = t.kind.data(c.buffer);
@@ -969,17 +967,6 @@ impl<B: DdpBackend> Session<B> {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Whether a command that completed with `e` may be issued again (when it is retry-safe and
-/// has retries left): the connection ended before its status.
-fn may_reissue(e: &CommandError) -> bool {
-    // Lost with the connection, or aborted by the connection's task management after its
-    // deadline (the SCSI layer retries those too, up to its retry count).
-    matches!(
-        e,
-        CommandError::ConnectionLost(_) | CommandError::Aborted { .. }
-    )
 }
 
 /// READ(10), or READ(16) beyond its range.
