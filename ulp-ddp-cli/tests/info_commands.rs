@@ -81,12 +81,25 @@ fn iscsi_discover_report_luns_inquiry_readcap() {
             .unwrap_or_else(|| panic!("{k} in\n{out}"))
     };
     let (last, len, size) = (
-        value("Returned Logical Block Address:"),
-        value("Logical Block Length:"),
+        value("RETURNED LOGICAL BLOCK ADDRESS:"),
+        value("LOGICAL BLOCK LENGTH IN BYTES:"),
         value("Total size:"),
     );
     assert_eq!((last + 1) * len, size, "{out}");
     assert_eq!(size, 16 << 20, "the embedded 16 MiB LUN: {out}");
+    // iscsi-readcapacity16's lines, in its order: the embedded LUN has no protection, one
+    // logical block per physical block and no provisioning.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[2..6],
+        [
+            "P_TYPE:0 PROT_EN:0",
+            "P_I_EXPONENT:0 LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:0",
+            "LBPME:0 LBPRZ:0",
+            "LOWEST ALIGNED LOGICAL BLOCK ADDRESS:0",
+        ],
+        "{out}"
+    );
 }
 
 #[test]
