@@ -171,3 +171,43 @@ fn perf_compare_plot_is_svg_with_one_series_per_mode() {
         );
     }
 }
+
+#[test]
+fn iscsi_over_the_ipv6_loopback() {
+    // A bracketed host with no closing bracket: the error quotes the URL and says why.
+    let (ok, _, err) = common::tool(&["iscsi", "readcap", "iscsi://[::1/iqn.x:t/0"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(
+            "not an iscsi:// URL: \"iscsi://[::1/iqn.x:t/0\" (an IPv6 host needs its closing ]"
+        ),
+        "{err}"
+    );
+
+    use ulp_testbed::iscsi::{Target, TargetConfig};
+    let bind = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+    let t = match Target::start_on(bind, TargetConfig::default()) {
+        Ok(t) => t,
+        Err(e) => {
+            println!(
+                "skipped: the embedded iSCSI target cannot listen on [::1]:0 ({e}): no IPv6 loopback"
+            );
+            return;
+        }
+    };
+    let port = t.addr().port();
+    let url = format!("iscsi://[::1]:{port}/{}/0", t.iqn());
+    assert_eq!(t.url(), url);
+
+    let out = run(&["iscsi", "discover", &format!("iscsi://[::1]:{port}")]);
+    assert_eq!(
+        out.lines().next(),
+        Some(format!("Target:{} Portal:[::1]:{port},1", t.iqn()).as_str()),
+        "{out}"
+    );
+    let out = run(&["iscsi", "readcap", &url]);
+    assert!(out.ends_with("\nTotal size:16777216\n"), "{out}");
+    common::write_then_read_to_cmp("iscsi", &url, 512);
+    // What the tool wrote over IPv6 is on the LUN.
+    assert_ne!(t.contents(100 * 512, 192 * 1024), vec![0; 192 * 1024]);
+}
