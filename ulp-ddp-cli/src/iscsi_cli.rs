@@ -85,7 +85,7 @@ pub struct Login {
     #[arg(
         value_name = "URL",
         value_parser = url_arg,
-        help = "iscsi://[USER@]HOST[:PORT]/IQN/LUN (port 3260 unless given); without it, the embedded target"
+        help = "iscsi://[USER@]HOST[:PORT]/IQN/LUN (port 3260 unless given; an IPv6 HOST in brackets, [::1]); without it, the embedded target"
     )]
     pub url: Option<String>,
     /// Initiator name
@@ -195,7 +195,12 @@ pub fn check_url(url: &str) -> Result<IscsiUrl, String> {
             "not an iscsi:// URL: {url:?} (it must start with iscsi://; expected {FORM})"
         ));
     }
-    IscsiUrl::parse(url).map_err(|e| format!("not an iscsi:// URL: {url:?} ({e}; expected {FORM})"))
+    IscsiUrl::parse(url).map_err(|e| {
+        format!(
+            "not an iscsi:// URL: {url:?} ({}; expected {FORM})",
+            e.reason
+        )
+    })
 }
 
 /// Recovery settings from the command line; `None` keeps the library's default.

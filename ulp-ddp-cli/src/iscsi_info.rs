@@ -123,12 +123,23 @@ pub fn format_inquiry(i: &Inquiry) -> String {
     )
 }
 
-/// READ CAPACITY(16) as `iscsi-readcapacity16` prints it.
+/// READ CAPACITY(16) as `iscsi-readcapacity16` prints it: the parameter data's fields by
+/// their SBC names, bits as 0 or 1, then the total size in bytes.
 pub fn format_capacity(c: &Capacity) -> String {
     format!(
-        "Returned Logical Block Address:{}\nLogical Block Length:{}\nTotal size:{}\n",
+        "RETURNED LOGICAL BLOCK ADDRESS:{}\nLOGICAL BLOCK LENGTH IN BYTES:{}\n\
+         P_TYPE:{} PROT_EN:{}\n\
+         P_I_EXPONENT:{} LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:{}\n\
+         LBPME:{} LBPRZ:{}\nLOWEST ALIGNED LOGICAL BLOCK ADDRESS:{}\nTotal size:{}\n",
         c.last_lba,
         c.block_len,
+        c.p_type,
+        u8::from(c.prot_en),
+        c.p_i_exponent,
+        c.lbppb_exponent,
+        u8::from(c.lbpme),
+        u8::from(c.lbprz),
+        c.lowest_aligned_lba,
         c.bytes()
     )
 }
@@ -211,6 +222,21 @@ mod tests {
     }
 
     #[test]
+    fn readcap_prints_every_field_as_iscsi_readcapacity16() {
+        let mut d = 2047u64.to_be_bytes().to_vec();
+        d.extend_from_slice(&512u32.to_be_bytes());
+        d.extend_from_slice(&[0x03, 0x13, 0xC0, 0x05]);
+        d.extend_from_slice(&[0; 16]);
+        let c = Capacity::parse_16(&d).expect("valid data");
+        assert_eq!(
+            format_capacity(&c),
+            "RETURNED LOGICAL BLOCK ADDRESS:2047\nLOGICAL BLOCK LENGTH IN BYTES:512\n\
+             P_TYPE:1 PROT_EN:1\nP_I_EXPONENT:1 LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:3\n\
+             LBPME:1 LBPRZ:1\nLOWEST ALIGNED LOGICAL BLOCK ADDRESS:5\nTotal size:1048576\n"
+        );
+    }
+
+    #[test]
     fn report_luns_inquiry_readcap_on_the_embedded_target() {
         let luns = run(
             InfoCommand::ReportLuns,
@@ -256,11 +282,16 @@ mod tests {
         .expect("readcap");
         let size = TargetConfig::default().size;
         let bl = TargetConfig::default().block_len;
-        assert!(
-            cap.contains(&format!("\nLogical Block Length:{bl}\n")),
-            "{cap}"
+        assert_eq!(
+            cap,
+            format!(
+                "RETURNED LOGICAL BLOCK ADDRESS:{}\nLOGICAL BLOCK LENGTH IN BYTES:{bl}\n\
+                 P_TYPE:0 PROT_EN:0\n\
+                 P_I_EXPONENT:0 LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:0\n\
+                 LBPME:0 LBPRZ:0\nLOWEST ALIGNED LOGICAL BLOCK ADDRESS:0\nTotal size:{size}\n",
+                size / u64::from(bl) - 1
+            )
         );
-        assert!(cap.ends_with(&format!("\nTotal size:{size}\n")), "{cap}");
         assert_eq!(
             InfoCommand::from_name("readcap"),
             Some(InfoCommand::ReadCap)

@@ -81,12 +81,25 @@ fn iscsi_discover_report_luns_inquiry_readcap() {
             .unwrap_or_else(|| panic!("{k} in\n{out}"))
     };
     let (last, len, size) = (
-        value("Returned Logical Block Address:"),
-        value("Logical Block Length:"),
+        value("RETURNED LOGICAL BLOCK ADDRESS:"),
+        value("LOGICAL BLOCK LENGTH IN BYTES:"),
         value("Total size:"),
     );
     assert_eq!((last + 1) * len, size, "{out}");
     assert_eq!(size, 16 << 20, "the embedded 16 MiB LUN: {out}");
+    // iscsi-readcapacity16's lines, in its order: the embedded LUN has no protection, one
+    // logical block per physical block and no provisioning.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[2..6],
+        [
+            "P_TYPE:0 PROT_EN:0",
+            "P_I_EXPONENT:0 LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:0",
+            "LBPME:0 LBPRZ:0",
+            "LOWEST ALIGNED LOGICAL BLOCK ADDRESS:0",
+        ],
+        "{out}"
+    );
 }
 
 #[test]
@@ -157,4 +170,44 @@ fn perf_compare_plot_is_svg_with_one_series_per_mode() {
             "{want} in {labels:?}"
         );
     }
+}
+
+#[test]
+fn iscsi_over_the_ipv6_loopback() {
+    // A bracketed host with no closing bracket: the error quotes the URL and says why.
+    let (ok, _, err) = common::tool(&["iscsi", "readcap", "iscsi://[::1/iqn.x:t/0"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(
+            "not an iscsi:// URL: \"iscsi://[::1/iqn.x:t/0\" (an IPv6 host needs its closing ]"
+        ),
+        "{err}"
+    );
+
+    use ulp_testbed::iscsi::{Target, TargetConfig};
+    let bind = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+    let t = match Target::start_on(bind, TargetConfig::default()) {
+        Ok(t) => t,
+        Err(e) => {
+            println!(
+                "skipped: the embedded iSCSI target cannot listen on [::1]:0 ({e}): no IPv6 loopback"
+            );
+            return;
+        }
+    };
+    let port = t.addr().port();
+    let url = format!("iscsi://[::1]:{port}/{}/0", t.iqn());
+    assert_eq!(t.url(), url);
+
+    let out = run(&["iscsi", "discover", &format!("iscsi://[::1]:{port}")]);
+    assert_eq!(
+        out.lines().next(),
+        Some(format!("Target:{} Portal:[::1]:{port},1", t.iqn()).as_str()),
+        "{out}"
+    );
+    let out = run(&["iscsi", "readcap", &url]);
+    assert!(out.ends_with("\nTotal size:16777216\n"), "{out}");
+    common::write_then_read_to_cmp("iscsi", &url, 512);
+    // What the tool wrote over IPv6 is on the LUN.
+    assert_ne!(t.contents(100 * 512, 192 * 1024), vec![0; 192 * 1024]);
 }

@@ -52,9 +52,21 @@ fn write_in_then_read_out_to_cmp_and_the_information_commands() {
         out.ends_with(&format!("\nTotal size:{LUN_BYTES}\n")),
         "{out}"
     );
+    // tgtd's file-backed LUN has no protection information; the other fields are tgtd's.
+    assert!(out.contains("\nP_TYPE:0 PROT_EN:0\n"), "{out}");
+    for field in [
+        "P_I_EXPONENT:",
+        "LBPME:",
+        "LOWEST ALIGNED LOGICAL BLOCK ADDRESS:",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(field)),
+            "{field} in\n{out}"
+        );
+    }
     let block: usize = out
         .lines()
-        .find_map(|l| l.strip_prefix("Logical Block Length:"))
+        .find_map(|l| l.strip_prefix("LOGICAL BLOCK LENGTH IN BYTES:"))
         .and_then(|v| v.parse().ok())
         .expect("block length");
 

@@ -31,7 +31,9 @@
 //!   transmits out, `handle_timeout(now)` and `poll_timeout()`), [`Transmit`] (bytes out,
 //!   payload borrowed), [`Digests`], [`timer::Timer`]; and [`blocking::Driver`], the one loop
 //!   both blocking drivers run.
-//! - `testkit` (feature `testkit`): the conformance kit every backend runs.
+//! - `testkit` (feature `testkit`): the conformance kit every backend runs, from one `#[test]`
+//!   calling `testkit::run_all::<MyBackend, MyProtocol>(MyBackend::new)` (its module docs show
+//!   it, compiled and run).
 //!
 //! ## Example
 //!

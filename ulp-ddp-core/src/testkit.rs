@@ -5,11 +5,27 @@
 //! in the buffers with a plain reference: the bytes the generator put into each PDU. Every check
 //! panics with a message naming what broke, as a test should.
 //!
-//! ```text
+//! A backend crate runs the whole kit from one test, with `ulp-ddp-core` (feature `testkit`)
+//! and a [`KitProtocol`] among its dev-dependencies; `run_all` calls the closure for a fresh
+//! backend whenever a check needs one. Here the backend is [`NoOffload`](crate::NoOffload) and
+//! the protocol the repository test bed's toy (`ulp_testbed::toy::Toy`, an 8-byte header with
+//! optional CRC32C digests); `ulp-nvme-tcp`'s `NvmeTcpHost` is a `KitProtocol` too. The
+//! repository's `examples/custom_backend.rs` writes a backend of its own and runs it this way.
+//!
+//! ```
+//! // tests/conformance.rs of a backend crate (with MyBackend::new for NoOffload):
+//! use ulp_ddp_core::{NoOffload, testkit};
+//! use ulp_testbed::toy::Toy;
+//!
+//! # // A doc test drops `#[test]` functions: the attribute is shown, not compiled, and the
+//! # // function is called below.
+//! # /*
 //! #[test]
+//! # */
 //! fn conformance() {
-//!     ulp_ddp_core::testkit::run_all::<MyBackend, MyProtocol>(|| MyBackend::new());
+//!     testkit::run_all::<NoOffload, Toy>(|| NoOffload);
 //! }
+//! # conformance();
 //! ```
 
 use crate::{

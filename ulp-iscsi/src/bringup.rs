@@ -450,7 +450,7 @@ impl Bringup {
                 };
                 let lun = cur.check.lun;
                 if let Some(was) = cur.check.expected
-                    && was != now
+                    && !was.same_geometry(&now)
                 {
                     return self.finish(Err(BringupError::Changed { lun, now, was }));
                 }

@@ -390,12 +390,40 @@ pub const fn status_name(status: u8) -> &'static str {
 }
 
 /// READ CAPACITY data, checked ([`Capacity::parse_16`], [`Capacity::parse_10`]).
+///
+/// The fields after the block length come from READ CAPACITY(16) parameter data bytes 12 to
+/// 15 (SBC-4 5.20.2); READ CAPACITY(10) has none of them, and they are all zero after
+/// [`Capacity::parse_10`] (no protection, one logical block per physical block, no
+/// logical block provisioning), as they are when a target returns fewer than 16 bytes.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Capacity {
-    /// Last logical block address.
+    /// RETURNED LOGICAL BLOCK ADDRESS: the last logical block address.
     pub last_lba: u64,
-    /// Block length in bytes: a power of two from [`MIN_BLOCK_LEN`] to [`MAX_BLOCK_LEN`].
+    /// LOGICAL BLOCK LENGTH IN BYTES: a power of two from [`MIN_BLOCK_LEN`] to
+    /// [`MAX_BLOCK_LEN`].
     pub block_len: u32,
+    /// P_TYPE (byte 12 bits 3:1): with [`prot_en`](Self::prot_en) set, the protection type
+    /// less one (0 = type 1, 1 = type 2, 2 = type 3; checked); without it, ignored by SBC-4
+    /// and kept as received.
+    pub p_type: u8,
+    /// PROT_EN (byte 12 bit 0): protection information is enabled (type 1 to 3).
+    pub prot_en: bool,
+    /// P_I_EXPONENT (byte 13 bits 7:4): 2^n protection information intervals per logical
+    /// block.
+    pub p_i_exponent: u8,
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (byte 13 bits 3:0): 2^n logical blocks
+    /// per physical block ([`Capacity::logical_blocks_per_physical_block`]).
+    pub lbppb_exponent: u8,
+    /// LBPME (byte 14 bit 7): logical block provisioning management is enabled (a thin
+    /// provisioned LUN; UNMAP and WRITE SAME with UNMAP may be supported).
+    pub lbpme: bool,
+    /// LBPRZ (byte 14 bit 6): unmapped logical blocks read as zeros.
+    pub lbprz: bool,
+    /// LOWEST ALIGNED LOGICAL BLOCK ADDRESS (byte 14 bits 5:0 and byte 15): the first LBA at
+    /// the start of a physical block; less than 2^[`lbppb_exponent`](Self::lbppb_exponent)
+    /// (checked).
+    pub lowest_aligned_lba: u16,
 }
 
 /// The smallest logical block length accepted (bytes).
@@ -437,6 +465,21 @@ pub enum CapacityError {
     },
     /// READ CAPACITY(10) returned FFFFFFFFh: the capacity needs READ CAPACITY(16) (SBC-3).
     NeedsReadCapacity16,
+    /// READ CAPACITY(16) PROT_EN is set with a reserved P_TYPE (3 to 7; SBC-4 defines
+    /// protection types 1 to 3, P_TYPE 0 to 2).
+    ProtectionType {
+        /// P_TYPE.
+        p_type: u8,
+    },
+    /// READ CAPACITY(16) LOWEST ALIGNED LOGICAL BLOCK ADDRESS is not less than the logical
+    /// blocks per physical block, 2^(LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT): no such
+    /// LBA is the first at the start of a physical block.
+    LowestAlignedLba {
+        /// LOWEST ALIGNED LOGICAL BLOCK ADDRESS.
+        lowest_aligned_lba: u16,
+        /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT.
+        lbppb_exponent: u8,
+    },
 }
 
 impl core::fmt::Display for CapacityError {
@@ -465,6 +508,21 @@ impl core::fmt::Display for CapacityError {
                 "READ CAPACITY(10) RETURNED LOGICAL BLOCK ADDRESS is FFFFFFFFh: the capacity \
                  needs READ CAPACITY(16)",
             ),
+            Self::ProtectionType { p_type } => write!(
+                f,
+                "READ CAPACITY(16) PROT_EN is set with P_TYPE {p_type}, a reserved value \
+                 (protection types 1 to 3 are P_TYPE 0 to 2)"
+            ),
+            Self::LowestAlignedLba {
+                lowest_aligned_lba,
+                lbppb_exponent,
+            } => write!(
+                f,
+                "READ CAPACITY(16) LOWEST ALIGNED LOGICAL BLOCK ADDRESS is \
+                 {lowest_aligned_lba}, not less than the {} logical blocks per physical block \
+                 (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT {lbppb_exponent})",
+                1u32 << lbppb_exponent
+            ),
         }
     }
 }
@@ -472,13 +530,18 @@ impl core::fmt::Display for CapacityError {
 impl std::error::Error for CapacityError {}
 
 impl Capacity {
-    /// Parses and checks READ CAPACITY(16) data (at least 12 bytes).
+    /// Parses and checks READ CAPACITY(16) data (at least 12 bytes; 32 by SBC-4).
     ///
     /// The block length must be a power of two from 512 bytes to 1 MiB. SBC-3 allows other
     /// lengths (520 and 528-byte formats exist), but callers size buffers in blocks (the
     /// CLI allocates by it, a read is a whole number of blocks): a length of 0 would divide
     /// by zero, one of 2 GiB would allocate gigabytes for one block. Linux's sd driver is
     /// stricter still (512 to 4096). The capacity in bytes must fit in a `u64`.
+    ///
+    /// Bytes 12 to 15 give protection, physical block and provisioning fields; those a
+    /// short answer leaves out read as zero. With PROT_EN set, P_TYPE must name a protection
+    /// type (0 to 2); LOWEST ALIGNED LOGICAL BLOCK ADDRESS must be less than the logical
+    /// blocks per physical block. Bytes 16 to 31 are reserved (SBC-4) and not read.
     ///
     /// # Errors
     ///
@@ -496,7 +559,29 @@ impl Capacity {
         lba8.copy_from_slice(lba);
         let mut len4 = [0u8; 4];
         len4.copy_from_slice(len);
-        Self::checked(command, u64::from_be_bytes(lba8), u32::from_be_bytes(len4))
+        let c = Self::checked(command, u64::from_be_bytes(lba8), u32::from_be_bytes(len4))?;
+        let byte = |i: usize| b.get(i).copied().unwrap_or(0);
+        let (b12, b13, b14, b15) = (byte(12), byte(13), byte(14), byte(15));
+        let c = Self {
+            p_type: (b12 >> 1) & 0x07,
+            prot_en: b12 & 0x01 != 0,
+            p_i_exponent: b13 >> 4,
+            lbppb_exponent: b13 & 0x0F,
+            lbpme: b14 & 0x80 != 0,
+            lbprz: b14 & 0x40 != 0,
+            lowest_aligned_lba: u16::from_be_bytes([b14 & 0x3F, b15]),
+            ..c
+        };
+        if c.prot_en && c.p_type > 2 {
+            return Err(CapacityError::ProtectionType { p_type: c.p_type });
+        }
+        if u32::from(c.lowest_aligned_lba) >= c.logical_blocks_per_physical_block() {
+            return Err(CapacityError::LowestAlignedLba {
+                lowest_aligned_lba: c.lowest_aligned_lba,
+                lbppb_exponent: c.lbppb_exponent,
+            });
+        }
+        Ok(c)
     }
 
     /// Parses and checks READ CAPACITY(10) data (8 bytes), as
@@ -548,7 +633,26 @@ impl Capacity {
         Ok(Self {
             last_lba,
             block_len,
+            p_type: 0,
+            prot_en: false,
+            p_i_exponent: 0,
+            lbppb_exponent: 0,
+            lbpme: false,
+            lbprz: false,
+            lowest_aligned_lba: 0,
         })
+    }
+
+    /// Logical blocks per physical block: 2^[`lbppb_exponent`](Self::lbppb_exponent)
+    /// (1 to 32768).
+    pub fn logical_blocks_per_physical_block(&self) -> u32 {
+        1 << self.lbppb_exponent
+    }
+
+    /// True when `other` has the same last LBA and block length: the same blocks at the same
+    /// addresses (protection and provisioning fields aside).
+    pub fn same_geometry(&self, other: &Self) -> bool {
+        (self.last_lba, self.block_len) == (other.last_lba, other.block_len)
     }
 
     /// Number of blocks.
@@ -775,6 +879,108 @@ mod tests {
                 block_len: 0
             })
         );
+    }
+
+    #[test]
+    fn read_capacity_16_protection_and_provisioning() {
+        let rc16 = |tail: [u8; 4]| {
+            let mut b = 7u64.to_be_bytes().to_vec();
+            b.extend_from_slice(&512u32.to_be_bytes());
+            b.extend_from_slice(&tail);
+            b.extend_from_slice(&[0; 16]);
+            b
+        };
+        // Type 2 protection, 2^1 intervals, 8 logical blocks per physical, thin with zeros,
+        // lowest aligned LBA 7.
+        let c = Capacity::parse_16(&rc16([0b0000_0011, 0x13, 0xC0, 0x07])).unwrap();
+        assert_eq!(
+            (c.last_lba, c.block_len, c.p_type, c.prot_en),
+            (7, 512, 1, true)
+        );
+        assert_eq!((c.p_i_exponent, c.lbppb_exponent), (1, 3));
+        assert_eq!(c.logical_blocks_per_physical_block(), 8);
+        assert!(c.lbpme && c.lbprz);
+        assert_eq!(c.lowest_aligned_lba, 7);
+        // LOWEST ALIGNED LOGICAL BLOCK ADDRESS spans byte 14 bits 5:0 and byte 15.
+        let c = Capacity::parse_16(&rc16([0, 0x0F, 0x81, 0x02])).unwrap();
+        assert_eq!(c.lowest_aligned_lba, 0x0102);
+        assert!(c.lbpme && !c.lbprz);
+        // Without PROT_EN, P_TYPE is ignored and kept as received.
+        let c = Capacity::parse_16(&rc16([0b0000_1110, 0, 0, 0])).unwrap();
+        assert_eq!((c.p_type, c.prot_en), (7, false));
+        // Checked: a reserved P_TYPE with PROT_EN; an LBA past the first physical block.
+        for p_type in 3..=7u8 {
+            assert_eq!(
+                Capacity::parse_16(&rc16([(p_type << 1) | 1, 0, 0, 0])),
+                Err(CapacityError::ProtectionType { p_type })
+            );
+        }
+        assert_eq!(
+            Capacity::parse_16(&rc16([0, 0x03, 0, 8])),
+            Err(CapacityError::LowestAlignedLba {
+                lowest_aligned_lba: 8,
+                lbppb_exponent: 3
+            })
+        );
+        assert_eq!(
+            Capacity::parse_16(&rc16([0, 0, 0, 1]))
+                .unwrap_err()
+                .to_string(),
+            "READ CAPACITY(16) LOWEST ALIGNED LOGICAL BLOCK ADDRESS is 1, not less than the 1 \
+             logical blocks per physical block (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 0)"
+        );
+        assert_eq!(
+            Capacity::parse_16(&rc16([0x07, 0, 0, 0]))
+                .unwrap_err()
+                .to_string(),
+            "READ CAPACITY(16) PROT_EN is set with P_TYPE 3, a reserved value (protection \
+             types 1 to 3 are P_TYPE 0 to 2)"
+        );
+        // READ CAPACITY(10) has none of the fields.
+        let c = Capacity::parse_10(&[0, 0, 0, 7, 0, 0, 2, 0]).unwrap();
+        assert_eq!(
+            (c.prot_en, c.lbppb_exponent, c.lbpme, c.lowest_aligned_lba),
+            (false, 0, false, 0)
+        );
+        assert!(c.same_geometry(&Capacity::parse_16(&rc16([1, 0x13, 0xC0, 0])).unwrap()));
+        assert!(!c.same_geometry(&Capacity::parse_10(&[0, 0, 0, 8, 0, 0, 2, 0]).unwrap()));
+        assert!(!c.same_geometry(&Capacity::parse_10(&[0, 0, 0, 7, 0, 0, 16, 0]).unwrap()));
+    }
+
+    #[test]
+    fn read_capacity_short_data_never_panics() {
+        let full = {
+            let mut b = 7u64.to_be_bytes().to_vec();
+            b.extend_from_slice(&4096u32.to_be_bytes());
+            b.extend_from_slice(&[0x01, 0x13, 0xC0, 0x07]);
+            b.extend_from_slice(&[0xFF; 16]);
+            b
+        };
+        for n in 0..=full.len() {
+            let r = Capacity::parse_16(&full[..n]);
+            match n {
+                0..=11 => assert_eq!(
+                    r,
+                    Err(CapacityError::TooShort {
+                        command: "READ CAPACITY(16)",
+                        len: n,
+                        need: 12
+                    })
+                ),
+                // The fields a short answer leaves out read as zero; the rest decode.
+                12 | 13 => assert_eq!(r.map(|c| (c.prot_en, c.lbppb_exponent)), Ok((n == 13, 0))),
+                // Bytes 14 and 15 missing or half there: LBA 7 needs both (0x0007 < 8).
+                14 => assert_eq!(r.map(|c| c.lowest_aligned_lba), Ok(0)),
+                15 => assert_eq!(r.map(|c| (c.lbpme, c.lowest_aligned_lba)), Ok((true, 0))),
+                _ => assert_eq!(r.map(|c| c.lowest_aligned_lba), Ok(7)),
+            }
+        }
+        for n in 0..8 {
+            assert!(matches!(
+                Capacity::parse_10(&full[..n]),
+                Err(CapacityError::TooShort { need: 8, .. })
+            ));
+        }
     }
 
     #[test]

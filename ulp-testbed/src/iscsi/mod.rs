@@ -1,6 +1,7 @@
 //! A strict in-process iSCSI target with a RAM LUN, for tests, the CLI and hostile-peer tests.
 //!
-//! It listens on 127.0.0.1 (an ephemeral port), serves each connection on its own thread, checks
+//! It listens on 127.0.0.1 (an ephemeral port; [`Target::start_on`] another address such as
+//! `[::1]:0`), serves each connection on its own thread, checks
 //! every digest and sequence number it receives (closing the connection on a bad one, as tgtd
 //! and LIO do), negotiates like LIO when asked ([`TargetConfig::propose_keys`]: it proposes the
 //! session keys the initiator did not offer and replies T=0), and can misbehave on purpose
@@ -159,7 +160,17 @@ impl Target {
     ///
     /// If the listener cannot be bound.
     pub fn start(config: TargetConfig) -> io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+    }
+
+    /// Starts a target listening on `bind` (e.g. `[::1]:0` for the IPv6 loopback; port 0
+    /// for an ephemeral one).
+    ///
+    /// # Errors
+    ///
+    /// If the listener cannot be bound (an address the machine does not have).
+    pub fn start_on(bind: SocketAddr, config: TargetConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -193,7 +204,7 @@ impl Target {
         &self.iqn
     }
 
-    /// `iscsi://127.0.0.1:PORT/IQN/LUN`.
+    /// `iscsi://127.0.0.1:PORT/IQN/LUN` (`iscsi://[::1]:PORT/...` on the IPv6 loopback).
     pub fn url(&self) -> String {
         format!("iscsi://{}/{}/{}", self.addr, self.iqn, self.lun)
     }
