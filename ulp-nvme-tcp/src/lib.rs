@@ -75,6 +75,7 @@ pub mod discovery;
 pub mod nvme;
 mod options;
 pub mod plugin;
+pub mod recovery;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 pub mod wire;
