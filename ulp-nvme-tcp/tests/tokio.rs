@@ -277,6 +277,106 @@ async fn cut_for_good_fails_every_command_after_ctrl_loss_tmo() {
     assert_eq!(target.shutdowns(), 0);
 }
 
+/// A read the controller holds once, past io_timeout (300 ms): the controller resets (as
+/// Linux's nvme-tcp, no Abort), reconnects, issues the read again, and it completes with its
+/// data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_read_past_io_timeout_resets_and_is_issued_again() {
+    let target = fixtures::target();
+    let o = fixtures::options(&target);
+    let ctrl = Controller::connect(target.addr(), &o)
+        .await
+        .expect("connect");
+    let data = pattern(4096, 3);
+    ctrl.write(24, SgBuffer::from_vec(data.clone()))
+        .await
+        .expect("write");
+    target.hold_reads(1);
+    let t = Instant::now();
+    let r = ctrl.read(24, SgBuffer::zeroed(4096)).await.expect("read");
+    let elapsed = t.elapsed();
+    assert!(r.into_vec() == data, "its data after the reset");
+    let text: Vec<String> = ctrl.take_events().iter().map(ToString::to_string).collect();
+    println!(
+        "tokio driver: read held past io_timeout, done after {:.0} ms: {}",
+        elapsed.as_secs_f64() * 1e3,
+        text.join("; ")
+    );
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(
+        text[0].starts_with("resetting the controller: Read (CID ")
+            && text[0].ends_with("on I/O queue 1 timed out after 0.3 s"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].starts_with("reconnected after ")
+            && text[1].ends_with("(1 attempt); 1 command issued again"),
+        "{text:?}"
+    );
+    assert_eq!(ctrl.reconnects(), 1);
+    assert!(
+        elapsed >= o.io_timeout + o.reconnect_delay
+            && elapsed < o.io_timeout + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+    ctrl.close().await.expect("close");
+}
+
+/// A read the controller holds every time: reset and issued again max_retries (2) times, then
+/// it fails with `Error::Lost` in words, its buffer back; the controller goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_read_fails_after_max_retries() {
+    let target = fixtures::target();
+    let mut o = fixtures::options(&target);
+    o.max_retries = 2;
+    let ctrl = Controller::connect(target.addr(), &o)
+        .await
+        .expect("connect");
+    target.hold_reads(u32::MAX);
+    let t = Instant::now();
+    let e = ctrl
+        .read(40, SgBuffer::zeroed(4096))
+        .await
+        .expect_err("held every time");
+    let elapsed = t.elapsed();
+    let text = e.to_string();
+    assert!(matches!(e, Error::Lost { .. }), "{text}");
+    assert!(
+        text.contains(
+            "Read of 4096 bytes at LBA 40: failed 3 times, each time the connection was lost"
+        ),
+        "{text}"
+    );
+    assert_eq!(e.into_buffer().map(|b| b.len()), Some(4096), "buffer back");
+    // Failed at the third reset, before its reconnect: the next read waits for it.
+    target.hold_reads(0);
+    let r = ctrl
+        .read(40, SgBuffer::zeroed(4096))
+        .await
+        .expect("the controller goes on working");
+    assert_eq!(r.len(), 4096);
+    let events: Vec<String> = ctrl.take_events().iter().map(ToString::to_string).collect();
+    println!(
+        "tokio driver: read held every time: {text} after {:.0} ms; events: {}",
+        elapsed.as_secs_f64() * 1e3,
+        events.join("; ")
+    );
+    // Issued 1 + max_retries times, each timed out and reset; the last reset reissues nothing
+    // (the next read, sent during the outage or after it, is new, not issued again).
+    assert_eq!(events.len(), 6, "{events:?}");
+    for pair in events.chunks(2) {
+        assert!(
+            pair[0].starts_with("resetting the controller: Read (CID "),
+            "{events:?}"
+        );
+        assert!(pair[1].starts_with("reconnected after "), "{events:?}");
+    }
+    assert!(events[5].ends_with("0 commands issued again"), "{events:?}");
+    assert!(elapsed >= o.io_timeout * 3, "{elapsed:?}");
+    assert_eq!(ctrl.reconnects(), 3);
+    ctrl.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_goes_out_while_idle() {
     let target = Target::start(TargetConfig::default()).expect("target");
