@@ -37,9 +37,13 @@
 //!   buffer back, and new commands are refused ([`Error::Refused`]). [`Controller::take_events`]
 //!   reports each step as the blocking driver's [`ControllerEvent`]s.
 //! - **Failures**: every buffer comes back, in the error ([`Error::into_buffer`]).
-//! - **Not here** (the blocking driver has them): Abort before the reset, an Asynchronous
-//!   Event Request kept outstanding; a reconnect that grants a different number of I/O
-//!   queues gives up (as a changed namespace does in both drivers).
+//! - **Asynchronous events**: the admin queue keeps one Asynchronous Event Request
+//!   outstanding (asked again on every association); an event is reported
+//!   ([`ControllerEvent::AsyncEvent`]), the log page it names read (which re-arms it), and a
+//!   new request sent, as the blocking driver does.
+//! - **Not here** (the blocking driver has it): Abort before the reset. A reconnect that
+//!   grants a different number of I/O queues gives up (as a changed namespace does in both
+//!   drivers).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read};
@@ -782,6 +786,25 @@ impl<B: DdpBackend> Queue<B> {
         }
     }
 
+    /// Submits an Asynchronous Event Request (untimed); its CID.
+    fn request_async_event(&mut self) -> Option<u16> {
+        self.conn
+            .submit_untimed(nvme::async_event_request(), Data::None)
+            .ok()
+    }
+
+    /// An Asynchronous Event Request completed: the event is reported, the log page it names
+    /// read (which re-arms it; the data is not used), and a new request submitted; its CID.
+    fn async_event(&mut self, c: &Completion, events: &Mutex<Vec<ControllerEvent>>) -> Option<u16> {
+        let e = nvme::AsyncEvent::from_dw0(c.result as u32);
+        lock(events).push(ControllerEvent::AsyncEvent(e));
+        if e.log_page != 0 {
+            let sqe = nvme::get_log_page(e.log_page, 0xFFFF_FFFF, 4096, 0);
+            let _ = self.conn.submit(sqe, Data::Read(SgBuffer::zeroed(4096)));
+        }
+        self.request_async_event()
+    }
+
     /// The queue's task: takes commands, sends, reads, runs the timers, answers every command
     /// (its buffer back). It ends cleanly at `Finish`/`Shutdown`, or when every handle is gone
     /// and nothing is outstanding; or with the association (its connection's end, a command
@@ -792,6 +815,7 @@ impl<B: DdpBackend> Queue<B> {
             mut rx,
             lost,
             keep_alives,
+            events: async_events,
             options,
             mut backlog,
             mut finish,
@@ -806,6 +830,11 @@ impl<B: DdpBackend> Queue<B> {
         let mut open = true;
         let mut end: Option<String> = None;
         let mut aborted = Vec::new();
+        // The admin queue keeps one Asynchronous Event Request outstanding, as Linux does
+        // (NVME_NR_AEN_COMMANDS); it has no deadline.
+        let mut aer = async_events
+            .as_ref()
+            .and_then(|_| self.request_async_event());
         loop {
             while self.conn.free_slots() > 0
                 && !self.conn.is_closed()
@@ -870,6 +899,17 @@ impl<B: DdpBackend> Queue<B> {
             }
             for event in events {
                 let Event::Completed(c) = event else { continue };
+                if aer.is_some_and(|cid| cid == c.cid) {
+                    aer = None;
+                    // Refused (limit exceeded) or aborted by a teardown: not asked again.
+                    if let Some(reports) = &async_events
+                        && end.is_none()
+                        && c.status.is_success()
+                    {
+                        aer = self.async_event(&c, reports);
+                    }
+                    continue;
+                }
                 let Some(issued) = waiting.remove(&c.cid) else {
                     continue;
                 };
@@ -976,6 +1016,8 @@ struct Serve {
     lost: Arc<watch::Sender<Option<String>>>,
     /// The admin queue's Keep Alive counter.
     keep_alives: Option<Arc<AtomicU64>>,
+    /// Where the admin queue reports asynchronous events (`None` on I/O queues).
+    events: Option<Arc<Mutex<Vec<ControllerEvent>>>>,
     options: Options,
     /// Commands to issue first (those of a lost association).
     backlog: VecDeque<Request>,
@@ -1021,6 +1063,7 @@ where
                         rx,
                         lost: Arc::clone(&lost),
                         keep_alives: (i == 0).then(|| Arc::clone(&self.keep_alives)),
+                        events: (i == 0).then(|| Arc::clone(&self.events)),
                         options: self.options.clone(),
                         backlog: std::mem::take(&mut backlogs[i]),
                         finish: finishes[i].take(),

@@ -377,6 +377,43 @@ async fn held_read_fails_after_max_retries() {
     ctrl.close().await.expect("close");
 }
 
+/// Waits (at most 5 s) for `f`.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The admin queue keeps an Asynchronous Event Request outstanding, as the blocking driver:
+/// a namespace change is reported as an event in words, its log page read (re-arming the
+/// notice) and a new request sent, so a second change is reported too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_events_are_reported_and_asked_for_again() {
+    let target = fixtures::target();
+    let ctrl = Controller::connect(target.addr(), &fixtures::options(&target))
+        .await
+        .expect("connect");
+    eventually("an AER outstanding", || target.async_event_requests() == 1).await;
+    let mut seen = Vec::new();
+    for n in 1..=2 {
+        assert_eq!(target.notify_namespace_changed(), 1, "change {n} reported");
+        eventually("the event", || {
+            seen.extend(ctrl.take_events());
+            seen.len() == n
+        })
+        .await;
+        eventually("asked again", || target.async_event_requests() == 1).await;
+    }
+    let text: Vec<String> = seen.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        vec!["asynchronous event: Notice: Namespace Attribute Changed (log page 04h)"; 2]
+    );
+    ctrl.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_goes_out_while_idle() {
     let target = Target::start(TargetConfig::default()).expect("target");
