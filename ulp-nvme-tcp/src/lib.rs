@@ -54,10 +54,13 @@
 //! - [`blocking`]: the blocking driver over `std::net::TcpStream`, and
 //!   [`blocking::Controller`] (admin queue and N I/O queues, recovery). Its default backend is
 //!   [`NoOffload`]: payload is still read from the socket straight into the command's buffer.
+//! - [`recovery`]: the recovery policy both drivers follow, sans-IO (when to reconnect, when
+//!   to give up after `ctrl_loss_tmo`, what is issued again; the events in words).
 //! - `tokio` (feature `tokio`): the async driver, `tokio::Controller`: the same connections
 //!   and bring-up on tokio sockets, a task per queue, a cloneable handle whose `read`, `write`
 //!   and `flush` any number of tasks await at once, Keep Alive from the connection's timers,
-//!   `close().await` with CC.SHN; errors are [`blocking::Error`], each with its buffer.
+//!   reconnects as the blocking driver does, `close().await` with CC.SHN; errors are
+//!   [`blocking::Error`], each with its buffer.
 //!
 //! Everything above is re-exported at the crate root (the blocking [`Controller`], [`Options`],
 //! [`Error`]; the sans-IO [`Connection`]; [`SgBuffer`], [`NoOffload`], [`Digests`] and the other
@@ -75,6 +78,7 @@ pub mod discovery;
 pub mod nvme;
 mod options;
 pub mod plugin;
+pub mod recovery;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 pub mod wire;

@@ -25,16 +25,30 @@
 //! - **Time**: each task sleeps no later than its connection's `poll_timeout()`
 //!   (`tokio::time::sleep_until`), so Keep Alive goes out on the admin queue every half KATO
 //!   whatever the caller does, and command deadlines (`io_timeout`) are seen.
-//! - **Failures**: every buffer comes back, in the error ([`Error::into_buffer`]). There is
-//!   no reconnect in this driver: a queue that ends (the controller closed it, a violation,
-//!   Keep Alive unanswered, a command past `io_timeout`) ends the whole controller, and every
-//!   outstanding and later command fails with [`Error::Lost`] saying why. Reconnecting is the
-//!   caller's: connect again (the bring-up is the same).
+//! - **Recovery**, as the blocking driver's and Linux's NVMe/TCP host, deciding through the same
+//!   sans-IO [`crate::recovery`] policy: a queue that ends (the controller closed
+//!   it, a violation, Keep Alive unanswered, a command past `io_timeout`, which resets as
+//!   Linux's nvme-tcp does, without an Abort) ends the association: every queue is closed and
+//!   every command it held comes back with its buffer. A supervisor task reconnects every
+//!   `reconnect_delay` (tokio's clock), running the same bring-up (admin and I/O queues) on new
+//!   sockets, and issues again what was not completed (up to `max_retries` times, as statuses
+//!   without DNR); commands sent meanwhile wait in their queue's channel. Not back within
+//!   `ctrl_loss_tmo`, every outstanding command fails with [`Error::Lost`] naming it, its
+//!   buffer back, and new commands are refused ([`Error::Refused`]). [`Controller::take_events`]
+//!   reports each step as the blocking driver's [`ControllerEvent`]s.
+//! - **Failures**: every buffer comes back, in the error ([`Error::into_buffer`]).
+//! - **Asynchronous events**: the admin queue keeps one Asynchronous Event Request
+//!   outstanding (asked again on every association); an event is reported
+//!   ([`ControllerEvent::AsyncEvent`]), the log page it names read (which re-arms it), and a
+//!   new request sent, as the blocking driver does.
+//! - **Not here** (the blocking driver has it): Abort before the reset. A reconnect that
+//!   grants a different number of I/O queues gives up (as a changed namespace does in both
+//!   drivers).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,12 +58,13 @@ use ::tokio::task::JoinHandle;
 use ulp_ddp_core::timer::earliest;
 use ulp_ddp_core::{DdpBackend, NoOffload, QueueId, RecvError, SansIo, SgBuffer, SocketReader};
 
-pub use crate::blocking::Error;
 use crate::blocking::timed_out;
+pub use crate::blocking::{ControllerEvent, Error};
 use crate::bringup::{self, Action, AdminBringup, IoQueueBringup, Shutdown, Steps};
 use crate::connection::{Completion, Data, Event};
 use crate::nvme::{self, ControllerInfo, NamespaceInfo, Status};
 pub use crate::options::Options;
+use crate::recovery::{self, Next, Reconnect};
 use crate::wire::capsule_cmd::SQE_LEN;
 
 /// PDUs of at most this many bytes are gathered and sent together.
@@ -65,13 +80,19 @@ pub struct Controller {
 struct Shared {
     options: Options,
     found: bringup::Association,
+    /// The controller id of the current association.
+    cntlid: Arc<AtomicU16>,
     admin: mpsc::Sender<Msg>,
     io: Vec<mpsc::Sender<Msg>>,
     next: AtomicUsize,
-    /// Why the controller ended (a queue's end, or the close), once it did.
+    /// Why the controller ended (given up after `ctrl_loss_tmo`, or closed), once it did.
     ended: Arc<watch::Sender<Option<Ended>>>,
     keep_alives: Arc<AtomicU64>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// What recovery did, not taken yet.
+    events: Arc<Mutex<Vec<ControllerEvent>>>,
+    reconnects: Arc<AtomicU64>,
+    /// The task that runs the queues' tasks and reconnects them.
+    supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A command for a queue's task.
@@ -80,6 +101,28 @@ struct Request {
     sqe: [u8; SQE_LEN],
     data: Data,
     reply: oneshot::Sender<Outcome>,
+    /// Times it was issued again (after a loss, or a status without DNR).
+    tries: u8,
+}
+
+/// A command issued on a queue: what it takes to issue it again.
+#[derive(Debug)]
+struct Issued {
+    sqe: [u8; SQE_LEN],
+    kind: Kind,
+    reply: oneshot::Sender<Outcome>,
+    tries: u8,
+}
+
+impl Issued {
+    fn request(self, buffer: Option<SgBuffer>) -> Request {
+        Request {
+            sqe: self.sqe,
+            data: self.kind.data(buffer),
+            reply: self.reply,
+            tries: self.tries,
+        }
+    }
 }
 
 /// What a queue's task answers.
@@ -96,7 +139,7 @@ enum Outcome {
 #[derive(Clone, Debug)]
 struct Ended {
     reason: String,
-    /// By [`Controller::close`]: the queues end by its messages, not by this.
+    /// By [`Controller::close`] (else given up after `ctrl_loss_tmo`).
     by_close: bool,
 }
 
@@ -107,6 +150,56 @@ enum Msg {
     Finish(oneshot::Sender<()>),
     /// CC.SHN and CSTS.SHST, then end (the admin queue, at close).
     Shutdown(oneshot::Sender<Result<(), Error>>),
+}
+
+/// How a queue's task ended: what it hands to the next association.
+#[derive(Debug)]
+struct QueueEnd {
+    rx: mpsc::Receiver<Msg>,
+    /// Commands issued and aborted by the teardown, their buffers back.
+    aborted: Vec<Request>,
+    /// Commands not issued yet.
+    unsent: Vec<Request>,
+    finish: Option<oneshot::Sender<()>>,
+    /// Why the association was lost (`None`: the task ended cleanly).
+    lost: Option<String>,
+}
+
+/// One association's queues, as the bring-up leaves them.
+struct Association<B: DdpBackend> {
+    admin: Queue<B>,
+    io: Vec<Queue<B>>,
+    found: bringup::Association,
+}
+
+/// Brings an association up: the admin queue ([`AdminBringup`]), then each I/O queue
+/// ([`IoQueueBringup`]). Backend queue ids are `generation << 16 | qid`, as the blocking
+/// driver's, so that a reconnect's queues do not clash with those they replace.
+async fn bring_up<B: DdpBackend, F: FnMut(QueueId) -> B>(
+    addr: SocketAddr,
+    options: &Options,
+    backend: &mut F,
+    generation: u32,
+) -> Result<Association<B>, Error> {
+    let t = options.timeout;
+    let queue_id = |qid: u16| QueueId((generation << 16) | u32::from(qid));
+    let admin_cfg = bringup::admin_config(options, queue_id(0));
+    let mut admin = Queue::connect(addr, backend(queue_id(0)), admin_cfg, t).await?;
+    let found = admin.drive(&mut AdminBringup::new(options), t).await?;
+    let mut io = Vec::with_capacity(usize::from(found.io_queues));
+    for qid in 1..=found.io_queues {
+        let depth = found.queue_depth;
+        let cfg = bringup::io_config(options, queue_id(qid), qid, depth);
+        let mut q = Queue::connect(addr, backend(queue_id(qid)), cfg, t).await?;
+        q.drive(
+            &mut IoQueueBringup::new(options, qid, depth, found.cntlid),
+            t,
+        )
+        .await?;
+        q.conn.set_in_capsule_limit(found.info.in_capsule_limit());
+        io.push(q);
+    }
+    Ok(Association { admin, io, found })
 }
 
 impl Controller {
@@ -127,66 +220,58 @@ impl Controller {
     /// # Errors
     ///
     /// Any step's failure, in words naming it.
-    pub async fn connect_with<B>(
+    pub async fn connect_with<B, F>(
         addr: impl ToSocketAddrs,
         options: &Options,
-        mut backend: impl FnMut(QueueId) -> B,
+        mut backend: F,
     ) -> Result<Self, Error>
     where
         B: DdpBackend + Send + 'static,
+        F: FnMut(QueueId) -> B + Send + 'static,
     {
         let addr = lookup_host(addr)
             .await?
             .next()
             .ok_or_else(|| Error::Setup("the address resolves to nothing".into()))?;
-        let t = options.timeout;
-        let queue_id = |qid: u16| QueueId(u32::from(qid));
-        let admin_cfg = bringup::admin_config(options, queue_id(0));
-        let mut admin = Queue::connect(addr, backend(queue_id(0)), admin_cfg, t).await?;
-        let found = admin.drive(&mut AdminBringup::new(options), t).await?;
-        let mut io = Vec::with_capacity(usize::from(found.io_queues));
-        for qid in 1..=found.io_queues {
-            let depth = found.queue_depth;
-            let cfg = bringup::io_config(options, queue_id(qid), qid, depth);
-            let mut q = Queue::connect(addr, backend(queue_id(qid)), cfg, t).await?;
-            q.drive(
-                &mut IoQueueBringup::new(options, qid, depth, found.cntlid),
-                t,
-            )
-            .await?;
-            q.conn.set_in_capsule_limit(found.info.in_capsule_limit());
-            io.push(q);
-        }
-        let (ended, _) = watch::channel(None);
-        let ended = Arc::new(ended);
-        let keep_alives = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::with_capacity(io.len() + 1);
-        let mut senders = Vec::with_capacity(io.len());
-        for q in io {
-            let depth = usize::from(found.queue_depth);
-            let (tx, rx) = mpsc::channel(depth * 2);
-            senders.push(tx);
-            let ended = Arc::clone(&ended);
-            tasks.push(::tokio::spawn(q.serve(rx, ended, None, t)));
-        }
+        let a = bring_up(addr, options, &mut backend, 0).await?;
+        let depth = usize::from(a.found.queue_depth);
         let (admin_tx, admin_rx) = mpsc::channel(4);
-        tasks.push(::tokio::spawn(admin.serve(
-            admin_rx,
-            Arc::clone(&ended),
-            Some(Arc::clone(&keep_alives)),
-            t,
-        )));
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            a.io.iter().map(|_| mpsc::channel(depth * 2)).unzip();
+        let (ended, _) = watch::channel(None);
+        let shared = Shared {
+            options: options.clone(),
+            found: a.found.clone(),
+            cntlid: Arc::new(AtomicU16::new(a.found.cntlid)),
+            admin: admin_tx,
+            io: senders,
+            next: AtomicUsize::new(0),
+            ended: Arc::new(ended),
+            keep_alives: Arc::new(AtomicU64::new(0)),
+            events: Arc::default(),
+            reconnects: Arc::new(AtomicU64::new(0)),
+            supervisor: Mutex::new(None),
+        };
+        let supervisor = Supervisor {
+            addr,
+            options: options.clone(),
+            backend,
+            ns: a.found.ns,
+            cntlid: Arc::clone(&shared.cntlid),
+            ended: Arc::clone(&shared.ended),
+            keep_alives: Arc::clone(&shared.keep_alives),
+            events: Arc::clone(&shared.events),
+            reconnects: Arc::clone(&shared.reconnects),
+            _backend: std::marker::PhantomData,
+        };
+        let mut rxs = vec![admin_rx];
+        rxs.extend(receivers);
+        let mut queues = vec![a.admin];
+        queues.extend(a.io);
+        let handle = ::tokio::spawn(supervisor.run(queues, rxs));
+        *lock(&shared.supervisor) = Some(handle);
         Ok(Self {
-            shared: Arc::new(Shared {
-                options: options.clone(),
-                found,
-                admin: admin_tx,
-                io: senders,
-                next: AtomicUsize::new(0),
-                ended,
-                keep_alives,
-                tasks: Mutex::new(tasks),
-            }),
+            shared: Arc::new(shared),
         })
     }
 
@@ -200,9 +285,22 @@ impl Controller {
         self.shared.found.ns
     }
 
-    /// The controller id the admin Connect returned.
+    /// The controller id the admin Connect returned (the last reconnect's).
     pub fn cntlid(&self) -> u16 {
-        self.shared.found.cntlid
+        self.shared.cntlid.load(Ordering::Relaxed)
+    }
+
+    /// How many times the controller was reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// What recovery did since the last call, for the caller to log: the same
+    /// [`ControllerEvent`]s, in the same words, as the blocking driver's
+    /// ([`Reset`](ControllerEvent::Reset), [`Reconnected`](ControllerEvent::Reconnected),
+    /// [`Lost`](ControllerEvent::Lost), [`AsyncEvent`](ControllerEvent::AsyncEvent)).
+    pub fn take_events(&self) -> Vec<ControllerEvent> {
+        std::mem::take(&mut *lock(&self.shared.events))
     }
 
     /// How many I/O queues (tasks) there are: as many as the controller granted of
@@ -222,7 +320,8 @@ impl Controller {
         bringup::max_transfer(&f.info, f.cap, f.ns)
     }
 
-    /// Why the controller ended, once it did (then every command fails with it).
+    /// Why the controller ended, once it did: lost (not back within `ctrl_loss_tmo`; new
+    /// commands are refused) or closed.
     pub fn ended(&self) -> Option<String> {
         self.shared
             .ended
@@ -237,7 +336,9 @@ impl Controller {
     /// # Errors
     ///
     /// A length that is not a whole number of blocks ([`Error::Refused`]), a failed status
-    /// ([`Error::Status`]), an ended controller ([`Error::Lost`]); each hands the buffer back
+    /// ([`Error::Status`]), a controller lost while the command was outstanding (not back
+    /// within `ctrl_loss_tmo`, or the command failed `max_retries` times, [`Error::Lost`]) or
+    /// before it ([`Error::Refused`]), or closed ([`Error::Lost`]); each hands the buffer back
     /// ([`Error::into_buffer`]).
     pub async fn read(&self, slba: u64, buffer: SgBuffer) -> Result<SgBuffer, Error> {
         let b = self.transfer(Kind::Read, slba, Some(buffer)).await?;
@@ -278,20 +379,27 @@ impl Controller {
                 let _ = rx.await;
             }
         }
+        let mut lost = false;
         self.shared.ended.send_if_modified(|e| {
+            lost = e.is_some();
             e.get_or_insert_with(|| Ended {
                 reason: "the controller was closed".into(),
                 by_close: true,
             });
-            true
+            !lost
         });
-        let (tx, rx) = oneshot::channel();
-        let result = match self.shared.admin.send(Msg::Shutdown(tx)).await {
-            Ok(()) => rx.await.unwrap_or_else(|_| Err(ended_admin())),
-            Err(_) => Err(ended_admin()),
+        // A lost controller has nothing to shut down (as the blocking driver's close).
+        let result = if lost {
+            Ok(())
+        } else {
+            let (tx, rx) = oneshot::channel();
+            match self.shared.admin.send(Msg::Shutdown(tx)).await {
+                Ok(()) => rx.await.unwrap_or_else(|_| Err(ended_admin())),
+                Err(_) => Err(ended_admin()),
+            }
         };
-        let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
-        for task in tasks {
+        let supervisor = lock(&self.shared.supervisor).take();
+        if let Some(task) = supervisor {
             let _ = task.await;
         }
         result
@@ -305,11 +413,24 @@ impl Controller {
     ) -> Result<Option<SgBuffer>, Error> {
         let command = kind.name();
         let len = buffer.as_ref().map_or(0, SgBuffer::len);
-        if let Some(reason) = self.ended() {
-            return Err(Error::Lost {
-                reason: format!("{command} of {len} bytes at LBA {slba}: {reason}"),
-                buffer,
-            });
+        let ended = self.shared.ended.borrow().clone();
+        match ended {
+            Some(Ended {
+                reason,
+                by_close: false,
+            }) => {
+                return Err(Error::Refused {
+                    reason: format!("{command}: the controller was lost: {reason}"),
+                    buffer,
+                });
+            }
+            Some(Ended { reason, .. }) => {
+                return Err(Error::Lost {
+                    reason: format!("{command} of {len} bytes at LBA {slba}: {reason}"),
+                    buffer,
+                });
+            }
+            None => {}
         }
         let bs = u64::from(self.shared.found.ns.block_size.max(1));
         if kind != Kind::Flush && (len == 0 || !len.is_multiple_of(bs)) {
@@ -331,7 +452,12 @@ impl Controller {
             let (reply, rx) = oneshot::channel();
             let q = &self.shared.io
                 [self.shared.next.fetch_add(1, Ordering::Relaxed) % self.shared.io.len().max(1)];
-            let msg = Msg::Command(Request { sqe, data, reply });
+            let msg = Msg::Command(Request {
+                sqe,
+                data,
+                reply,
+                tries: 0,
+            });
             async move {
                 match q.send(msg).await {
                     Ok(()) => Ok(rx),
@@ -431,6 +557,22 @@ enum Kind {
 }
 
 impl Kind {
+    fn of(data: &Data) -> Self {
+        match data {
+            Data::Read(_) => Self::Read,
+            Data::Write(_) => Self::Write,
+            Data::None => Self::Flush,
+        }
+    }
+
+    fn data(self, buffer: Option<SgBuffer>) -> Data {
+        match (self, buffer) {
+            (Self::Read, Some(b)) => Data::Read(b),
+            (Self::Write, Some(b)) => Data::Write(b),
+            _ => Data::None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Read => "Read",
@@ -644,31 +786,70 @@ impl<B: DdpBackend> Queue<B> {
         }
     }
 
+    /// Submits an Asynchronous Event Request (untimed); its CID.
+    fn request_async_event(&mut self) -> Option<u16> {
+        self.conn
+            .submit_untimed(nvme::async_event_request(), Data::None)
+            .ok()
+    }
+
+    /// An Asynchronous Event Request completed: the event is reported, the log page it names
+    /// read (which re-arms it; the data is not used), and a new request submitted; its CID.
+    fn async_event(&mut self, c: &Completion, events: &Mutex<Vec<ControllerEvent>>) -> Option<u16> {
+        let e = nvme::AsyncEvent::from_dw0(c.result as u32);
+        lock(events).push(ControllerEvent::AsyncEvent(e));
+        if e.log_page != 0 {
+            let sqe = nvme::get_log_page(e.log_page, 0xFFFF_FFFF, 4096, 0);
+            let _ = self.conn.submit(sqe, Data::Read(SgBuffer::zeroed(4096)));
+        }
+        self.request_async_event()
+    }
+
     /// The queue's task: takes commands, sends, reads, runs the timers, answers every command
-    /// (its buffer back); ends with the connection, at `Finish`/`Shutdown`, or when every
-    /// handle is gone and nothing is outstanding.
-    async fn serve(
-        mut self,
-        mut rx: mpsc::Receiver<Msg>,
-        ended: Arc<watch::Sender<Option<Ended>>>,
-        keep_alives: Option<Arc<AtomicU64>>,
-        timeout: Duration,
-    ) {
+    /// (its buffer back). It ends cleanly at `Finish`/`Shutdown`, or when every handle is gone
+    /// and nothing is outstanding; or with the association (its connection's end, a command
+    /// past its deadline, another queue's end through `lost`), handing back the commands it
+    /// held, buffers in them, for the next association.
+    async fn serve(mut self, q: Serve) -> QueueEnd {
+        let Serve {
+            mut rx,
+            lost,
+            keep_alives,
+            events: async_events,
+            options,
+            mut backlog,
+            mut finish,
+        } = q;
         let name = self.name();
-        let mut ended_rx = ended.subscribe();
-        let mut waiting: HashMap<u16, oneshot::Sender<Outcome>> = HashMap::new();
-        let mut backlog: VecDeque<Request> = VecDeque::new();
-        let mut finish: Option<oneshot::Sender<()>> = None;
+        let timeout = options.timeout;
+        let mut lost_rx = lost.subscribe();
+        let keep_alive_base = keep_alives
+            .as_ref()
+            .map_or(0, |k| k.load(Ordering::Relaxed));
+        let mut waiting: HashMap<u16, Issued> = HashMap::new();
         let mut open = true;
         let mut end: Option<String> = None;
+        let mut aborted = Vec::new();
+        // The admin queue keeps one Asynchronous Event Request outstanding, as Linux does
+        // (NVME_NR_AEN_COMMANDS); it has no deadline.
+        let mut aer = async_events
+            .as_ref()
+            .and_then(|_| self.request_async_event());
         loop {
             while self.conn.free_slots() > 0
                 && !self.conn.is_closed()
                 && let Some(r) = backlog.pop_front()
             {
+                let kind = Kind::of(&r.data);
                 match self.conn.submit(r.sqe, r.data) {
                     Ok(cid) => {
-                        waiting.insert(cid, r.reply);
+                        let issued = Issued {
+                            sqe: r.sqe,
+                            kind,
+                            reply: r.reply,
+                            tries: r.tries,
+                        };
+                        waiting.insert(cid, issued);
                     }
                     Err((e, data)) => {
                         let _ = r.reply.send(Outcome::Failed {
@@ -679,11 +860,11 @@ impl<B: DdpBackend> Queue<B> {
                 }
             }
             if let Err(e) = self.send().await {
-                end.get_or_insert_with(|| format!("{name}: socket: {e}"));
+                end.get_or_insert_with(|| socket_failed(&name, &e));
                 self.conn.close();
             }
             if let Some(k) = &keep_alives {
-                k.store(self.conn.keep_alives(), Ordering::Relaxed);
+                k.store(keep_alive_base + self.conn.keep_alives(), Ordering::Relaxed);
             }
             let mut events = Vec::new();
             while let Some(event) = self.conn.poll_event() {
@@ -691,16 +872,19 @@ impl<B: DdpBackend> Queue<B> {
             }
             for event in &events {
                 match event {
+                    // As Linux's nvme-tcp (nvme_tcp_timeout): a command past its deadline
+                    // starts error recovery, no Abort.
                     Event::TimedOut {
                         cid,
                         command,
                         waited,
                     } => {
-                        end.get_or_insert_with(|| format!(
-                            "{command} (CID {cid}) on {name} timed out after {:.1} s; the tokio \
-                             driver does not recover, so the controller was closed",
-                            waited.as_secs_f64()
-                        ));
+                        end.get_or_insert_with(|| {
+                            format!(
+                                "{command} (CID {cid}) on {name} timed out after {:.1} s",
+                                waited.as_secs_f64()
+                            )
+                        });
                         self.conn.close();
                     }
                     Event::Closed(e) => {
@@ -715,32 +899,53 @@ impl<B: DdpBackend> Queue<B> {
             }
             for event in events {
                 let Event::Completed(c) = event else { continue };
-                let Some(reply) = waiting.remove(&c.cid) else {
+                if aer.is_some_and(|cid| cid == c.cid) {
+                    aer = None;
+                    // Refused (limit exceeded) or aborted by a teardown: not asked again.
+                    if let Some(reports) = &async_events
+                        && end.is_none()
+                        && c.status.is_success()
+                    {
+                        aer = self.async_event(&c, reports);
+                    }
+                    continue;
+                }
+                let Some(issued) = waiting.remove(&c.cid) else {
                     continue;
                 };
-                let outcome = match &end {
-                    Some(reason) if c.status == Status::ABORTED => Outcome::Failed {
-                        reason: reason.clone(),
-                        buffer: c.buffer,
-                    },
-                    _ => Outcome::Done(c),
-                };
-                let _ = reply.send(outcome);
+                if end.is_some() && c.status == Status::ABORTED {
+                    // Torn down, not answered: its buffer is back, for the next association.
+                    aborted.push(issued.request(c.buffer));
+                } else if recovery::retry_status(c.status, issued.tries, &options) {
+                    let mut r = issued.request(c.buffer);
+                    r.tries += 1;
+                    backlog.push_back(r);
+                } else {
+                    let _ = issued.reply.send(Outcome::Done(c));
+                }
             }
             if self.conn.is_closed() {
-                let reason = end.clone().unwrap_or_else(|| format!("{name} was closed"));
-                if finish.is_none() {
-                    ended.send_if_modified(|e| {
-                        let first = e.is_none();
-                        e.get_or_insert_with(|| Ended {
-                            reason: reason.clone(),
-                            by_close: false,
-                        });
-                        first
+                let reason = end.unwrap_or_else(|| format!("{name} was closed"));
+                lost.send_if_modified(|e| {
+                    let first = e.is_none();
+                    e.get_or_insert_with(|| reason.clone());
+                    first
+                });
+                // A command still held here had no completion: its backend kept the buffer
+                // (a device may still write into it), so it cannot come back.
+                for (_, issued) in waiting.drain() {
+                    let _ = issued.reply.send(Outcome::Failed {
+                        reason: format!("{reason} (the DDP backend did not release its buffer)"),
+                        buffer: None,
                     });
                 }
-                fail_all(&mut waiting, &mut backlog, &reason, &mut rx);
-                break;
+                return QueueEnd {
+                    rx,
+                    aborted,
+                    unsent: backlog.into(),
+                    finish,
+                    lost: Some(reason),
+                };
             }
             let idle = waiting.is_empty() && backlog.is_empty();
             if idle && (finish.is_some() || !open) {
@@ -753,19 +958,19 @@ impl<B: DdpBackend> Queue<B> {
             let wake = self.conn.poll_timeout();
             ::tokio::select! {
                 biased;
-                r = ended_rx.changed(), if end.is_none() => {
+                r = lost_rx.changed(), if end.is_none() => {
                     let why = match r {
-                        Ok(()) => ended_rx.borrow_and_update().clone(),
+                        Ok(()) => lost_rx.borrow_and_update().clone(),
                         Err(_) => None,
                     };
-                    if let Some(why) = why && !why.by_close && finish.is_none() {
-                        end = Some(why.reason);
+                    if let Some(why) = why {
+                        end = Some(why);
                         self.conn.close();
                     }
                 }
                 r = self.stream.readable() => {
                     if let Err(e) = r.and_then(|()| self.receive()) {
-                        end.get_or_insert_with(|| format!("{name}: socket: {e}"));
+                        end.get_or_insert_with(|| socket_failed(&name, &e));
                         self.conn.close();
                     }
                 }
@@ -783,7 +988,7 @@ impl<B: DdpBackend> Queue<B> {
                     Some(Msg::Shutdown(tx)) => {
                         let result = self.drive(&mut Shutdown::new(timeout), timeout).await;
                         let _ = tx.send(result);
-                        return;
+                        break;
                     }
                     None => open = false,
                 },
@@ -791,38 +996,227 @@ impl<B: DdpBackend> Queue<B> {
             }
             self.conn.handle_timeout(Instant::now());
         }
-        if let Some(tx) = finish {
+        if let Some(tx) = finish.take() {
+            let _ = tx.send(());
+        }
+        QueueEnd {
+            rx,
+            aborted,
+            unsent: backlog.into(),
+            finish,
+            lost: None,
+        }
+    }
+}
+
+/// What a queue's task starts with.
+struct Serve {
+    rx: mpsc::Receiver<Msg>,
+    /// Set by the first queue of the association to end; ends the others.
+    lost: Arc<watch::Sender<Option<String>>>,
+    /// The admin queue's Keep Alive counter.
+    keep_alives: Option<Arc<AtomicU64>>,
+    /// Where the admin queue reports asynchronous events (`None` on I/O queues).
+    events: Option<Arc<Mutex<Vec<ControllerEvent>>>>,
+    options: Options,
+    /// Commands to issue first (those of a lost association).
+    backlog: VecDeque<Request>,
+    finish: Option<oneshot::Sender<()>>,
+}
+
+/// Runs an association's queue tasks; when it is lost, reconnects as the [`recovery`]
+/// policy says (the same as the blocking driver's) and issues again what it says, or fails
+/// everything.
+struct Supervisor<B, F> {
+    addr: SocketAddr,
+    options: Options,
+    backend: F,
+    ns: NamespaceInfo,
+    cntlid: Arc<AtomicU16>,
+    ended: Arc<watch::Sender<Option<Ended>>>,
+    keep_alives: Arc<AtomicU64>,
+    events: Arc<Mutex<Vec<ControllerEvent>>>,
+    reconnects: Arc<AtomicU64>,
+    _backend: std::marker::PhantomData<fn() -> B>,
+}
+
+impl<B, F> Supervisor<B, F>
+where
+    B: DdpBackend + Send + 'static,
+    F: FnMut(QueueId) -> B + Send + 'static,
+{
+    /// `queues`: the admin queue, then the I/O queues; `rxs` their channels, in that order.
+    async fn run(mut self, mut queues: Vec<Queue<B>>, mut rxs: Vec<mpsc::Receiver<Msg>>) {
+        let n = queues.len();
+        let mut backlogs: Vec<VecDeque<Request>> = (0..n).map(|_| VecDeque::new()).collect();
+        let mut finishes: Vec<Option<oneshot::Sender<()>>> = (0..n).map(|_| None).collect();
+        let mut generation = 0u32;
+        loop {
+            let (lost, _) = watch::channel(None);
+            let lost = Arc::new(lost);
+            let tasks: Vec<_> = queues
+                .drain(..)
+                .zip(rxs.drain(..))
+                .enumerate()
+                .map(|(i, (q, rx))| {
+                    let serve = Serve {
+                        rx,
+                        lost: Arc::clone(&lost),
+                        keep_alives: (i == 0).then(|| Arc::clone(&self.keep_alives)),
+                        events: (i == 0).then(|| Arc::clone(&self.events)),
+                        options: self.options.clone(),
+                        backlog: std::mem::take(&mut backlogs[i]),
+                        finish: finishes[i].take(),
+                    };
+                    ::tokio::spawn(q.serve(serve))
+                })
+                .collect();
+            let mut aborted = Vec::new();
+            let mut unsent = Vec::new();
+            let mut reason = None;
+            for (i, task) in tasks.into_iter().enumerate() {
+                let Ok(end) = task.await else {
+                    // A task that panicked took its channel with it: its senders see the
+                    // channel closed, its commands' replies dropped.
+                    reason.get_or_insert_with(|| "a queue's task panicked".to_string());
+                    let (_, rx) = mpsc::channel(1);
+                    rxs.push(rx);
+                    continue;
+                };
+                rxs.push(end.rx);
+                finishes[i] = end.finish;
+                aborted.extend(end.aborted);
+                unsent.extend(end.unsent);
+                if reason.is_none() {
+                    reason = end.lost;
+                }
+            }
+            let first = lost.borrow().clone();
+            let Some(reason) = first.or(reason) else {
+                return; // every queue ended cleanly
+            };
+            // Issued again, as the blocking driver decides, or failed, buffers back.
+            let mut again = Vec::with_capacity(aborted.len() + unsent.len());
+            for mut r in aborted {
+                match recovery::after_loss(r.tries, &self.options) {
+                    Ok(tries) => {
+                        r.tries = tries;
+                        again.push(r);
+                    }
+                    Err(why) => {
+                        let _ = r.reply.send(Outcome::Failed {
+                            reason: why,
+                            buffer: r.data.into_buffer(),
+                        });
+                    }
+                }
+            }
+            again.extend(unsent);
+            let (mut policy, event) = Reconnect::new(&self.options, Instant::now(), reason);
+            self.report(event);
+            let a = loop {
+                match policy.next(Instant::now()) {
+                    Next::Wait(t) => sleep(Some(t)).await,
+                    Next::GiveUp(event) => return self.give_up(event, again, rxs, finishes),
+                    Next::Attempt(_) => {
+                        generation = generation.wrapping_add(1);
+                        let a = bring_up(self.addr, &self.options, &mut self.backend, generation);
+                        match a.await {
+                            Ok(a) => break a,
+                            Err(e) => policy.attempt_failed(Instant::now(), e.to_string()),
+                        }
+                    }
+                }
+            };
+            let changed = recovery::namespace_changed(self.options.nsid, a.found.ns, self.ns)
+                .or_else(|| {
+                    (a.io.len() + 1 != n).then(|| {
+                        format!(
+                            "the controller granted {} I/O queues across the reconnect, was {}",
+                            a.io.len(),
+                            n - 1
+                        )
+                    })
+                });
+            if let Some(why) = changed {
+                let event = policy.fatal(why);
+                return self.give_up(event, again, rxs, finishes);
+            }
+            self.cntlid.store(a.found.cntlid, Ordering::Relaxed);
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.report(policy.reconnected(Instant::now(), again.len()));
+            for (k, r) in again.into_iter().enumerate() {
+                backlogs[1 + k % (n - 1).max(1)].push_back(r);
+            }
+            queues.push(a.admin);
+            queues.extend(a.io);
+        }
+    }
+
+    fn report(&self, event: ControllerEvent) {
+        lock(&self.events).push(event);
+    }
+
+    /// Not back within `ctrl_loss_tmo`: every command held or queued fails with the reason,
+    /// its buffer back; a close waiting is answered; new commands are refused.
+    fn give_up(
+        &self,
+        event: ControllerEvent,
+        held: Vec<Request>,
+        rxs: Vec<mpsc::Receiver<Msg>>,
+        finishes: Vec<Option<oneshot::Sender<()>>>,
+    ) {
+        let reason = match &event {
+            ControllerEvent::Lost { reason } => reason.clone(),
+            other => other.to_string(),
+        };
+        self.report(event);
+        self.ended.send_if_modified(|e| {
+            let first = e.is_none();
+            e.get_or_insert_with(|| Ended {
+                reason: reason.clone(),
+                by_close: false,
+            });
+            first
+        });
+        let fail = |r: Request| {
+            let _ = r.reply.send(Outcome::Failed {
+                reason: reason.clone(),
+                buffer: r.data.into_buffer(),
+            });
+        };
+        held.into_iter().for_each(fail);
+        for mut rx in rxs {
+            rx.close();
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    Msg::Command(r) => fail(r),
+                    Msg::Finish(tx) => {
+                        let _ = tx.send(());
+                    }
+                    // Nothing to shut down (as the blocking driver's close of a lost one).
+                    Msg::Shutdown(tx) => {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+            }
+        }
+        for tx in finishes.into_iter().flatten() {
             let _ = tx.send(());
         }
     }
 }
 
-/// Fails every command still held, its buffer back, with `reason`; and whatever is still
-/// queued for the task.
-fn fail_all(
-    waiting: &mut HashMap<u16, oneshot::Sender<Outcome>>,
-    backlog: &mut VecDeque<Request>,
-    reason: &str,
-    rx: &mut mpsc::Receiver<Msg>,
-) {
-    // A command still held here had no completion: its backend kept the buffer (a device
-    // may still write into it), so it cannot come back.
-    for (_, reply) in waiting.drain() {
-        let _ = reply.send(Outcome::Failed {
-            reason: format!("{reason} (the DDP backend did not release its buffer)"),
-            buffer: None,
-        });
-    }
-    rx.close();
-    let queued = std::iter::from_fn(|| rx.try_recv().ok()).filter_map(|m| match m {
-        Msg::Command(r) => Some(r),
-        _ => None,
-    });
-    for r in backlog.drain(..).chain(queued.collect::<Vec<_>>()) {
-        let _ = r.reply.send(Outcome::Failed {
-            reason: reason.to_string(),
-            buffer: r.data.into_buffer(),
-        });
+/// A socket error that ended a queue, in words (its kind, not the OS's error number).
+fn socket_failed(queue: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+            format!(
+                "{queue}: the controller closed the connection ({})",
+                e.kind()
+            )
+        }
+        kind => format!("{queue}: the socket failed: {kind}"),
     }
 }
 

@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use ulp_ddp_core::SgBuffer;
 use ulp_nvme_tcp::blocking::{
-    CommandId, Controller, ControllerEvent, Error, Io, IoCompletion, IoError, Options,
+    CommandId, Controller, ControllerEvent, Error, Io, IoCompletion, IoError,
 };
-use ulp_testbed::nvme::{Target, TargetConfig};
 use ulp_testbed::proxy::Proxy;
+
+mod fixtures;
+use fixtures::{options, target, violations};
 
 /// Bytes per command.
 const IO: usize = 4096;
@@ -57,26 +59,6 @@ fn read_data(slot: u64) -> Vec<u8> {
 /// issued again after a reset leave the same bytes whatever the order).
 fn write_data(slot: u64) -> Vec<u8> {
     pattern(IO, 0x80 + slot)
-}
-
-fn options(target: &Target) -> Options {
-    let mut o = Options::new(target.subnqn());
-    o.queue_depth = 32;
-    o.timeout = Duration::from_secs(1);
-    o.admin_timeout = Duration::from_secs(1);
-    o.io_timeout = Duration::from_millis(300);
-    o.kato = Duration::from_millis(400);
-    o.reconnect_delay = Duration::from_millis(100);
-    o.ctrl_loss_tmo = Duration::from_secs(2);
-    o
-}
-
-fn target() -> Target {
-    Target::start(TargetConfig {
-        size: 4 << 20,
-        ..TargetConfig::default()
-    })
-    .expect("target")
 }
 
 /// Fills the read region (one write per slot).
@@ -140,16 +122,6 @@ impl Op {
 /// The events in words.
 fn words(events: &[ControllerEvent]) -> Vec<String> {
     events.iter().map(ToString::to_string).collect()
-}
-
-/// The target's violations other than a stream that ended inside a PDU (what cutting a
-/// connection while the host sends does).
-fn violations(target: &Target) -> Vec<String> {
-    target
-        .violations()
-        .into_iter()
-        .filter(|v| !v.contains("end of stream inside a PDU") && !v.contains("read: "))
-        .collect()
 }
 
 /// Waits (at most 5 s) for `f`.
@@ -219,32 +191,7 @@ fn cut_mid_run_reconnects_and_every_command_completes() {
         text.join("; ")
     );
     assert_eq!(c.reconnects(), 1, "{text:?}");
-    assert_eq!(events.len(), 2, "{text:?}");
-    let ControllerEvent::Reset { reason } = &events[0] else {
-        panic!("a reset first: {text:?}");
-    };
-    assert!(!reason.is_empty());
-    assert!(
-        text[0].starts_with("resetting the controller: "),
-        "{text:?}"
-    );
-    let ControllerEvent::Reconnected {
-        attempts,
-        after,
-        reissued,
-    } = events[1]
-    else {
-        panic!("then reconnected: {text:?}");
-    };
-    assert!(text[1].starts_with("reconnected after "), "{text:?}");
-    assert!(text[1].contains(" issued again"), "{text:?}");
-    // Refused while cut, one attempt every reconnect_delay; the last one got through.
-    assert!(attempts >= 2, "{text:?}");
-    assert_eq!(u64::from(attempts), proxy.refused() + 1, "{text:?}");
-    assert!(
-        after >= OUTAGE - o.reconnect_delay && after < OUTAGE + 3 * o.reconnect_delay,
-        "{after:?}"
-    );
+    let reissued = fixtures::reset_then_reconnected(&events, proxy.refused(), OUTAGE, &o);
     assert!(
         (1..=16).contains(&reissued),
         "{reissued} in flight at the cut"
@@ -318,28 +265,8 @@ fn cut_for_good_fails_every_command_after_ctrl_loss_tmo() {
         text.join("; ")
     );
     assert_eq!(failed, 16);
-    // The controller gives up when the next attempt would start past ctrl_loss_tmo, so up to
-    // one reconnect_delay before it (`cut_for_good_keeps_trying_until_ctrl_loss_tmo`, ignored:
-    // Linux makes its last attempt at ctrl_loss_tmo).
-    assert!(
-        elapsed >= o.ctrl_loss_tmo - o.reconnect_delay,
-        "gave up early: {elapsed:?}"
-    );
-    assert!(
-        elapsed < o.ctrl_loss_tmo + Duration::from_millis(600),
-        "{elapsed:?}"
-    );
-    assert!(proxy.refused() >= 5, "kept trying: {}", proxy.refused());
+    fixtures::given_up_after_ctrl_loss_tmo(&text, elapsed, proxy.refused(), &o);
     assert_eq!(c.reconnects(), 0);
-    assert_eq!(text.len(), 2, "{text:?}");
-    assert!(
-        text[0].starts_with("resetting the controller: "),
-        "{text:?}"
-    );
-    assert!(
-        text[1].starts_with("controller lost: not reachable again within ctrl_loss_tmo 1.0 s"),
-        "{text:?}"
-    );
     match c.submit(Io::Flush) {
         Err(Error::Refused { reason, .. }) => {
             assert!(reason.contains("ctrl_loss_tmo"), "{reason}");

@@ -18,31 +18,13 @@ use ulp_ddp_core::{
     BackendError, DdpBackend, Limits, ProtocolId, QueueConfig, QueueId, SgBuffer, Shared, Stats,
     Tag, TcpSeq,
 };
-use ulp_nvme_tcp::blocking::{Controller, Error, Io, Options};
-use ulp_testbed::nvme::{Target, TargetConfig};
+use ulp_nvme_tcp::blocking::{Controller, Error, Io};
 use ulp_testbed::proxy::Proxy;
 
+mod fixtures;
+use fixtures::{options, target};
+
 const IO: usize = 4096;
-
-fn options(target: &Target) -> Options {
-    let mut o = Options::new(target.subnqn());
-    o.queue_depth = 32;
-    o.timeout = Duration::from_secs(1);
-    o.admin_timeout = Duration::from_secs(1);
-    o.io_timeout = Duration::from_millis(300);
-    o.kato = Duration::from_millis(400);
-    o.reconnect_delay = Duration::from_millis(100);
-    o.ctrl_loss_tmo = Duration::from_secs(2);
-    o
-}
-
-fn target() -> Target {
-    Target::start(TargetConfig {
-        size: 4 << 20,
-        ..TargetConfig::default()
-    })
-    .expect("target")
-}
 
 /// Runs `f` on a thread; panics if it does not finish within `limit` (a hang).
 fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {

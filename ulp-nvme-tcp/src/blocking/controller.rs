@@ -14,6 +14,7 @@ use super::{Connection, Error, QueueEvent, timed_out};
 use crate::connection::{Completion, Data};
 use crate::nvme::{self, ControllerInfo, NamespaceInfo};
 use crate::options::Options;
+use crate::recovery::{self, Next, Reconnect};
 use crate::wire::capsule_cmd::SQE_LEN;
 
 /// One NVMe command of an [`Io`].
@@ -540,8 +541,7 @@ impl<B: DdpBackend> Controller<B> {
             return;
         };
         let status = c.status;
-        if !status.is_success() && !status.dnr && part.tries < self.options.max_retries {
-            // Linux retries every status without DNR, up to max_retries.
+        if recovery::retry_status(status, part.tries, &self.options) {
             let mut part = part;
             part.tries += 1;
             let data = part.kind.data(c.buffer);
@@ -670,60 +670,36 @@ impl<B: DdpBackend> Controller<B> {
     /// Tears the association down (every buffer back), reconnects every `reconnect_delay`
     /// until `ctrl_loss_tmo`, and issues again what may be retried; or fails everything.
     fn reset(&mut self, reason: String) {
-        let lost_at = Instant::now();
-        self.events.push(ControllerEvent::Reset {
-            reason: reason.clone(),
-        });
+        let (mut policy, event) = Reconnect::new(&self.options, Instant::now(), reason);
+        self.events.push(event);
         self.collect_aborted();
-        let mut attempts = 0u32;
-        let mut last = reason;
-        // As Linux: ctrl_loss_tmo / reconnect_delay attempts (rounded up), one every
-        // reconnect_delay, the last at ctrl_loss_tmo.
-        let (delay, tmo) = (self.options.reconnect_delay, self.options.ctrl_loss_tmo);
-        let max_attempts = if delay.is_zero() {
-            u32::MAX
-        } else {
-            u32::try_from(tmo.as_nanos().div_ceil(delay.as_nanos()))
-                .unwrap_or(u32::MAX)
-                .max(1)
-        };
         loop {
-            if attempts >= max_attempts || (delay.is_zero() && lost_at.elapsed() > tmo) {
-                return self.give_up(format!(
-                    "not reachable again within ctrl_loss_tmo {:.1} s ({attempts} attempts; \
-                     last: {last})",
-                    tmo.as_secs_f64()
-                ));
+            match policy.next(Instant::now()) {
+                Next::Wait(until) => {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                    continue;
+                }
+                Next::GiveUp(event) => return self.give_up(event),
+                Next::Attempt(_) => {}
             }
-            std::thread::sleep(delay);
-            attempts += 1;
             // New backend queue ids: the old queues still exist until they are replaced, and a
             // shared backend keys its queues by id.
             let generation = u32::try_from(self.reconnects + 1).unwrap_or(u32::MAX);
             match bring_up(self.addr, &self.options, &mut *self.backend, generation) {
                 Ok(q) => {
-                    if q.ns != self.q.ns {
-                        return self.give_up(format!(
-                            "namespace {} changed across the reconnect ({} x {} B, was {} x {} B)",
-                            self.options.nsid,
-                            q.ns.nsze,
-                            q.ns.block_size,
-                            self.q.ns.nsze,
-                            self.q.ns.block_size
-                        ));
+                    if let Some(reason) =
+                        recovery::namespace_changed(self.options.nsid, q.ns, self.q.ns)
+                    {
+                        return self.give_up(policy.fatal(reason));
                     }
                     self.q = q;
                     self.reconnects += 1;
-                    let reissued = self.backlog.len();
-                    self.events.push(ControllerEvent::Reconnected {
-                        attempts,
-                        after: lost_at.elapsed(),
-                        reissued,
-                    });
+                    let event = policy.reconnected(Instant::now(), self.backlog.len());
+                    self.events.push(event);
                     self.issue();
                     return;
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => policy.attempt_failed(Instant::now(), e.to_string()),
             }
         }
     }
@@ -760,33 +736,31 @@ impl<B: DdpBackend> Controller<B> {
         }
         back.sort_by_key(|(p, _)| (p.id, p.index));
         for (mut part, buffer) in back.into_iter().rev() {
-            if part.tries < self.options.max_retries {
-                part.tries += 1;
-                let data = part.kind.data(buffer);
-                self.backlog.push_front((part, data));
-            } else {
-                let reason = format!(
-                    "failed {} times, each time the connection was lost",
-                    part.tries + 1
-                );
-                self.part_done(part, buffer, Some(IoError::Lost(reason)));
+            match recovery::after_loss(part.tries, &self.options) {
+                Ok(tries) => {
+                    part.tries = tries;
+                    let data = part.kind.data(buffer);
+                    self.backlog.push_front((part, data));
+                }
+                Err(reason) => self.part_done(part, buffer, Some(IoError::Lost(reason))),
             }
         }
         // A backend that still holds a buffer after the wait: the device may still write
         // into it, so it cannot come back; the command fails saying so.
         for (_, part) in std::mem::take(&mut self.inflight) {
-            let reason = format!(
-                "the DDP backend did not release its buffer within {:.1} s of the reset",
-                self.options.timeout.as_secs_f64()
-            );
+            let reason = recovery::not_released(self.options.timeout);
             self.part_done(part, None, Some(IoError::Lost(reason)));
         }
     }
 
-    fn give_up(&mut self, reason: String) {
-        self.events.push(ControllerEvent::Lost {
-            reason: reason.clone(),
-        });
+    /// Fails every command left with the reason of `event` (a [`ControllerEvent::Lost`]),
+    /// buffers back, and refuses new ones.
+    fn give_up(&mut self, event: ControllerEvent) {
+        let reason = match &event {
+            ControllerEvent::Lost { reason } => reason.clone(),
+            other => other.to_string(),
+        };
+        self.events.push(event);
         for (part, data) in std::mem::take(&mut self.backlog) {
             self.part_done(
                 part,
