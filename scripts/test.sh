@@ -33,5 +33,15 @@ cargo test --workspace --locked
 # the core is on crates.io). About 25 s. --allow-dirty only matters for local runs.
 cargo package --locked --allow-dirty \
     -p ulp-ddp-core -p ulp-backend-sw -p ulp-backend-mlx5 -p ulp-nvme-tcp -p ulp-iscsi
+# No packaged test, bench or example reaches outside its crate: the test bed (a path-only
+# dev-dependency) is stripped from the packages, and #[path] into another crate is not packaged.
+for crate in ulp-ddp-core ulp-backend-sw ulp-backend-mlx5 ulp-nvme-tcp ulp-iscsi; do
+    files=$(cargo package --list --locked --allow-dirty -p "$crate" | grep -E '^(tests|benches|examples)/.*\.rs$' || true)
+    outside=$(cd "$crate" && for f in $files; do grep -lE 'ulp_testbed|#\[path' "$f" || true; done)
+    if [ -n "$outside" ]; then
+        echo "$crate packages files that reach outside the crate (add them to its exclude list):" $outside >&2
+        exit 1
+    fi
+done
 # The fuzz targets build on stable (they run under nightly with cargo fuzz; see fuzz/README.md).
 cargo check --manifest-path fuzz/Cargo.toml --quiet
