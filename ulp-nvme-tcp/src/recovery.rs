@@ -2,7 +2,7 @@
 //! command when its queue is lost or it fails with a status, when the next reconnect attempt
 //! is due, when to give up, and the [`ControllerEvent`]s that say so. The blocking
 //! [`Controller`](crate::blocking::Controller) and the tokio
-//! [`Controller`](crate::tokio::Controller) (feature `tokio`) do the I/O (sleeping, the
+//! `tokio::Controller` (feature `tokio`) do the I/O (sleeping, the
 //! bring-up on new sockets) and ask this module what to do, so they decide alike.
 //!
 //! It follows Linux's NVMe/TCP host: a lost association is torn down, a reconnect attempted
