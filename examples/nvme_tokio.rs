@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use ulp_nvme_tcp::tokio::Controller;
-use ulp_nvme_tcp::{Digests, Error, Options, SgBuffer};
+use ulp_nvme_tcp::{Digests, Error, NvmeTcpUrl, Options, SgBuffer};
 
 const TASKS: u64 = 8;
 const CHUNK: usize = 512 * 1024;
@@ -46,11 +46,15 @@ async fn half(ctrl: &Controller, write: bool) -> Result<f64, Box<dyn std::error:
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (addr, nqn) = ulp_ddp_examples::nvme_args()?;
-    let mut options = Options::new(&nqn);
+    let url = std::env::args()
+        .nth(1)
+        .ok_or("usage: nvme_tokio nvme-tcp://HOST[:PORT]/NQN/NSID")?;
+    let url = NvmeTcpUrl::parse(&url)?;
+    let mut options = Options::new(&url.subnqn);
+    options.nsid = url.nsid;
     options.queues = 4;
     options.digests = Digests::BOTH;
-    let ctrl = Controller::connect(&addr, &options).await?;
+    let ctrl = Controller::connect(url.addr(), &options).await?;
     let written = half(&ctrl, true).await?;
     let read = half(&ctrl, false).await?;
     println!(

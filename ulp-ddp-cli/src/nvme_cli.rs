@@ -14,7 +14,7 @@ use crate::perf::{EMBEDDED_BYTES, PerfIo, PerfResult, PerfSpec, closed_loop, sta
 
 /// The NVMe/TCP URL of a namespace: host (an IPv6 address in brackets), port, subsystem NQN
 /// and namespace ID.
-pub type NvmeUrl = (String, u16, String, u32);
+pub type NvmeUrl = ulp_nvme_tcp::NvmeTcpUrl;
 
 /// The write patterns, documented in `--help`.
 const PATTERNS: &str = "\
@@ -290,32 +290,11 @@ fn discovery_url_arg(url: &str) -> Result<NvmeUrl, String> {
     parse_discovery_url(url)
 }
 
-/// Splits `HOST[:PORT]` (an IPv6 host in brackets, kept with them so that `host:port` is an
-/// address) with `default` for a missing port.
-fn host_port(hostport: &str, default: u16) -> Result<(String, u16), String> {
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or("an IPv6 host needs its closing ]")?;
-        (format!("[{h}]"), after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (hostport.to_string(), None),
-        }
-    };
-    let port = match port {
-        Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
-        None => default,
-    };
-    if host.is_empty() || host == "[]" {
-        return Err("empty host".into());
-    }
-    Ok((host, port))
-}
-
-fn url_error(url: &str, why: &str, form: &str) -> String {
-    format!("not an nvme-tcp:// URL: {url:?} ({why}; expected {form})")
+fn url_error(e: &ulp_nvme_tcp::UrlError, form: &str) -> String {
+    format!(
+        "not an nvme-tcp:// URL: {:?} ({}; expected {form})",
+        e.url, e.reason
+    )
 }
 
 /// Parses `nvme-tcp://HOST[:PORT]/NQN/NSID` (port 4420 unless given; `[v6 address]`).
@@ -324,36 +303,17 @@ fn url_error(url: &str, why: &str, form: &str) -> String {
 ///
 /// A message quoting the URL and saying what is wrong.
 pub fn parse_url(url: &str) -> Result<NvmeUrl, String> {
-    const FORM: &str = "nvme-tcp://HOST[:PORT]/NQN/NSID";
-    let e = |why: &str| url_error(url, why, FORM);
-    let rest = url
-        .strip_prefix("nvme-tcp://")
-        .ok_or_else(|| e("it must start with nvme-tcp://"))?;
-    let (hostport, path) = rest.split_once('/').ok_or_else(|| e("missing /NQN/NSID"))?;
-    let (host, port) = host_port(hostport, 4420).map_err(|w| e(&w))?;
-    let (nqn, nsid) = path.rsplit_once('/').ok_or_else(|| e("missing /NSID"))?;
-    let nsid = nsid.parse().map_err(|_| e(&format!("bad NSID {nsid:?}")))?;
-    if nqn.is_empty() {
-        return Err(e("empty NQN"));
-    }
-    Ok((host, port, nqn.to_string(), nsid))
+    NvmeUrl::parse(url).map_err(|e| url_error(&e, "nvme-tcp://HOST[:PORT]/NQN/NSID"))
 }
 
-/// Parses `nvme-tcp://HOST[:PORT][/]` (a discovery controller; port 4420 by default) into the
-/// URL tuple with the discovery NQN.
+/// Parses `nvme-tcp://HOST[:PORT][/]` (a discovery controller; port 4420 by default), with the
+/// discovery NQN.
 ///
 /// # Errors
 ///
 /// A message quoting the URL and saying what is wrong.
 pub fn parse_discovery_url(url: &str) -> Result<NvmeUrl, String> {
-    const FORM: &str = "nvme-tcp://HOST[:PORT]";
-    let e = |why: &str| url_error(url, why, FORM);
-    let rest = url
-        .strip_prefix("nvme-tcp://")
-        .ok_or_else(|| e("it must start with nvme-tcp://"))?;
-    let hostport = rest.split('/').next().unwrap_or_default();
-    let (host, port) = host_port(hostport, 4420).map_err(|w| e(&w))?;
-    Ok((host, port, ulp_nvme_tcp::nvme::DISCOVERY_NQN.to_string(), 0))
+    NvmeUrl::parse_discovery(url).map_err(|e| url_error(&e, "nvme-tcp://HOST[:PORT]"))
 }
 
 /// Parses the subcommand's arguments (after `nvme`), as the command line does.
@@ -722,7 +682,7 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
 pub fn discover(spec: &Spec) -> Result<String, String> {
     let mut embedded = None;
     let addr = match &spec.url {
-        Some((host, port, ..)) => format!("{host}:{port}"),
+        Some(u) => u.addr(),
         None => {
             let t =
                 Target::start(embedded_config()).map_err(|e| format!("embedded target: {e}"))?;
@@ -754,7 +714,7 @@ type Opened = (Option<Target>, Controller<SwBackend>, String);
 
 /// Connects to `url`, or to a freshly started embedded target.
 pub(crate) fn open(
-    url: Option<&(String, u16, String, u32)>,
+    url: Option<&NvmeUrl>,
     qd: u16,
     digests: Digests,
     recovery: &Recovery,
@@ -762,7 +722,7 @@ pub(crate) fn open(
 ) -> Result<Opened, String> {
     let mut embedded = None;
     let (addr, nqn, nsid) = match url {
-        Some((host, port, nqn, nsid)) => (format!("{host}:{port}"), nqn.clone(), *nsid),
+        Some(u) => (u.addr(), u.subnqn.clone(), u.nsid),
         None => {
             let t =
                 Target::start(embedded_config()).map_err(|e| format!("embedded target: {e}"))?;
@@ -851,11 +811,7 @@ impl PerfIo for NvmeIo<'_> {
 /// # Errors
 ///
 /// Connection or set-up failures and I/O errors, as a message.
-pub fn perf(
-    spec: &PerfSpec,
-    url: Option<&(String, u16, String, u32)>,
-    queues: u16,
-) -> Result<PerfResult, String> {
+pub fn perf(spec: &PerfSpec, url: Option<&NvmeUrl>, queues: u16) -> Result<PerfResult, String> {
     let qd = u16::try_from(spec.qd).unwrap_or(1024);
     let (embedded, mut c, target) = open(url, qd, spec.digests, &Recovery::default(), queues)?;
     c.copy_small_payloads(spec.copy_below);
@@ -1027,18 +983,22 @@ mod tests {
 
     #[test]
     fn urls_and_options() {
+        let parts = |s: &str| {
+            let u = parse_url(s).expect(s);
+            (u.addr(), u.subnqn, u.nsid)
+        };
         assert_eq!(
-            parse_url("nvme-tcp://127.0.0.1:4420/nqn.2024-01.io.x:ram0/1"),
-            Ok(("127.0.0.1".into(), 4420, "nqn.2024-01.io.x:ram0".into(), 1))
+            parts("nvme-tcp://127.0.0.1:4420/nqn.2024-01.io.x:ram0/1"),
+            ("127.0.0.1:4420".into(), "nqn.2024-01.io.x:ram0".into(), 1)
         );
         assert_eq!(
-            parse_url("nvme-tcp://h/n/1"),
-            Ok(("h".into(), 4420, "n".into(), 1)),
+            parts("nvme-tcp://h/n/1"),
+            ("h:4420".into(), "n".into(), 1),
             "port 4420 by default"
         );
         assert_eq!(
-            parse_url("nvme-tcp://[::1]:4421/n/2"),
-            Ok(("[::1]".into(), 4421, "n".into(), 2))
+            parts("nvme-tcp://[::1]:4421/n/2"),
+            ("[::1]:4421".into(), "n".into(), 2)
         );
         let e = parse_url("nvme://h/n/1").unwrap_err();
         assert!(
@@ -1105,12 +1065,12 @@ mod tests {
             .url;
         assert_eq!(
             url,
-            Some((
-                "10.0.0.1".into(),
-                4420,
-                ulp_nvme_tcp::nvme::DISCOVERY_NQN.into(),
-                0
-            ))
+            Some(NvmeUrl::parse_discovery("nvme-tcp://10.0.0.1:4420").expect("url"))
+        );
+        let url = url.expect("url");
+        assert_eq!(
+            (url.subnqn.as_str(), url.nsid),
+            (ulp_nvme_tcp::nvme::DISCOVERY_NQN, 0)
         );
     }
 

@@ -340,7 +340,7 @@ fn nvme_write_in_then_read_out_round_trip() {
     );
     // Default port 4420 when none is given: the URL parses and names it.
     let u = ulp_ddp_cli::nvme_cli::parse_url("nvme-tcp://10.1.2.3/nqn.x:y/1").expect("url");
-    assert_eq!(u.1, 4420);
+    assert_eq!(u.port, 4420);
 }
 
 #[test]

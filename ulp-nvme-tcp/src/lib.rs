@@ -49,6 +49,8 @@
 //! - [`discovery`]: the NVMe over Fabrics Discovery Log Page, parsed and checked, shown as
 //!   `nvme discover` shows it, and the header / page / header reading the specification asks
 //!   for ([`discovery::LogReader`]).
+//! - [`url`]: `nvme-tcp://HOST[:PORT]/SUBNQN/NSID` URLs ([`NvmeTcpUrl`]), as the CLI and the
+//!   examples take them.
 //! - [`bringup`]: the association's bring-up as sans-IO steps (Connect, CC.EN and CSTS.RDY,
 //!   Identify, Number of Queues; shutdown) that every driver runs, and [`host_id`].
 //! - [`blocking`]: the blocking driver over `std::net::TcpStream`, and
@@ -81,6 +83,7 @@ pub mod plugin;
 pub mod recovery;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+pub mod url;
 pub mod wire;
 
 // The flat API: what a user of the blocking driver or the sans-IO host needs, from this crate
@@ -100,3 +103,4 @@ pub use plugin::{ControllerPdu, NVME_TCP, NvmeTcpHost};
 pub use ulp_ddp_core::{
     DdpBackend, Digests, NoOffload, QueueId, SansIo, SgBuffer, Stats, Transmit,
 };
+pub use url::{NvmeTcpUrl, UrlError};
