@@ -18,6 +18,8 @@ impl Alert {
     pub const BAD_RECORD_MAC: Self = Self(20);
     /// handshake_failure (40): no acceptable set of parameters (here: no usable PSK).
     pub const HANDSHAKE_FAILURE: Self = Self(40);
+    /// illegal_parameter (47): OpenSSL's answer to a PSK binder that does not verify.
+    pub const ILLEGAL_PARAMETER: Self = Self(47);
 
     /// The alert's name in RFC 8446 (`"alert 255"` style for numbers it does not define).
     pub fn name(self) -> Option<&'static str> {
@@ -140,12 +142,15 @@ impl std::error::Error for ConfigError {}
 #[non_exhaustive]
 pub enum HandshakeError {
     /// The two ends hold different keys for the identity: the client was told so by the
-    /// server's decrypt_error alert, the server found the client's PSK binder wrong.
+    /// server's alert (decrypt_error, or illegal_parameter from OpenSSL), the server found the
+    /// client's PSK binder wrong.
     WrongKey {
         /// This end.
         role: Role,
         /// The PSK identity (lossy UTF-8).
         identity: String,
+        /// The alert the server sent (client side).
+        alert: Option<Alert>,
     },
     /// The server has no key for the identity the client offered.
     UnknownIdentity {
@@ -193,12 +198,23 @@ impl fmt::Display for HandshakeError {
             Self::WrongKey {
                 role: Role::Client,
                 identity,
+                alert,
+            } => {
+                write!(
+                    f,
+                    "the server refused the pre-shared key for identity \"{identity}\""
+                )?;
+                if let Some(alert) = alert {
+                    write!(
+                        f,
+                        " (alert {alert}, its answer to a PSK binder that does not verify)"
+                    )?;
+                }
+                f.write_str(": the key differs from the server's")
+            }
+            Self::WrongKey {
+                role: _, identity, ..
             } => write!(
-                f,
-                "the server rejected the pre-shared key for identity \"{identity}\" (decrypt_error \
-                 alert: the PSK binder did not verify): the key differs from the server's"
-            ),
-            Self::WrongKey { role: _, identity } => write!(
                 f,
                 "the client's PSK binder for identity \"{identity}\" did not verify: the client \
                  holds a different key"
@@ -434,8 +450,14 @@ pub(crate) fn handshake(
     }
     if let Some(alert) = alert_received(&error) {
         return match (role, identity_text) {
-            (Role::Client, Some(identity)) if alert == Alert::DECRYPT_ERROR => {
-                HandshakeError::WrongKey { role, identity }
+            (Role::Client, Some(identity))
+                if alert == Alert::DECRYPT_ERROR || alert == Alert::ILLEGAL_PARAMETER =>
+            {
+                HandshakeError::WrongKey {
+                    role,
+                    identity,
+                    alert: Some(alert),
+                }
             }
             _ => HandshakeError::AlertReceived { role, alert },
         };
@@ -450,11 +472,16 @@ pub(crate) fn handshake(
             return HandshakeError::WrongKey {
                 role,
                 identity: String::from_utf8_lossy(id).into_owned(),
+                alert: None,
             };
         }
         _ => {}
     }
-    if seen.eof {
+    let reset = error.io_error().is_some_and(|e| {
+        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        matches!(e.kind(), BrokenPipe | ConnectionAborted | ConnectionReset)
+    });
+    if seen.eof || reset {
         return HandshakeError::ClosedDuringHandshake {
             role,
             received: seen.received,
