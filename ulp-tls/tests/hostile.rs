@@ -136,6 +136,7 @@ fn alert_in_the_middle_of_application_data() {
         error.to_string(),
         "the peer sent TLS alert bad_record_mac (20)"
     );
+    drop(tls);
     let server_error = server.join().unwrap();
     assert!(
         matches!(
