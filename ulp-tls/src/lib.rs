@@ -194,21 +194,7 @@ impl PskClient {
     /// Runs the handshake as the client on `stream`.
     pub fn connect<S: Read + Write>(&self, stream: S) -> Result<TlsStream<S>, HandshakeError> {
         let role = Role::Client;
-        let ssl = Ssl::new(&self.context).map_err(|e| HandshakeError::Tls {
-            role,
-            reason: e.to_string(),
-        })?;
-        let mut tls = SslStream::new(
-            ssl,
-            Wire {
-                stream,
-                seen: Seen::default(),
-            },
-        )
-        .map_err(|e| HandshakeError::Tls {
-            role,
-            reason: e.to_string(),
-        })?;
+        let mut tls = new_stream(&self.context, stream, role)?;
         match tls.connect() {
             Ok(()) => Ok(TlsStream {
                 tls,
@@ -294,21 +280,7 @@ impl PskServer {
 
     /// Runs the handshake as the server on `stream`.
     pub fn accept<S: Read + Write>(&self, stream: S) -> Result<TlsStream<S>, HandshakeError> {
-        let ssl = Ssl::new(&self.context).map_err(|e| HandshakeError::Tls {
-            role: Role::Server,
-            reason: e.to_string(),
-        })?;
-        let mut tls = SslStream::new(
-            ssl,
-            Wire {
-                stream,
-                seen: Seen::default(),
-            },
-        )
-        .map_err(|e| HandshakeError::Tls {
-            role: Role::Server,
-            reason: e.to_string(),
-        })?;
+        let mut tls = new_stream(&self.context, stream, Role::Server)?;
         match tls.accept() {
             Ok(()) => Ok(TlsStream {
                 tls,
@@ -333,6 +305,27 @@ impl fmt::Debug for PskServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PskServer").finish_non_exhaustive()
     }
+}
+
+/// A fresh session of `context` over `stream`, not yet handshaken.
+fn new_stream<S: Read + Write>(
+    context: &SslContext,
+    stream: S,
+    role: Role,
+) -> Result<SslStream<Wire<S>>, HandshakeError> {
+    let failed = |e: openssl::error::ErrorStack| HandshakeError::Tls {
+        role,
+        reason: e.to_string(),
+    };
+    let ssl = Ssl::new(context).map_err(failed)?;
+    SslStream::new(
+        ssl,
+        Wire {
+            stream,
+            seen: Seen::default(),
+        },
+    )
+    .map_err(failed)
 }
 
 /// An established TLS 1.3 session over `S`: [`Read`] gives the peer's plaintext (decrypted
