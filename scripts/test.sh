@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Peers the tests start themselves (iSCSI target, dissector, the Linux target VM's tools).
-PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin"
+# Peers the tests start themselves (iSCSI target, dissector, the Linux target VM's tools,
+# openssl s_server), and OpenSSL's headers for ulp-tls.
+PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin libssl-dev pkg-config openssl"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -32,10 +33,10 @@ cargo test --workspace --locked
 # verifies against the packaged ulp-ddp-core (alone, `cargo package -p ulp-nvme-tcp` fails until
 # the core is on crates.io). About 25 s. --allow-dirty only matters for local runs.
 cargo package --locked --allow-dirty \
-    -p ulp-ddp-core -p ulp-backend-sw -p ulp-backend-mlx5 -p ulp-nvme-tcp -p ulp-iscsi
+    -p ulp-ddp-core -p ulp-backend-sw -p ulp-backend-mlx5 -p ulp-nvme-tcp -p ulp-iscsi -p ulp-tls
 # No packaged test, bench or example reaches outside its crate: the test bed (a path-only
 # dev-dependency) is stripped from the packages, and #[path] into another crate is not packaged.
-for crate in ulp-ddp-core ulp-backend-sw ulp-backend-mlx5 ulp-nvme-tcp ulp-iscsi; do
+for crate in ulp-ddp-core ulp-backend-sw ulp-backend-mlx5 ulp-nvme-tcp ulp-iscsi ulp-tls; do
     files=$(cargo package --list --locked --allow-dirty -p "$crate" | grep -E '^(tests|benches|examples)/.*\.rs$' || true)
     outside=$(cd "$crate" && for f in $files; do grep -lE 'ulp_testbed|#\[path' "$f" || true; done)
     if [ -n "$outside" ]; then
