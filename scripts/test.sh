@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Peers the tests start themselves (iSCSI target, dissector, the Linux target VM's tools).
-PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin"
+# Peers the tests start themselves (iSCSI target, dissector, the Linux target VMs' tools; the
+# TLS VM, scripts/vm/tls, also needs xz for its modules, Debian's archive keyring for its private
+# apt state of trixie, and openssl's s_client for its handshake test).
+PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin xz-utils debian-archive-keyring openssl"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
