@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Peers the tests start themselves (iSCSI target, dissector, the Linux target VM's tools,
-# openssl s_server), and OpenSSL's headers for ulp-tls.
-PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin libssl-dev pkg-config openssl"
+# Peers the tests start themselves (iSCSI target, dissector, the Linux target VMs' tools; the
+# TLS VM, scripts/vm/tls, also needs xz for its modules and Debian's archive keyring for its
+# private apt state of trixie; openssl for s_server/s_client), and OpenSSL's headers for ulp-tls.
+PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin xz-utils debian-archive-keyring openssl libssl-dev pkg-config"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

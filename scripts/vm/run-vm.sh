@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Boots the target VM under qemu (TCG) in the background and waits for TARGET-READY.
 # Host ports on 127.0.0.1 are forwarded to the guest's NVMe/TCP (4420) and iSCSI (3260) ports.
+# Also boots the TLS target VM (scripts/vm/tls/build.sh): VM_OUT=$VM_DIR/tls/out.
 # env: VM_DIR    where build.sh put out/ (default <repo>/.vm)
+#      VM_OUT    the kernel and initramfs to boot (default $VM_DIR/out)
 #      RUN_DIR   this instance's files (default $VM_DIR/run); one directory per running VM
 #      NVME_PORT, ISCSI_PORT  host ports (default: free ones picked here)
 #      WAIT_S    boot timeout in seconds (default 120); MEM (512M); APPEND (extra kernel args)
@@ -11,7 +13,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 VM_DIR=${VM_DIR:-$(cd "$HERE/../.." && pwd)/.vm}
-OUT=$VM_DIR/out
+OUT=${VM_OUT:-$VM_DIR/out}
 RUN_DIR=${RUN_DIR:-$VM_DIR/run}
 mkdir -p "$RUN_DIR"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)

@@ -42,6 +42,33 @@ fn a_controller_that_never_answers_icreq_is_a_timeout_in_words() {
     );
 }
 
+/// What a `treq=required` TLS port does to a plaintext host (the Linux one, in
+/// `linux_tls_target.rs`): reads the ICReq and closes. The error names the ICReq and says that
+/// TLS may be required, without claiming it.
+#[test]
+fn a_controller_that_closes_after_icreq_says_so_and_that_tls_may_be_required() {
+    let peer = ScriptedPeer::start(|s| {
+        read_icreq(s);
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    });
+    let err = Connection::connect(peer.addr(), NoOffload, io_queue(), TIMEOUT).unwrap_err();
+    peer.finish();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::Connection(ulp_nvme_tcp::ConnectionError::PeerClosedBeforeIcResp)
+        ),
+        "{msg}"
+    );
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    assert!(
+        msg.contains("closed the connection right after the ICReq, without an ICResp")
+            && msg.contains("may require TLS"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn a_controller_that_stops_reading_is_a_timeout_in_words() {
     let peer = ScriptedPeer::start(|s| {

@@ -8,8 +8,13 @@
 //! serial port, a unix socket in the run directory), so that a test can change the target's
 //! configfs while a host is connected: [`Vm::nvme_port_disable`] and [`Vm::nvme_port_enable`].
 //! The protocol is in `scripts/vm/ctl` and `scripts/vm/README.md`.
+//!
+//! [`TlsVm`] is the NVMe/TCP-over-TLS flavour (`scripts/vm/tls/build.sh`, booted by the same
+//! `run-vm.sh`): nvmet-tcp with `addr_tsas=tls1.3`, the PSK and host NQN given to
+//! [`TlsVm::start`], tlshd logging each handshake to the console log.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -66,6 +71,11 @@ impl Vm {
     pub fn port(&self, key: &str) -> Result<u16, String> {
         let v = self.value(key)?;
         v.parse().map_err(|e| format!("{key}={v:?}: {e}"))
+    }
+
+    /// The guest's serial console (`$RUN_DIR/console.log`): the kernel's and the target's log.
+    pub fn console_log(&self) -> PathBuf {
+        self.run_dir.join("console.log")
     }
 
     /// The control channel's unix socket (`$RUN_DIR/ctl.sock`: the guest's `ttyS1`).
@@ -262,7 +272,7 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn run(script: &Path, envs: &[(&str, &Path)]) -> Result<String, String> {
+fn run(script: &Path, envs: &[(&str, &OsStr)]) -> Result<String, String> {
     let out = Command::new("timeout")
         .arg("600")
         .arg(script)
@@ -281,6 +291,18 @@ fn run(script: &Path, envs: &[(&str, &Path)]) -> Result<String, String> {
     }
 }
 
+/// Which VM to build and boot, and how.
+struct Flavour<'a> {
+    /// The build script, relative to the repository root.
+    build: &'a str,
+    /// Where it puts `vmlinuz` and `initramfs.cpio.gz`, relative to `.vm`.
+    out: &'a str,
+    /// Extra kernel command line (`APPEND` of `run-vm.sh`).
+    append: &'a str,
+    /// Tools the build needs beyond the plaintext VM's.
+    tools: &'a [&'a str],
+}
+
 /// Builds (or reuses the cached build of) the VM and boots it; `tag` names the run directory.
 /// `root` is the repository root ([`repo_root`]).
 ///
@@ -288,6 +310,19 @@ fn run(script: &Path, envs: &[(&str, &Path)]) -> Result<String, String> {
 ///
 /// A missing tool, or the build or boot failing, in words.
 pub fn boot(root: &Path, tag: &str) -> Result<Vm, String> {
+    boot_flavour(
+        root,
+        tag,
+        &Flavour {
+            build: "scripts/vm/build.sh",
+            out: "out",
+            append: "",
+            tools: &[],
+        },
+    )
+}
+
+fn boot_flavour(root: &Path, tag: &str, flavour: &Flavour<'_>) -> Result<Vm, String> {
     for tool in [
         "qemu-system-x86_64",
         "cpio",
@@ -295,24 +330,33 @@ pub fn boot(root: &Path, tag: &str) -> Result<Vm, String> {
         "dpkg-deb",
         "timeout",
         "flock",
-    ] {
+    ]
+    .iter()
+    .chain(flavour.tools)
+    {
         if !have_tool(tool) {
             return Err(format!("{tool} is not installed"));
         }
     }
     let vm_dir = root.join(".vm");
     let t = Instant::now();
-    let built = run(&root.join("scripts/vm/build.sh"), &[("VM_DIR", &vm_dir)])?;
+    let built = run(&root.join(flavour.build), &[("VM_DIR", vm_dir.as_os_str())])?;
     println!(
         "VM build: {:.1} s: {}",
         t.elapsed().as_secs_f64(),
         built.trim()
     );
     let run_dir = vm_dir.join(format!("run-{tag}-{}", std::process::id()));
+    let vm_out = vm_dir.join(flavour.out);
     let t = Instant::now();
     let booted = run(
         &root.join("scripts/vm/run-vm.sh"),
-        &[("VM_DIR", &vm_dir), ("RUN_DIR", &run_dir)],
+        &[
+            ("VM_DIR", vm_dir.as_os_str()),
+            ("VM_OUT", vm_out.as_os_str()),
+            ("RUN_DIR", run_dir.as_os_str()),
+            ("APPEND", OsStr::new(flavour.append)),
+        ],
     );
     let pid = std::fs::read_to_string(run_dir.join("qemu.pid")).unwrap_or_default();
     // The guard exists before anything can fail, so a half-booted VM is killed too.
@@ -335,4 +379,97 @@ pub fn boot(root: &Path, tag: &str) -> Result<Vm, String> {
         }
     }
     Ok(vm)
+}
+
+/// The `addr_treq` of the TLS VM's port: whether the secure channel is required (TP 8011).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Treq {
+    /// `required`: the port talks NVMe/TCP only after a TLS handshake.
+    Required,
+    /// `not required`: TLS and plaintext hosts are both accepted.
+    NotRequired,
+    /// `not specified`.
+    NotSpecified,
+}
+
+impl Treq {
+    /// The kernel command line value `scripts/vm/tls/init` takes (`_` for the space).
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::NotRequired => "not_required",
+            Self::NotSpecified => "not_specified",
+        }
+    }
+}
+
+/// The Linux NVMe/TCP-over-TLS target VM (`scripts/vm/tls/`: Debian trixie's kernel with
+/// nvmet-tcp's TLS 1.3 PSK support and tlshd), booted for one PSK and host NQN; dropping it
+/// kills qemu. Its port has `addr_tsas=tls1.3`; the PSK is in the target's `.nvme` keyring
+/// under the version 0 identity [`identity`](Self::identity) (the configured key used as the
+/// retained PSK, SHA-256). The control channel works as in the plaintext VM ([`TlsVm::vm`]).
+#[derive(Debug)]
+pub struct TlsVm {
+    vm: Vm,
+    /// The NVMe/TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The subsystem's NQN.
+    pub subnqn: String,
+    /// The host NQN the PSK is for.
+    pub hostnqn: String,
+}
+
+impl TlsVm {
+    /// Builds (cached under `<repo>/.vm/tls`) and boots the TLS target VM: `psk_hex` is the
+    /// 32-byte retained PSK in hex (64 digits), `hostnqn` the host it is for, `treq` the port's
+    /// `addr_treq`. The kernel command line carries the key: a test key only.
+    ///
+    /// # Errors
+    ///
+    /// A malformed key or NQN, a missing tool, or the build or boot failing, in words.
+    pub fn start(psk_hex: &str, hostnqn: &str, treq: Treq) -> Result<Self, String> {
+        if psk_hex.len() != 64 || !psk_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "TLS VM: the PSK must be 64 hex digits (32 bytes), got {} characters",
+                psk_hex.len()
+            ));
+        }
+        if hostnqn.is_empty() || hostnqn.contains(char::is_whitespace) || hostnqn.contains('"') {
+            return Err(format!(
+                "TLS VM: the host NQN {hostnqn:?} cannot go on the kernel command line"
+            ));
+        }
+        let append = format!("psk={psk_hex} hostnqn={hostnqn} treq={}", treq.arg());
+        let vm = boot_flavour(
+            &repo_root(),
+            "tls",
+            &Flavour {
+                build: "scripts/vm/tls/build.sh",
+                out: "tls/out",
+                append: &append,
+                tools: &["xz"],
+            },
+        )?;
+        Ok(Self {
+            port: vm.port("NVME_PORT")?,
+            subnqn: vm.value("NQN")?.to_string(),
+            hostnqn: hostnqn.to_string(),
+            vm,
+        })
+    }
+
+    /// The TLS PSK identity the target knows the key by: `NVMe0R01 <hostnqn> <subnqn>`.
+    pub fn identity(&self) -> String {
+        format!("NVMe0R01 {} {}", self.hostnqn, self.subnqn)
+    }
+
+    /// The guest's serial console: nvmet's and tlshd's log (a failed handshake says why here).
+    pub fn console_log(&self) -> PathBuf {
+        self.vm.console_log()
+    }
+
+    /// The underlying VM (ports file, control channel).
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
 }

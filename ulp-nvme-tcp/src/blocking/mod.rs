@@ -134,7 +134,9 @@ impl Error {
         match self {
             Self::Io(e) => e.kind(),
             Self::Timeout(_) => io::ErrorKind::TimedOut,
-            Self::Connection(ConnectionError::PeerClosed) => io::ErrorKind::ConnectionReset,
+            Self::Connection(
+                ConnectionError::PeerClosed | ConnectionError::PeerClosedBeforeIcResp,
+            ) => io::ErrorKind::ConnectionReset,
             Self::Connection(_) => io::ErrorKind::ConnectionAborted,
             Self::Lost { .. } => io::ErrorKind::NotConnected,
             Self::Refused { .. } => io::ErrorKind::InvalidInput,

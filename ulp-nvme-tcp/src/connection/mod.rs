@@ -416,7 +416,12 @@ impl<B: DdpBackend> Connection<B> {
 
     /// Reports that the peer closed the connection.
     pub(crate) fn handle_eof(&mut self) {
-        self.fail(ConnectionError::PeerClosed, None, None);
+        let error = if self.state == State::AwaitIcResp {
+            ConnectionError::PeerClosedBeforeIcResp
+        } else {
+            ConnectionError::PeerClosed
+        };
+        self.fail(error, None, None);
     }
 
     // ----- input -----

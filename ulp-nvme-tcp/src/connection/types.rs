@@ -307,6 +307,10 @@ pub enum ConnectionError {
     },
     /// The controller closed the TCP connection.
     PeerClosed,
+    /// The controller closed the TCP connection after the host's ICReq, without answering it
+    /// with an ICResp: what a port that requires TLS (`treq=required`) does to a plaintext
+    /// host, and what a controller refusing the connection does.
+    PeerClosedBeforeIcResp,
     /// The host closed the connection ([`Connection::close`](super::Connection::close)).
     LocallyClosed,
     /// A Keep Alive went unanswered for the keep-alive timeout (KATO).
@@ -333,6 +337,11 @@ impl fmt::Display for ConnectionError {
                 write!(f, " (FEI {fei:#x})")
             }
             Self::PeerClosed => f.write_str("the controller closed the connection"),
+            Self::PeerClosedBeforeIcResp => f.write_str(
+                "the controller closed the connection right after the ICReq, without an ICResp: \
+                 the port may require TLS (the NVMe/TCP secure channel, TP 8011), which this \
+                 connection does not use, or the controller refused the connection",
+            ),
             Self::LocallyClosed => f.write_str("the connection was closed by the host"),
             Self::KeepAliveTimedOut { waited } => write!(
                 f,
