@@ -78,6 +78,7 @@ pub mod discovery;
 pub mod nvme;
 mod options;
 pub mod plugin;
+pub mod psk;
 pub mod recovery;
 #[cfg(feature = "tokio")]
 pub mod tokio;
