@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Peers the tests start themselves (iSCSI target, dissector, the Linux target VM's tools).
-PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin"
+# Peers the tests start themselves (iSCSI target, dissector, the Linux target VM's tools, nvme-cli
+# as the TLS PSK oracle).
+PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin nvme-cli"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
