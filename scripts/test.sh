@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Peers the tests start themselves (iSCSI target, dissector, the Linux target VMs' tools; the
 # TLS VM, scripts/vm/tls, also needs xz for its modules and Debian's archive keyring for its
-# private apt state of trixie; openssl for s_server/s_client), and OpenSSL's headers for ulp-tls.
-PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin xz-utils debian-archive-keyring openssl libssl-dev pkg-config"
+# private apt state of trixie; openssl for s_server/s_client; nvme-cli as the TLS PSK oracle),
+# and OpenSSL's headers for ulp-tls.
+PACKAGES="tgt tshark qemu-system-x86 cpio busybox-static libiscsi-bin xz-utils debian-archive-keyring openssl libssl-dev pkg-config nvme-cli"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -56,6 +56,8 @@
 //! - [`blocking`]: the blocking driver over `std::net::TcpStream`, and
 //!   [`blocking::Controller`] (admin queue and N I/O queues, recovery). Its default backend is
 //!   [`NoOffload`]: payload is still read from the socket straight into the command's buffer.
+//! - [`psk`]: TLS pre-shared keys (TP 8011): the PSK interchange format, retained PSK,
+//!   version 0 / 1 identities and the TLS PSK, as Linux and nvme-cli compute them.
 //! - [`recovery`]: the recovery policy both drivers follow, sans-IO (when to reconnect, when
 //!   to give up after `ctrl_loss_tmo`, what is issued again; the events in words).
 //! - `tokio` (feature `tokio`): the async driver, `tokio::Controller`: the same connections
@@ -80,6 +82,7 @@ pub mod discovery;
 pub mod nvme;
 mod options;
 pub mod plugin;
+pub mod psk;
 pub mod recovery;
 #[cfg(feature = "tokio")]
 pub mod tokio;
