@@ -14,8 +14,10 @@ use crate::device::{
     Device, DeviceError, Klm, ProgressParams, QueueResources, RxCqe, StaticParams, TrackerState,
 };
 
-/// Most queues the driver offloads (`MAX_NUM_NVMEOTCP_QUEUES`).
-pub const MAX_QUEUES: u32 = 4000;
+/// Most queues the driver offloads: 3,999. The kernel allocates queue ids (which double as
+/// flow tags) with `ida_simple_get(&queue_ids, MIN_NUM_NVMEOTCP_QUEUES, MAX_NUM_NVMEOTCP_QUEUES)`,
+/// that is from 1 to 4000 with the end exclusive, so ids `1..=3999`.
+pub const MAX_QUEUES: u32 = 3999;
 /// Most scatter-gather entries per command.
 pub const MAX_SGL: u32 = 128;
 /// Commands smaller than this are not mapped (`io_threshold`).
@@ -151,7 +153,7 @@ struct Queue {
 /// The ConnectX-7 NVMe/TCP receive offload driver over a [`Device`]: implements
 /// [`DdpBackend`] the way `mlx5e_nvmeotcp` implements `ulp_ddp_dev_ops`.
 ///
-/// - `queue_add` (`sk_add`): allocates a flow tag in `1..=4000`, creates the queue's resources
+/// - `queue_add` (`sk_add`): allocates a flow tag in `1..=3999`, creates the queue's resources
 ///   on the device, posts static params and then, when [`start`](Mlx5Backend::start) gives
 ///   the stream position, progress params.
 /// - `setup`: records the CCID's generation and posts a KLM UMR without completion.
@@ -325,7 +327,7 @@ impl<D: Device> Mlx5Backend<D> {
         if !align.is_multiple_of(4) || align > 128 {
             return Err(BackendError::UnsupportedConfig);
         }
-        // The smallest free id in 1..=MAX_QUEUES (the IDA).
+        // The smallest free id in 1..=MAX_QUEUES (the IDA's [1, 4000)).
         let flow_tag = (1..=limits.max_queues)
             .find(|id| !self.flows.contains_key(id))
             .ok_or(BackendError::TooManyQueues)?;

@@ -1,7 +1,7 @@
 //! The mlx5 driver over the device model against the conformance kit, and the protocols it
 //! declines.
 
-use ulp_backend_mlx5::{IO_THRESHOLD, MAX_SGL, Mlx5Backend, Model, ModelConfig};
+use ulp_backend_mlx5::{IO_THRESHOLD, MAX_QUEUES, MAX_SGL, Mlx5Backend, Model, ModelConfig};
 use ulp_ddp_core::testkit;
 use ulp_ddp_core::{
     DdpBackend, Decline, Engine, EngineOptions, Event, HeaderError, HeaderFrame, Limits, Parsed,
@@ -32,7 +32,9 @@ fn limits_are_connectx7() {
     assert_eq!(limits.max_segments, 128);
     assert_eq!(limits.io_threshold, IO_THRESHOLD);
     assert_eq!(limits.io_threshold, 32 * 1024);
-    assert_eq!(limits.max_queues, 4000);
+    // `ida_simple_get(.., 1, 4000)`: ids 1 to 3999 (the end is exclusive).
+    assert_eq!(limits.max_queues, MAX_QUEUES);
+    assert_eq!(limits.max_queues, 3999);
     assert_eq!(limits.tag_range, TagRange::BelowQueueDepth);
     assert!(!limits.digests.header && limits.digests.data && !limits.tls);
 }
@@ -71,22 +73,34 @@ fn ccids_beyond_the_queue_depth_are_not_mapped() {
 #[test]
 fn too_many_queues() {
     let mut backend = Mlx5Backend::new(Model::new());
-    for q in 0..4000 {
+    for q in 0..3998 {
         backend
             .queue_add(&QueueConfig::new(NVME_TCP, QueueId(q)))
-            .expect("within the driver's 4000 queues");
+            .expect("within the driver's 3,999 queues");
     }
+    // The 3,999th queue takes the last id the IDA hands out (3999).
     assert_eq!(
-        backend.queue_add(&QueueConfig::new(NVME_TCP, QueueId(5000))),
+        backend.queue_add(&QueueConfig::new(NVME_TCP, QueueId(3998))),
+        Ok(())
+    );
+    assert_eq!(backend.counters().sk_add, 3999);
+    // The 4,000th does not: `ida_simple_get(.., 1, 4000)` has no id left.
+    assert_eq!(
+        backend.queue_add(&QueueConfig::new(NVME_TCP, QueueId(3999))),
         Err(ulp_ddp_core::BackendError::TooManyQueues)
     );
+    assert!(!backend.has_queue(QueueId(3999)));
     backend.queue_del(QueueId(17));
     assert_eq!(
         backend.queue_add(&QueueConfig::new(NVME_TCP, QueueId(5000))),
         Ok(())
     );
+    assert_eq!(
+        backend.queue_add(&QueueConfig::new(NVME_TCP, QueueId(5001))),
+        Err(ulp_ddp_core::BackendError::TooManyQueues)
+    );
     let c = backend.counters();
-    assert_eq!((c.sk_add, c.sk_add_fail, c.sk_del), (4001, 1, 1));
+    assert_eq!((c.sk_add, c.sk_add_fail, c.sk_del), (4000, 2, 1));
 }
 
 /// A stand-in for the iSCSI plugin (same protocol id): 8-byte header (tag, length), then data.

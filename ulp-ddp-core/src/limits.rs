@@ -72,7 +72,7 @@ pub struct Limits {
     /// Commands whose buffer is smaller than this are not worth mapping; the engine copies them
     /// (the kernel's `io_threshold`; ConnectX-7: 32 KiB).
     pub io_threshold: u32,
-    /// Most queues the backend can offload at once (ConnectX-7 driver: 4000).
+    /// Most queues the backend can offload at once (ConnectX-7 driver: 3,999).
     pub max_queues: u32,
     /// Deepest queue the backend can offload.
     pub max_queue_depth: u32,
