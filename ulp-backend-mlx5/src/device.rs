@@ -22,6 +22,9 @@ pub struct DeviceCaps {
     pub log_max_tag_buffer_size: u8,
     /// Most queue contexts (TIRs with NVMe/TCP offload) the device holds at once.
     pub max_queue_contexts: u32,
+    /// The interface's MTU (`netdev->mtu`), which the driver reads at every setup to check the
+    /// buffer's shape ([`validate_sgl`](crate::validate_sgl)).
+    pub mtu: u32,
 }
 
 impl Default for DeviceCaps {
@@ -33,6 +36,7 @@ impl Default for DeviceCaps {
             max_klm_per_mkey: 128,
             log_max_tag_buffer_size: 12,
             max_queue_contexts: 1 << 16,
+            mtu: 1500,
         }
     }
 }

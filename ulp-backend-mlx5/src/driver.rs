@@ -13,6 +13,7 @@ use ulp_nvme_tcp::NVME_TCP;
 use crate::device::{
     Device, DeviceError, Klm, ProgressParams, QueueResources, RxCqe, StaticParams, TrackerState,
 };
+use crate::sgl::validate_sgl;
 
 /// Most queues the driver offloads: 3,999. The kernel allocates queue ids (which double as
 /// flow tags) with `ida_simple_get(&queue_ids, MIN_NUM_NVMEOTCP_QUEUES, MAX_NUM_NVMEOTCP_QUEUES)`,
@@ -156,7 +157,8 @@ struct Queue {
 /// - `queue_add` (`sk_add`): allocates a flow tag in `1..=3999`, creates the queue's resources
 ///   on the device, posts static params and then, when [`start`](Mlx5Backend::start) gives
 ///   the stream position, progress params.
-/// - `setup`: records the CCID's generation and posts a KLM UMR without completion.
+/// - `setup`: checks the buffer's shape against the MTU ([`validate_sgl`]), records the CCID's
+///   generation and posts a KLM UMR without completion.
 /// - `teardown`: posts an invalidation UMR with a completion; `poll_event` turns that
 ///   completion into [`BackendEvent::TeardownDone`] (the asynchronous `ddp_teardown_done`).
 /// - the receive path ([`rx_segment`](Mlx5Backend::rx_segment)) rebuilds each segment from its
@@ -414,6 +416,11 @@ impl<D: Device> Mlx5Backend<D> {
                 len: s.len() as u32,
             })
             .collect();
+        // `mlx5e_nvmeotcp_validate_sgl` against the interface's MTU (-EOPNOTSUPP).
+        let lens: SmallVec<[u32; 16]> = klms.iter().map(|k| k.len).collect();
+        if !validate_sgl(&lens, self.device.caps().mtu) {
+            return Err(BackendError::SegmentLayout);
+        }
         self.device
             .post_umr_klm(q.flow_tag, ccid as u16, &klms)
             .map_err(|e| match e {

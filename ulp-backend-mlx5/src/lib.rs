@@ -14,6 +14,9 @@
 //!   `rx_nvmeotcp_*` counters ([`Mlx5Stats`]). It offloads NVMe/TCP only: for any other
 //!   protocol (iSCSI) [`limits`](ulp_ddp_core::DdpBackend::limits) is `None` and the engine
 //!   runs the queue in software.
+//! - [`sgl`]: the scatter-gather shape check `setup` applies against the MTU
+//!   ([`validate_sgl`]): buffers whose entries are too small for a packet's fragments are
+//!   declined, and the command is copied.
 //! - [`Model`]: TCP segments in any order; PDU tracking, placement and per-segment digest
 //!   verdicts while in order; searching, resync requests and resumption after confirmation
 //!   otherwise.
@@ -50,6 +53,7 @@ mod driver;
 mod model;
 mod nic;
 mod reasm;
+pub mod sgl;
 
 pub use device::Device;
 pub use driver::{
@@ -59,3 +63,4 @@ pub use driver::{
 pub use model::{DmaWrite, Model, ModelConfig, ModelStats};
 pub use nic::{Nic, NicStats};
 pub use reasm::Reassembly;
+pub use sgl::validate_sgl;

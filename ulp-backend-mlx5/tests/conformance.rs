@@ -1,13 +1,16 @@
 //! The mlx5 driver over the device model against the conformance kit, and the protocols it
 //! declines.
 
-use ulp_backend_mlx5::{IO_THRESHOLD, MAX_QUEUES, MAX_SGL, Mlx5Backend, Model, ModelConfig};
+use ulp_backend_mlx5::{
+    IO_THRESHOLD, MAX_QUEUES, MAX_SGL, Mlx5Backend, Model, ModelConfig, Nic, validate_sgl,
+};
 use ulp_ddp_core::testkit;
 use ulp_ddp_core::{
-    DdpBackend, Decline, Engine, EngineOptions, Event, HeaderError, HeaderFrame, Limits, Parsed,
-    PduLayout, Placement, Protocol, ProtocolId, QueueConfig, QueueId, SetupOutcome, SgBuffer, Tag,
-    TagRange,
+    BackendError, DdpBackend, Decline, Engine, EngineOptions, Event, HeaderError, HeaderFrame,
+    Limits, Parsed, PduLayout, Placement, Protocol, ProtocolId, QueueConfig, QueueId, SetupOutcome,
+    SgBuffer, Tag, TagRange, TcpSeq,
 };
+use ulp_nvme_tcp::wire::{C2hDataRepr, CapsuleRespRepr, Cqe, Digests, Pda};
 use ulp_nvme_tcp::{NVME_TCP, NvmeTcpHost};
 
 #[test]
@@ -65,7 +68,7 @@ fn ccids_beyond_the_queue_depth_are_not_mapped() {
     };
     assert_eq!(
         e.backend_mut().setup(QueueId(1), &io),
-        Err(ulp_ddp_core::BackendError::TagOutOfRange(Tag(32)))
+        Err(BackendError::TagOutOfRange(Tag(32)))
     );
     assert_eq!(e.backend().counters().setup_fail, 1);
 }
@@ -87,7 +90,7 @@ fn too_many_queues() {
     // The 4,000th does not: `ida_simple_get(.., 1, 4000)` has no id left.
     assert_eq!(
         backend.queue_add(&QueueConfig::new(NVME_TCP, QueueId(3999))),
-        Err(ulp_ddp_core::BackendError::TooManyQueues)
+        Err(BackendError::TooManyQueues)
     );
     assert!(!backend.has_queue(QueueId(3999)));
     backend.queue_del(QueueId(17));
@@ -97,10 +100,133 @@ fn too_many_queues() {
     );
     assert_eq!(
         backend.queue_add(&QueueConfig::new(NVME_TCP, QueueId(5001))),
-        Err(ulp_ddp_core::BackendError::TooManyQueues)
+        Err(BackendError::TooManyQueues)
     );
     let c = backend.counters();
     assert_eq!((c.sk_add, c.sk_add_fail, c.sk_del), (4000, 2, 1));
+}
+
+/// Sends one C2HData PDU carrying `data` for `tag` (last, no digests) and a CapsuleResp, in
+/// segments of `mss` bytes, then tears `tag` down; returns the released buffer and whether it
+/// was offloaded.
+fn read_one(nic: &mut Nic<NvmeTcpHost>, tag: Tag, data: &[u8], mss: usize) -> (Vec<u8>, bool) {
+    let repr = C2hDataRepr {
+        cccid: tag.0 as u16,
+        datao: 0,
+        datal: data.len() as u32,
+        last_pdu: true,
+        success: false,
+    };
+    let mut stream = Vec::new();
+    repr.emit(&mut stream, Digests::NONE, Pda::ZERO, data)
+        .unwrap();
+    CapsuleRespRepr {
+        cqe: Cqe::default(),
+    }
+    .emit(&mut stream, Digests::NONE)
+    .unwrap();
+    for (i, segment) in stream.chunks(mss).enumerate() {
+        nic.deliver(TcpSeq((i * mss) as u32), segment).unwrap();
+    }
+    nic.engine_mut().teardown(tag).unwrap();
+    for _ in 0..100 {
+        while let Some(event) = nic.engine_mut().poll_event() {
+            if let Event::Released {
+                buffer, offloaded, ..
+            } = event
+            {
+                return (buffer.into_vec(), offloaded);
+            }
+        }
+    }
+    panic!("{tag} was never released");
+}
+
+/// A buffer the series' `mlx5e_nvmeotcp_validate_sgl` refuses is declined at setup (counted in
+/// `setup_fail`), the command falls back to copying and its data still arrives; the same bytes
+/// in page-sized segments are placed.
+#[test]
+fn buffers_of_a_shape_the_series_refuses_are_copied() {
+    let data: Vec<u8> = (0..34_048u32).map(|i| (i * 31 + 7) as u8).collect();
+    // 20 entries of 64 bytes, then 8 pages: 28 entries, within the 128 the device maps, but a
+    // packet starting with the data covers only 17 × 64 = 1088 bytes of the first 17 entries
+    // and would need an 18th fragment for the rest of a 1500-byte MTU.
+    let mut lens = vec![64usize; 20];
+    lens.extend([4096; 8]);
+    let lens32: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
+    assert!(!validate_sgl(&lens32, 1500));
+    let small = SgBuffer::from_segments(lens.iter().map(|&l| vec![0xEE; l]).collect());
+    assert_eq!(small.len(), data.len() as u64);
+
+    let config = QueueConfig::new(NVME_TCP, QueueId(1));
+    let mut nic = Nic::new(
+        NvmeTcpHost::new(),
+        Model::new(),
+        config,
+        EngineOptions::default(),
+    );
+    assert_eq!(
+        nic.engine_mut().setup(Tag(1), small).unwrap(),
+        SetupOutcome::Copied(Decline::Backend(BackendError::SegmentLayout))
+    );
+    let (received, offloaded) = read_one(&mut nic, Tag(1), &data, 1448);
+    assert!(!offloaded);
+    assert_eq!(received, data);
+    let c = nic.counters();
+    assert_eq!((c.setup, c.setup_fail, c.packets, c.bytes), (0, 1, 0, 0));
+    let s = nic.engine().stats();
+    assert_eq!((s.setup_failures, s.bytes_placed), (1, 0));
+    assert_eq!(s.bytes_copied, data.len() as u64);
+    assert_eq!(nic.stats().dma_bytes, 0);
+
+    // Page-sized entries: accepted and placed.
+    let mut nic = Nic::new(
+        NvmeTcpHost::new(),
+        Model::new(),
+        config,
+        EngineOptions::default(),
+    );
+    let pages = SgBuffer::from_segments(data.chunks(4096).map(|c| vec![0xEE; c.len()]).collect());
+    assert_eq!(
+        nic.engine_mut().setup(Tag(1), pages).unwrap(),
+        SetupOutcome::Offloaded
+    );
+    let (received, offloaded) = read_one(&mut nic, Tag(1), &data, 1448);
+    assert!(offloaded);
+    assert_eq!(received, data);
+    let c = nic.counters();
+    assert_eq!((c.setup, c.setup_fail, c.bytes), (1, 0, data.len() as u64));
+    assert_eq!(nic.engine().stats().bytes_copied, 0);
+}
+
+/// The check reads the MTU at every setup: 17 entries of 512 bytes and then pages (32.5 KiB,
+/// above the threshold) are accepted at 1500 bytes and refused at 9000 (the first 17 entries
+/// hold 8704 bytes, so a jumbo packet starting with them needs an 18th fragment).
+#[test]
+fn the_shape_check_follows_the_mtu() {
+    let mut lens = vec![512u32; 17];
+    lens.extend([4096; 6]);
+    assert!(validate_sgl(&lens, 1500));
+    assert!(!validate_sgl(&lens, 9000));
+    for (mtu, expected) in [
+        (1500, SetupOutcome::Offloaded),
+        (
+            9000,
+            SetupOutcome::Copied(Decline::Backend(BackendError::SegmentLayout)),
+        ),
+    ] {
+        let mut model = ModelConfig::default();
+        model.caps.mtu = mtu;
+        let config = QueueConfig::new(NVME_TCP, QueueId(1));
+        let mut e = Engine::new(
+            NvmeTcpHost::new(),
+            Mlx5Backend::new(Model::with_config(model)),
+            config,
+            EngineOptions::default(),
+        );
+        let buffer = SgBuffer::from_segments(lens.iter().map(|&l| vec![0; l as usize]).collect());
+        assert_eq!(e.setup(Tag(0), buffer).unwrap(), expected, "mtu {mtu}");
+    }
 }
 
 /// A stand-in for the iSCSI plugin (same protocol id): 8-byte header (tag, length), then data.
@@ -147,8 +273,7 @@ fn iscsi_is_declined_and_runs_in_software() {
     let backend = Mlx5Backend::new(Model::new());
     assert!(backend.limits(ISCSI).is_none());
     let config = QueueConfig::new(ISCSI, QueueId(4));
-    let mut nic =
-        ulp_backend_mlx5::Nic::new(FakeIscsi, Model::new(), config, EngineOptions::default());
+    let mut nic = Nic::new(FakeIscsi, Model::new(), config, EngineOptions::default());
     assert!(!nic.engine().is_offloaded());
     let data = vec![0x42u8; 40_000];
     let outcome = nic
@@ -161,8 +286,7 @@ fn iscsi_is_declined_and_runs_in_software() {
     stream.extend_from_slice(&(data.len() as u32).to_le_bytes());
     stream.extend_from_slice(&data);
     for (i, seg) in stream.chunks(1448).enumerate() {
-        nic.deliver(ulp_ddp_core::TcpSeq((i * 1448) as u32), seg)
-            .unwrap();
+        nic.deliver(TcpSeq((i * 1448) as u32), seg).unwrap();
     }
     nic.engine_mut().teardown(Tag(1)).unwrap();
     let mut buffer = None;

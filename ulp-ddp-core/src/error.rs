@@ -245,6 +245,10 @@ pub enum BackendError {
     TooManySegments,
     /// The buffer is larger than the backend maps.
     TooLarge,
+    /// The buffer's segments are within the count the backend maps but their sizes are not
+    /// (ConnectX-7: a received packet could span more of them than a socket buffer has
+    /// fragments, `MAX_SKB_FRAGS`).
+    SegmentLayout,
     /// The tag is outside the range the backend tracks.
     TagOutOfRange(Tag),
     /// Out of device resources (mapping tables, memory keys, work queue entries).
@@ -263,6 +267,9 @@ impl fmt::Display for BackendError {
             Self::UnknownTag(t) => write!(f, "{t} is not mapped"),
             Self::TooManySegments => f.write_str("too many scatter-gather segments"),
             Self::TooLarge => f.write_str("buffer too large"),
+            Self::SegmentLayout => f.write_str(
+                "scatter-gather segments too small: one packet could span more of them than the device places",
+            ),
             Self::TagOutOfRange(t) => write!(f, "{t} is outside the tracked range"),
             Self::NoResources => f.write_str("out of device resources"),
         }
