@@ -207,8 +207,39 @@ fn mlx5(w: &Workload, hd: bool, dd: bool, net: Network, isn: u32, rng: &mut Rng)
     out
 }
 
+/// Cases when `PROPTEST_CASES` is not set.
+const DEFAULT_CASES: u32 = 64;
+
+/// The property's configuration: `ProptestConfig::default()` reads the `PROPTEST_*`
+/// environment variables (`PROPTEST_CASES`, `PROPTEST_MAX_SHRINK_ITERS`, ...); only when
+/// `PROPTEST_CASES` is unset does the case count fall back to [`DEFAULT_CASES`]
+/// (proptest's own default, 256, is too slow for every `cargo test`).
+///
+/// A long run, e.g. 20,000 cases (the workspace's test profile is optimized; about 18 s on
+/// one core):
+///
+/// ```text
+/// PROPTEST_CASES=20000 cargo test -p ulp-backend-mlx5 --test equivalence
+/// ```
+fn proptest_config() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = DEFAULT_CASES;
+    }
+    config
+}
+
+#[test]
+fn the_case_count_comes_from_proptest_cases() {
+    let expected = match std::env::var("PROPTEST_CASES") {
+        Ok(value) => value.parse().expect("PROPTEST_CASES is a number"),
+        Err(_) => DEFAULT_CASES,
+    };
+    assert_eq!(proptest_config().cases, expected);
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config())]
 
     #[test]
     fn mlx5_and_software_backends_are_interchangeable(
