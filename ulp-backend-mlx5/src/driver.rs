@@ -26,32 +26,61 @@ pub const IO_THRESHOLD: u32 = 32 * 1024;
 /// Most bytes one command maps (128 entries of 4 KiB pages).
 pub const MAX_IO_BYTES: u64 = 512 * 1024;
 
-/// The driver's counters: the kernel's `rx_nvmeotcp_*` statistics, with the same meanings.
+/// The driver's counters: the series' `rx_nvmeotcp_*` statistics (`struct ulp_ddp_stats`,
+/// filled by mlx5's `nvmeotcp_stats.c`), counted where `mlx5e_nvmeotcp` counts them.
+/// [`named`](Mlx5Stats::named) lists them under the series' names. docs/mlx5.md has the
+/// table of names, meanings and where the netlink mapping differs.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 #[non_exhaustive]
 pub struct Mlx5Stats {
-    /// Queue contexts created (`rx_nvmeotcp_sk_add`).
+    /// Queue contexts created (`rx_nvmeotcp_sk_add`, end of `mlx5e_nvmeotcp_queue_init`).
     pub sk_add: u64,
-    /// Queue contexts that could not be created (`rx_nvmeotcp_sk_add_fail`).
+    /// Queue contexts that could not be created (`rx_nvmeotcp_sk_add_fail`, every failure
+    /// path of `mlx5e_nvmeotcp_queue_init`).
     pub sk_add_fail: u64,
     /// Queue contexts destroyed (`rx_nvmeotcp_sk_del`).
     pub sk_del: u64,
-    /// Buffers mapped (`rx_nvmeotcp_ddp_setup`).
+    /// Commands whose buffer was mapped (`rx_nvmeotcp_ddp_setup`, counted once the KLM UMR is
+    /// posted). The series' documentation says "PDUs"; the driver counts commands.
     pub setup: u64,
-    /// Buffers that could not be mapped (`rx_nvmeotcp_ddp_setup_fail`).
+    /// Commands whose buffer could not be mapped (`rx_nvmeotcp_ddp_setup_fail`): too many
+    /// entries, a shape [`validate_sgl`] refuses, and (model only: the kernel has no such
+    /// checks) a CCID beyond the queue depth, still mapped, a buffer beyond 512 KiB, or a
+    /// UMR the device refuses.
     pub setup_fail: u64,
-    /// Buffers unmapped (`rx_nvmeotcp_ddp_teardown`).
+    /// Invalidation UMRs posted (`rx_nvmeotcp_ddp_teardown`), counted when posted, not when
+    /// the completion arrives.
     pub teardown: u64,
-    /// Packets dropped in the driver (`rx_nvmeotcp_drop`): completions for a queue the driver
-    /// no longer knows, or malformed completions.
+    /// Packets dropped in the driver (`rx_nvmeotcp_drop`): completions for a flow tag no queue
+    /// has (the series' only case), and (model only) completion chains that do not cover the
+    /// segment or place for a CCID the driver has not mapped.
     pub drop: u64,
-    /// Packets carrying resync requests (`rx_nvmeotcp_resync`).
+    /// Completions carrying a resync request (`rx_nvmeotcp_resync`).
     pub resync: u64,
-    /// Packets that used the offload: some of their payload was placed
-    /// (`rx_nvmeotcp_packets`).
+    /// Packets some of whose payload was placed (`rx_nvmeotcp_packets`; before the netlink
+    /// interface the ethtool string was `rx_nvmeotcp_offload_packets`).
     pub packets: u64,
-    /// Bytes placed into command buffers (`rx_nvmeotcp_bytes`).
+    /// Bytes placed into command buffers, the sum of `cclen` (`rx_nvmeotcp_bytes`; ethtool:
+    /// `rx_nvmeotcp_offload_bytes`).
     pub bytes: u64,
+}
+
+impl Mlx5Stats {
+    /// The counters under the series' names, in the order of `struct ulp_ddp_stats`.
+    pub fn named(&self) -> [(&'static str, u64); 10] {
+        [
+            ("rx_nvmeotcp_sk_add", self.sk_add),
+            ("rx_nvmeotcp_sk_add_fail", self.sk_add_fail),
+            ("rx_nvmeotcp_sk_del", self.sk_del),
+            ("rx_nvmeotcp_ddp_setup", self.setup),
+            ("rx_nvmeotcp_ddp_setup_fail", self.setup_fail),
+            ("rx_nvmeotcp_ddp_teardown", self.teardown),
+            ("rx_nvmeotcp_drop", self.drop),
+            ("rx_nvmeotcp_resync", self.resync),
+            ("rx_nvmeotcp_packets", self.packets),
+            ("rx_nvmeotcp_bytes", self.bytes),
+        ]
+    }
 }
 
 /// One run of a received segment as the driver hands it up (the rebuilt skb's fragments).

@@ -106,6 +106,17 @@ fn too_many_queues() {
     assert_eq!((c.sk_add, c.sk_add_fail, c.sk_del), (4000, 2, 1));
 }
 
+/// An NVMe/TCP host connection (queue 1, stream from sequence number 0) on a default model.
+fn nvme_nic() -> Nic<NvmeTcpHost> {
+    let config = QueueConfig::new(NVME_TCP, QueueId(1));
+    Nic::new(
+        NvmeTcpHost::new(),
+        Model::new(),
+        config,
+        EngineOptions::default(),
+    )
+}
+
 /// Sends one C2HData PDU carrying `data` for `tag` (last, no digests) and a CapsuleResp, in
 /// segments of `mss` bytes, then tears `tag` down; returns the released buffer and whether it
 /// was offloaded.
@@ -158,13 +169,7 @@ fn buffers_of_a_shape_the_series_refuses_are_copied() {
     let small = SgBuffer::from_segments(lens.iter().map(|&l| vec![0xEE; l]).collect());
     assert_eq!(small.len(), data.len() as u64);
 
-    let config = QueueConfig::new(NVME_TCP, QueueId(1));
-    let mut nic = Nic::new(
-        NvmeTcpHost::new(),
-        Model::new(),
-        config,
-        EngineOptions::default(),
-    );
+    let mut nic = nvme_nic();
     assert_eq!(
         nic.engine_mut().setup(Tag(1), small).unwrap(),
         SetupOutcome::Copied(Decline::Backend(BackendError::SegmentLayout))
@@ -180,12 +185,7 @@ fn buffers_of_a_shape_the_series_refuses_are_copied() {
     assert_eq!(nic.stats().dma_bytes, 0);
 
     // Page-sized entries: accepted and placed.
-    let mut nic = Nic::new(
-        NvmeTcpHost::new(),
-        Model::new(),
-        config,
-        EngineOptions::default(),
-    );
+    let mut nic = nvme_nic();
     let pages = SgBuffer::from_segments(data.chunks(4096).map(|c| vec![0xEE; c.len()]).collect());
     assert_eq!(
         nic.engine_mut().setup(Tag(1), pages).unwrap(),
@@ -227,6 +227,68 @@ fn the_shape_check_follows_the_mtu() {
         let buffer = SgBuffer::from_segments(lens.iter().map(|&l| vec![0; l as usize]).collect());
         assert_eq!(e.setup(Tag(0), buffer).unwrap(), expected, "mtu {mtu}");
     }
+}
+
+/// The counters under the series' `rx_nvmeotcp_*` names, each where the driver counts it.
+#[test]
+fn counters_carry_the_series_names() {
+    let mut nic = nvme_nic();
+    let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+    let pages = SgBuffer::from_segments(data.chunks(4096).map(|c| vec![0; c.len()]).collect());
+    assert_eq!(
+        nic.engine_mut().setup(Tag(2), pages).unwrap(),
+        SetupOutcome::Offloaded
+    );
+    // Declined by the driver (counted in setup_fail); a buffer beyond the limits (e.g. 600
+    // segments) would be declined by the engine before the driver sees it.
+    let mut small = vec![vec![0; 64]; 20];
+    small.extend(vec![vec![0; 4096]; 8]);
+    assert_eq!(
+        nic.engine_mut()
+            .setup(Tag(3), SgBuffer::from_segments(small))
+            .unwrap(),
+        SetupOutcome::Copied(Decline::Backend(BackendError::SegmentLayout))
+    );
+    let (received, offloaded) = read_one(&mut nic, Tag(2), &data, 1448);
+    assert!(offloaded && received == data);
+    let c = nic.counters();
+    let named = c.named();
+    let names: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "rx_nvmeotcp_sk_add",
+            "rx_nvmeotcp_sk_add_fail",
+            "rx_nvmeotcp_sk_del",
+            "rx_nvmeotcp_ddp_setup",
+            "rx_nvmeotcp_ddp_setup_fail",
+            "rx_nvmeotcp_ddp_teardown",
+            "rx_nvmeotcp_drop",
+            "rx_nvmeotcp_resync",
+            "rx_nvmeotcp_packets",
+            "rx_nvmeotcp_bytes",
+        ]
+    );
+    let values: Vec<u64> = named.iter().map(|(_, v)| *v).collect();
+    // 40,000 bytes in 1448-byte segments: the header segment places 1376 bytes (72 bytes of
+    // header), then 27 full segments and the last one with the CapsuleResp.
+    let segments = (24 + 40_000 + 24u64).div_ceil(1448);
+    assert_eq!(values, [1, 0, 0, 1, 1, 1, 0, 0, segments, 40_000]);
+    assert_eq!(
+        values,
+        [
+            c.sk_add,
+            c.sk_add_fail,
+            c.sk_del,
+            c.setup,
+            c.setup_fail,
+            c.teardown,
+            c.drop,
+            c.resync,
+            c.packets,
+            c.bytes
+        ]
+    );
 }
 
 /// A stand-in for the iSCSI plugin (same protocol id): 8-byte header (tag, length), then data.
