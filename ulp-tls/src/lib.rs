@@ -366,6 +366,13 @@ impl<S> TlsStream<S> {
     pub fn role(&self) -> Role {
         self.role
     }
+
+    /// Decrypted bytes OpenSSL holds that a [`read`](Read::read) returns without touching the
+    /// transport. A caller that waits for the transport to become readable (poll(2)) checks
+    /// this first: those bytes are no longer in the socket, so the wait would not see them.
+    pub fn pending(&self) -> usize {
+        self.tls.ssl().pending()
+    }
 }
 
 impl<S: Read + Write> TlsStream<S> {
