@@ -98,7 +98,7 @@ fn compare_at(
                     ..baseline
                 },
             ),
-            crate::nvme_cli::perf(&spec, None, 1),
+            crate::nvme_cli::perf(&spec, None, 1, &crate::nvme_cli::TlsArgs::default()),
             crate::iscsi_cli::perf(&spec, None),
         ];
         let (done, errors): (Vec<_>, Vec<_>) = round.into_iter().partition(Result::is_ok);

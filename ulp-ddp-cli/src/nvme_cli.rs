@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use ulp_backend_sw::SwBackend;
 use ulp_ddp_core::{SgBuffer, Stats};
 use ulp_nvme_tcp::blocking::{CommandId, Controller, Io, Options};
+use ulp_nvme_tcp::psk::{ConfiguredPsk, Derivation, IdentityVersion, TlsPsk};
 use ulp_nvme_tcp::wire::Digests;
-use ulp_testbed::nvme::{Target, TargetConfig};
+use ulp_testbed::nvme::{Target, TargetConfig, TargetTls};
 
 use crate::perf::{EMBEDDED_BYTES, PerfIo, PerfResult, PerfSpec, closed_loop, stats_delta};
 
@@ -101,6 +102,9 @@ pub struct IoArgs {
     #[command(flatten)]
     /// Recovery settings.
     pub recovery: Recovery,
+    #[command(flatten)]
+    /// `--tls` and its key.
+    pub tls: TlsArgs,
 }
 
 /// The flags of `nvme read`.
@@ -157,6 +161,9 @@ pub struct NvmePerfArgs {
     #[arg(long, visible_alias = "nr-io-queues", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub queues: u16,
     #[command(flatten)]
+    /// `--tls` and its key.
+    pub tls: TlsArgs,
+    #[command(flatten)]
     /// The shared perf flags.
     pub perf: crate::perf::PerfArgs,
 }
@@ -188,6 +195,8 @@ pub struct Spec {
     pub recovery: Recovery,
     /// I/O queues.
     pub queues: u16,
+    /// `--tls` and its key.
+    pub tls: TlsArgs,
 }
 
 impl Spec {
@@ -205,6 +214,7 @@ impl Spec {
             digests: a.digests.get(),
             recovery: a.recovery,
             queues: a.queues,
+            tls: a.tls.clone(),
         }
     }
 
@@ -236,6 +246,7 @@ impl Spec {
                         digests: crate::args::DigestsArg::default(),
                         queues: 1,
                         recovery: Recovery::default(),
+                        tls: TlsArgs::default(),
                     },
                 )
             },
@@ -279,6 +290,75 @@ impl Recovery {
         if let Some(t) = self.ctrl_loss_tmo {
             o.ctrl_loss_tmo = t;
         }
+    }
+}
+
+/// The environment variable that may hold the configured PSK (instead of `--tls-key-file`).
+pub const TLS_KEY_ENV: &str = "ULP_DDP_TLS_KEY";
+
+/// NVMe/TCP's secure channel from the command line: TLS 1.3 with a PSK derived from a
+/// configured key in the interchange format, read from a file or the environment (never from
+/// the command line, where other users see it).
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+#[command(next_help_heading = "TLS (NVMe/TCP secure channel, TP 8011)")]
+pub struct TlsArgs {
+    /// TLS 1.3 with a PSK on every queue (key from --tls-key-file or ULP_DDP_TLS_KEY); the embedded target then serves TLS only
+    #[arg(long)]
+    pub tls: bool,
+    /// File holding the configured PSK, NVMeTLSkey-1:01:<base64>: (as `nvme gen-tls-key` prints it)
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// PSK identity: v0 (NVMe0R0H <hostnqn> <subnqn>, nvme-cli's default) or v1 (with the PSK digest)
+    #[arg(long, value_enum, value_name = "VERSION", default_value_t = IdentityArg::V0)]
+    pub tls_identity: IdentityArg,
+    /// Host NQN (the TLS identity names it; default: the library's)
+    #[arg(long, value_name = "NQN")]
+    pub hostnqn: Option<String>,
+}
+
+/// `--tls-identity`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdentityArg {
+    /// `NVMe0R0H <hostnqn> <subnqn>`.
+    #[default]
+    V0,
+    /// `NVMe1R0H <hostnqn> <subnqn> <PSK digest>`.
+    V1,
+}
+
+impl TlsArgs {
+    /// The host NQN to use.
+    fn hostnqn(&self) -> String {
+        self.hostnqn
+            .clone()
+            .unwrap_or_else(|| Options::new("").hostnqn)
+    }
+
+    /// The TLS PSK for `subnqn` (derived as Linux and nvme-cli 2.16 on do), `None` without
+    /// `--tls`.
+    fn psk(&self, subnqn: &str) -> Result<Option<TlsPsk>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let text = match &self.tls_key_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| format!("--tls-key-file {}: {e}", f.display()))?,
+            None => std::env::var(TLS_KEY_ENV).map_err(|_| {
+                format!(
+                    "--tls needs the configured PSK: --tls-key-file FILE or the environment \
+                     variable {TLS_KEY_ENV} (never on the command line)"
+                )
+            })?,
+        };
+        let key = ConfiguredPsk::parse(text.trim())
+            .map_err(|e| format!("the configured TLS PSK: {e}"))?;
+        let version = match self.tls_identity {
+            IdentityArg::V0 => IdentityVersion::V0,
+            IdentityArg::V1 => IdentityVersion::V1,
+        };
+        key.derive(&self.hostnqn(), subnqn, version, Derivation::Rfc8446)
+            .map(Some)
+            .map_err(|e| format!("the TLS PSK: {e}"))
     }
 }
 
@@ -630,6 +710,7 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
         spec.digests,
         &spec.recovery,
         spec.queues,
+        &spec.tls,
     )?;
     let ns = c.namespace();
     if !(spec.size as u64).is_multiple_of(u64::from(ns.block_size.max(1))) {
@@ -719,13 +800,20 @@ pub(crate) fn open(
     digests: Digests,
     recovery: &Recovery,
     queues: u16,
+    tls: &TlsArgs,
 ) -> Result<Opened, String> {
     let mut embedded = None;
     let (addr, nqn, nsid) = match url {
         Some(u) => (u.addr(), u.subnqn.clone(), u.nsid),
         None => {
-            let t =
-                Target::start(embedded_config()).map_err(|e| format!("embedded target: {e}"))?;
+            let mut config = embedded_config();
+            // The embedded target with --tls: TLS only, with the key the host derives.
+            config.tls = tls.psk(&config.subnqn)?.map(|p| TargetTls {
+                identity: p.identity().to_string(),
+                key: p.key().to_vec(),
+                required: true,
+            });
+            let t = Target::start(config).map_err(|e| format!("embedded target: {e}"))?;
             let r = (t.addr().to_string(), t.subnqn().to_string(), 1);
             embedded = Some(t);
             r
@@ -737,16 +825,19 @@ pub(crate) fn open(
     o.nsid = nsid;
     o.queue_depth = qd.saturating_add(1);
     o.digests = digests;
+    o.hostnqn = tls.hostnqn();
+    o.tls = tls.psk(&nqn)?;
     let c = Controller::connect_with(addr.as_str(), &o, |_| SwBackend::new())
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let ns = c.namespace();
     let n = c.io_queues().len();
     let target = format!(
-        "{addr} {nqn} ns {nsid} ({} x {} B, MN {}), {n} I/O queue{}, {} KiB per command at most",
+        "{addr} {nqn} ns {nsid} ({} x {} B, MN {}), {n} I/O queue{}{}, {} KiB per command at most",
         ns.nsze,
         ns.block_size,
         c.info().model,
         if n == 1 { "" } else { "s" },
+        if tls.tls { " over TLS 1.3" } else { "" },
         c.max_transfer() / 1024
     );
     Ok((embedded, c, target))
@@ -811,9 +902,14 @@ impl PerfIo for NvmeIo<'_> {
 /// # Errors
 ///
 /// Connection or set-up failures and I/O errors, as a message.
-pub fn perf(spec: &PerfSpec, url: Option<&NvmeUrl>, queues: u16) -> Result<PerfResult, String> {
+pub fn perf(
+    spec: &PerfSpec,
+    url: Option<&NvmeUrl>,
+    queues: u16,
+    tls: &TlsArgs,
+) -> Result<PerfResult, String> {
     let qd = u16::try_from(spec.qd).unwrap_or(1024);
-    let (embedded, mut c, target) = open(url, qd, spec.digests, &Recovery::default(), queues)?;
+    let (embedded, mut c, target) = open(url, qd, spec.digests, &Recovery::default(), queues, tls)?;
     c.copy_small_payloads(spec.copy_below);
     let ns = c.namespace();
     let block = u64::from(ns.block_size.max(1));
@@ -875,7 +971,7 @@ pub fn main(cmd: &NvmeCmd) -> std::process::ExitCode {
         return crate::perf::finish(
             "ulp-ddp nvme perf",
             spec.json,
-            perf(&spec, p.url.as_ref(), p.queues),
+            perf(&spec, p.url.as_ref(), p.queues, &p.tls),
         );
     }
     if let NvmeCmd::IdCtrl(a) | NvmeCmd::ListNs(a) = cmd {
@@ -1028,7 +1124,7 @@ mod tests {
                 panic!("{v:?} does not parse as nvme perf");
             };
             let spec = p.perf.spec();
-            let r = perf(&spec, None, 1).expect("perf");
+            let r = perf(&spec, None, 1, &TlsArgs::default()).expect("perf");
             assert_eq!((r.commands, r.errors), (40, 0), "{extra}");
             assert_eq!(r.latency.count(), 40);
             assert!(r.json().contains("\"protocol\":\"nvme-tcp\""));
@@ -1078,8 +1174,15 @@ mod tests {
     fn verify_on_four_queues() {
         let spec = parse(&args("verify --size 8192 --count 200 --qd 16 --queues 4")).expect("spec");
         assert_eq!(spec.queues, 4);
-        let (embedded, mut c, _) =
-            open(None, 17, Digests::NONE, &Recovery::default(), 4).expect("open");
+        let (embedded, mut c, _) = open(
+            None,
+            17,
+            Digests::NONE,
+            &Recovery::default(),
+            4,
+            &TlsArgs::default(),
+        )
+        .expect("open");
         assert_eq!(
             c.io_queues().len(),
             4,
@@ -1139,5 +1242,46 @@ mod tests {
         }
         assert_eq!(stats.bytes_copied, 0);
         assert_eq!(stats.bytes_read_in_place, 40 * 65536);
+    }
+
+    #[test]
+    fn verify_over_tls_on_the_embedded_target() {
+        let dir = std::env::temp_dir().join(format!("ulp-ddp-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("key");
+        let key = ConfiguredPsk::new(ulp_nvme_tcp::psk::PskHash::None, &[0x3c; 32])
+            .expect("key")
+            .to_interchange();
+        std::fs::write(&file, format!("{key}\n")).expect("key file");
+        let line = format!(
+            "verify --size 131072 --count 8 --qd 4 --digests --queues 2 --tls --tls-key-file {}",
+            file.display()
+        );
+        let spec = parse(&args(&line)).expect("spec");
+        assert!(spec.tls.tls);
+        let (phases, stats, target) = run(&spec).expect("run over TLS");
+        assert!(target.contains("over TLS 1.3"), "{target}");
+        for p in &phases {
+            assert_eq!((p.commands, p.errors, p.mismatches), (8, 0, 0));
+        }
+        assert_eq!(stats.bytes_copied, 0);
+        // v1 identities too.
+        let spec = parse(&args(&format!("{line} --tls-identity v1 --count 2"))).expect("spec");
+        let (phases, ..) = run(&spec).expect("run over TLS, v1 identity");
+        assert_eq!(phases[1].mismatches, 0);
+        // The key never on the command line: without a file or the environment, in words.
+        if std::env::var_os(TLS_KEY_ENV).is_none() {
+            let spec = parse(&args("verify --count 1 --tls")).expect("spec");
+            let err = run(&spec).expect_err("no key");
+            assert!(
+                err.contains("--tls-key-file") && err.contains(TLS_KEY_ENV),
+                "{err}"
+            );
+        }
+        assert!(
+            parse(&args("verify --tls-key-file /dev/null")).is_err(),
+            "needs --tls"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -87,7 +87,14 @@ pub fn format_ns_list(list: &[u32]) -> String {
 ///
 /// Connection failures, as a message.
 pub fn id_ctrl(url: Option<&Url>, digests: Digests, recovery: &Recovery) -> Result<String, String> {
-    let (embedded, c, _) = crate::nvme_cli::open(url, 1, digests, recovery, 1)?;
+    let (embedded, c, _) = crate::nvme_cli::open(
+        url,
+        1,
+        digests,
+        recovery,
+        1,
+        &crate::nvme_cli::TlsArgs::default(),
+    )?;
     let text = format_id_ctrl(c.info());
     let _ = c.close();
     drop(embedded);
@@ -101,7 +108,14 @@ pub fn id_ctrl(url: Option<&Url>, digests: Digests, recovery: &Recovery) -> Resu
 ///
 /// Connection failures, an error status, a list out of order, as a message.
 pub fn list_ns(url: Option<&Url>, digests: Digests, recovery: &Recovery) -> Result<String, String> {
-    let (embedded, mut c, _) = crate::nvme_cli::open(url, 1, digests, recovery, 1)?;
+    let (embedded, mut c, _) = crate::nvme_cli::open(
+        url,
+        1,
+        digests,
+        recovery,
+        1,
+        &crate::nvme_cli::TlsArgs::default(),
+    )?;
     let done = c
         .admin()
         .run(

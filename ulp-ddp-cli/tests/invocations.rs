@@ -429,3 +429,51 @@ fn digests_per_kind_reach_the_connection() {
         assert!(out.contains(&format!("most, {says};")), "{kind}: {out}");
     }
 }
+
+/// `--tls` with the key in the environment (never on the command line): verify, perf and read
+/// against the embedded target serving TLS only; without a key, the error names both ways to
+/// give one.
+#[test]
+fn nvme_over_tls_with_the_key_from_the_environment() {
+    // A configured PSK in the interchange format (hash 01), as `nvme gen-tls-key` prints it.
+    let key = ulp_nvme_tcp::psk::ConfiguredPsk::new(ulp_nvme_tcp::psk::PskHash::Sha256, &[7; 32])
+        .expect("key")
+        .to_interchange();
+    let env = [("ULP_DDP_TLS_KEY", key.as_str())];
+    let args = [
+        "nvme",
+        "verify",
+        "--tls",
+        "--size",
+        "128k",
+        "--count",
+        "4",
+        "--digests",
+    ];
+    let (code, out, err) = run_raw(&args, &env, None);
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("over TLS 1.3"), "{out}");
+    assert_eq!(nvme_row(&out, "write"), (4, 0, 0), "{out}");
+    assert_eq!(nvme_row(&out, "read"), (4, 0, 0), "{out}");
+    let perf = [
+        "nvme",
+        "perf",
+        "--tls",
+        "--bs",
+        "4k",
+        "--count",
+        "200",
+        "--no-progress",
+    ];
+    let (code, out, err) = run_raw(&perf, &env, None);
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("over TLS 1.3"), "{out}");
+    let (code, _, err) = run_raw(&["nvme", "read", "--tls", "--count", "1"], &[], None);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("ULP_DDP_TLS_KEY") && err.contains("--tls-key-file"),
+        "{err}"
+    );
+}

@@ -56,6 +56,9 @@
 //! - [`blocking`]: the blocking driver over `std::net::TcpStream`, and
 //!   [`blocking::Controller`] (admin queue and N I/O queues, recovery). Its default backend is
 //!   [`NoOffload`]: payload is still read from the socket straight into the command's buffer.
+//!   With the feature `tls`, [`Options::tls`] puts every queue inside TLS 1.3 with a PSK
+//!   (TP 8011's secure channel, through `ulp-tls` on OpenSSL); payload is still decrypted
+//!   straight into the command's buffer.
 //! - [`psk`]: TLS pre-shared keys (TP 8011): the PSK interchange format, retained PSK,
 //!   version 0 / 1 identities and the TLS PSK, as Linux and nvme-cli compute them.
 //! - [`recovery`]: the recovery policy both drivers follow, sans-IO (when to reconnect, when

@@ -46,6 +46,11 @@ pub struct Options {
     /// its own receive engine and DDP queue; the controller may grant fewer (Set Features
     /// Number of Queues). Commands go to the queue with the most free CIDs. Default 1.
     pub queues: u16,
+    /// NVMe TP 8011's secure channel: TLS 1.3 with this PSK on the admin queue and on every I/O
+    /// queue (each its own handshake, as Linux; every reconnect handshakes again), ICReq inside
+    /// it. Derive it from a configured key with [`crate::psk::ConfiguredPsk::derive`]. Needs the
+    /// `tls` feature. Default `None` (plaintext).
+    pub tls: Option<crate::psk::TlsPsk>,
 }
 
 impl Options {
@@ -67,6 +72,7 @@ impl Options {
             ctrl_loss_tmo: Duration::from_secs(600),
             max_retries: 5,
             queues: 1,
+            tls: None,
         }
     }
 }

@@ -576,6 +576,25 @@ impl fmt::Debug for TlsPsk {
 }
 
 impl TlsPsk {
+    /// A TLS PSK given as is: `identity` and the key the handshake offers (32 bytes: SHA-256,
+    /// 48: SHA-384), e.g. a key a target's keyring holds under a version-0 identity
+    /// `NVMe0R01 <hostnqn> <subnqn>`, as Linux's `nvmet` uses it without derivation.
+    ///
+    /// # Errors
+    ///
+    /// A key of another length.
+    pub fn new(identity: &str, key: &[u8]) -> Result<Self, PskError> {
+        let hash = TlsHash::for_len(key.len()).ok_or(PskError::KeyLength {
+            hash: PskHash::None,
+            len: key.len(),
+        })?;
+        Ok(Self {
+            identity: identity.to_string(),
+            hash,
+            key: key.to_vec(),
+        })
+    }
+
     /// The PSK identity (`NVMe0R01 …` / `NVMe1R01 … <digest>`).
     pub fn identity(&self) -> &str {
         &self.identity

@@ -229,6 +229,13 @@ impl Controller {
         B: DdpBackend + Send + 'static,
         F: FnMut(QueueId) -> B + Send + 'static,
     {
+        if options.tls.is_some() {
+            // Never plaintext when TLS was asked for.
+            return Err(Error::Setup(
+                "the tokio driver has no TLS yet: use the blocking driver for a TLS connection"
+                    .into(),
+            ));
+        }
         let addr = lookup_host(addr)
             .await?
             .next()

@@ -9,6 +9,10 @@
 //!   a TLS 1.3 handshake, sends an ICReq inside it and gets an ICResp back: the VM serves
 //!   NVMe/TCP over TLS.
 //! - With a wrong key the handshake fails, and tlshd says so on the VM's console.
+//! - Our host over TLS (`Options::tls`, feature `tls`): the identity `NVMe0R01 <hostnqn>
+//!   <subnqn>` and the raw key as the VM inserts them; write, read back and compare at 4 KiB,
+//!   128 KiB and 1 MiB with header and data digests, on two I/O queues (each its own TLS
+//!   session); with a wrong key it fails naming the refused key.
 //!
 //! If the VM cannot be built or booted (qemu, cpio, apt-get, xz or openssl missing), the test
 //! prints why and passes, unless `ULP_REQUIRE_PEERS=1`, when it fails.
@@ -19,7 +23,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ulp_nvme_tcp::ConnectionError;
+use ulp_nvme_tcp::SgBuffer;
 use ulp_nvme_tcp::blocking::{Controller, Error, Options};
+use ulp_nvme_tcp::psk::TlsPsk;
+use ulp_nvme_tcp::wire::Digests;
 use ulp_testbed::vm::{self, TlsVm, Treq};
 
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:5e3c7a4e-2b1d-4c6e-9a8f-0123456789ab";
@@ -243,6 +250,70 @@ fn wrong_key_fails(vm: &TlsVm) {
     );
 }
 
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn tls_options(vm: &TlsVm, key_hex: &str) -> Options {
+    let mut o = Options::new(&vm.subnqn);
+    o.hostnqn = HOSTNQN.to_string();
+    o.timeout = Duration::from_secs(30);
+    o.digests = Digests::BOTH;
+    // The VM's keyring holds the key as is under the version-0 identity.
+    o.tls = Some(TlsPsk::new(&vm.identity(), &hex(key_hex)).expect("a 32-byte key"));
+    o
+}
+
+fn our_tls_host_verifies(vm: &TlsVm) {
+    let mut o = tls_options(vm, PSK);
+    o.queues = 2;
+    let t = Instant::now();
+    let mut c = Controller::connect(("127.0.0.1", vm.port), &o)
+        .unwrap_or_else(|e| panic!("TLS connect to the Linux target: {e}"));
+    println!(
+        "our host over TLS: connected in {:.0} ms ({} I/O queues)",
+        t.elapsed().as_secs_f64() * 1e3,
+        c.io_queues().len()
+    );
+    let block = u64::from(c.namespace().block_size);
+    for (i, len) in [4096usize, 128 * 1024, 1 << 20].into_iter().enumerate() {
+        let data: Vec<u8> = (0..len)
+            .map(|j| {
+                (j as u8)
+                    .wrapping_mul(13)
+                    .wrapping_add(i as u8 ^ (j >> 10) as u8)
+            })
+            .collect();
+        let slba = (i as u64) * (2 << 20) / block;
+        let t = Instant::now();
+        c.write(slba, SgBuffer::from_vec(data.clone()))
+            .unwrap_or_else(|e| panic!("write {len}: {e}"));
+        let r = c
+            .read(slba, SgBuffer::zeroed(len))
+            .unwrap_or_else(|e| panic!("read {len}: {e}"));
+        assert!(r.into_vec() == data, "read back {len} over TLS");
+        println!(
+            "  verify {len} bytes over TLS with digests: {:.0} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    c.close().expect("close");
+}
+
+fn our_tls_host_wrong_key_fails(vm: &TlsVm) {
+    let o = tls_options(vm, WRONG_PSK);
+    let Err(err) = Controller::connect(("127.0.0.1", vm.port), &o) else {
+        panic!("our host connected with a wrong key");
+    };
+    let msg = err.to_string();
+    println!("our host with a wrong key: {msg}");
+    assert!(matches!(err, Error::Tls(_)), "{msg}");
+    assert!(msg.contains("TLS handshake failed"), "{msg}");
+}
+
 #[test]
 fn linux_nvmet_tcp_tls() {
     if !vm::have_tool("openssl") {
@@ -255,4 +326,6 @@ fn linux_nvmet_tcp_tls() {
     plaintext_host_fails_clearly(&vm);
     tls_handshake_and_icresp(&vm);
     wrong_key_fails(&vm);
+    our_tls_host_verifies(&vm);
+    our_tls_host_wrong_key_fails(&vm);
 }

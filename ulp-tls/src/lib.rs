@@ -52,9 +52,10 @@
 //! On receive: the kernel copies the ciphertext into OpenSSL's record buffer (the transport's
 //! `read` is called with that buffer); OpenSSL decrypts and authenticates the record in place
 //! there (AES-GCM), then `SSL_read` copies the plaintext into the slice given to
-//! [`TlsStream::read`]. This crate adds no copy: a later integration hands the command's buffer
-//! (or a piece of it) as that slice, so the payload goes kernel → record buffer → command
-//! buffer. Nothing is measured here yet. On send: `SSL_write` encrypts from the caller's slice
+//! [`TlsStream::read`]. This crate adds no copy: the NVMe/TCP blocking driver (`ulp-nvme-tcp`,
+//! feature `tls`) hands the command's buffer (or a piece of it) as that slice, so the payload
+//! goes kernel → record buffer → command buffer. Nothing is measured here yet. On send:
+//! `SSL_write` encrypts from the caller's slice
 //! into OpenSSL's write buffer, which the transport's `write` sends.
 //!
 //! # Limits
@@ -365,6 +366,13 @@ impl<S> TlsStream<S> {
     /// Which end this is.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Decrypted bytes OpenSSL holds that a [`read`](Read::read) returns without touching the
+    /// transport. A caller that waits for the transport to become readable (poll(2)) checks
+    /// this first: those bytes are no longer in the socket, so the wait would not see them.
+    pub fn pending(&self) -> usize {
+        self.tls.ssl().pending()
     }
 }
 

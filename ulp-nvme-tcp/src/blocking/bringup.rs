@@ -101,13 +101,14 @@ pub(super) fn bring_up<B: DdpBackend>(
     let queue_id = |qid: u16| QueueId((generation << 16) | u32::from(qid));
     let t = options.timeout;
     let admin_cfg = bringup::admin_config(options, queue_id(0));
-    let mut admin = Connection::connect(addr, backend(queue_id(0)), admin_cfg, t)?;
+    let tls = options.tls.as_ref();
+    let mut admin = Connection::connect_tls(addr, backend(queue_id(0)), admin_cfg, t, tls)?;
     let found = drive(&mut admin, &mut AdminBringup::new(options))?;
     let mut io = Vec::with_capacity(usize::from(found.io_queues));
     for qid in 1..=found.io_queues {
         let depth = found.queue_depth;
         let io_cfg = bringup::io_config(options, queue_id(qid), qid, depth);
-        let mut q = Connection::connect(addr, backend(queue_id(qid)), io_cfg, t)?;
+        let mut q = Connection::connect_tls(addr, backend(queue_id(qid)), io_cfg, t, tls)?;
         drive(
             &mut q,
             &mut IoQueueBringup::new(options, qid, depth, found.cntlid),
@@ -159,7 +160,7 @@ pub fn discover(
     let t = options.timeout;
     let cfg = ConnectionConfig::admin(QueueId(0), options.digests)
         .with_command_timeout(Some(options.admin_timeout));
-    let mut admin = Connection::connect(addr, NoOffload, cfg, t)?;
+    let mut admin = Connection::connect_tls(addr, NoOffload, cfg, t, options.tls.as_ref())?;
     drive(&mut admin, &mut AdminBringup::discovery(options))?;
     let mut reader = LogReader::new(1024);
     let mut step = reader.start();

@@ -454,6 +454,18 @@ impl<B: DdpBackend> Controller<B> {
             // by the bring-up timeout, as one queue is by its silence limit.
             let silent_until = due.is_none().then(|| last_activity + self.options.timeout);
             let wake = due.or(silent_until);
+            // Bytes a TLS session already took off a socket do not make its fd readable: a
+            // queue holding some is read now, without waiting.
+            let buffered: smallvec::SmallVec<[bool; 8]> =
+                q.io.iter()
+                    .chain([&q.admin])
+                    .map(|c| c.buffered() > 0)
+                    .collect();
+            let wake = if buffered.iter().any(|&b| b) {
+                Some(now)
+            } else {
+                wake
+            };
             let readable = {
                 use rustix::event::{PollFd, PollFlags, Timespec};
                 let mut fds: smallvec::SmallVec<[PollFd<'_>; 8]> =
@@ -473,7 +485,8 @@ impl<B: DdpBackend> Controller<B> {
                     Err(e) => return Err(Error::Io(e.into())),
                 }
                 fds.iter()
-                    .map(|f| !f.revents().is_empty())
+                    .zip(&buffered)
+                    .map(|(f, &b)| b || !f.revents().is_empty())
                     .collect::<smallvec::SmallVec<[bool; 8]>>()
             };
             let now = Instant::now();

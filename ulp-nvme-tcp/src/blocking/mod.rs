@@ -16,7 +16,9 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+
 use std::time::{Duration, Instant};
+use stream::Stream;
 
 pub use ulp_ddp_core::blocking::Timeout;
 use ulp_ddp_core::blocking::{Driver, Turn};
@@ -29,6 +31,7 @@ use crate::wire::capsule_cmd::SQE_LEN;
 
 mod bringup;
 mod controller;
+mod stream;
 mod types;
 
 pub use bringup::discover;
@@ -60,6 +63,9 @@ pub enum Error {
         /// Its buffer, the caller's again.
         buffer: Option<SgBuffer>,
     },
+    /// The TLS handshake (NVMe TP 8011's secure channel) failed: which queue, and why in words
+    /// (a wrong key, a target that does not speak TLS on this port).
+    Tls(String),
     /// Something else during bring-up, or a request the controller cannot serve.
     Setup(String),
     /// The controller was lost: it could not be reached again within the controller loss
@@ -105,7 +111,7 @@ impl fmt::Display for Error {
                 status,
                 ..
             } => crate::bringup::write_failed(f, command, *cid, *status),
-            Self::Setup(s) => f.write_str(s),
+            Self::Setup(s) | Self::Tls(s) => f.write_str(s),
             Self::Lost { reason, .. } => write!(f, "controller lost: {reason}"),
             Self::Refused { reason, .. } => write!(f, "refused: {reason}"),
         }
@@ -140,6 +146,7 @@ impl Error {
             Self::Connection(_) => io::ErrorKind::ConnectionAborted,
             Self::Lost { .. } => io::ErrorKind::NotConnected,
             Self::Refused { .. } => io::ErrorKind::InvalidInput,
+            Self::Tls(_) => io::ErrorKind::ConnectionRefused,
             Self::Submit(_) | Self::Status { .. } | Self::Setup(_) => io::ErrorKind::Other,
         }
     }
@@ -165,7 +172,7 @@ impl From<io::Error> for Error {
 #[derive(Debug)]
 pub struct Connection<B: DdpBackend = NoOffload> {
     conn: crate::Connection<B>,
-    driver: Driver<TcpStream>,
+    driver: Driver<Stream>,
     /// How long the controller may stay silent while the host waits (`None`: the state
     /// machine's command deadlines and Keep Alive decide).
     silence: Option<Duration>,
@@ -212,15 +219,45 @@ impl<B: DdpBackend> Connection<B> {
         config: ConnectionConfig,
         timeout: Duration,
     ) -> Result<Self, Error> {
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+        Self::connect_tls(addr, backend, config, timeout, None)
+    }
+
+    /// As [`connect`](Self::connect), with NVMe TP 8011's secure channel when `psk` is given:
+    /// the TLS 1.3 handshake with that PSK (TLS_AES_128_GCM_SHA256) runs right after the TCP
+    /// connect, and ICReq and everything after it go inside the TLS session. Needs the crate's
+    /// `tls` feature (without it, a PSK fails with [`Error::Tls`] saying so).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); [`Error::Tls`] when the handshake fails (in words: a
+    /// wrong key, a target that does not speak TLS on this port).
+    pub fn connect_tls(
+        addr: SocketAddr,
+        backend: B,
+        config: ConnectionConfig,
+        timeout: Duration,
+        psk: Option<&crate::psk::TlsPsk>,
+    ) -> Result<Self, Error> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
             if ulp_ddp_core::blocking::is_timeout(&e) {
                 timed_out(timeout, format!("the TCP connection to {addr}"))
             } else {
                 Error::Io(e)
             }
         })?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(timeout))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let stream = match psk {
+            None => Stream::Plain(tcp),
+            Some(psk) => stream::handshake(tcp, psk, timeout).map_err(|reason| {
+                let queue = if config.qid == 0 {
+                    "the admin queue".to_string()
+                } else {
+                    format!("I/O queue {}", config.qid)
+                };
+                Error::Tls(format!("{queue} to {addr}: {reason}"))
+            })?,
+        };
         let mut c = Self {
             conn: crate::Connection::new(config, backend),
             driver: Driver::new(stream),
@@ -269,7 +306,14 @@ impl<B: DdpBackend> Connection<B> {
 
     /// The socket (to wait for it to become readable along with others).
     pub fn socket(&self) -> &TcpStream {
-        self.driver.socket()
+        self.driver.socket().tcp()
+    }
+
+    /// Bytes this queue already took off the socket that no read has handed on yet (decrypted
+    /// bytes the TLS library holds; 0 over plaintext). A caller that waits for the socket to
+    /// become readable along with others checks this first: those bytes will not wake it.
+    pub fn buffered(&self) -> usize {
+        self.driver.socket().buffered()
     }
 
     /// Sets how long the controller may stay silent while the host waits before the wait fails
@@ -315,7 +359,11 @@ impl<B: DdpBackend> Connection<B> {
             return Err(self.socket_error(e));
         }
         if self.conn.is_closed() {
-            let _ = self.driver.socket().shutdown(std::net::Shutdown::Both);
+            let _ = self
+                .driver
+                .socket()
+                .tcp()
+                .shutdown(std::net::Shutdown::Both);
         }
         Ok(())
     }
@@ -468,7 +516,11 @@ impl<B: DdpBackend> Connection<B> {
             }
             if let Some(e) = self.error {
                 let _ = self.driver.flush(&mut self.conn);
-                let _ = self.driver.socket().shutdown(std::net::Shutdown::Both);
+                let _ = self
+                    .driver
+                    .socket()
+                    .tcp()
+                    .shutdown(std::net::Shutdown::Both);
                 return Err(Error::Connection(e));
             }
             let now = Instant::now();
@@ -516,6 +568,7 @@ impl<B: DdpBackend> Connection<B> {
             let waited = self
                 .driver
                 .socket()
+                .tcp()
                 .write_timeout()
                 .ok()
                 .flatten()
@@ -563,6 +616,10 @@ fn completion(c: Option<Completion>) -> Result<Completion, Error> {
 
 impl<B: DdpBackend> Drop for Connection<B> {
     fn drop(&mut self) {
-        let _ = self.driver.socket().shutdown(std::net::Shutdown::Both);
+        let _ = self
+            .driver
+            .socket()
+            .tcp()
+            .shutdown(std::net::Shutdown::Both);
     }
 }

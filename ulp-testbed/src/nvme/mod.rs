@@ -39,6 +39,7 @@ mod conn;
 mod ctrl;
 mod namespace;
 mod rw;
+mod tls;
 mod writer;
 
 use std::collections::HashMap;
@@ -78,6 +79,34 @@ pub struct TargetConfig {
     pub success_flag: bool,
     /// Record every PDU in both directions ([`Target::capture`]).
     pub capture: bool,
+    /// NVMe TP 8011's secure channel: TLS 1.3 with this PSK (`None`: plaintext only).
+    pub tls: Option<TargetTls>,
+}
+
+/// The embedded target's TLS settings.
+#[derive(Clone)]
+pub struct TargetTls {
+    /// The PSK identity the host must offer (e.g. `NVMe0R01 <hostnqn> <subnqn>`).
+    pub identity: String,
+    /// The key (32 bytes for TLS_AES_128_GCM_SHA256).
+    pub key: Vec<u8>,
+    /// `treq`: `true` (required) closes plaintext connections, as Linux's target on a
+    /// `treq=required` port; `false` (not required) serves plaintext too, told apart by the
+    /// first byte (0x16, a TLS handshake record, or 0x00, an ICReq).
+    pub required: bool,
+}
+
+impl std::fmt::Debug for TargetTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetTls")
+            .field("identity", &self.identity)
+            .field(
+                "key",
+                &format_args!("<{} bytes, not shown>", self.key.len()),
+            )
+            .field("required", &self.required)
+            .finish()
+    }
 }
 
 impl Default for TargetConfig {
@@ -93,6 +122,7 @@ impl Default for TargetConfig {
             ioccsz: (16384 + 64) / 16,
             success_flag: false,
             capture: false,
+            tls: None,
         }
     }
 }
@@ -135,6 +165,8 @@ struct Shared {
     aborted: AtomicU64,
     /// Shutdowns requested (CC.SHN set).
     shutdowns: AtomicU64,
+    /// TLS connections refused, in words (failed handshakes, plaintext on a TLS-only port).
+    tls_log: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -182,11 +214,27 @@ impl Target {
             aborts: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
             shutdowns: AtomicU64::new(0),
+            tls_log: Mutex::new(Vec::new()),
         });
+        let secure = match &shared.config.tls {
+            None => None,
+            Some(t) => {
+                let (identity, key) = (t.identity.clone().into_bytes(), t.key.clone());
+                let server = ulp_tls::PskServer::with_cipher_suites(
+                    move |offered: &[u8]| (offered == identity).then(|| key.clone()),
+                    &[ulp_tls::CipherSuite::Aes128GcmSha256],
+                )
+                .map_err(io::Error::other)?;
+                Some(Arc::new(tls::Secure {
+                    server,
+                    required: t.required,
+                }))
+            }
+        };
         let s = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
             .name("nvme-target-accept".into())
-            .spawn(move || accept_loop(&listener, &s))?;
+            .spawn(move || accept_loop(&listener, &s, secure.as_ref()))?;
         Ok(Self {
             addr,
             shared,
@@ -286,6 +334,12 @@ impl Target {
         self.shared.shutdowns.load(Ordering::SeqCst)
     }
 
+    /// TLS connections the target refused, in words: failed handshakes (a wrong key, an
+    /// unknown identity) and plaintext connections to a port that requires TLS.
+    pub fn tls_refusals(&self) -> Vec<String> {
+        lock(&self.shared.tls_log).clone()
+    }
+
     /// Asynchronous Event Requests the target holds outstanding, over all controllers.
     pub fn async_event_requests(&self) -> usize {
         lock(&self.shared.ctrls)
@@ -308,7 +362,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, secure: Option<&Arc<tls::Secure>>) {
     let mut n = 0u32;
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
@@ -316,9 +370,13 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 let s = Arc::clone(shared);
                 let conn = n;
                 n += 1;
+                let secure = secure.cloned();
                 let _ = std::thread::Builder::new()
                     .name("nvme-target-conn".into())
-                    .spawn(move || conn::serve(stream, &s, conn));
+                    .spawn(move || match secure {
+                        Some(secure) => tls::serve(stream, &s, &secure, conn),
+                        None => conn::serve(stream, &s, conn),
+                    });
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }

@@ -1,0 +1,164 @@
+//! The byte stream of one blocking queue: the TCP connection itself, or (feature `tls`) a TLS
+//! 1.3 session over it (NVMe TP 8011's secure channel), which the blocking loop reads PDUs from
+//! and writes them to the same way.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ulp_ddp_core::blocking::Socket;
+
+/// One queue's byte stream.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    /// Plaintext NVMe/TCP.
+    Plain(TcpStream),
+    /// NVMe/TCP inside TLS 1.3 with a PSK: a read decrypts into the slice it is given (the
+    /// reader path hands the command's buffer), so payload goes kernel → OpenSSL's record
+    /// buffer → command buffer.
+    #[cfg(feature = "tls")]
+    Tls(Box<ulp_tls::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP connection underneath (its fd for poll(2), timeouts, shutdown).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.get_ref(),
+        }
+    }
+
+    /// Decrypted bytes already taken off the socket and held by the TLS library: a wait on the
+    /// socket's fd does not see them, so whoever polls the fd checks this first.
+    pub(crate) fn buffered(&self) -> usize {
+        match self {
+            Self::Plain(_) => 0,
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.pending(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.read(buf).map_err(|e| {
+                // The transport's timeout (or a non-blocking socket with nothing there): the
+                // session stays usable; the driver's loop knows it as a wake-up.
+                if matches!(
+                    ulp_tls::StreamError::of(&e),
+                    Some(ulp_tls::StreamError::TimedOut)
+                ) {
+                    io::ErrorKind::WouldBlock.into()
+                } else {
+                    e
+                }
+            }),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write_vectored(bufs),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => write_gathered(s, bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The most plaintext one TLS record carries.
+#[cfg(feature = "tls")]
+const RECORD: usize = 16 * 1024;
+
+/// A gathered write over TLS: the pieces of a transmit (header, payload, digest; several small
+/// PDUs) go out in as few records as they fit, not a record each. A piece of a record's size or
+/// more is encrypted straight from the caller's slice; smaller ones are gathered first (OpenSSL
+/// encrypts from one contiguous slice).
+#[cfg(feature = "tls")]
+fn write_gathered(
+    tls: &mut ulp_tls::TlsStream<TcpStream>,
+    bufs: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    let mut pieces = bufs.iter().filter(|b| !b.is_empty()).peekable();
+    match pieces.peek() {
+        None => return Ok(0),
+        Some(first) if first.len() >= RECORD => return tls.write(first),
+        Some(_) => {}
+    }
+    let mut gathered = Vec::with_capacity(RECORD);
+    for piece in pieces {
+        let room = RECORD - gathered.len();
+        gathered.extend_from_slice(&piece[..piece.len().min(room)]);
+        if gathered.len() == RECORD {
+            break;
+        }
+    }
+    tls.write(&gathered)
+}
+
+impl Socket for Stream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+
+    fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
+        self.tcp().set_nonblocking(nonblocking)
+    }
+}
+
+/// Runs the TLS 1.3 handshake with `psk` on `tcp` (TLS_AES_128_GCM_SHA256, the suite an
+/// NVMe/TCP target must support and the one OpenSSL's PSK callbacks can complete).
+#[cfg(feature = "tls")]
+pub(crate) fn handshake(
+    tcp: TcpStream,
+    psk: &crate::psk::TlsPsk,
+    timeout: Duration,
+) -> Result<Stream, String> {
+    use ulp_tls::{CipherSuite, PskClient};
+    let client = PskClient::with_cipher_suites(
+        psk.identity().as_bytes(),
+        psk.key(),
+        &[CipherSuite::Aes128GcmSha256],
+    )
+    .map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let tls = client.connect(tcp).map_err(|e| e.to_string())?;
+    // The blocking loop arms the read timeout itself, starting from "none".
+    tls.get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| e.to_string())?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+/// Without the `tls` feature there is no TLS to speak: the error says so.
+#[cfg(not(feature = "tls"))]
+pub(crate) fn handshake(
+    _tcp: TcpStream,
+    _psk: &crate::psk::TlsPsk,
+    _timeout: Duration,
+) -> Result<Stream, String> {
+    Err("this build of ulp-nvme-tcp has no TLS (cargo feature `tls`)".into())
+}
