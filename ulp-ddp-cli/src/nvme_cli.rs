@@ -305,7 +305,7 @@ pub struct TlsArgs {
     /// TLS 1.3 with a PSK on every queue (key from --tls-key-file or ULP_DDP_TLS_KEY); the embedded target then serves TLS only
     #[arg(long)]
     pub tls: bool,
-    /// File holding the configured PSK, NVMeTLSkey-1:01:<base64>: (as `nvme gen-tls-key` prints it)
+    /// File holding the configured PSK, NVMeTLSkey-1:01:BASE64: (as `nvme gen-tls-key` prints it)
     #[arg(long, value_name = "FILE", requires = "tls")]
     pub tls_key_file: Option<std::path::PathBuf>,
     /// PSK identity: v0 (NVMe0R0H <hostnqn> <subnqn>, nvme-cli's default) or v1 (with the PSK digest)
