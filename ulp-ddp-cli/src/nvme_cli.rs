@@ -308,7 +308,7 @@ pub struct TlsArgs {
     /// File holding the configured PSK, NVMeTLSkey-1:01:BASE64: (as `nvme gen-tls-key` prints it)
     #[arg(long, value_name = "FILE", requires = "tls")]
     pub tls_key_file: Option<std::path::PathBuf>,
-    /// PSK identity: v0 (NVMe0R0H <hostnqn> <subnqn>, nvme-cli's default) or v1 (with the PSK digest)
+    /// PSK identity: v0 (NVMe0R0H HOSTNQN SUBNQN, nvme-cli's default) or v1 (with the PSK digest)
     #[arg(long, value_enum, value_name = "VERSION", default_value_t = IdentityArg::V0)]
     pub tls_identity: IdentityArg,
     /// Host NQN (the TLS identity names it; default: the library's)
