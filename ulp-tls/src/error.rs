@@ -94,8 +94,8 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The PSK identity is empty, longer than 256 bytes or contains a NUL byte (OpenSSL's PSK
-    /// callbacks pass it as a C string of at most 256 bytes).
+    /// The PSK identity is empty or longer than [`MAX_IDENTITY_LEN`](crate::MAX_IDENTITY_LEN)
+    /// (63487) bytes: it must fit in the ClientHello's extensions, which have a 16-bit length.
     Identity {
         /// Its length.
         length: usize,
@@ -105,8 +105,8 @@ pub enum ConfigError {
         /// Its length.
         length: usize,
     },
-    /// The cipher suites offered contain no SHA-256 suite. A PSK given through the callbacks
-    /// this crate uses is a SHA-256 PSK, usable only with a SHA-256 suite.
+    /// The cipher suites offered contain no SHA-256 suite, while the PSK is a SHA-256 PSK
+    /// (usable only with a SHA-256 suite).
     NoSha256Suite,
     /// OpenSSL refused to build the context (its reason).
     OpenSsl(String),
@@ -117,7 +117,9 @@ impl fmt::Display for ConfigError {
         match self {
             Self::Identity { length } => write!(
                 f,
-                "the PSK identity ({length} bytes) must be 1 to 256 bytes without NUL bytes"
+                "the PSK identity ({length} bytes) must be 1 to {} bytes (it must fit in the \
+                 ClientHello's extensions)",
+                crate::MAX_IDENTITY_LEN
             ),
             Self::Key { length } => {
                 write!(
@@ -128,7 +130,7 @@ impl fmt::Display for ConfigError {
             Self::NoSha256Suite => f.write_str(
                 "no SHA-256 cipher suite offered: the PSK is used with SHA-256, so \
                  TLS_AES_128_GCM_SHA256 must be offered (TLS_AES_256_GCM_SHA384 alone needs a \
-                 SHA-384 PSK, which this crate does not support yet)",
+                 SHA-384 PSK: PskClient::with_hash, PskServer::with_hashes)",
             ),
             Self::OpenSsl(reason) => write!(f, "OpenSSL refused the TLS configuration: {reason}"),
         }

@@ -77,20 +77,23 @@ use std::sync::OnceLock;
 
 use openssl::ex_data::Index;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVerifyMode,
-    SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslStream,
+    SslVerifyMode, SslVersion,
 };
 use zeroize::Zeroizing;
 
 mod error;
+mod ffi;
 mod wire;
 
 pub use error::{Alert, ConfigError, HandshakeError, Role, StreamError};
 use wire::{Seen, Wire};
 
-/// The longest identity OpenSSL's PSK callbacks carry (`PSK_MAX_IDENTITY_LEN`).
-pub const MAX_IDENTITY_LEN: usize = 256;
-/// The longest key OpenSSL's PSK callbacks carry (`PSK_MAX_PSK_LEN`).
+/// The longest PSK identity: 63487 bytes. TLS 1.3 gives an identity a 16-bit length (RFC
+/// 8446 §4.2.11), but all the ClientHello's extensions share one 16-bit length too; this leaves
+/// 2 KiB for the others. (An NVMe/TCP version-1 identity with two 223-byte NQNs is about 520.)
+pub const MAX_IDENTITY_LEN: usize = u16::MAX as usize - 2048;
+/// The longest key OpenSSL holds in a PSK session (`TLS13_MAX_RESUMPTION_PSK_LENGTH`).
 pub const MAX_KEY_LEN: usize = 512;
 
 /// A TLS 1.3 cipher suite this crate offers.
@@ -99,7 +102,7 @@ pub const MAX_KEY_LEN: usize = 512;
 pub enum CipherSuite {
     /// `TLS_AES_128_GCM_SHA256` (the one NVMe/TCP targets must support).
     Aes128GcmSha256,
-    /// `TLS_AES_256_GCM_SHA384` (needs a SHA-384 PSK; see the crate's limits).
+    /// `TLS_AES_256_GCM_SHA384` (usable with a SHA-384 PSK).
     Aes256GcmSha384,
 }
 
@@ -114,6 +117,36 @@ impl CipherSuite {
             Self::Aes256GcmSha384 => "TLS_AES_256_GCM_SHA384",
         }
     }
+
+    /// The hash of the suite, which a PSK used with it must be bound to.
+    pub fn hash(self) -> PskHash {
+        match self {
+            Self::Aes128GcmSha256 => PskHash::Sha256,
+            Self::Aes256GcmSha384 => PskHash::Sha384,
+        }
+    }
+}
+
+/// The hash a TLS 1.3 external PSK is bound to (RFC 8446 §4.2.11): the PSK is usable only with
+/// cipher suites of that hash. NVMe/TCP's identities say which (`NVMe1R01` SHA-256,
+/// `NVMe1R02` SHA-384, 32- and 48-byte keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PskHash {
+    /// SHA-256: used with `TLS_AES_128_GCM_SHA256`.
+    Sha256,
+    /// SHA-384: used with `TLS_AES_256_GCM_SHA384`.
+    Sha384,
+}
+
+impl PskHash {
+    /// The suite this crate uses with a PSK of this hash.
+    pub fn cipher_suite(self) -> CipherSuite {
+        match self {
+            Self::Sha256 => CipherSuite::Aes128GcmSha256,
+            Self::Sha384 => CipherSuite::Aes256GcmSha384,
+        }
+    }
 }
 
 fn openssl_error(error: openssl::error::ErrorStack) -> ConfigError {
@@ -122,9 +155,6 @@ fn openssl_error(error: openssl::error::ErrorStack) -> ConfigError {
 
 /// A TLS 1.3-only, certificate-free context offering `suites`.
 fn context(method: SslMethod, suites: &[CipherSuite]) -> Result<SslContextBuilder, ConfigError> {
-    if !suites.contains(&CipherSuite::Aes128GcmSha256) {
-        return Err(ConfigError::NoSha256Suite);
-    }
     let mut builder = SslContextBuilder::new(method).map_err(openssl_error)?;
     builder
         .set_min_proto_version(Some(SslVersion::TLS1_3))
@@ -147,21 +177,38 @@ pub struct PskClient {
     context: SslContext,
     identity: Vec<u8>,
     key_len: usize,
+    hash: PskHash,
 }
 
 impl PskClient {
-    /// A client offering `identity` with `key`, and both cipher suites.
+    /// A client offering `identity` with `key` as a SHA-256 PSK, and both cipher suites.
     pub fn new(identity: &[u8], key: &[u8]) -> Result<Self, ConfigError> {
         Self::with_cipher_suites(identity, key, &CipherSuite::ALL)
     }
 
-    /// A client offering only `suites` (which must include `TLS_AES_128_GCM_SHA256`).
+    /// A client offering `identity` with `key` as a PSK bound to `hash`, and the cipher suite
+    /// of that hash ([`PskHash::cipher_suite`]) only.
+    pub fn with_hash(identity: &[u8], key: &[u8], hash: PskHash) -> Result<Self, ConfigError> {
+        Self::build(identity, key, hash, &[hash.cipher_suite()])
+    }
+
+    /// A client offering `identity` with `key` as a SHA-256 PSK and only `suites` (which must
+    /// include `TLS_AES_128_GCM_SHA256`).
     pub fn with_cipher_suites(
         identity: &[u8],
         key: &[u8],
         suites: &[CipherSuite],
     ) -> Result<Self, ConfigError> {
-        if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN || identity.contains(&0) {
+        Self::build(identity, key, PskHash::Sha256, suites)
+    }
+
+    fn build(
+        identity: &[u8],
+        key: &[u8],
+        hash: PskHash,
+        suites: &[CipherSuite],
+    ) -> Result<Self, ConfigError> {
+        if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
             return Err(ConfigError::Identity {
                 length: identity.len(),
             });
@@ -169,26 +216,24 @@ impl PskClient {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(ConfigError::Key { length: key.len() });
         }
+        if !suites.iter().any(|s| s.hash() == hash) {
+            return Err(ConfigError::NoSha256Suite);
+        }
         let mut builder = context(SslMethod::tls_client(), suites)?;
-        let offered = identity.to_vec();
-        let secret = Zeroizing::new(key.to_vec());
-        builder.set_psk_client_callback(move |_ssl, _hint, identity_out, key_out| {
-            // OpenSSL reads the identity as a C string from a zeroed buffer one byte longer than
-            // `identity_out`; the NUL after it is written anyway.
-            if offered.len() > identity_out.len() || secret.len() > key_out.len() {
-                return Ok(0); // no PSK: the handshake fails (lengths were checked in `new`)
-            }
-            identity_out[..offered.len()].copy_from_slice(&offered);
-            if let Some(nul) = identity_out.get_mut(offered.len()) {
-                *nul = 0;
-            }
-            key_out[..secret.len()].copy_from_slice(&secret);
-            Ok(secret.len())
-        });
+        ffi::set_client_psk(
+            &mut builder,
+            ffi::ClientPsk {
+                identity: identity.to_vec(),
+                key: Zeroizing::new(key.to_vec()),
+                hash,
+            },
+        )
+        .map_err(openssl_error)?;
         Ok(Self {
             context: builder.build(),
             identity: identity.to_vec(),
             key_len: key.len(),
+            hash,
         })
     }
 
@@ -214,6 +259,7 @@ impl fmt::Debug for PskClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PskClient")
             .field("identity", &String::from_utf8_lossy(&self.identity))
+            .field("hash", &self.hash)
             .field("key", &format_args!("<{} bytes, not shown>", self.key_len))
             .finish()
     }
@@ -235,14 +281,18 @@ fn looked_index() -> Result<Index<Ssl, Looked>, ConfigError> {
 }
 
 /// The server side: keys looked up by the identity the client offers.
+///
+/// OpenSSL picks the cipher suite (in the client's order of preference) before it looks the
+/// PSK up, and uses a PSK only if its hash matches that suite: a client with a SHA-384 PSK must
+/// prefer `TLS_AES_256_GCM_SHA384` ([`PskClient::with_hash`] offers only that one).
 pub struct PskServer {
     context: SslContext,
     looked: Index<Ssl, Looked>,
 }
 
 impl PskServer {
-    /// A server whose `lookup` gives the key for an identity (`None`: unknown identity), with
-    /// both cipher suites. The returned key is wiped from memory after use.
+    /// A server whose `lookup` gives the SHA-256 key for an identity (`None`: unknown
+    /// identity), with both cipher suites. The returned key is wiped from memory after use.
     pub fn new<F>(lookup: F) -> Result<Self, ConfigError>
     where
         F: Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
@@ -250,29 +300,50 @@ impl PskServer {
         Self::with_cipher_suites(lookup, &CipherSuite::ALL)
     }
 
-    /// A server accepting only `suites` (which must include `TLS_AES_128_GCM_SHA256`).
+    /// A server with SHA-256 keys accepting only `suites` (which must include
+    /// `TLS_AES_128_GCM_SHA256`).
     pub fn with_cipher_suites<F>(lookup: F, suites: &[CipherSuite]) -> Result<Self, ConfigError>
     where
         F: Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
     {
+        if !suites.contains(&CipherSuite::Aes128GcmSha256) {
+            return Err(ConfigError::NoSha256Suite);
+        }
+        Self::build(
+            move |identity| lookup(identity).map(|key| (key, PskHash::Sha256)),
+            suites,
+        )
+    }
+
+    /// A server whose `lookup` gives the key for an identity and the hash it is bound to
+    /// (`None`: unknown identity), with both cipher suites. The returned key is wiped from
+    /// memory after use.
+    pub fn with_hashes<F>(lookup: F) -> Result<Self, ConfigError>
+    where
+        F: Fn(&[u8]) -> Option<(Vec<u8>, PskHash)> + Send + Sync + 'static,
+    {
+        Self::build(lookup, &CipherSuite::ALL)
+    }
+
+    fn build<F>(lookup: F, suites: &[CipherSuite]) -> Result<Self, ConfigError>
+    where
+        F: Fn(&[u8]) -> Option<(Vec<u8>, PskHash)> + Send + Sync + 'static,
+    {
         let looked = looked_index()?;
         let mut builder = context(SslMethod::tls_server(), suites)?;
-        builder.set_psk_server_callback(move |ssl, identity, key_out| {
-            let identity = identity.unwrap_or_default();
-            let key = lookup(identity).map(Zeroizing::new);
-            let key = key.filter(|k| !k.is_empty() && k.len() <= key_out.len());
+        let lookup = move |ssl: &mut SslRef, identity: &[u8]| {
+            let found = lookup(identity).map(|(key, hash)| (Zeroizing::new(key), hash));
+            let found = found.filter(|(key, _)| !key.is_empty() && key.len() <= MAX_KEY_LEN);
             ssl.set_ex_data(
                 looked,
                 Looked {
                     identity: identity.to_vec(),
-                    known: key.is_some(),
+                    known: found.is_some(),
                 },
             );
-            Ok(key.map_or(0, |key| {
-                key_out[..key.len()].copy_from_slice(&key);
-                key.len()
-            }))
-        });
+            found
+        };
+        ffi::set_server_lookup(&mut builder, Box::new(lookup)).map_err(openssl_error)?;
         Ok(Self {
             context: builder.build(),
             looked,
