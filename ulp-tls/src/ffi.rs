@@ -308,3 +308,89 @@ mod tests {
         assert!(psk_session(&mut ssl, &[7; 513], PskHash::Sha384).is_none());
     }
 }
+
+/// OpenSSL's command-line server with a SHA-384 PSK. Its `-psk HEX` option builds a
+/// `TLS_AES_128_GCM_SHA256` session (SHA-256 only: with `-ciphersuites TLS_AES_256_GCM_SHA384`
+/// the handshake fails), so the SHA-384 PSK goes in as `-psk_session FILE`: a session this
+/// module built, converted to PEM by `openssl sess_id`. Skipped (with a message) when the
+/// `openssl` binary cannot run, unless ULP_REQUIRE_PEERS=1.
+#[cfg(test)]
+mod s_server {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use openssl::ssl::{Ssl, SslMethod};
+
+    use super::*;
+    use crate::PskClient;
+
+    #[test]
+    fn sha384_psk_against_openssl_s_server() {
+        let dir = std::env::temp_dir().join(format!("ulp-tls-s-server-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (der, pem) = (dir.join("psk.der"), dir.join("psk.pem"));
+        let key = [0xc3u8; 48];
+        let context = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
+        let mut ssl = Ssl::new(&context.build()).unwrap();
+        let session = psk_session(&mut ssl, &key, PskHash::Sha384).unwrap();
+        std::fs::write(&der, session.to_der().unwrap()).unwrap();
+        let converted = Command::new("openssl")
+            .args(["sess_id", "-inform", "DER", "-outform", "PEM", "-in"])
+            .arg(&der)
+            .arg("-out")
+            .arg(&pem)
+            .status();
+        match converted {
+            Ok(status) => assert!(status.success(), "openssl sess_id failed"),
+            Err(e) => {
+                assert!(
+                    std::env::var("ULP_REQUIRE_PEERS").as_deref() != Ok("1"),
+                    "the openssl binary cannot run ({e}) and ULP_REQUIRE_PEERS=1"
+                );
+                eprintln!("skipped: the openssl binary cannot run ({e})");
+                return;
+            }
+        }
+        let identity = "NVMe1R02 nqn.host nqn.subsystem";
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-accept", "127.0.0.1:0", "-tls1_3", "-nocert"])
+            .args(["-naccept", "1", "-ciphersuites", "TLS_AES_256_GCM_SHA384"])
+            .args(["-psk_identity", identity, "-psk_session"])
+            .arg(&pem)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("ACCEPT ")
+                    .map(|a| a.rsplit(':').next().unwrap().parse().unwrap())
+            })
+            .expect("s_server printed no ACCEPT line");
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let client = PskClient::with_hash(identity.as_bytes(), &key, PskHash::Sha384).unwrap();
+        let result = client.connect(tcp).map(|mut tls| {
+            tls.write_all(b"ping over sha384\n").unwrap();
+            let suite = tls.cipher_suite();
+            let _ = tls.shutdown();
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest);
+            suite
+        });
+        let saw_ping = lines
+            .map_while(Result::ok)
+            .any(|l| l.contains("ping over sha384"));
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(result.unwrap(), Some("TLS_AES_256_GCM_SHA384"));
+        assert!(saw_ping, "s_server printed the client's plaintext");
+    }
+}

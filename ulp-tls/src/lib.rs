@@ -2,7 +2,8 @@
 //! secure channel of NVMe/TCP (NVMe TP 8011), on OpenSSL 3 through the [`openssl`] crate.
 //!
 //! - [`PskClient`] offers one PSK identity and key; [`PskServer`] looks keys up by identity.
-//!   Both speak TLS 1.3 only, offer `TLS_AES_128_GCM_SHA256` and `TLS_AES_256_GCM_SHA384`, use
+//!   Both speak TLS 1.3 only, use `TLS_AES_128_GCM_SHA256` (SHA-256 PSKs) or
+//!   `TLS_AES_256_GCM_SHA384` (SHA-384 PSKs), use
 //!   the `psk_dhe_ke` key exchange (a fresh (EC)DHE share with the PSK, which Linux's `tlshd`
 //!   requires; OpenSSL's default) and no certificates.
 //! - [`PskClient::connect`] / [`PskServer::accept`] run the handshake on a stream (in practice a
@@ -58,18 +59,22 @@
 //! `SSL_write` encrypts from the caller's slice
 //! into OpenSSL's write buffer, which the transport's `write` sends.
 //!
-//! # Limits
+//! # PSKs, hashes and limits
 //!
-//! The PSK goes through OpenSSL's `SSL_CTX_set_psk_client_callback` /
-//! `SSL_CTX_set_psk_server_callback`, which the `openssl` crate binds safely. Under TLS 1.3
-//! OpenSSL ties such a PSK to SHA-256, so:
-//! - identities are 1 to 256 bytes without NUL (long NQN pairs can exceed that);
-//! - only SHA-256 suites can complete a handshake: `TLS_AES_256_GCM_SHA384` is offered but a
-//!   peer choosing it with this PSK fails; a SHA-384 PSK (NVMe's `02` hash) is not supported.
-//!
-//! Both need `SSL_CTX_set_psk_use_session_callback` / `SSL_CTX_set_psk_find_session_callback`
-//! (a PSK as an `SSL_SESSION` with its own cipher), which the `openssl` crate does not bind; this
-//! crate has no FFI of its own (no `unsafe`) and leaves them for later.
+//! The PSK reaches OpenSSL through `SSL_CTX_set_psk_use_session_callback` /
+//! `SSL_CTX_set_psk_find_session_callback` (a PSK as an `SSL_SESSION` with its own cipher
+//! suite), which the `openssl` crate does not bind: the crate's only FFI, in a private module
+//! with `// SAFETY:` comments, tested (Miri cannot run it; the tests pass valgrind memcheck
+//! with no OpenSSL allocation lost).
+//! - A PSK is bound to one hash ([`PskHash`]): SHA-256 ([`PskClient::new`], [`PskServer::new`])
+//!   goes with `TLS_AES_128_GCM_SHA256`, SHA-384 ([`PskClient::with_hash`],
+//!   [`PskServer::with_hashes`], NVMe's `02` hash, 48-byte keys) with `TLS_AES_256_GCM_SHA384`.
+//!   OpenSSL's server picks the suite in the client's order before it looks the PSK up, so a
+//!   SHA-384 client offers only its suite.
+//! - Identities are 1 to [`MAX_IDENTITY_LEN`] (63487) opaque bytes (they share the
+//!   ClientHello's 16-bit extensions length); keys 1 to [`MAX_KEY_LEN`] (512) bytes.
+//! - `openssl s_server -psk HEX` is SHA-256 only (it builds a `TLS_AES_128_GCM_SHA256`
+//!   session); a SHA-384 PSK goes to it as `-psk_session FILE`, which the tests do.
 
 use std::fmt;
 use std::io::{self, Read, Write};
