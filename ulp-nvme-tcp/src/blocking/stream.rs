@@ -46,7 +46,16 @@ impl Read for Stream {
         match self {
             Self::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.read(buf).map_err(|e| {
+            Self::Tls(s) => match s.read(buf) {
+                // close_notify: the end of the stream as a TCP FIN would be, but named, so
+                // that a session ended in the middle of a PDU says how it ended.
+                Ok(0) if s.peer_closed() => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the controller closed the TLS session (close_notify)",
+                )),
+                other => other,
+            }
+            .map_err(|e| {
                 // The transport's timeout (or a non-blocking socket with nothing there): the
                 // session stays usable; the driver's loop knows it as a wake-up.
                 if matches!(
