@@ -36,6 +36,11 @@
 //!   `ctrl_loss_tmo`, every outstanding command fails with [`Error::Lost`] naming it, its
 //!   buffer back, and new commands are refused ([`Error::Refused`]). [`Controller::take_events`]
 //!   reports each step as the blocking driver's [`ControllerEvent`]s.
+//! - **TLS** (features `tokio` + `tls`): with [`Options::tls`], every queue's connection
+//!   (reconnects too) runs the TLS 1.3 PSK handshake (`ulp_tls::PskClient::connect_async`)
+//!   before ICReq, failing with [`Error::Tls`] in the blocking driver's words; the reader path
+//!   is the same, OpenSSL decrypting into the slice it hands (the command's buffer), and a
+//!   queue waits on its socket only when OpenSSL holds no decrypted bytes.
 //! - **Failures**: every buffer comes back, in the error ([`Error::into_buffer`]).
 //! - **Asynchronous events**: the admin queue keeps one Asynchronous Event Request
 //!   outstanding (asked again on every association); an event is reported
