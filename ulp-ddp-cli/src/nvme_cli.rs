@@ -145,6 +145,10 @@ pub struct DiscoverArgs {
     #[command(flatten)]
     /// Recovery settings.
     pub recovery: Recovery,
+    #[command(flatten)]
+    /// `--tls` and its key (a discovery controller may require TLS; the PSK identity names
+    /// the discovery NQN).
+    pub tls: TlsArgs,
 }
 
 /// The flags of `nvme perf`.
@@ -235,6 +239,7 @@ impl Spec {
                 url: d.url.clone(),
                 digests: d.digests.get(),
                 recovery: d.recovery,
+                tls: d.tls.clone(),
                 ..Self::from_io(
                     "discover",
                     &IoArgs {
@@ -761,24 +766,38 @@ pub fn run(spec: &Spec) -> Result<(Vec<PhaseResult>, Stats, String), String> {
 ///
 /// Connection, set-up or log failures, as a message naming the address.
 pub fn discover(spec: &Spec) -> Result<String, String> {
+    let nqn = ulp_nvme_tcp::nvme::DISCOVERY_NQN;
     let mut embedded = None;
     let addr = match &spec.url {
         Some(u) => u.addr(),
         None => {
-            let t =
-                Target::start(embedded_config()).map_err(|e| format!("embedded target: {e}"))?;
+            let config = with_tls(embedded_config(), &spec.tls, nqn)?;
+            let t = Target::start(config).map_err(|e| format!("embedded target: {e}"))?;
             let a = t.addr().to_string();
             embedded = Some(t);
             a
         }
     };
-    let mut o = Options::new(ulp_nvme_tcp::nvme::DISCOVERY_NQN);
+    let mut o = Options::new(nqn);
     spec.recovery.apply(&mut o);
     o.digests = spec.digests;
+    o.hostnqn = spec.tls.hostnqn();
+    o.tls = spec.tls.psk(nqn)?;
     let log =
         ulp_nvme_tcp::blocking::discover(addr.as_str(), &o).map_err(|e| format!("{addr}: {e}"))?;
     drop(embedded);
     Ok(log.to_string())
+}
+
+/// `config` with `--tls`: the embedded target then serves TLS only, with the key the host
+/// derives for `subnqn`.
+fn with_tls(mut config: TargetConfig, tls: &TlsArgs, subnqn: &str) -> Result<TargetConfig, String> {
+    config.tls = tls.psk(subnqn)?.map(|p| TargetTls {
+        identity: p.identity().to_string(),
+        key: p.key().to_vec(),
+        required: true,
+    });
+    Ok(config)
 }
 
 /// The embedded target's configuration for the CLI: an [`EMBEDDED_BYTES`] namespace, reads
@@ -806,13 +825,9 @@ pub(crate) fn open(
     let (addr, nqn, nsid) = match url {
         Some(u) => (u.addr(), u.subnqn.clone(), u.nsid),
         None => {
-            let mut config = embedded_config();
-            // The embedded target with --tls: TLS only, with the key the host derives.
-            config.tls = tls.psk(&config.subnqn)?.map(|p| TargetTls {
-                identity: p.identity().to_string(),
-                key: p.key().to_vec(),
-                required: true,
-            });
+            let config = embedded_config();
+            let subnqn = config.subnqn.clone();
+            let config = with_tls(config, tls, &subnqn)?;
             let t = Target::start(config).map_err(|e| format!("embedded target: {e}"))?;
             let r = (t.addr().to_string(), t.subnqn().to_string(), 1);
             embedded = Some(t);
@@ -1269,6 +1284,11 @@ mod tests {
         let spec = parse(&args(&format!("{line} --tls-identity v1 --count 2"))).expect("spec");
         let (phases, ..) = run(&spec).expect("run over TLS, v1 identity");
         assert_eq!(phases[1].mismatches, 0);
+        // Discovery over TLS (the identity names the discovery NQN), on a TLS-only target.
+        let line = format!("discover --tls --tls-key-file {}", file.display());
+        let spec = parse(&args(&line)).expect("discover spec");
+        let text = discover(&spec).expect("discover over TLS");
+        assert!(text.contains("subtype: nvme subsystem"), "{text}");
         // The key never on the command line: without a file or the environment, in words.
         if std::env::var_os(TLS_KEY_ENV).is_none() {
             let spec = parse(&args("verify --count 1 --tls")).expect("spec");

@@ -67,7 +67,8 @@
 //!   and bring-up on tokio sockets, a task per queue, a cloneable handle whose `read`, `write`
 //!   and `flush` any number of tasks await at once, Keep Alive from the connection's timers,
 //!   reconnects as the blocking driver does, `close().await` with CC.SHN; errors are
-//!   [`blocking::Error`], each with its buffer.
+//!   [`blocking::Error`], each with its buffer. With `tls` too, [`Options::tls`] works there
+//!   as in the blocking driver.
 //!
 //! Everything above is re-exported at the crate root (the blocking [`Controller`], [`Options`],
 //! [`Error`]; the sans-IO [`Connection`]; [`SgBuffer`], [`NoOffload`], [`Digests`] and the other

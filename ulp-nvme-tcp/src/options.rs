@@ -49,7 +49,7 @@ pub struct Options {
     /// NVMe TP 8011's secure channel: TLS 1.3 with this PSK on the admin queue and on every I/O
     /// queue (each its own handshake, as Linux; every reconnect handshakes again), ICReq inside
     /// it. Derive it from a configured key with [`crate::psk::ConfiguredPsk::derive`]. Needs the
-    /// `tls` feature. Default `None` (plaintext).
+    /// `tls` feature (and `tokio` for the tokio driver). Default `None` (plaintext).
     pub tls: Option<crate::psk::TlsPsk>,
 }
 

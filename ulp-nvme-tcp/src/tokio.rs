@@ -36,6 +36,11 @@
 //!   `ctrl_loss_tmo`, every outstanding command fails with [`Error::Lost`] naming it, its
 //!   buffer back, and new commands are refused ([`Error::Refused`]). [`Controller::take_events`]
 //!   reports each step as the blocking driver's [`ControllerEvent`]s.
+//! - **TLS** (features `tokio` + `tls`): with [`Options::tls`], every queue's connection
+//!   (reconnects too) runs the TLS 1.3 PSK handshake (`ulp_tls::PskClient::connect_async`)
+//!   before ICReq, failing with [`Error::Tls`] in the blocking driver's words; the reader path
+//!   is the same, OpenSSL decrypting into the slice it hands (the command's buffer), and a
+//!   queue waits on its socket only when OpenSSL holds no decrypted bytes.
 //! - **Failures**: every buffer comes back, in the error ([`Error::into_buffer`]).
 //! - **Asynchronous events**: the admin queue keeps one Asynchronous Event Request
 //!   outstanding (asked again on every association); an event is reported
@@ -184,13 +189,14 @@ async fn bring_up<B: DdpBackend, F: FnMut(QueueId) -> B>(
     let t = options.timeout;
     let queue_id = |qid: u16| QueueId((generation << 16) | u32::from(qid));
     let admin_cfg = bringup::admin_config(options, queue_id(0));
-    let mut admin = Queue::connect(addr, backend(queue_id(0)), admin_cfg, t).await?;
+    let tls = options.tls.as_ref();
+    let mut admin = Queue::connect(addr, backend(queue_id(0)), admin_cfg, t, tls).await?;
     let found = admin.drive(&mut AdminBringup::new(options), t).await?;
     let mut io = Vec::with_capacity(usize::from(found.io_queues));
     for qid in 1..=found.io_queues {
         let depth = found.queue_depth;
         let cfg = bringup::io_config(options, queue_id(qid), qid, depth);
-        let mut q = Queue::connect(addr, backend(queue_id(qid)), cfg, t).await?;
+        let mut q = Queue::connect(addr, backend(queue_id(qid)), cfg, t, tls).await?;
         q.drive(
             &mut IoQueueBringup::new(options, qid, depth, found.cntlid),
             t,
@@ -229,13 +235,6 @@ impl Controller {
         B: DdpBackend + Send + 'static,
         F: FnMut(QueueId) -> B + Send + 'static,
     {
-        if options.tls.is_some() {
-            // Never plaintext when TLS was asked for.
-            return Err(Error::Setup(
-                "the tokio driver has no TLS yet: use the blocking driver for a TLS connection"
-                    .into(),
-            ));
-        }
         let addr = lookup_host(addr)
             .await?
             .next()
@@ -603,27 +602,154 @@ impl Read for TryRead<'_> {
     }
 }
 
-/// One queue: its sans-IO connection and its socket.
+/// One TLS session's `poll_read` as `std::io::Read` for the core's reader path: OpenSSL
+/// decrypts straight into the slice the reader hands (the command's buffer for payload).
+/// Polled once without a waker to wake (`Pending`, nothing decryptable yet, is `WouldBlock`,
+/// and tokio's readiness of the socket is cleared as by `try_read`); the queue's task then
+/// waits on the socket's readiness itself ([`QueueStream::readable`]).
+#[cfg(feature = "tls")]
+struct TryReadTls<'a>(&'a mut ulp_tls::AsyncTlsStream<TcpStream>);
+
+#[cfg(feature = "tls")]
+impl Read for TryReadTls<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ::tokio::io::{AsyncRead, ReadBuf};
+        use std::task::{Context, Poll, Waker};
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = ReadBuf::new(buf);
+        match std::pin::Pin::new(&mut *self.0).poll_read(&mut cx, &mut out) {
+            Poll::Ready(Ok(())) => Ok(out.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+/// One queue's byte stream: the TCP connection, or (feature `tls`) NVMe TP 8011's secure
+/// channel, a TLS 1.3 session with a PSK over it.
+enum QueueStream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<ulp_tls::AsyncTlsStream<TcpStream>>),
+}
+
+impl QueueStream {
+    /// TCP connect, and the TLS handshake when `tls` is given, each within `t`.
+    async fn connect(
+        addr: SocketAddr,
+        qid: u16,
+        t: Duration,
+        tls: Option<&crate::psk::TlsPsk>,
+    ) -> Result<Self, Error> {
+        let tcp = match ::tokio::time::timeout(t, TcpStream::connect(addr)).await {
+            Ok(s) => s?,
+            Err(_) => return Err(timed_out(t, format!("the TCP connection to {addr}"))),
+        };
+        tcp.set_nodelay(true)?;
+        let Some(psk) = tls else {
+            return Ok(Self::Plain(tcp));
+        };
+        let failed = |reason: String| crate::blocking::stream::tls_failed(qid, addr, &reason);
+        #[cfg(feature = "tls")]
+        {
+            let client = crate::blocking::stream::client(psk).map_err(failed)?;
+            match ::tokio::time::timeout(t, client.connect_async(tcp)).await {
+                Ok(Ok(s)) => Ok(Self::Tls(Box::new(s))),
+                Ok(Err(e)) => Err(failed(e.to_string())),
+                Err(_) => Err(failed(ulp_tls::HandshakeError::TimedOut.to_string())),
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = psk;
+            Err(failed(crate::blocking::stream::NO_TLS.into()))
+        }
+    }
+
+    /// Waits until a read has something to take: bytes in the socket, or (TLS) plaintext the
+    /// library already holds, which the socket's readiness would not show.
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.readable().await,
+            #[cfg(feature = "tls")]
+            Self::Tls(s) if s.pending() > 0 => Ok(()),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.get_ref().readable().await,
+        }
+    }
+
+    /// One read through the core's reader path (payload straight into the command's buffer).
+    fn read_once<B: DdpBackend>(
+        &mut self,
+        reader: &mut SocketReader,
+        conn: &mut crate::Connection<B>,
+    ) -> Result<usize, RecvError<<crate::NvmeTcpHost as ulp_ddp_core::Protocol>::Error>> {
+        match self {
+            Self::Plain(s) => reader.read_once(conn.engine_mut(), &mut TryRead(s)),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => reader.read_once(conn.engine_mut(), &mut TryReadTls(s)),
+        }
+    }
+
+    /// Writes every slice in order, waiting while the socket is full; over TLS, in as few
+    /// records as they fit.
+    async fn write_all(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut storage: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut slices = &mut storage[..];
+        match self {
+            Self::Plain(stream) => {
+                while !slices.is_empty() {
+                    stream.writable().await?;
+                    match stream.try_write_vectored(slices) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => {
+                use ::tokio::io::AsyncWrite;
+                let mut gathered = Vec::new();
+                while !slices.is_empty() {
+                    let record = crate::blocking::stream::next_record(slices, &mut gathered);
+                    if record.is_empty() {
+                        break;
+                    }
+                    let n = std::future::poll_fn(|cx| {
+                        std::pin::Pin::new(&mut **tls).poll_write(cx, record)
+                    })
+                    .await?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One queue: its sans-IO connection and its byte stream.
 struct Queue<B: DdpBackend> {
     conn: crate::Connection<B>,
-    stream: TcpStream,
+    stream: QueueStream,
     reader: SocketReader,
     gathered: Vec<u8>,
 }
 
 impl<B: DdpBackend> Queue<B> {
-    /// TCP connect, ICReq, ICResp, each within `t`.
+    /// TCP connect, the TLS handshake when `tls` is given, ICReq, ICResp, each within `t`.
     async fn connect(
         addr: SocketAddr,
         backend: B,
         config: crate::ConnectionConfig,
         t: Duration,
+        tls: Option<&crate::psk::TlsPsk>,
     ) -> Result<Self, Error> {
-        let stream = match ::tokio::time::timeout(t, TcpStream::connect(addr)).await {
-            Ok(s) => s?,
-            Err(_) => return Err(timed_out(t, format!("the TCP connection to {addr}"))),
-        };
-        stream.set_nodelay(true)?;
+        let stream = QueueStream::connect(addr, config.qid, t, tls).await?;
         let mut q = Self {
             conn: crate::Connection::new(config, backend),
             stream,
@@ -664,11 +790,11 @@ impl<B: DdpBackend> Queue<B> {
                 parts.push(&gathered[..]);
             }
             parts.extend_from_slice(t.parts());
-            write_all(stream, &parts).await?;
+            stream.write_all(&parts).await?;
             gathered.clear();
         }
         if !gathered.is_empty() {
-            write_all(stream, &[&gathered[..]]).await?;
+            stream.write_all(&[&gathered[..]]).await?;
             gathered.clear();
         }
         Ok(())
@@ -682,8 +808,7 @@ impl<B: DdpBackend> Queue<B> {
             if self.conn.is_closed() {
                 break;
             }
-            let mut src = TryRead(&self.stream);
-            match self.reader.read_once(self.conn.engine_mut(), &mut src) {
+            match self.stream.read_once(&mut self.reader, &mut self.conn) {
                 Ok(n) => {
                     self.conn.handle_received(Ok(n));
                     if n == 0 {
@@ -1214,8 +1339,15 @@ where
     }
 }
 
-/// A socket error that ended a queue, in words (its kind, not the OS's error number).
+/// A socket error that ended a queue, in words (its kind, not the OS's error number; a TLS
+/// record stream's failure as `ulp-tls` words it).
 fn socket_failed(queue: &str, e: &io::Error) -> String {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = ulp_tls::StreamError::of(e)
+        && !matches!(tls, ulp_tls::StreamError::Io(_))
+    {
+        return format!("{queue}: {tls}");
+    }
     match e.kind() {
         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
             format!(
@@ -1233,20 +1365,4 @@ async fn sleep(t: Option<Instant>) {
         Some(t) => ::tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// Writes every slice in order with vectored writes, waiting while the socket is full.
-async fn write_all(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<()> {
-    let mut storage: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut slices = &mut storage[..];
-    while !slices.is_empty() {
-        stream.writable().await?;
-        match stream.try_write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -9,6 +9,9 @@
 //! - [`PskClient::connect`] / [`PskServer::accept`] run the handshake on a stream (in practice a
 //!   [`std::net::TcpStream`]; its timeouts, set before or after, bound every step) and give a
 //!   [`TlsStream`], which implements [`Read`] and [`Write`].
+//! - With the feature `tokio`, [`PskClient::connect_async`] / [`PskServer::accept_async`] run
+//!   the same handshake over tokio's `AsyncRead + AsyncWrite` (through `tokio-openssl`) and give
+//!   an `AsyncTlsStream`, whose reads and writes fail with the same [`StreamError`]s.
 //! - Errors are in words: [`HandshakeError`] says whether the key was wrong, the identity
 //!   unknown, or the peer does not speak TLS at all; [`StreamError`] (inside the `io::Error`s of
 //!   `Read` and `Write`) names truncated and oversize records, alerts, close_notify and
@@ -87,10 +90,14 @@ use openssl::ssl::{
 };
 use zeroize::Zeroizing;
 
+#[cfg(feature = "tokio")]
+mod async_io;
 mod error;
 mod ffi;
 mod wire;
 
+#[cfg(feature = "tokio")]
+pub use async_io::AsyncTlsStream;
 pub use error::{Alert, ConfigError, HandshakeError, Role, StreamError};
 use wire::{Seen, Wire};
 

@@ -110,6 +110,55 @@ impl<S: Write> Write for Wire<S> {
     }
 }
 
+/// The same watcher over tokio's traits (feature `tokio`): the bytes a read put in the
+/// buffer are observed as they pass.
+#[cfg(feature = "tokio")]
+impl<S: ::tokio::io::AsyncRead + Unpin> ::tokio::io::AsyncRead for Wire<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ::tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let wanted = buf.remaining() > 0;
+        let poll = std::pin::Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = poll {
+            let new = &buf.filled()[before..];
+            if new.is_empty() && wanted {
+                this.seen.eof = true;
+            }
+            this.seen.observe(new);
+        }
+        poll
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<S: ::tokio::io::AsyncWrite + Unpin> ::tokio::io::AsyncWrite for Wire<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

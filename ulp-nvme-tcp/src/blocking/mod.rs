@@ -31,7 +31,7 @@ use crate::wire::capsule_cmd::SQE_LEN;
 
 mod bringup;
 mod controller;
-mod stream;
+pub(crate) mod stream;
 mod types;
 
 pub use bringup::discover;
@@ -249,14 +249,8 @@ impl<B: DdpBackend> Connection<B> {
         tcp.set_write_timeout(Some(timeout))?;
         let stream = match psk {
             None => Stream::Plain(tcp),
-            Some(psk) => stream::handshake(tcp, psk, timeout).map_err(|reason| {
-                let queue = if config.qid == 0 {
-                    "the admin queue".to_string()
-                } else {
-                    format!("I/O queue {}", config.qid)
-                };
-                Error::Tls(format!("{queue} to {addr}: {reason}"))
-            })?,
+            Some(psk) => stream::handshake(tcp, psk, timeout)
+                .map_err(|reason| stream::tls_failed(config.qid, addr, &reason))?,
         };
         let mut c = Self {
             conn: crate::Connection::new(config, backend),

@@ -102,21 +102,30 @@ impl Write for Stream {
 const RECORD: usize = 16 * 1024;
 
 /// A gathered write over TLS: the pieces of a transmit (header, payload, digest; several small
-/// PDUs) go out in as few records as they fit, not a record each. A piece of a record's size or
-/// more is encrypted straight from the caller's slice; smaller ones are gathered first (OpenSSL
-/// encrypts from one contiguous slice).
+/// PDUs) go out in as few records as they fit, not a record each.
 #[cfg(feature = "tls")]
 fn write_gathered(
     tls: &mut ulp_tls::TlsStream<TcpStream>,
     bufs: &[io::IoSlice<'_>],
 ) -> io::Result<usize> {
+    let mut gathered = Vec::new();
+    tls.write(next_record(bufs, &mut gathered))
+}
+
+/// What the next TLS record carries of `bufs` (the blocking and the tokio driver's writes): a
+/// piece of a record's size or more is encrypted straight from the caller's slice; smaller ones
+/// are gathered into `gathered` first, up to a record (OpenSSL encrypts from one contiguous
+/// slice). Empty when `bufs` holds no bytes.
+#[cfg(feature = "tls")]
+pub(crate) fn next_record<'a>(bufs: &'a [io::IoSlice<'_>], gathered: &'a mut Vec<u8>) -> &'a [u8] {
     let mut pieces = bufs.iter().filter(|b| !b.is_empty()).peekable();
     match pieces.peek() {
-        None => return Ok(0),
-        Some(first) if first.len() >= RECORD => return tls.write(first),
+        None => return &[],
+        Some(first) if first.len() >= RECORD => return first,
         Some(_) => {}
     }
-    let mut gathered = Vec::with_capacity(RECORD);
+    gathered.clear();
+    gathered.reserve(RECORD);
     for piece in pieces {
         let room = RECORD - gathered.len();
         gathered.extend_from_slice(&piece[..piece.len().min(room)]);
@@ -124,7 +133,7 @@ fn write_gathered(
             break;
         }
     }
-    tls.write(&gathered)
+    gathered
 }
 
 impl Socket for Stream {
@@ -137,21 +146,27 @@ impl Socket for Stream {
     }
 }
 
-/// Runs the TLS 1.3 handshake with `psk` on `tcp` (TLS_AES_128_GCM_SHA256, the suite an
-/// NVMe/TCP target must support and the one OpenSSL's PSK callbacks can complete).
+/// The TLS client for `psk` (TLS_AES_128_GCM_SHA256, the suite an NVMe/TCP target must
+/// support and the one OpenSSL's PSK callbacks can complete); both drivers' handshakes use it.
+#[cfg(feature = "tls")]
+pub(crate) fn client(psk: &crate::psk::TlsPsk) -> Result<ulp_tls::PskClient, String> {
+    use ulp_tls::{CipherSuite, PskClient};
+    PskClient::with_cipher_suites(
+        psk.identity().as_bytes(),
+        psk.key(),
+        &[CipherSuite::Aes128GcmSha256],
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Runs the TLS 1.3 handshake with `psk` on `tcp`.
 #[cfg(feature = "tls")]
 pub(crate) fn handshake(
     tcp: TcpStream,
     psk: &crate::psk::TlsPsk,
     timeout: Duration,
 ) -> Result<Stream, String> {
-    use ulp_tls::{CipherSuite, PskClient};
-    let client = PskClient::with_cipher_suites(
-        psk.identity().as_bytes(),
-        psk.key(),
-        &[CipherSuite::Aes128GcmSha256],
-    )
-    .map_err(|e| e.to_string())?;
+    let client = client(psk)?;
     tcp.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let tls = client.connect(tcp).map_err(|e| e.to_string())?;
@@ -169,5 +184,19 @@ pub(crate) fn handshake(
     _psk: &crate::psk::TlsPsk,
     _timeout: Duration,
 ) -> Result<Stream, String> {
-    Err("this build of ulp-nvme-tcp has no TLS (cargo feature `tls`)".into())
+    Err(NO_TLS.into())
+}
+
+/// Why a build without the `tls` feature cannot honour `Options::tls`.
+#[cfg(not(feature = "tls"))]
+pub(crate) const NO_TLS: &str = "this build of ulp-nvme-tcp has no TLS (cargo feature `tls`)";
+
+/// A failed handshake on queue `qid` to `addr`, in words (both drivers).
+pub(crate) fn tls_failed(qid: u16, addr: std::net::SocketAddr, reason: &str) -> super::Error {
+    let queue = if qid == 0 {
+        "the admin queue".to_string()
+    } else {
+        format!("I/O queue {qid}")
+    };
+    super::Error::Tls(format!("{queue} to {addr}: {reason}"))
 }
