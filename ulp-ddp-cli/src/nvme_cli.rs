@@ -319,6 +319,10 @@ pub struct TlsArgs {
     /// Host NQN (the TLS identity names it; default: the library's)
     #[arg(long, value_name = "NQN")]
     pub hostnqn: Option<String>,
+    /// A configured PSK the program supplies (`perf-compare --tls` generates one), used
+    /// instead of the file and the environment; never from the command line.
+    #[arg(skip)]
+    pub key: Option<ConfiguredPsk>,
 }
 
 /// `--tls-identity`.
@@ -345,18 +349,23 @@ impl TlsArgs {
         if !self.tls {
             return Ok(None);
         }
-        let text = match &self.tls_key_file {
-            Some(f) => std::fs::read_to_string(f)
-                .map_err(|e| format!("--tls-key-file {}: {e}", f.display()))?,
-            None => std::env::var(TLS_KEY_ENV).map_err(|_| {
-                format!(
-                    "--tls needs the configured PSK: --tls-key-file FILE or the environment \
-                     variable {TLS_KEY_ENV} (never on the command line)"
-                )
-            })?,
+        let key = match (&self.key, &self.tls_key_file) {
+            (Some(key), _) => key.clone(),
+            (None, file) => {
+                let text = match file {
+                    Some(f) => std::fs::read_to_string(f)
+                        .map_err(|e| format!("--tls-key-file {}: {e}", f.display()))?,
+                    None => std::env::var(TLS_KEY_ENV).map_err(|_| {
+                        format!(
+                            "--tls needs the configured PSK: --tls-key-file FILE or the \
+                             environment variable {TLS_KEY_ENV} (never on the command line)"
+                        )
+                    })?,
+                };
+                ConfiguredPsk::parse(text.trim())
+                    .map_err(|e| format!("the configured TLS PSK: {e}"))?
+            }
         };
-        let key = ConfiguredPsk::parse(text.trim())
-            .map_err(|e| format!("the configured TLS PSK: {e}"))?;
         let version = match self.tls_identity {
             IdentityArg::V0 => IdentityVersion::V0,
             IdentityArg::V1 => IdentityVersion::V1,

@@ -103,7 +103,7 @@ fn iscsi_discover_report_luns_inquiry_readcap() {
 }
 
 #[test]
-fn perf_compare_plot_is_svg_with_one_series_per_mode() {
+fn perf_compare_plot_is_svg_with_one_series_per_mode_tls_included() {
     let dir = std::env::temp_dir().join(format!("ulp-ddp-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("compare.svg");
@@ -119,6 +119,7 @@ fn perf_compare_plot_is_svg_with_one_series_per_mode() {
         "--repeat",
         "1",
         "--no-progress",
+        "--tls",
         "--plot",
         path,
     ]);
@@ -139,7 +140,8 @@ fn perf_compare_plot_is_svg_with_one_series_per_mode() {
         .iter()
         .filter_map(|n| n.attribute("data-mode"))
         .collect();
-    assert_eq!(modes, ["tcp", "tcp-rr", "nvme-tcp", "iscsi"]);
+    // --tls adds NVMe/TCP over TLS as a fifth series.
+    assert_eq!(modes, ["tcp", "tcp-rr", "nvme-tcp", "iscsi", "nvme-tls"]);
     for s in &series {
         let mode = s.attribute("data-mode").unwrap_or_default();
         assert_eq!(s.attribute("id"), Some(format!("series-{mode}").as_str()));
@@ -164,6 +166,7 @@ fn perf_compare_plot_is_svg_with_one_series_per_mode() {
         "host CPU s per GB",
         "nvme-tcp",
         "iscsi",
+        "nvme-tls",
     ] {
         assert!(
             labels.iter().any(|t| t.contains(want)),

@@ -120,6 +120,61 @@ fn perf_compare() {
     assert!(out.contains("medians of 3 rounds"), "{out}");
 }
 
+#[test]
+fn perf_compare_tls_adds_the_nvme_tls_row_and_the_aes_limit() {
+    let out = run(&[
+        "perf-compare",
+        "--tls",
+        "--bs",
+        "4096",
+        "--count",
+        "64",
+        "--repeat",
+        "1",
+        "--digests",
+        "--no-progress",
+    ]);
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("nvme-tls ") && l.contains(" read "))
+        .collect();
+    assert_eq!(rows.len(), 1, "one nvme-tls row per round: {out}");
+    assert!(
+        rows[0].split_whitespace().nth(5) == Some("64"),
+        "the row counts the 64 commands: {out}"
+    );
+    let aes = out
+        .lines()
+        .find(|l| l.starts_with("AES-128-GCM limit: "))
+        .unwrap_or_else(|| panic!("the AES-128-GCM line: {out}"));
+    let gbps: f64 = aes
+        .trim_start_matches("AES-128-GCM limit: ")
+        .split_whitespace()
+        .next()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("a figure (openssl is installed here): {aes}"));
+    assert!(gbps > 0.0, "{aes}");
+    assert!(aes.contains("same machine"), "{aes}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("nvme-tls vs nvme-tcp: ")
+                && l.contains("x the AES-128-GCM limit")),
+        "the TLS ratios: {out}"
+    );
+    // The default run stays without TLS.
+    let plain = run(&[
+        "perf-compare",
+        "--bs",
+        "4096",
+        "--count",
+        "16",
+        "--repeat",
+        "1",
+    ]);
+    assert!(!plain.contains("nvme-tls"), "{plain}");
+    assert!(!plain.contains("AES-128-GCM"), "{plain}");
+}
+
 /// Runs `ulp-ddp args` with `stdin` as its standard input; returns (exit code, stdout, stderr).
 fn run_raw(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> (i32, Vec<u8>, String) {
     use std::io::Write;

@@ -257,3 +257,49 @@ fn mid_transfer_close_hands_every_buffer_back() {
     assert_eq!(c.outstanding(), 0);
     c.close().expect("closing a lost controller");
 }
+
+/// Where the payload bytes go under TLS, counted by the engine: with the default reader every
+/// C2HData payload byte is decrypted by `SSL_read` straight into the command's buffer
+/// (`bytes_read_in_place`, exactly the bytes read) and none passes through the reader's receive
+/// buffer (`bytes_copied` 0); with `copy_small_payloads` a small read is taken out of OpenSSL
+/// into the receive buffer and copied from there (one more copy, counted as `bytes_copied`).
+#[test]
+fn tls_payload_bytes_are_counted_in_place_and_copied_only_by_the_small_io_policy() {
+    let target = tls_target(true);
+    let o = options(&target, Some(&KEY));
+    let mut c = Controller::connect_with(target.addr(), &o, |_| SwBackend::new()).expect("connect");
+    let sizes = [4096usize, 128 * 1024, 1 << 20];
+    for (i, &len) in sizes.iter().enumerate() {
+        c.write((i as u64) * 4096, SgBuffer::from_vec(pattern(len, i as u8)))
+            .expect("write");
+    }
+    let before = c.stats();
+    for (i, &len) in sizes.iter().enumerate() {
+        let r = c
+            .read((i as u64) * 4096, SgBuffer::zeroed(len))
+            .expect("read");
+        assert!(r.into_vec() == pattern(len, i as u8), "read back {len}");
+    }
+    let after = c.stats();
+    let total: usize = sizes.iter().sum();
+    assert_eq!(
+        after.bytes_read_in_place - before.bytes_read_in_place,
+        total as u64,
+        "every payload byte decrypted straight into its command's buffer"
+    );
+    assert_eq!(
+        after.bytes_copied - before.bytes_copied,
+        0,
+        "no payload byte through the reader's receive buffer"
+    );
+    // SPDK's small-I/O policy: reads below 16 KiB go through the 64 KiB receive buffer.
+    c.copy_small_payloads(16 * 1024);
+    let before = c.stats();
+    let r = c.read(0, SgBuffer::zeroed(4096)).expect("small read");
+    assert!(r.into_vec() == pattern(4096, 0), "read back 4096");
+    let after = c.stats();
+    assert_eq!(after.bytes_copied - before.bytes_copied, 4096);
+    assert_eq!(after.bytes_read_in_place - before.bytes_read_in_place, 0);
+    assert_eq!(target.violations(), Vec::<String>::new());
+    c.close().expect("close");
+}

@@ -26,6 +26,9 @@ pub(super) struct Secure {
 
 /// Serves one accepted connection: TLS, or plaintext when the policy allows it.
 pub(super) fn serve(stream: TcpStream, shared: &Arc<Shared>, secure: &Secure, n: u32) {
+    // As the plaintext target's sockets (conn::serve): without it, Nagle holds the relay's
+    // small records (a response after a data burst) until the host's delayed ACK, ~40 ms.
+    let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_WAIT));
     let mut first = [0u8; 1];
     let is_tls = match stream.peek(&mut first) {
