@@ -146,17 +146,18 @@ impl Socket for Stream {
     }
 }
 
-/// The TLS client for `psk` (TLS_AES_128_GCM_SHA256, the suite an NVMe/TCP target must
-/// support and the one OpenSSL's PSK callbacks can complete); both drivers' handshakes use it.
+/// The TLS client for `psk`: the cipher suite of its hash only (TLS_AES_128_GCM_SHA256 for a
+/// SHA-256 PSK, the suite every NVMe/TCP target supports; TLS_AES_256_GCM_SHA384 for SHA-384),
+/// through OpenSSL's session callbacks; both drivers' handshakes use it.
 #[cfg(feature = "tls")]
 pub(crate) fn client(psk: &crate::psk::TlsPsk) -> Result<ulp_tls::PskClient, String> {
-    use ulp_tls::{CipherSuite, PskClient};
-    PskClient::with_cipher_suites(
-        psk.identity().as_bytes(),
-        psk.key(),
-        &[CipherSuite::Aes128GcmSha256],
-    )
-    .map_err(|e| e.to_string())
+    use crate::psk::TlsHash;
+    let hash = match psk.hash() {
+        TlsHash::Sha256 => ulp_tls::PskHash::Sha256,
+        TlsHash::Sha384 => ulp_tls::PskHash::Sha384,
+    };
+    ulp_tls::PskClient::with_hash(psk.identity().as_bytes(), psk.key(), hash)
+        .map_err(|e| e.to_string())
 }
 
 /// Runs the TLS 1.3 handshake with `psk` on `tcp`.
