@@ -9,7 +9,7 @@
 //! - [`PskClient::connect`] / [`PskServer::accept`] run the handshake on a stream (in practice a
 //!   [`std::net::TcpStream`]; its timeouts, set before or after, bound every step) and give a
 //!   [`TlsStream`], which implements [`Read`] and [`Write`].
-//! - With the feature `tokio`, [`PskClient::connect_async`] / [`PskServer::accept_async`] run
+//! - With the feature `tokio`, `PskClient::connect_async` / `PskServer::accept_async` run
 //!   the same handshake over tokio's `AsyncRead + AsyncWrite` (through `tokio-openssl`) and give
 //!   an `AsyncTlsStream`, whose reads and writes fail with the same [`StreamError`]s.
 //! - Errors are in words: [`HandshakeError`] says whether the key was wrong, the identity
